@@ -1,0 +1,379 @@
+//! Configuration: the TOML file, its safe defaults, and validation.
+//!
+//! Every struct denies unknown keys so a typo is an error naming the file, line and key rather than
+//! a silently ignored setting.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listeners; at least one.
+    #[serde(default = "default_listeners", rename = "listener")]
+    pub listeners: Vec<ListenerConfig>,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub sys: SysConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Reserved for the persistence issue; accepted so configs can already name it.
+    #[serde(default)]
+    pub persistence: Option<PersistenceConfig>,
+    /// Where the file was loaded from; relative paths in it are resolved against the working directory
+    /// (as Mosquitto does).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    #[serde(default = "default_listener_name")]
+    pub name: String,
+    pub bind: SocketAddr,
+    /// Per listener; the next client is refused (and logged) until one leaves.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Overrides `[auth] allow_anonymous` for this listener (e.g. anonymous on loopback only).
+    #[serde(default)]
+    pub allow_anonymous: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// CA bundle for verifying client certificates (mTLS).
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    #[serde(default)]
+    pub require_client_cert: bool,
+    /// The client certificate's CN becomes the username (as Mosquitto's `use_identity_as_username`).
+    #[serde(default)]
+    pub use_identity_as_username: bool,
+    /// No TLS handshake within this -> close (slowloris protection).
+    #[serde(default = "default_handshake_timeout", deserialize_with = "duration")]
+    pub handshake_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Default: true without a password file, false with one.
+    #[serde(default)]
+    pub allow_anonymous: Option<bool>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub acl_file: Option<PathBuf>,
+}
+
+impl AuthConfig {
+    /// Anonymous access is off by default whenever a password file is configured.
+    pub fn anonymous_allowed(&self) -> bool {
+        self.allow_anonymous.unwrap_or(self.password_file.is_none())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Bytes, whole packet; a larger packet disconnects that client only.
+    #[serde(default = "default_max_packet_size")]
+    pub max_packet_size: usize,
+    /// Outbound QoS 1/2 messages awaiting acknowledgement, per client.
+    #[serde(default = "default_max_inflight")]
+    pub max_inflight: usize,
+    /// Messages queued per client (online backlog or offline persistent session).
+    #[serde(default = "default_max_queued")]
+    pub max_queued_messages: usize,
+    /// No CONNECT within this -> close. A socket that never speaks would otherwise hold a
+    /// connection slot (and its memory) forever: the classic slowloris denial of service.
+    #[serde(default = "default_connect_timeout", deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_packet_size: default_max_packet_size(),
+            max_inflight: default_max_inflight(),
+            max_queued_messages: default_max_queued(),
+            connect_timeout: default_connect_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SysConfig {
+    /// Seconds between `$SYS` publications; 0 turns them off.
+    #[serde(default = "default_sys_interval")]
+    pub interval: u64,
+}
+
+impl Default for SysConfig {
+    fn default() -> Self {
+        SysConfig {
+            interval: default_sys_interval(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// tracing filter, e.g. "info" or "mqttd=debug".
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    /// Print every accepted PUBLISH as `[MSG] Topic: ...` / `Payload: ...`.
+    #[serde(default)]
+    pub messages: bool,
+    /// Write logs (and the message log) to this file instead of standard output.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: default_log_level(),
+            messages: false,
+            file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersistenceConfig {
+    pub path: PathBuf,
+}
+
+fn default_listeners() -> Vec<ListenerConfig> {
+    vec![ListenerConfig {
+        name: default_listener_name(),
+        bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
+        max_connections: default_max_connections(),
+        tls: None,
+        allow_anonymous: None,
+    }]
+}
+fn default_listener_name() -> String {
+    "default".into()
+}
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_handshake_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_packet_size() -> usize {
+    1_048_576
+}
+fn default_max_inflight() -> usize {
+    32
+}
+fn default_max_queued() -> usize {
+    1000
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_sys_interval() -> u64 {
+    10
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+
+/// Accepts "10s", "500ms", "2m" (humantime) or a bare integer number of seconds.
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Secs(s) => Ok(Duration::from_secs(s)),
+        Raw::Text(t) => humantime::parse_duration(&t).map_err(serde::de::Error::custom),
+    }
+}
+
+impl Default for Config {
+    /// The configuration used without `--config`: 127.0.0.1:1883 only, anonymous (Mosquitto 2's
+    /// local-only mode).
+    fn default() -> Self {
+        Config {
+            listeners: default_listeners(),
+            auth: AuthConfig::default(),
+            limits: Limits::default(),
+            sys: SysConfig::default(),
+            log: LogConfig::default(),
+            persistence: None,
+            source: None,
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates `text`; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .span()
+                .map(|span| line_col(text, span.start))
+                .unwrap_or((0, 0));
+            ConfigError::Parse {
+                path: path.to_owned(),
+                line,
+                column,
+                message: e.message().to_owned(),
+            }
+        })?;
+        config.source = Some(path.to_owned());
+        config.validate().map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: ranges and combinations. 0 never means "unlimited".
+    pub fn validate(&self) -> Result<(), String> {
+        if self.listeners.is_empty() {
+            return Err("at least one [[listener]] is required".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for l in &self.listeners {
+            if !names.insert(&l.name) {
+                return Err(format!("listener name {:?} is used twice", l.name));
+            }
+            if l.max_connections == 0 {
+                return Err(format!(
+                    "listener {:?}: max_connections must be at least 1",
+                    l.name
+                ));
+            }
+        }
+        let lim = &self.limits;
+        if !(16..=268_435_460).contains(&lim.max_packet_size) {
+            return Err("limits.max_packet_size must be between 16 and 268435460 bytes".into());
+        }
+        if lim.max_inflight == 0 || lim.max_inflight > 65_535 {
+            return Err("limits.max_inflight must be between 1 and 65535".into());
+        }
+        if lim.max_queued_messages == 0 {
+            return Err("limits.max_queued_messages must be at least 1".into());
+        }
+        if lim.connect_timeout.is_zero() {
+            return Err("limits.connect_timeout must be greater than zero".into());
+        }
+        Ok(())
+    }
+
+    /// Is any listener reachable from beyond loopback while anonymous access is allowed on it?
+    pub fn anonymous_listeners_beyond_loopback(&self) -> Vec<&ListenerConfig> {
+        self.listeners
+            .iter()
+            .filter(|l| {
+                l.allow_anonymous.unwrap_or(self.auth.anonymous_allowed())
+                    && !l.bind.ip().is_loopback()
+            })
+            .collect()
+    }
+}
+
+/// 1-based line and column of byte offset `at` in `text`.
+fn line_col(text: &str, at: usize) -> (usize, usize) {
+    let before = &text[..at.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let err = Config::parse(
+            "[limits]\nmax_inflight = 4\nbogus = 1\n",
+            Path::new("x.toml"),
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("x.toml:3:"), "{msg}");
+        assert!(msg.contains("bogus"), "{msg}");
+    }
+
+    #[test]
+    fn defaults_are_local_only() {
+        let c = Config::parse("", Path::new("empty.toml")).unwrap();
+        assert_eq!(c.listeners.len(), 1);
+        assert!(c.listeners[0].bind.ip().is_loopback());
+        assert_eq!(c.limits.connect_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn durations_accept_text_and_seconds() {
+        let c = Config::parse("[limits]\nconnect_timeout = \"250ms\"\n", Path::new("a")).unwrap();
+        assert_eq!(c.limits.connect_timeout, Duration::from_millis(250));
+        let c = Config::parse("[limits]\nconnect_timeout = 3\n", Path::new("a")).unwrap();
+        assert_eq!(c.limits.connect_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn zero_is_never_unlimited() {
+        assert!(Config::parse("[limits]\nmax_queued_messages = 0\n", Path::new("a")).is_err());
+    }
+
+    #[test]
+    fn anonymous_defaults_off_with_password_file() {
+        let c = Config::parse("[auth]\npassword_file = \"p\"\n", Path::new("a")).unwrap();
+        assert!(!c.auth.anonymous_allowed());
+    }
+}

@@ -1,0 +1,35 @@
+//! Why a packet could not be decoded. Each variant maps to the reason the connection is closed with
+//! (5.0: the DISCONNECT reason code; 3.1.1: the connection is simply closed).
+
+use thiserror::Error;
+
+use super::reason;
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The bytes break a rule of the spec; the string names the rule (e.g. "MQTT-3.3.2-2: wildcard in
+    /// topic name").
+    #[error("malformed packet: {0}")]
+    Malformed(&'static str),
+    /// Well-formed bytes that the protocol forbids in this place.
+    #[error("protocol error: {0}")]
+    Protocol(&'static str),
+    /// The declared size exceeds the broker's maximum; detected from the fixed header, before buffering.
+    #[error("packet of {size} bytes exceeds the maximum of {max}")]
+    TooLarge { size: usize, max: usize },
+    /// CONNECT with an unknown protocol name or level: answered with CONNACK 0x01 / 0x84.
+    #[error("unsupported protocol {name:?} level {level}")]
+    UnsupportedProtocol { name: String, level: u8 },
+}
+
+impl DecodeError {
+    /// The MQTT 5.0 DISCONNECT reason code for this error.
+    pub fn reason_code(&self) -> u8 {
+        match self {
+            DecodeError::Malformed(_) => reason::v5::MALFORMED_PACKET,
+            DecodeError::Protocol(_) => reason::v5::PROTOCOL_ERROR,
+            DecodeError::TooLarge { .. } => reason::v5::PACKET_TOO_LARGE,
+            DecodeError::UnsupportedProtocol { .. } => reason::v5::UNSUPPORTED_PROTOCOL_VERSION,
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! The packet model shared by MQTT 3.1, 3.1.1 and 5.0.
+//!
+//! One struct per control packet. Fields that only MQTT 5.0 carries live in [`Properties`] (boxed and
+//! optional, so a 3.1.1 PUBLISH pays nothing for them) or are reason codes that 3.1.1 encodes in a
+//! narrower form (CONNACK return code, SUBACK granted QoS / 0x80).
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+/// Quality of service of a PUBLISH or granted to a subscription.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum QoS {
+    AtMostOnce = 0,
+    AtLeastOnce = 1,
+    ExactlyOnce = 2,
+}
+
+impl QoS {
+    /// The QoS for the two wire bits; `None` for the reserved value 3.
+    pub fn from_u8(v: u8) -> Option<QoS> {
+        match v {
+            0 => Some(QoS::AtMostOnce),
+            1 => Some(QoS::AtLeastOnce),
+            2 => Some(QoS::ExactlyOnce),
+            _ => None,
+        }
+    }
+}
+
+/// The protocol level announced in CONNECT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ProtocolVersion {
+    /// MQTT 3.1: protocol name "MQIsdp", level 3.
+    V31,
+    /// MQTT 3.1.1: protocol name "MQTT", level 4.
+    V311,
+    /// MQTT 5.0: protocol name "MQTT", level 5.
+    V5,
+}
+
+impl ProtocolVersion {
+    pub fn level(self) -> u8 {
+        match self {
+            ProtocolVersion::V31 => 3,
+            ProtocolVersion::V311 => 4,
+            ProtocolVersion::V5 => 5,
+        }
+    }
+    pub fn is_v5(self) -> bool {
+        self == ProtocolVersion::V5
+    }
+}
+
+/// A password as sent in CONNECT: arbitrary bytes (MQTT allows binary passwords).
+///
+/// `Debug` never shows the bytes and the buffer is zeroed when dropped.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(zeroize::Zeroizing<Vec<u8>>);
+
+impl Password {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Password(zeroize::Zeroizing::new(bytes))
+    }
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
+/// MQTT 5.0 properties. One struct for every packet type; the decoder enforces which identifiers a
+/// packet may carry and that none but User Property repeats.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Properties {
+    pub payload_format_indicator: Option<u8>,
+    pub message_expiry_interval: Option<u32>,
+    pub content_type: Option<String>,
+    pub response_topic: Option<String>,
+    pub correlation_data: Option<Bytes>,
+    /// Subscription Identifier: several on a PUBLISH to a client, at most one on SUBSCRIBE.
+    pub subscription_identifiers: Vec<u32>,
+    pub session_expiry_interval: Option<u32>,
+    pub assigned_client_identifier: Option<String>,
+    pub server_keep_alive: Option<u16>,
+    pub authentication_method: Option<String>,
+    pub authentication_data: Option<Bytes>,
+    pub request_problem_information: Option<u8>,
+    pub will_delay_interval: Option<u32>,
+    pub request_response_information: Option<u8>,
+    pub response_information: Option<String>,
+    pub server_reference: Option<String>,
+    pub reason_string: Option<String>,
+    pub receive_maximum: Option<u16>,
+    pub topic_alias_maximum: Option<u16>,
+    pub topic_alias: Option<u16>,
+    pub maximum_qos: Option<u8>,
+    pub retain_available: Option<u8>,
+    /// User Property pairs, in order, duplicates allowed.
+    pub user_properties: Vec<(String, String)>,
+    pub maximum_packet_size: Option<u32>,
+    pub wildcard_subscription_available: Option<u8>,
+    pub subscription_identifier_available: Option<u8>,
+    pub shared_subscription_available: Option<u8>,
+}
+
+/// The will message carried in CONNECT.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LastWill {
+    /// Validated topic name (no wildcards, valid UTF-8, no U+0000).
+    pub topic: Arc<str>,
+    pub payload: Bytes,
+    pub qos: QoS,
+    pub retain: bool,
+    /// Will properties (MQTT 5.0 only).
+    pub properties: Option<Box<Properties>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Connect {
+    pub protocol: ProtocolVersion,
+    /// "Clean Session" in 3.1.1, "Clean Start" in 5.0.
+    pub clean_start: bool,
+    pub keep_alive: u16,
+    /// May be empty (the server then assigns one, or refuses).
+    pub client_id: String,
+    pub will: Option<LastWill>,
+    pub username: Option<String>,
+    pub password: Option<Password>,
+    pub properties: Option<Box<Properties>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnAck {
+    pub session_present: bool,
+    /// 3.1.1 return code (0..=5) or 5.0 reason code; see [`super::reason`].
+    pub code: u8,
+    pub properties: Option<Box<Properties>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Publish {
+    pub dup: bool,
+    pub qos: QoS,
+    pub retain: bool,
+    /// Validated topic name. May be empty only in 5.0 when a Topic Alias is present.
+    pub topic: Arc<str>,
+    /// 0 for QoS 0; non-zero otherwise.
+    pub packet_id: u16,
+    pub payload: Bytes,
+    pub properties: Option<Box<Properties>>,
+}
+
+/// PUBACK, PUBREC, PUBREL and PUBCOMP share one shape.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PubResp {
+    pub packet_id: u16,
+    /// 5.0 reason code; always 0 (success) for 3.1.1.
+    pub reason: u8,
+    pub properties: Option<Box<Properties>>,
+}
+
+impl PubResp {
+    pub fn new(packet_id: u16) -> Self {
+        PubResp {
+            packet_id,
+            reason: 0,
+            properties: None,
+        }
+    }
+}
+
+/// Retain Handling subscription option (5.0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RetainHandling {
+    /// Send retained messages at the time of the subscribe.
+    #[default]
+    SendOnSubscribe = 0,
+    /// Send retained messages only if the subscription did not exist.
+    SendIfNew = 1,
+    /// Never send retained messages for this subscribe.
+    DoNotSend = 2,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SubscriptionOptions {
+    pub qos: QoS,
+    pub no_local: bool,
+    pub retain_as_published: bool,
+    pub retain_handling: RetainHandling,
+}
+
+impl SubscriptionOptions {
+    pub fn new(qos: QoS) -> Self {
+        SubscriptionOptions {
+            qos,
+            no_local: false,
+            retain_as_published: false,
+            retain_handling: RetainHandling::SendOnSubscribe,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubscribeFilter {
+    /// The filter exactly as sent (valid UTF-8, no U+0000). Wildcard placement is *not* checked by the
+    /// decoder: an invalid filter is answered with 0x80 in the SUBACK, not by closing the connection.
+    pub filter: String,
+    pub options: SubscriptionOptions,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscribe {
+    pub packet_id: u16,
+    /// Never empty (MQTT-3.8.3-3).
+    pub filters: Vec<SubscribeFilter>,
+    pub properties: Option<Box<Properties>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubAck {
+    pub packet_id: u16,
+    /// One per filter: granted QoS 0..=2, or a failure code (0x80 in 3.1.1, any >= 0x80 in 5.0).
+    pub return_codes: Vec<u8>,
+    pub properties: Option<Box<Properties>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unsubscribe {
+    pub packet_id: u16,
+    /// Never empty (MQTT-3.10.3-2).
+    pub filters: Vec<String>,
+    pub properties: Option<Box<Properties>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnsubAck {
+    pub packet_id: u16,
+    /// 5.0 only: one reason code per filter. Empty for 3.1.1.
+    pub reasons: Vec<u8>,
+    pub properties: Option<Box<Properties>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Disconnect {
+    /// 5.0 reason code; 0 for 3.1.1.
+    pub reason: u8,
+    pub properties: Option<Box<Properties>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Auth {
+    pub reason: u8,
+    pub properties: Option<Box<Properties>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Packet {
+    Connect(Box<Connect>),
+    ConnAck(ConnAck),
+    Publish(Publish),
+    PubAck(PubResp),
+    PubRec(PubResp),
+    PubRel(PubResp),
+    PubComp(PubResp),
+    Subscribe(Subscribe),
+    SubAck(SubAck),
+    Unsubscribe(Unsubscribe),
+    UnsubAck(UnsubAck),
+    PingReq,
+    PingResp,
+    Disconnect(Disconnect),
+    /// MQTT 5.0 only.
+    Auth(Auth),
+}
+
+impl Packet {
+    /// The packet type's name, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Packet::Connect(_) => "CONNECT",
+            Packet::ConnAck(_) => "CONNACK",
+            Packet::Publish(_) => "PUBLISH",
+            Packet::PubAck(_) => "PUBACK",
+            Packet::PubRec(_) => "PUBREC",
+            Packet::PubRel(_) => "PUBREL",
+            Packet::PubComp(_) => "PUBCOMP",
+            Packet::Subscribe(_) => "SUBSCRIBE",
+            Packet::SubAck(_) => "SUBACK",
+            Packet::Unsubscribe(_) => "UNSUBSCRIBE",
+            Packet::UnsubAck(_) => "UNSUBACK",
+            Packet::PingReq => "PINGREQ",
+            Packet::PingResp => "PINGRESP",
+            Packet::Disconnect(_) => "DISCONNECT",
+            Packet::Auth(_) => "AUTH",
+        }
+    }
+}
