@@ -24,5 +24,6 @@
 
 pub mod auth;
 pub mod config;
+pub mod msglog;
 pub mod protocol;
 pub mod tls;

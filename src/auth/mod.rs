@@ -4,6 +4,8 @@
 //! file never half-applies. The session calls [`Auth::authenticate`] with the CONNECT credentials
 //! *before* anything reaches the router, and the ACL checks on every PUBLISH / SUBSCRIBE / delivery.
 
+pub mod acl;
+
 use std::net::SocketAddr;
 
 use crate::config::AuthConfig;

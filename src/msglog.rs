@@ -1,0 +1,1 @@
+//! The message logger: `[MSG] Topic: ...` / `Payload: ...` for every accepted PUBLISH.
