@@ -88,7 +88,8 @@ pub struct TlsConfig {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
-    /// Default: true without a password file, false with one.
+    /// Default: allowed only on loopback listeners and only without a password file
+    /// (see [`Config::listener_allows_anonymous`]).
     #[serde(default)]
     pub allow_anonymous: Option<bool>,
     #[serde(default)]
@@ -97,10 +98,15 @@ pub struct AuthConfig {
     pub acl_file: Option<PathBuf>,
 }
 
-impl AuthConfig {
-    /// Anonymous access is off by default whenever a password file is configured.
-    pub fn anonymous_allowed(&self) -> bool {
-        self.allow_anonymous.unwrap_or(self.password_file.is_none())
+impl Config {
+    /// Whether `listener` admits clients without credentials. Explicit settings win (the listener's,
+    /// then `[auth]`'s); by default anonymous access is allowed only on a loopback listener of a
+    /// broker without a password file, so nothing reachable from the network is open by accident.
+    pub fn listener_allows_anonymous(&self, listener: &ListenerConfig) -> bool {
+        listener
+            .allow_anonymous
+            .or(self.auth.allow_anonymous)
+            .unwrap_or(self.auth.password_file.is_none() && listener.bind.ip().is_loopback())
     }
 }
 
@@ -311,14 +317,12 @@ impl Config {
         Ok(())
     }
 
-    /// Is any listener reachable from beyond loopback while anonymous access is allowed on it?
+    /// Listeners reachable from beyond loopback that still allow anonymous access (explicitly
+    /// configured so); the broker warns about each at start-up.
     pub fn anonymous_listeners_beyond_loopback(&self) -> Vec<&ListenerConfig> {
         self.listeners
             .iter()
-            .filter(|l| {
-                l.allow_anonymous.unwrap_or(self.auth.anonymous_allowed())
-                    && !l.bind.ip().is_loopback()
-            })
+            .filter(|l| self.listener_allows_anonymous(l) && !l.bind.ip().is_loopback())
             .collect()
     }
 }
@@ -372,8 +376,16 @@ mod tests {
     }
 
     #[test]
-    fn anonymous_defaults_off_with_password_file() {
+    fn anonymous_defaults_off_with_password_file_or_beyond_loopback() {
         let c = Config::parse("[auth]\npassword_file = \"p\"\n", Path::new("a")).unwrap();
-        assert!(!c.auth.anonymous_allowed());
+        assert!(!c.listener_allows_anonymous(&c.listeners[0]));
+        let c = Config::parse("[[listener]]\nbind = \"0.0.0.0:1883\"\n", Path::new("a")).unwrap();
+        assert!(!c.listener_allows_anonymous(&c.listeners[0]));
+        let c = Config::parse("", Path::new("a")).unwrap();
+        assert!(c.listener_allows_anonymous(&c.listeners[0]));
+        let text = "[[listener]]\nbind = \"0.0.0.0:1883\"\n[auth]\nallow_anonymous = true\n";
+        let c = Config::parse(text, Path::new("a")).unwrap();
+        assert!(c.listener_allows_anonymous(&c.listeners[0]));
+        assert_eq!(c.anonymous_listeners_beyond_loopback().len(), 1);
     }
 }

@@ -24,6 +24,12 @@
 
 pub mod auth;
 pub mod config;
+pub mod connection;
+pub mod listener;
 pub mod msglog;
 pub mod protocol;
+pub mod router;
+pub mod server;
+pub mod session;
+pub mod sys;
 pub mod tls;

