@@ -16,6 +16,10 @@
 //! that only partly overlaps a `deny` rule is accepted; the per-delivery `Read` check then keeps
 //! the denied messages out.
 //!
+//! A pattern is never applied with a username or client id containing `+`, `#` or `/` (such a name
+//! could widen the rule, as Mosquitto warns): grants from that pattern do not apply, and a `deny`
+//! pattern that cannot be applied denies, so refusing a name never opens anything up.
+//!
 //! Rules are compiled once: each filter is split into levels, `%u`/`%c` become placeholders, and
 //! user rules sit in a `HashMap` by name, so a check is one lookup plus a scan of that user's rules
 //! and the patterns, without allocating.
