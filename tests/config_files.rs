@@ -1,0 +1,50 @@
+//! Every example configuration shipped in `config/` must load: a commented example that no longer
+//! parses is worse than none.
+
+use std::path::Path;
+
+use mqttd::config::Config;
+
+#[test]
+fn every_example_config_loads() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("config/ exists") {
+        let path = entry.expect("readable directory entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            if let Err(e) = Config::load(&path) {
+                panic!("{e}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no config/*.toml found");
+}
+
+#[test]
+fn the_main_example_matches_the_built_in_defaults() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/mqttd.toml");
+    let file = Config::load(&path).expect("config/mqttd.toml loads");
+    let default = Config::default();
+    assert_eq!(file.listeners.len(), 1);
+    assert_eq!(file.listeners[0].bind, default.listeners[0].bind);
+    assert_eq!(file.listeners[0].name, default.listeners[0].name);
+    assert_eq!(
+        file.listeners[0].max_connections,
+        default.listeners[0].max_connections
+    );
+    assert_eq!(
+        file.auth.anonymous_allowed(),
+        default.auth.anonymous_allowed()
+    );
+    assert_eq!(file.limits.max_packet_size, default.limits.max_packet_size);
+    assert_eq!(file.limits.max_inflight, default.limits.max_inflight);
+    assert_eq!(
+        file.limits.max_queued_messages,
+        default.limits.max_queued_messages
+    );
+    assert_eq!(file.limits.connect_timeout, default.limits.connect_timeout);
+    assert_eq!(file.sys.interval, default.sys.interval);
+    assert_eq!(file.log.level, default.log.level);
+    assert_eq!(file.log.messages, default.log.messages);
+}
