@@ -34,8 +34,8 @@ fn the_main_example_matches_the_built_in_defaults() {
         default.listeners[0].max_connections
     );
     assert_eq!(
-        file.auth.anonymous_allowed(),
-        default.auth.anonymous_allowed()
+        file.listener_allows_anonymous(&file.listeners[0]),
+        default.listener_allows_anonymous(&default.listeners[0])
     );
     assert_eq!(file.limits.max_packet_size, default.limits.max_packet_size);
     assert_eq!(file.limits.max_inflight, default.limits.max_inflight);

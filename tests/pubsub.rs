@@ -19,7 +19,9 @@ async fn every_qos_pair_delivers_at_the_minimum() {
         assert_eq!(sub.subscribe(&topic, sub_qos, 1).await, vec![sub_qos as u8]);
         for (i, pub_qos) in ALL.into_iter().enumerate() {
             let payload = format!("p{} s{}", pub_qos as u8, sub_qos as u8);
-            pubber.publish(&topic, payload.as_bytes(), pub_qos, false, 10 + i as u16).await;
+            pubber
+                .publish(&topic, payload.as_bytes(), pub_qos, false, 10 + i as u16)
+                .await;
             let got = sub.receive().await;
             assert_eq!(&got.payload[..], payload.as_bytes());
             assert_eq!(got.qos, pub_qos.min(sub_qos), "{payload}");
@@ -36,14 +38,32 @@ async fn wildcards_match_as_the_spec_says() {
     let broker = TestBroker::start().await;
     let mut sub = RawClient::connected(broker.addr, "sub").await;
     for (i, f) in ["a/+/c", "x/#", "+", "$SYS/+"].iter().enumerate() {
-        assert_eq!(sub.subscribe(f, QoS::AtMostOnce, i as u16 + 1).await, vec![0]);
+        assert_eq!(
+            sub.subscribe(f, QoS::AtMostOnce, i as u16 + 1).await,
+            vec![0]
+        );
     }
     let mut pubber = RawClient::connected(broker.addr, "pub").await;
     // Matching and non-matching topics, then a marker; only matches may arrive before the marker.
-    for t in ["a/b/c", "a/b/d", "a/c", "x", "x/y/z", "top", "top/level", "$SYS/foo", "$other", "a//c"] {
-        pubber.publish(t, t.as_bytes(), QoS::AtMostOnce, false, 0).await;
+    for t in [
+        "a/b/c",
+        "a/b/d",
+        "a/c",
+        "x",
+        "x/y/z",
+        "top",
+        "top/level",
+        "$SYS/foo",
+        "$other",
+        "a//c",
+    ] {
+        pubber
+            .publish(t, t.as_bytes(), QoS::AtMostOnce, false, 0)
+            .await;
     }
-    pubber.publish("x/end", b"end", QoS::AtMostOnce, false, 0).await;
+    pubber
+        .publish("x/end", b"end", QoS::AtMostOnce, false, 0)
+        .await;
     let mut got = vec![];
     loop {
         let p = sub.receive().await;
@@ -64,8 +84,12 @@ async fn hash_does_not_match_dollar_topics() {
     let mut sub = RawClient::connected(broker.addr, "sub").await;
     sub.subscribe("#", QoS::AtMostOnce, 1).await;
     let mut pubber = RawClient::connected(broker.addr, "pub").await;
-    pubber.publish("$private/x", b"no", QoS::AtMostOnce, false, 0).await;
-    pubber.publish("public", b"yes", QoS::AtMostOnce, false, 0).await;
+    pubber
+        .publish("$private/x", b"no", QoS::AtMostOnce, false, 0)
+        .await;
+    pubber
+        .publish("public", b"yes", QoS::AtMostOnce, false, 0)
+        .await;
     assert_eq!(&sub.receive().await.payload[..], b"yes");
     broker.stop().await;
 }
@@ -78,7 +102,9 @@ async fn overlapping_subscriptions_deliver_once_at_the_highest_qos() {
     sub.subscribe("o/+", QoS::ExactlyOnce, 2).await;
     sub.subscribe("o/t", QoS::AtLeastOnce, 3).await;
     let mut pubber = RawClient::connected(broker.addr, "pub").await;
-    pubber.publish("o/t", b"once", QoS::ExactlyOnce, false, 7).await;
+    pubber
+        .publish("o/t", b"once", QoS::ExactlyOnce, false, 7)
+        .await;
     let p = sub.receive().await;
     assert_eq!(p.qos, QoS::ExactlyOnce);
     sub.ping().await;
@@ -94,22 +120,28 @@ async fn order_is_kept_per_topic_and_unsubscribe_stops_delivery() {
     let mut pubber = RawClient::connected(broker.addr, "pub").await;
     for i in 0..200u16 {
         let qos = ALL[usize::from(i % 3)];
-        pubber.publish("seq", i.to_string().as_bytes(), qos, false, i + 1).await;
+        pubber
+            .publish("seq", i.to_string().as_bytes(), qos, false, i + 1)
+            .await;
     }
     for i in 0..200u16 {
         assert_eq!(sub.receive().await.payload, i.to_string().as_bytes());
     }
-    sub.send(&mqttd::protocol::Packet::Unsubscribe(mqttd::protocol::Unsubscribe {
-        packet_id: 9,
-        filters: vec!["seq".into()],
-        properties: None,
-    }))
+    sub.send(&mqttd::protocol::Packet::Unsubscribe(
+        mqttd::protocol::Unsubscribe {
+            packet_id: 9,
+            filters: vec!["seq".into()],
+            properties: None,
+        },
+    ))
     .await;
     match sub.recv().await {
         Some(mqttd::protocol::Packet::UnsubAck(a)) => assert_eq!(a.packet_id, 9),
         other => panic!("expected UNSUBACK, got {other:?}"),
     }
-    pubber.publish("seq", b"after", QoS::AtMostOnce, false, 0).await;
+    pubber
+        .publish("seq", b"after", QoS::AtMostOnce, false, 0)
+        .await;
     pubber.ping().await;
     sub.expect_silence(Duration::from_millis(200)).await;
     broker.stop().await;
@@ -119,12 +151,23 @@ async fn order_is_kept_per_topic_and_unsubscribe_stops_delivery() {
 async fn rumqttc_round_trip() {
     let broker = TestBroker::start().await;
     let (sub, mut rx, _ev) = common::rumqtt_client(common::mqtt_options(broker.addr, "rsub")).await;
-    sub.subscribe("sensors/#", rumqttc::QoS::AtLeastOnce).await.unwrap();
-    let (pubber, _rx2, _ev2) = common::rumqtt_client(common::mqtt_options(broker.addr, "rpub")).await;
+    sub.subscribe("sensors/#", rumqttc::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let (pubber, _rx2, _ev2) =
+        common::rumqtt_client(common::mqtt_options(broker.addr, "rpub")).await;
     // The SUBACK is not observable from here without racing, so publish until the first arrives.
     let mut first = None;
     for _ in 0..50 {
-        pubber.publish("sensors/temperature", rumqttc::QoS::AtLeastOnce, false, "24.3°C").await.unwrap();
+        pubber
+            .publish(
+                "sensors/temperature",
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                "24.3°C",
+            )
+            .await
+            .unwrap();
         if let Ok(Some(p)) = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
             first = Some(p);
             break;

@@ -12,20 +12,44 @@ use mqttd::protocol::QoS;
 async fn retained_set_deliver_replace_clear() {
     let broker = TestBroker::start().await;
     let mut pubber = RawClient::connected(broker.addr, "pub").await;
-    pubber.publish("r/a", b"one", QoS::AtLeastOnce, true, 1).await;
-    pubber.publish("r/a", b"two", QoS::AtLeastOnce, true, 2).await;
-    pubber.publish("r/b", b"bee", QoS::AtMostOnce, true, 0).await;
+    pubber
+        .publish("r/a", b"one", QoS::AtLeastOnce, true, 1)
+        .await;
+    pubber
+        .publish("r/a", b"two", QoS::AtLeastOnce, true, 2)
+        .await;
+    pubber
+        .publish("r/b", b"bee", QoS::AtMostOnce, true, 0)
+        .await;
     pubber.ping().await;
 
     let mut sub = RawClient::connected(broker.addr, "sub").await;
     sub.subscribe("r/+", QoS::AtLeastOnce, 1).await;
     let mut got = vec![sub.receive().await, sub.receive().await];
     got.sort_by(|a, b| a.topic.cmp(&b.topic));
-    assert_eq!((&*got[0].topic, &got[0].payload[..], got[0].retain, got[0].qos), ("r/a", &b"two"[..], true, QoS::AtLeastOnce));
-    assert_eq!((&*got[1].topic, &got[1].payload[..], got[1].retain, got[1].qos), ("r/b", &b"bee"[..], true, QoS::AtMostOnce));
+    assert_eq!(
+        (
+            &*got[0].topic,
+            &got[0].payload[..],
+            got[0].retain,
+            got[0].qos
+        ),
+        ("r/a", &b"two"[..], true, QoS::AtLeastOnce)
+    );
+    assert_eq!(
+        (
+            &*got[1].topic,
+            &got[1].payload[..],
+            got[1].retain,
+            got[1].qos
+        ),
+        ("r/b", &b"bee"[..], true, QoS::AtMostOnce)
+    );
 
     // Live forwarding of a retained publish to an existing subscriber clears the flag (3.1.1).
-    pubber.publish("r/a", b"three", QoS::AtMostOnce, true, 0).await;
+    pubber
+        .publish("r/a", b"three", QoS::AtMostOnce, true, 0)
+        .await;
     let live = sub.receive().await;
     assert_eq!((&live.payload[..], live.retain), (&b"three"[..], false));
 
@@ -38,7 +62,10 @@ async fn retained_set_deliver_replace_clear() {
     let mut late = RawClient::connected(broker.addr, "late").await;
     late.subscribe("r/#", QoS::AtMostOnce, 1).await;
     let p = late.receive().await;
-    assert_eq!((&*p.topic, &p.payload[..], p.retain), ("r/b", &b"bee"[..], true));
+    assert_eq!(
+        (&*p.topic, &p.payload[..], p.retain),
+        ("r/b", &b"bee"[..], true)
+    );
     late.ping().await;
     late.expect_silence(Duration::from_millis(200)).await;
     broker.stop().await;

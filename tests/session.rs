@@ -31,9 +31,15 @@ async fn persistent_session_queues_while_offline() {
     c.disconnect().await;
 
     let mut pubber = RawClient::connected(broker.addr, "pub").await;
-    pubber.publish("q/0", b"zero", QoS::AtMostOnce, false, 0).await; // not queued offline
-    pubber.publish("q/1", b"one", QoS::AtLeastOnce, false, 1).await;
-    pubber.publish("q/2", b"two", QoS::ExactlyOnce, false, 2).await;
+    pubber
+        .publish("q/0", b"zero", QoS::AtMostOnce, false, 0)
+        .await; // not queued offline
+    pubber
+        .publish("q/1", b"one", QoS::AtLeastOnce, false, 1)
+        .await;
+    pubber
+        .publish("q/2", b"two", QoS::ExactlyOnce, false, 2)
+        .await;
 
     let (mut c, present) = connect_persistent(&broker, "keeper").await;
     assert!(present, "session present after reconnect");
@@ -42,7 +48,9 @@ async fn persistent_session_queues_while_offline() {
     assert_eq!((&a.payload[..], a.qos), (&b"one"[..], QoS::AtLeastOnce));
     assert_eq!((&b.payload[..], b.qos), (&b"two"[..], QoS::ExactlyOnce));
     // Subscriptions survived too.
-    pubber.publish("q/live", b"live", QoS::AtLeastOnce, false, 3).await;
+    pubber
+        .publish("q/live", b"live", QoS::AtLeastOnce, false, 3)
+        .await;
     assert_eq!(&c.receive().await.payload[..], b"live");
     c.ping().await;
     c.expect_silence(Duration::from_millis(200)).await;
@@ -59,7 +67,15 @@ async fn offline_queue_is_bounded_and_drops_the_oldest() {
     c.disconnect().await;
     let mut pubber = RawClient::connected(broker.addr, "pub").await;
     for i in 0..5u16 {
-        pubber.publish("b", i.to_string().as_bytes(), QoS::AtLeastOnce, false, i + 1).await;
+        pubber
+            .publish(
+                "b",
+                i.to_string().as_bytes(),
+                QoS::AtLeastOnce,
+                false,
+                i + 1,
+            )
+            .await;
     }
     let (mut c, _) = connect_persistent(&broker, "small").await;
     for expect in ["2", "3", "4"] {
@@ -67,7 +83,14 @@ async fn offline_queue_is_bounded_and_drops_the_oldest() {
     }
     c.ping().await;
     c.expect_silence(Duration::from_millis(200)).await;
-    assert_eq!(broker.router.stats.publish_dropped.load(std::sync::atomic::Ordering::Relaxed), 2);
+    assert_eq!(
+        broker
+            .router
+            .stats
+            .publish_dropped
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
     broker.stop().await;
 }
 
@@ -77,9 +100,15 @@ async fn unacknowledged_messages_are_resent_with_dup() {
     let (mut c, _) = connect_persistent(&broker, "forgetful").await;
     c.subscribe("d/#", QoS::ExactlyOnce, 1).await;
     let mut pubber = RawClient::connected(broker.addr, "pub").await;
-    pubber.publish("d/1", b"q1", QoS::AtLeastOnce, false, 1).await;
-    pubber.publish("d/2", b"q2", QoS::ExactlyOnce, false, 2).await;
-    pubber.publish("d/3", b"q2-rel", QoS::ExactlyOnce, false, 3).await;
+    pubber
+        .publish("d/1", b"q1", QoS::AtLeastOnce, false, 1)
+        .await;
+    pubber
+        .publish("d/2", b"q2", QoS::ExactlyOnce, false, 2)
+        .await;
+    pubber
+        .publish("d/3", b"q2-rel", QoS::ExactlyOnce, false, 3)
+        .await;
     let p1 = c.expect_publish().await;
     let p2 = c.expect_publish().await;
     let p3 = c.expect_publish().await;
@@ -96,8 +125,14 @@ async fn unacknowledged_messages_are_resent_with_dup() {
     assert!(present);
     let r1 = c.expect_publish().await;
     let r2 = c.expect_publish().await;
-    assert_eq!((r1.dup, r1.packet_id, &r1.payload[..]), (true, p1.packet_id, &b"q1"[..]));
-    assert_eq!((r2.dup, r2.packet_id, &r2.payload[..]), (true, p2.packet_id, &b"q2"[..]));
+    assert_eq!(
+        (r1.dup, r1.packet_id, &r1.payload[..]),
+        (true, p1.packet_id, &b"q1"[..])
+    );
+    assert_eq!(
+        (r2.dup, r2.packet_id, &r2.payload[..]),
+        (true, p2.packet_id, &b"q2"[..])
+    );
     match c.recv().await {
         Some(Packet::PubRel(r)) => assert_eq!(r.packet_id, p3.packet_id),
         other => panic!("expected re-sent PUBREL, got {other:?}"),
@@ -130,7 +165,12 @@ async fn same_client_id_takes_over() {
     first.expect_closed().await;
     second.ping().await;
     common::eventually("one connected client", || {
-        broker.router.stats.clients_connected.load(std::sync::atomic::Ordering::Relaxed) == 1
+        broker
+            .router
+            .stats
+            .clients_connected
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 1
     })
     .await;
     broker.stop().await;
@@ -154,7 +194,12 @@ async fn qos2_inbound_is_exactly_once() {
     pubber.send(&Packet::Publish(publish.clone())).await;
     assert!(matches!(pubber.recv().await, Some(Packet::PubRec(r)) if r.packet_id == 42));
     // The publisher re-sends (DUP) before PUBREL: it must not be routed twice.
-    pubber.send(&Packet::Publish(mqttd::protocol::Publish { dup: true, ..publish })).await;
+    pubber
+        .send(&Packet::Publish(mqttd::protocol::Publish {
+            dup: true,
+            ..publish
+        }))
+        .await;
     assert!(matches!(pubber.recv().await, Some(Packet::PubRec(r)) if r.packet_id == 42));
     pubber.send(&Packet::PubRel(PubResp::new(42))).await;
     assert!(matches!(pubber.recv().await, Some(Packet::PubComp(r)) if r.packet_id == 42));

@@ -38,7 +38,10 @@ async fn will_on_socket_loss() {
     let c = with_will(&broker, "dev1", 60).await;
     drop(c);
     let p = w.receive().await;
-    assert_eq!((&*p.topic, &p.payload[..], p.qos), ("system/status", &b"Client offline"[..], QoS::AtLeastOnce));
+    assert_eq!(
+        (&*p.topic, &p.payload[..], p.qos),
+        ("system/status", &b"Client offline"[..], QoS::AtLeastOnce)
+    );
     broker.stop().await;
 }
 
@@ -61,7 +64,10 @@ async fn will_on_keep_alive_timeout() {
     let mut c = with_will(&broker, "dev3", 1).await;
     c.expect_closed().await;
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(1400) && waited < Duration::from_secs(4), "{waited:?}");
+    assert!(
+        waited >= Duration::from_millis(1400) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
     assert_eq!(&w.receive().await.payload[..], b"Client offline");
     broker.stop().await;
 }
