@@ -669,6 +669,80 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn tls12_mtls_returns_cn() {
+        let pki = pki();
+        let tls = Tls::load(&pki.mtls_settings(true)).unwrap();
+        let (cert, key) = pki.client_identity();
+        let client = pki
+            .client_builder(&[&TLS12])
+            .with_client_auth_cert(vec![cert], key)
+            .unwrap();
+        let (server, client) = handshake(&tls, client).await;
+        let (mut server, identity) = server.unwrap();
+        assert_eq!(
+            server.get_ref().1.protocol_version(),
+            Some(ProtocolVersion::TLSv1_2)
+        );
+        assert_eq!(identity.as_deref(), Some("sensor-7"));
+        exchange(&mut server, &mut client.unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn handshake_times_out_when_peer_stalls_mid_hello() {
+        let pki = pki();
+        let settings = TlsConfig {
+            handshake_timeout: Duration::from_millis(200),
+            ..pki.settings()
+        };
+        let tls = Tls::load(&settings).unwrap();
+        let (server_io, mut peer) = tokio::io::duplex(1024);
+        // A record header announcing 200 bytes of ClientHello, then nothing more.
+        peer.write_all(&[0x16, 0x03, 0x01, 0x00, 0xc8, 0x01])
+            .await
+            .unwrap();
+        let result = tokio::time::timeout(BOUND, tls.accept(server_io))
+            .await
+            .expect("handshake timeout did not fire");
+        assert!(
+            matches!(result, Err(TlsError::HandshakeTimeout(_))),
+            "{result:?}"
+        );
+    }
+
+    /// A writer whose peer never drains it.
+    struct Stuck;
+
+    impl AsyncWrite for Stuck {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            _: &[u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            std::task::Poll::Pending
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Pending
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Pending
+        }
+    }
+
+    #[tokio::test]
+    async fn close_gives_up_on_a_peer_that_does_not_read() {
+        let result = tokio::time::timeout(BOUND, close(&mut Stuck, Duration::from_millis(50)))
+            .await
+            .expect("close did not time out");
+        assert_eq!(result.unwrap_err().kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test]
     async fn handshake_times_out_when_peer_is_silent() {
         let pki = pki();
         let settings = TlsConfig {
