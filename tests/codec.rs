@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use mqttd::protocol::{
-    ConnAck, Connect, DecodeError, Disconnect, LastWill, Packet, Password, Properties,
-    ProtocolVersion, PubResp, Publish, QoS, SubAck, Subscribe, SubscribeFilter,
+    Auth, ConnAck, Connect, DecodeError, Disconnect, LastWill, Packet, Password, Properties,
+    ProtocolVersion, PubResp, Publish, QoS, RetainHandling, SubAck, Subscribe, SubscribeFilter,
     SubscriptionOptions, UnsubAck, Unsubscribe, decode, encode, encoded_len,
 };
 use proptest::prelude::*;
@@ -446,6 +446,218 @@ fn one_byte_at_a_time() {
     assert_eq!(trickle(&enc(&connect, V311), V311), connect);
 }
 
+fn malformed_v5() -> Vec<(&'static str, Vec<u8>)> {
+    let publish = |props: &[u8]| pkt(0x30, &cat(&[&s(b"a"), props, b"payload"]));
+    let subscribe =
+        |props: &[u8], opts: u8| pkt(0x82, &cat(&[&[0, 1], props, &s(b"a/b"), &[opts]]));
+    let connect = |props: &[u8]| {
+        pkt(
+            0x10,
+            &connect_body(b"MQTT", 5, 0x02, &cat(&[props, &s(b"c")])),
+        )
+    };
+    vec![
+        ("AUTH flags", vec![0xF1, 0]),
+        ("AUTH reason 0x01", vec![0xF0, 1, 0x01]),
+        ("AUTH trailing after properties", vec![0xF0, 3, 0x18, 0, 0]),
+        ("PINGREQ with body", vec![0xC0, 1, 0]),
+        ("DISCONNECT reason 0x05", vec![0xE0, 1, 0x05]),
+        (
+            "DISCONNECT property past the end",
+            vec![0xE0, 3, 0, 4, 0x11],
+        ),
+        ("PUBACK reason 0x92", vec![0x40, 3, 0, 1, 0x92]),
+        ("PUBCOMP reason 0x10", vec![0x70, 3, 0, 1, 0x10]),
+        (
+            "PUBREC Topic Alias property",
+            vec![0x50, 7, 0, 1, 0, 3, 0x23, 0, 1],
+        ),
+        ("PUBLISH without property length", pkt(0x30, &s(b"a"))),
+        (
+            "PUBLISH Session Expiry property",
+            publish(&[5, 0x11, 0, 0, 0, 1]),
+        ),
+        ("PUBLISH unknown property 0x7F", publish(&[2, 0x7F, 0])),
+        ("PUBLISH property id 0", publish(&[2, 0x00, 0])),
+        (
+            "PUBLISH property id not minimal",
+            publish(&[3, 0x81, 0x00, 1]),
+        ),
+        (
+            "PUBLISH property length past the end",
+            pkt(0x30, &cat(&[&s(b"a"), &[9, 0x01]])),
+        ),
+        ("PUBLISH property value truncated", publish(&[2, 0x02, 0])),
+        (
+            "PUBLISH Payload Format Indicator twice",
+            publish(&[4, 0x01, 0, 0x01, 1]),
+        ),
+        ("PUBLISH Payload Format Indicator 2", publish(&[2, 0x01, 2])),
+        ("PUBLISH Topic Alias 0", publish(&[3, 0x23, 0, 0])),
+        (
+            "PUBLISH Topic Alias twice",
+            publish(&[6, 0x23, 0, 1, 0x23, 0, 2]),
+        ),
+        ("PUBLISH Subscription Identifier 0", publish(&[2, 0x0B, 0])),
+        (
+            "PUBLISH Response Topic wildcard",
+            publish(&[4, 0x08, 0, 1, b'+']),
+        ),
+        (
+            "PUBLISH Content Type invalid UTF-8",
+            publish(&[4, 0x03, 0, 1, 0xFF]),
+        ),
+        (
+            "PUBLISH User Property U+0000",
+            publish(&[7, 0x26, 0, 1, 0, 0, 1, b'v']),
+        ),
+        (
+            "PUBLISH User Property without value",
+            publish(&[4, 0x26, 0, 1, b'k']),
+        ),
+        (
+            "PUBLISH empty topic without alias",
+            pkt(0x30, &cat(&[&s(b""), &[0]])),
+        ),
+        (
+            "PUBLISH QoS 2 packet id 0",
+            pkt(0x34, &cat(&[&s(b"a"), &[0, 0, 0]])),
+        ),
+        ("SUBSCRIBE Retain Handling 3", subscribe(&[0], 0x30)),
+        ("SUBSCRIBE reserved bit 6", subscribe(&[0], 0x40)),
+        ("SUBSCRIBE reserved bit 7", subscribe(&[0], 0x80)),
+        ("SUBSCRIBE QoS 3", subscribe(&[0], 0x03)),
+        (
+            "SUBSCRIBE two Subscription Identifiers",
+            subscribe(&[4, 0x0B, 1, 0x0B, 2], 0),
+        ),
+        (
+            "SUBSCRIBE Subscription Identifier 0",
+            subscribe(&[2, 0x0B, 0], 0),
+        ),
+        (
+            "SUBSCRIBE Subscription Identifier of 5 bytes",
+            subscribe(&[6, 0x0B, 0xFF, 0xFF, 0xFF, 0xFF, 1], 0),
+        ),
+        (
+            "SUBSCRIBE Reason String property",
+            subscribe(&[4, 0x1F, 0, 1, b'x'], 0),
+        ),
+        (
+            "SUBSCRIBE without property length",
+            pkt(0x82, &cat(&[&[0, 1], &s(b"a"), &[0]])),
+        ),
+        ("SUBSCRIBE no filters", vec![0x82, 3, 0, 1, 0]),
+        (
+            "SUBSCRIBE No Local on a shared subscription",
+            pkt(0x82, &cat(&[&[0, 1, 0], &s(b"$share/g/a"), &[0x04]])),
+        ),
+        ("UNSUBSCRIBE no filters", vec![0xA2, 3, 0, 1, 0]),
+        (
+            "UNSUBSCRIBE Subscription Identifier",
+            pkt(0xA2, &cat(&[&[0, 1, 2, 0x0B, 1], &s(b"a")])),
+        ),
+        ("SUBACK reason 0x05", vec![0x90, 4, 0, 1, 0, 0x05]),
+        ("UNSUBACK reason 0x01", vec![0xB0, 4, 0, 1, 0, 0x01]),
+        ("UNSUBACK without property length", vec![0xB0, 2, 0, 1]),
+        ("CONNACK reason 0x01", vec![0x20, 3, 0, 0x01, 0]),
+        ("CONNACK without property length", vec![0x20, 2, 0, 0]),
+        ("CONNACK Maximum QoS 2", vec![0x20, 5, 0, 0, 2, 0x24, 2]),
+        (
+            "CONNACK Retain Available twice",
+            vec![0x20, 7, 0, 0, 4, 0x25, 1, 0x25, 1],
+        ),
+        ("CONNECT Receive Maximum 0", connect(&[3, 0x21, 0, 0])),
+        (
+            "CONNECT Maximum Packet Size 0",
+            connect(&[5, 0x27, 0, 0, 0, 0]),
+        ),
+        (
+            "CONNECT Request Problem Information 2",
+            connect(&[2, 0x17, 2]),
+        ),
+        (
+            "CONNECT Request Response Information 2",
+            connect(&[2, 0x19, 2]),
+        ),
+        (
+            "CONNECT Session Expiry twice",
+            connect(&[10, 0x11, 0, 0, 0, 1, 0x11, 0, 0, 0, 1]),
+        ),
+        ("CONNECT Topic Alias property", connect(&[3, 0x23, 0, 1])),
+        (
+            "CONNECT Authentication Data without Method",
+            connect(&[4, 0x16, 0, 1, 9]),
+        ),
+        (
+            "CONNECT without property length",
+            pkt(0x10, &connect_body(b"MQTT", 5, 0x02, &[0, 1, b'c'])),
+        ),
+        (
+            "CONNECT will property Session Expiry",
+            pkt(
+                0x10,
+                &connect_body(
+                    b"MQTT",
+                    5,
+                    0x04,
+                    &cat(&[&[0], &s(b"c"), &[5, 0x11, 0, 0, 0, 1], &s(b"t"), &s(b"p")]),
+                ),
+            ),
+        ),
+        (
+            "CONNECT will Payload Format Indicator 3",
+            pkt(
+                0x10,
+                &connect_body(
+                    b"MQTT",
+                    5,
+                    0x04,
+                    &cat(&[&[0], &s(b"c"), &[2, 0x01, 3], &s(b"t"), &s(b"p")]),
+                ),
+            ),
+        ),
+    ]
+}
+
+#[test]
+fn malformed_v5_packets_are_errors() {
+    for (name, bytes) in malformed_v5() {
+        match dec(&bytes, V5) {
+            Err(DecodeError::Malformed(rule) | DecodeError::Protocol(rule)) => {
+                assert!(rule.starts_with("MQTT-"), "{name}: rule not named: {rule}")
+            }
+            other => panic!("{name}: expected an error, got {other:?}"),
+        }
+        for cut in 0..bytes.len() {
+            let mut buf = BytesMut::from(&bytes[..cut]);
+            if let Ok(Some(p)) = decode(&mut buf, V5, MAX) {
+                panic!("{name}: prefix of {cut} bytes decoded as {p:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn v5_error_kinds() {
+    let publish = |props: &[u8]| pkt(0x30, &cat(&[&s(b"a"), props]));
+    // Not valid for the packet type: Malformed (2.2.2.2); repeated or out of range: Protocol Error.
+    assert!(matches!(
+        dec(&publish(&[5, 0x11, 0, 0, 0, 1]), V5),
+        Err(DecodeError::Malformed(_))
+    ));
+    assert!(matches!(
+        dec(&publish(&[4, 0x01, 0, 0x01, 1]), V5),
+        Err(DecodeError::Protocol(_))
+    ));
+    assert!(matches!(
+        dec(&publish(&[3, 0x23, 0, 0]), V5),
+        Err(DecodeError::Protocol(_))
+    ));
+    let e = dec(&publish(&[2, 0x01, 2]), V5).unwrap_err();
+    assert_eq!(e.reason_code(), 0x82);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Round trips.
 
@@ -614,6 +826,244 @@ fn publish(props: Option<BoxedStrategy<Option<Box<Properties>>>>) -> impl Strate
         })
 }
 
+/// Where a property block sits, for drawing only the properties that packet may carry.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Ctx {
+    Connect,
+    Will,
+    ConnAck,
+    Publish,
+    Ack,
+    Subscribe,
+    Unsubscribe,
+    Disconnect,
+    Auth,
+}
+
+/// The property identifiers each packet may carry (MQTT 5.0 section 2.2.2.2), written out
+/// independently of the decoder's table.
+fn allowed(ctx: Ctx) -> &'static [u8] {
+    match ctx {
+        Ctx::Connect => &[0x11, 0x15, 0x16, 0x17, 0x19, 0x21, 0x22, 0x26, 0x27],
+        Ctx::Will => &[0x01, 0x02, 0x03, 0x08, 0x09, 0x18, 0x26],
+        Ctx::ConnAck => &[
+            0x11, 0x12, 0x13, 0x15, 0x16, 0x1A, 0x1C, 0x1F, 0x21, 0x22, 0x24, 0x25, 0x26, 0x27,
+            0x28, 0x29, 0x2A,
+        ],
+        Ctx::Publish => &[0x01, 0x02, 0x03, 0x08, 0x09, 0x0B, 0x23, 0x26],
+        Ctx::Ack => &[0x1F, 0x26],
+        Ctx::Subscribe => &[0x0B, 0x26],
+        Ctx::Unsubscribe => &[0x26],
+        Ctx::Disconnect => &[0x11, 0x1C, 0x1F, 0x26],
+        Ctx::Auth => &[0x15, 0x16, 0x1F, 0x26],
+    }
+}
+
+fn set_property(p: &mut Properties, ctx: Ctx, id: u8, n: u32, text: String, data: Bytes) {
+    let flag = Some((n % 2) as u8);
+    let non_zero = Some((n % 65_535 + 1) as u16);
+    match id {
+        0x01 => p.payload_format_indicator = flag,
+        0x02 => p.message_expiry_interval = Some(n),
+        0x03 => p.content_type = Some(text),
+        0x08 => p.response_topic = Some(format!("r/{text}")),
+        0x09 => p.correlation_data = Some(data),
+        0x0B if ctx == Ctx::Subscribe => p.subscription_identifiers = vec![n % 268_435_455 + 1],
+        0x0B => p.subscription_identifiers.push(n % 268_435_455 + 1),
+        0x11 => p.session_expiry_interval = Some(n),
+        0x12 => p.assigned_client_identifier = Some(text),
+        0x13 => p.server_keep_alive = Some(n as u16),
+        0x15 => p.authentication_method = Some(text),
+        0x16 => p.authentication_data = Some(data),
+        0x17 => p.request_problem_information = flag,
+        0x18 => p.will_delay_interval = Some(n),
+        0x19 => p.request_response_information = flag,
+        0x1A => p.response_information = Some(text),
+        0x1C => p.server_reference = Some(text),
+        0x1F => p.reason_string = Some(text),
+        0x21 => p.receive_maximum = non_zero,
+        0x22 => p.topic_alias_maximum = Some(n as u16),
+        0x23 => p.topic_alias = non_zero,
+        0x24 => p.maximum_qos = flag,
+        0x25 => p.retain_available = flag,
+        0x26 => p.user_properties.push((text, n.to_string())),
+        0x27 => p.maximum_packet_size = Some(n.max(1)),
+        0x28 => p.wildcard_subscription_available = flag,
+        0x29 => p.subscription_identifier_available = flag,
+        0x2A => p.shared_subscription_available = flag,
+        _ => unreachable!("identifier {id:#x} is not in the tables"),
+    }
+}
+
+/// `None` or a non-empty set of the properties `ctx` allows (an empty block decodes to `None`).
+fn props(ctx: Ctx) -> BoxedStrategy<Option<Box<Properties>>> {
+    let entry = (any::<prop::sample::Index>(), any::<u32>(), text(), bytes(8));
+    proptest::collection::vec(entry, 0..6)
+        .prop_map(move |entries| {
+            let ids = allowed(ctx);
+            let mut p = Properties::default();
+            for (i, n, text, data) in entries {
+                set_property(&mut p, ctx, ids[i.index(ids.len())], n, text, data);
+            }
+            if ctx == Ctx::Connect && p.authentication_data.is_some() {
+                p.authentication_method.get_or_insert_with(|| "m".into());
+            }
+            (p != Properties::default()).then(|| Box::new(p))
+        })
+        .boxed()
+}
+
+fn reason(codes: &'static [u8]) -> impl Strategy<Value = u8> {
+    prop::sample::select(codes)
+}
+
+const PUBACK_CODES: &[u8] = &[0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99];
+const PUBREL_CODES: &[u8] = &[0x00, 0x92];
+
+fn pub_resp(codes: &'static [u8]) -> impl Strategy<Value = PubResp> {
+    (packet_id(), reason(codes), props(Ctx::Ack)).prop_map(|(packet_id, reason, properties)| {
+        PubResp {
+            packet_id,
+            reason,
+            properties,
+        }
+    })
+}
+
+fn connect_v5() -> impl Strategy<Value = Packet> {
+    (
+        (any::<bool>(), any::<u16>(), text(), props(Ctx::Connect)),
+        proptest::option::of(will(Some(props(Ctx::Will)))),
+        proptest::option::of(text()),
+        proptest::option::of(proptest::collection::vec(any::<u8>(), 0..16)),
+    )
+        .prop_map(
+            |((clean_start, keep_alive, client_id, properties), will, username, password)| {
+                Packet::Connect(Box::new(Connect {
+                    protocol: V5,
+                    clean_start,
+                    keep_alive,
+                    client_id,
+                    will,
+                    username,
+                    password: password.map(Password::new),
+                    properties,
+                }))
+            },
+        )
+}
+
+fn options_v5() -> impl Strategy<Value = SubscriptionOptions> {
+    let handling = prop_oneof![
+        Just(RetainHandling::SendOnSubscribe),
+        Just(RetainHandling::SendIfNew),
+        Just(RetainHandling::DoNotSend),
+    ];
+    (qos(), any::<bool>(), any::<bool>(), handling).prop_map(
+        |(qos, no_local, retain_as_published, retain_handling)| SubscriptionOptions {
+            qos,
+            no_local,
+            retain_as_published,
+            retain_handling,
+        },
+    )
+}
+
+fn v5_packet() -> impl Strategy<Value = Packet> {
+    let connack_codes: &'static [u8] = &[
+        0x00, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8C, 0x90, 0x95,
+        0x97, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9F,
+    ];
+    let suback_codes: &'static [u8] = &[
+        0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2,
+    ];
+    let unsuback_codes: &'static [u8] = &[0x00, 0x11, 0x80, 0x83, 0x87, 0x8F, 0x91];
+    let disconnect_codes: &'static [u8] = &[
+        0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F, 0x90, 0x93, 0x94,
+        0x95, 0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2,
+    ];
+    prop_oneof![
+        connect_v5(),
+        (any::<bool>(), reason(connack_codes), props(Ctx::ConnAck)).prop_map(
+            |(session_present, code, properties)| {
+                Packet::ConnAck(ConnAck {
+                    session_present,
+                    code,
+                    properties,
+                })
+            }
+        ),
+        publish(Some(props(Ctx::Publish))),
+        pub_resp(PUBACK_CODES).prop_map(Packet::PubAck),
+        pub_resp(PUBACK_CODES).prop_map(Packet::PubRec),
+        pub_resp(PUBREL_CODES).prop_map(Packet::PubRel),
+        pub_resp(PUBREL_CODES).prop_map(Packet::PubComp),
+        (
+            packet_id(),
+            proptest::collection::vec((raw_filter(), options_v5()), 1..5),
+            props(Ctx::Subscribe)
+        )
+            .prop_map(|(packet_id, filters, properties)| {
+                let filters = filters
+                    .into_iter()
+                    .map(|(filter, mut options)| {
+                        // No Local on a shared subscription is a Protocol Error (MQTT-3.8.3-4).
+                        options.no_local &= !filter.starts_with("$share/");
+                        SubscribeFilter { filter, options }
+                    })
+                    .collect();
+                Packet::Subscribe(Subscribe {
+                    packet_id,
+                    filters,
+                    properties,
+                })
+            }),
+        (
+            packet_id(),
+            proptest::collection::vec(reason(suback_codes), 0..5),
+            props(Ctx::Ack)
+        )
+            .prop_map(|(packet_id, return_codes, properties)| {
+                Packet::SubAck(SubAck {
+                    packet_id,
+                    return_codes,
+                    properties,
+                })
+            }),
+        (
+            packet_id(),
+            proptest::collection::vec(raw_filter(), 1..5),
+            props(Ctx::Unsubscribe)
+        )
+            .prop_map(|(packet_id, filters, properties)| {
+                Packet::Unsubscribe(Unsubscribe {
+                    packet_id,
+                    filters,
+                    properties,
+                })
+            }),
+        (
+            packet_id(),
+            proptest::collection::vec(reason(unsuback_codes), 0..5),
+            props(Ctx::Ack)
+        )
+            .prop_map(|(packet_id, reasons, properties)| {
+                Packet::UnsubAck(UnsubAck {
+                    packet_id,
+                    reasons,
+                    properties,
+                })
+            }),
+        Just(Packet::PingReq),
+        Just(Packet::PingResp),
+        (reason(disconnect_codes), props(Ctx::Disconnect)).prop_map(|(reason, properties)| {
+            Packet::Disconnect(Disconnect { reason, properties })
+        }),
+        (reason(&[0x00, 0x18, 0x19]), props(Ctx::Auth))
+            .prop_map(|(reason, properties)| Packet::Auth(Auth { reason, properties })),
+    ]
+}
+
 fn check_round_trip(packet: &Packet, version: ProtocolVersion) -> Result<(), TestCaseError> {
     let mut buf = enc(packet, version);
     let decoded = decode(&mut buf, version, MAX);
@@ -630,6 +1080,24 @@ proptest! {
         check_round_trip(&packet, V311)?;
         // MQTT 3.1 shares the layout (CONNECT carries its own name and level).
         check_round_trip(&packet, V31)?;
+    }
+
+    #[test]
+    fn round_trip_v5(packet in v5_packet()) {
+        check_round_trip(&packet, V5)?;
+    }
+
+    #[test]
+    fn mutated_v5_packets_never_panic(
+        packet in v5_packet(),
+        at in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+    ) {
+        let mut bytes = enc(&packet, V5).to_vec();
+        let i = at.index(bytes.len());
+        bytes[i] = byte;
+        let mut buf = BytesMut::from(&bytes[..]);
+        while let Ok(Some(_)) = decode(&mut buf, V5, MAX) {}
     }
 
     #[test]
