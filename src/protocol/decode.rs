@@ -198,11 +198,11 @@ fn connect(r: &mut Reader) -> Result<Connect> {
         } else {
             None
         };
-        let topic = r.string()?;
+        let topic: Arc<str> = r.str_with(|s| Arc::from(s))?;
         validate_topic_name(&topic).map_err(DecodeError::Malformed)?;
         let payload = r.binary()?;
         Some(LastWill {
-            topic: Arc::from(topic),
+            topic,
             payload,
             qos: will_qos,
             retain: will_retain,
@@ -266,7 +266,7 @@ fn connack(r: &mut Reader, v5: bool) -> Result<ConnAck> {
 fn publish(first: u8, r: &mut Reader, v5: bool) -> Result<Publish> {
     // QoS 3 was rejected with the first byte.
     let qos = qos((first >> 1) & 0x03, "MQTT-3.3.1-4: PUBLISH with QoS 3")?;
-    let topic = r.string()?;
+    let topic: Arc<str> = r.str_with(|s| Arc::from(s))?;
     let packet_id = if qos == QoS::AtMostOnce {
         0
     } else {
@@ -285,7 +285,7 @@ fn publish(first: u8, r: &mut Reader, v5: bool) -> Result<Publish> {
         dup: first & 0x08 != 0,
         qos,
         retain: first & 0x01 != 0,
-        topic: Arc::from(topic),
+        topic,
         packet_id,
         payload: r.rest(),
         properties,
