@@ -5,6 +5,7 @@
 //! *before* anything reaches the router, and the ACL checks on every PUBLISH / SUBSCRIBE / delivery.
 
 pub mod acl;
+pub mod passwd;
 
 use std::net::SocketAddr;
 
