@@ -801,7 +801,7 @@ mod tests {
     fn errors_name_file_and_line() {
         let good = mosq6(b"b", b"salt");
         let cases = [
-            (format!("# x\nnocolon\n"), "pw:2:", "username:hash"),
+            ("# x\nnocolon\n".to_string(), "pw:2:", "username:hash"),
             (format!(":{good}\n"), "pw:1:", "empty"),
             (format!("a\tb:{good}\n"), "pw:1:", "control"),
             (format!("a:{good}\na:{good}\n"), "pw:2:", "twice"),
