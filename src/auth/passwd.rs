@@ -238,6 +238,18 @@ impl PasswordHash {
         &self.encoded
     }
 
+    /// The cost parameters of an argon2id hash (None for other kinds).
+    pub fn argon2id_params(&self) -> Option<Argon2Params> {
+        match &self.scheme {
+            Scheme::Argon2 {
+                algorithm: Algorithm::Argon2id,
+                params,
+                ..
+            } => Some(*params),
+            _ => None,
+        }
+    }
+
     pub fn kind(&self) -> HashKind {
         match &self.scheme {
             Scheme::Argon2 { algorithm, .. } => match algorithm {
