@@ -386,11 +386,24 @@ impl Config {
                 "auth.failure_window and auth.backoff_max must be greater than zero".into(),
             );
         }
-        if auth.verify_threads == Some(0) {
-            return Err("auth.verify_threads must be at least 1".into());
+        if auth
+            .verify_threads
+            .is_some_and(|n| !(1..=crate::auth::MAX_VERIFY_THREADS).contains(&n))
+        {
+            return Err(format!(
+                "auth.verify_threads must be between 1 and {}",
+                crate::auth::MAX_VERIFY_THREADS
+            ));
         }
-        if auth.verify_wait.is_zero() {
-            return Err("auth.verify_wait must be greater than zero".into());
+        if auth.verify_wait.is_zero() || auth.verify_wait > Duration::from_secs(60) {
+            return Err("auth.verify_wait must be greater than zero and at most 60s".into());
+        }
+        let day = Duration::from_secs(86_400);
+        if auth.cache_ttl > day || auth.failure_window > day || auth.backoff_max > day {
+            return Err(
+                "auth.cache_ttl, auth.failure_window and auth.backoff_max must be at most 24h"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -469,6 +482,8 @@ mod tests {
         assert_eq!(c.auth.verify_threads, Some(2));
         assert!(Config::parse("[auth]\nverify_threads = 0\n", Path::new("a")).is_err());
         assert!(Config::parse("[auth]\nmax_failures = 0\n", Path::new("a")).is_err());
+        assert!(Config::parse("[auth]\nbackoff_max = \"1000y\"\n", Path::new("a")).is_err());
+        assert!(Config::parse("[auth]\nverify_threads = 100000\n", Path::new("a")).is_err());
     }
 
     #[test]

@@ -37,7 +37,8 @@ impl Record {
         let since = self
             .blocked_until
             .map_or(self.last_failure, |b| b.max(self.last_failure));
-        now >= since + window
+        // An overflowing window (absurd config) just means "never forgotten" until pruned.
+        since.checked_add(window).is_some_and(|end| now >= end)
     }
 }
 
@@ -115,7 +116,7 @@ impl Backoff {
             let delay = BASE_DELAY
                 .saturating_mul(1u32 << doublings)
                 .min(self.max_delay);
-            record.blocked_until = Some(now + delay);
+            record.blocked_until = Some(now.checked_add(delay).unwrap_or(now));
         }
     }
 

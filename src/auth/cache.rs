@@ -90,6 +90,9 @@ impl CredentialCache {
             return;
         };
         let now = Instant::now();
+        let Some(expires) = now.checked_add(self.ttl) else {
+            return;
+        };
         let mut entries = self.entries.lock();
         if entries.len() >= self.capacity && !entries.contains_key(username) {
             entries.retain(|_, (_, expires)| *expires > now);
@@ -100,7 +103,7 @@ impl CredentialCache {
                 }
             }
         }
-        entries.insert(username.to_owned(), (tag, now + self.ttl));
+        entries.insert(username.to_owned(), (tag, expires));
     }
 
     #[cfg(test)]

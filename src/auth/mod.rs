@@ -90,6 +90,9 @@ impl From<PasswdError> for AuthError {
     }
 }
 
+/// Upper bound on `verify_threads` (each running argon2 holds its memory cost).
+pub const MAX_VERIFY_THREADS: usize = 1024;
+
 /// The authentication and authorization state of the broker. Built by [`Auth::load`]; a reload
 /// builds a new one (which also empties the credential cache and the back-off counters).
 pub struct Auth {
@@ -150,7 +153,7 @@ impl Auth {
         let pool_size = config.verify_threads.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         });
-        let pool_size = pool_size.max(1);
+        let pool_size = pool_size.clamp(1, MAX_VERIFY_THREADS);
         Ok(Auth {
             inner: Arc::new(Inner {
                 users,
