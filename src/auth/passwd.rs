@@ -7,7 +7,7 @@
 //! - `$6$<base64 salt>$<base64 hash>`: Mosquitto's older `sha512(password || salt)`. This is *not*
 //!   sha512-crypt, despite the prefix.
 //!
-//! `#` comments and blank lines are kept on rewrite. Hash parameters above [`Caps`] are refused when
+//! `#` comments and blank lines are kept on rewrite. Hash parameters above [`caps`] are refused when
 //! the file is loaded, so one hostile line cannot make every login cost gigabytes or minutes.
 //!
 //! Rewrites never touch the file in place: a 0600 temporary file in the same directory is written,
