@@ -171,6 +171,14 @@ pub struct Limits {
     /// connection slot (and its memory) forever: the classic slowloris denial of service.
     #[serde(default = "default_connect_timeout", deserialize_with = "duration")]
     pub connect_timeout: Duration,
+    /// Topic aliases a 5.0 client may use towards the broker (Topic Alias Maximum in CONNACK;
+    /// Mosquitto's `max_topic_alias`). 0 disables aliases.
+    #[serde(default = "default_max_topic_alias")]
+    pub max_topic_alias: u16,
+    /// The longest keep alive a 5.0 client may ask for (Mosquitto's `max_keepalive`): a longer one,
+    /// or 0, is replaced by this and announced as Server Keep Alive. 65535 leaves clients alone.
+    #[serde(default = "default_max_keepalive")]
+    pub max_keepalive: u16,
 }
 
 impl Default for Limits {
@@ -180,6 +188,8 @@ impl Default for Limits {
             max_inflight: default_max_inflight(),
             max_queued_messages: default_max_queued(),
             connect_timeout: default_connect_timeout(),
+            max_topic_alias: default_max_topic_alias(),
+            max_keepalive: default_max_keepalive(),
         }
     }
 }
@@ -259,6 +269,12 @@ fn default_max_queued() -> usize {
 }
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(10)
+}
+fn default_max_topic_alias() -> u16 {
+    10
+}
+fn default_max_keepalive() -> u16 {
+    65535
 }
 fn default_sys_interval() -> u64 {
     10
@@ -367,6 +383,9 @@ impl Config {
         let lim = &self.limits;
         if !(16..=268_435_460).contains(&lim.max_packet_size) {
             return Err("limits.max_packet_size must be between 16 and 268435460 bytes".into());
+        }
+        if lim.max_keepalive == 0 {
+            return Err("limits.max_keepalive must be at least 1 second".into());
         }
         if lim.max_inflight == 0 || lim.max_inflight > 65_535 {
             return Err("limits.max_inflight must be between 1 and 65535".into());

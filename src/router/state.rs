@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -28,6 +28,56 @@ pub struct Delivery {
     pub qos: QoS,
     /// Retain flag as sent to this subscriber (set for retained messages sent on subscribe).
     pub retain: bool,
+    /// Subscription identifiers of the matching subscriptions (5.0). Empty: no allocation.
+    pub sub_ids: Vec<u32>,
+    /// The `$share/GROUP/FILTER` this came through, so it can be re-dispatched to another member
+    /// if this session goes away without acknowledging it.
+    pub shared: Option<Arc<str>>,
+}
+
+impl Delivery {
+    pub fn new(msg: Arc<Message>, qos: QoS, retain: bool) -> Self {
+        Delivery {
+            msg,
+            qos,
+            retain,
+            sub_ids: Vec::new(),
+            shared: None,
+        }
+    }
+}
+
+/// The link between a session and the connection serving it: closing it records why, so the
+/// connection can tell the client (5.0 DISCONNECT reason code) and the log.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub id: u64,
+    token: CancellationToken,
+    reason: Arc<AtomicU8>,
+}
+
+impl Link {
+    pub fn new(id: u64) -> Self {
+        Link {
+            id,
+            token: CancellationToken::new(),
+            reason: Arc::new(AtomicU8::new(0)),
+        }
+    }
+    /// Closes the connection with a 5.0 reason code (0x8E taken over, 0x97 quota, 0x98 admin).
+    pub fn kick(&self, reason: u8) {
+        let _ = self
+            .reason
+            .compare_exchange(0, reason, Ordering::AcqRel, Ordering::Acquire);
+        self.token.cancel();
+    }
+    pub fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+    /// Why the link was kicked (0 if it was not).
+    pub fn reason(&self) -> u8 {
+        self.reason.load(Ordering::Acquire)
+    }
 }
 
 /// Where an outbound QoS 1/2 message stands.
@@ -80,13 +130,17 @@ pub struct SessionInner {
     /// Inbound QoS 2 packet ids for which PUBREC was sent and PUBREL not yet received
     /// (exactly-once: a re-sent PUBLISH with one of these ids is not routed again).
     pub inbound_qos2: HashSet<u16>,
-    /// Filter -> options, to restore and to clean up the trie.
-    pub subscriptions: HashMap<String, SubscriptionOptions>,
-    /// Set while a connection serves this session; cancelled to close that connection
+    /// Filter -> options and subscription identifier, to clean up the trie.
+    pub subscriptions: HashMap<String, (SubscriptionOptions, Option<u32>)>,
+    /// Set while a connection serves this session; kicked to close that connection
     /// (takeover, slow consumer, deleted user).
-    pub connection: Option<(u64, CancellationToken)>,
-    /// Discard the session when the connection ends.
-    pub clean: bool,
+    pub connection: Option<Link>,
+    /// Session Expiry Interval in seconds: 0 ends the session with the connection (3.1.1 clean
+    /// session), `u32::MAX` never expires (3.1.1 persistent session).
+    pub expiry: u32,
+    /// Incremented by every attach, so delayed work (expiry, will delay) can tell whether the
+    /// client came back in the meantime.
+    pub attach_count: u64,
     pub username: Option<String>,
 }
 
@@ -103,7 +157,7 @@ pub struct SessionState {
 }
 
 impl SessionState {
-    pub fn new(client_id: Arc<str>, id: u64, clean: bool, username: Option<String>) -> Self {
+    pub fn new(client_id: Arc<str>, id: u64, expiry: u32, username: Option<String>) -> Self {
         SessionState {
             client_id,
             id,
@@ -114,7 +168,8 @@ impl SessionState {
                 inbound_qos2: HashSet::new(),
                 subscriptions: HashMap::new(),
                 connection: None,
-                clean,
+                expiry,
+                attach_count: 0,
                 username,
             }),
             notify: Notify::new(),
@@ -139,8 +194,8 @@ impl SessionState {
         } else if full {
             inner.queue.pop_front();
             inner.queue.push_back(delivery);
-            if let Some((_, token)) = &inner.connection {
-                token.cancel();
+            if let Some(link) = &inner.connection {
+                link.kick(crate::protocol::reason::v5::QUOTA_EXCEEDED);
             }
             Enqueued::DroppedOldest
         } else {
@@ -159,8 +214,11 @@ impl SessionState {
 
     /// Moves what may be sent now into `out`: first, on a fresh connection, every in-flight message
     /// again (PUBLISH with DUP, or PUBREL); then queued messages while the in-flight window allows.
+    /// Expired messages (5.0 Message Expiry Interval) are dropped on the way.
     pub fn take_outgoing(&self, out: &mut Vec<Outgoing>, max_inflight: usize, resend: bool) {
         let mut inner = self.inner.lock();
+        let now = std::time::Instant::now();
+        inner.queue.retain(|d| !d.msg.expired(now));
         if resend {
             for (packet_id, f) in &inner.inflight {
                 out.push(match f.state {
