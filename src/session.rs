@@ -87,7 +87,15 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut conn = Connection::new(stream, ctx.limits.max_packet_size);
-    let connect = match tokio::time::timeout(ctx.limits.connect_timeout, conn.read_packet()).await {
+    // Shutdown does not wait out connect_timeout, or the drain would stall on silent sockets.
+    let first = tokio::select! {
+        _ = ctx.shutdown.cancelled() => {
+            debug!(peer = %peer.addr, "shutdown before CONNECT; closing");
+            return;
+        }
+        res = tokio::time::timeout(ctx.limits.connect_timeout, conn.read_packet()) => res,
+    };
+    let connect = match first {
         Err(_) => {
             info!(peer = %peer.addr, listener = %peer.listener, "no CONNECT within {:?}; closing", ctx.limits.connect_timeout);
             return;

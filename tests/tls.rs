@@ -582,3 +582,39 @@ async fn missing_certificate_file_fails_bind_naming_the_file() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn shutdown_closes_connections_still_in_handshake_or_before_connect() {
+    let pki = Pki::generate();
+    let broker = broker(pki.server_tls(WAIT)).await;
+    let tls = broker.addr_of("tls");
+    let mut mid_handshake = RawClient::connect(tls).await;
+    let mut no_connect_tls = tls_handshake(tls, pki.client(rustls::DEFAULT_VERSIONS))
+        .await
+        .expect("TLS handshake");
+    let mut no_connect_plain = RawClient::connect(broker.addr_of("plain")).await;
+    // A connected client proves both listeners' tasks are up before the shutdown.
+    RawClient::connected(broker.addr_of("plain"), "probe")
+        .await
+        .ping()
+        .await;
+
+    // Well below handshake_timeout (5 s), connect_timeout (10 s) and the drain deadline (5 s):
+    // shutdown itself must end these connections.
+    let bound = Duration::from_secs(1);
+    broker.shutdown.cancel();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(bound, mid_handshake.stream.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0))),
+        "mid-handshake socket: {closed:?}"
+    );
+    let closed = tokio::time::timeout(bound, no_connect_tls.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "TLS socket without CONNECT still open");
+    let closed = tokio::time::timeout(bound, no_connect_plain.stream.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0))),
+        "plain socket without CONNECT: {closed:?}"
+    );
+    broker.stop().await;
+}
