@@ -74,6 +74,14 @@ fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
+/// Connection arguments for `addr` over TLS trusting `cafile`, then the words of `rest`.
+fn mosquitto_args(addr: SocketAddr, cafile: &str, rest: &str) -> Vec<String> {
+    let port = addr.port().to_string();
+    let mut a = args(&["-h", "127.0.0.1", "-p", &port, "--cafile", cafile]);
+    a.extend(rest.split_whitespace().map(String::from));
+    a
+}
+
 /// `mosquitto_pub` over TLS to `addr`, trusting `cafile`, with `extra` arguments.
 async fn mosquitto_pub(
     addr: SocketAddr,
@@ -82,39 +90,15 @@ async fn mosquitto_pub(
     msg: &str,
     extra: &[String],
 ) -> Output {
-    let mut a = args(&[
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &addr.port().to_string(),
-        "--cafile",
-        cafile,
-    ]);
-    a.extend(args(&["-i", "pub", "-t", topic, "-m", msg]));
+    let mut a = mosquitto_args(addr, cafile, "-i pub");
+    a.extend(args(&["-t", topic, "-m", msg]));
     a.extend_from_slice(extra);
     run_mosquitto("mosquitto_pub", &a).await
 }
 
 /// `mosquitto_sub -C 1 -W 10 -v` on `tls/#` over TLS to `addr`, trusting `cafile`.
 fn mosquitto_sub(addr: SocketAddr, cafile: &str) -> Child {
-    let port = addr.port().to_string();
-    let a = args(&[
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &port,
-        "--cafile",
-        cafile,
-        "-i",
-        "sub",
-        "-t",
-        "tls/#",
-        "-C",
-        "1",
-        "-W",
-        "10",
-        "-v",
-    ]);
+    let a = mosquitto_args(addr, cafile, "-i sub -t tls/# -C 1 -W 10 -v");
     spawn_mosquitto("mosquitto_sub", &a)
 }
 
@@ -450,6 +434,11 @@ async fn use_identity_as_username_takes_the_certificate_cn() {
     assert_eq!(&watcher.expect_publish().await.payload[..], b"hi");
 
     // The session's username is the CN, whether CONNECT names no user or another one.
+    let router = broker.router.clone();
+    eventually("mosquitto_pub's session ended", move || {
+        router.session_count() == 1
+    })
+    .await;
     let _a = TlsMqtt::connected(tls, pki.alice_client(), "a", None).await;
     assert_eq!(connected_usernames(&broker), ["alice"]);
     let _b = TlsMqtt::connected(tls, pki.alice_client(), "b", Some("mallory")).await;
