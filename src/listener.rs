@@ -73,16 +73,21 @@ impl Listener {
 }
 
 async fn serve_socket(socket: TcpStream, mut peer: Peer, tls: Option<Tls>, ctx: Arc<Context>) {
-    match tls {
-        None => session::serve(socket, peer, ctx).await,
-        Some(tls) => match tls.accept(socket).await {
-            Ok((stream, identity)) => {
-                peer.cert_identity = identity;
-                session::serve(stream, peer, ctx).await;
-            }
-            Err(e) => {
-                debug!(peer = %peer.addr, listener = %peer.listener, "TLS handshake failed: {e}")
-            }
-        },
+    let Some(tls) = tls else {
+        return session::serve(socket, peer, ctx).await;
+    };
+    // Shutdown does not wait out the handshake timeout, or the drain would stall on silent sockets.
+    let accepted = tokio::select! {
+        _ = ctx.shutdown.cancelled() => return,
+        res = tls.accept(socket) => res,
+    };
+    match accepted {
+        Ok((stream, identity)) => {
+            peer.cert_identity = identity;
+            session::serve(stream, peer, ctx).await;
+        }
+        Err(e) => {
+            debug!(peer = %peer.addr, listener = %peer.listener, "TLS handshake failed: {e}")
+        }
     }
 }

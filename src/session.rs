@@ -102,7 +102,14 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut conn = Connection::new(stream, ctx.limits.max_packet_size);
-    let first = tokio::time::timeout(ctx.limits.connect_timeout, conn.read_packet()).await;
+    // Shutdown does not wait out connect_timeout, or the drain would stall on silent sockets.
+    let first = tokio::select! {
+        _ = ctx.shutdown.cancelled() => {
+            debug!(peer = %peer.addr, "shutdown before CONNECT; closing");
+            return;
+        }
+        res = tokio::time::timeout(ctx.limits.connect_timeout, conn.read_packet()) => res,
+    };
     let connect = match first {
         Err(_) => {
             info!(peer = %peer.addr, listener = %peer.listener,

@@ -2,6 +2,8 @@
 //! Every wait here is bounded.
 #![allow(dead_code)] // each test binary uses a different subset of these helpers
 
+pub mod certs;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
