@@ -10,11 +10,12 @@
 //!
 //! Semantics follow Mosquitto 2: with an ACL loaded everything is denied unless a rule grants it,
 //! and a matching `deny` rule wins over any grant. `Write` is checked against the PUBLISH topic,
-//! `Read` against each delivered topic (retained messages included), and `Subscribe` requires a
-//! read rule that *covers* the whole subscription filter (see [`filter_covers`]), so `sensors/#`
-//! allows subscribing `sensors/+/temp` but `sensors/a` does not allow `sensors/#`. A subscription
-//! that only partly overlaps a `deny` rule is accepted; the per-delivery `Read` check then keeps
-//! the denied messages out.
+//! `Read` against each delivered topic (retained messages included). `Subscribe` is granted when a
+//! read rule *overlaps* the filter (some topic matches both) and no `deny` rule covers the whole
+//! filter (see [`filter_covers`]): Mosquitto 2 accepts every SUBSCRIBE and filters deliveries, so
+//! `mosquitto_sub -t '#'` by a user who may read `sensors/#` works and receives only `sensors/...`;
+//! we keep that, but answer 0x80 for a filter under which nothing at all is readable. The
+//! per-delivery `Read` check is what keeps unreadable messages out.
 //!
 //! A pattern is never applied with a username or client id containing `+`, `#` or `/` (such a name
 //! could widen the rule, as Mosquitto warns): grants from that pattern do not apply, and a `deny`
@@ -200,6 +201,48 @@ impl Filter {
     }
 }
 
+impl Filter {
+    /// Is there a topic that both this rule and the subscription filter `sub` match?
+    fn overlaps(&self, who: &Who<'_>, sub: &str) -> bool {
+        if self.uses_username && (who.username.is_none() || !who.username_safe) {
+            return false;
+        }
+        if self.uses_client_id && !who.client_id_safe {
+            return false;
+        }
+        let rule_wild = matches!(self.levels.first(), Some(Level::Plus | Level::Hash));
+        let sub_wild = sub.starts_with(['+', '#']);
+        let rule_dollar =
+            matches!(self.levels.first(), Some(Level::Exact(e)) if e.starts_with('$'));
+        // MQTT-4.7.2-1: a leading wildcard never reaches a `$` topic.
+        if (rule_wild && sub.starts_with('$')) || (sub_wild && rule_dollar) {
+            return false;
+        }
+        let mut sub_levels = sub.split('/');
+        for level in self.levels.iter() {
+            let Some(s) = sub_levels.next() else {
+                // `sub` ended: the rule must be able to end here too ("a/#" matches "a").
+                return matches!(level, Level::Hash);
+            };
+            if s == "#" || matches!(level, Level::Hash) {
+                return true;
+            }
+            let same = match level {
+                Level::Plus => true,
+                _ if s == "+" => true,
+                Level::Exact(e) => **e == *s,
+                Level::Template(parts) => template_eq(parts, who, s),
+                Level::Hash => true,
+            };
+            if !same {
+                return false;
+            }
+        }
+        // The rule ended: `sub` must be able to end here too.
+        matches!(sub_levels.next(), None | Some("#"))
+    }
+}
+
 fn compile_template(level: &str) -> Box<[Part]> {
     let mut parts = Vec::new();
     let mut text = String::new();
@@ -270,9 +313,17 @@ impl RuleSet {
     }
 
     fn grants(&self, who: &Who<'_>, topic: &str, access: Access) -> bool {
-        self.grant
-            .iter()
-            .any(|(f, g)| g.allows(access) && f.covers(who, topic) == Match::Yes)
+        self.grant.iter().any(|(f, g)| {
+            g.allows(access)
+                && match access {
+                    // A SUBSCRIBE is granted when some topic it can match is readable; each
+                    // delivery is then checked on its own (Access::Read). So `#` works for a
+                    // user who may read only `sensors/#`, as in Mosquitto, and receives only
+                    // that, while a filter with nothing readable at all is refused.
+                    Access::Subscribe => f.overlaps(who, topic),
+                    _ => f.covers(who, topic) == Match::Yes,
+                }
+        })
     }
 }
 
@@ -574,7 +625,7 @@ mod tests {
     }
 
     #[test]
-    fn subscribe_needs_a_covering_read_rule() {
+    fn subscribe_needs_an_overlapping_read_rule() {
         let acl = acl("user u\ntopic read sensors/#\ntopic read exact/a\ntopic write up/#\n");
         let u = Some("u");
         run(
@@ -582,10 +633,16 @@ mod tests {
             &[
                 (u, "c", "sensors/+/temp", Subscribe, true),
                 (u, "c", "sensors/#", Subscribe, true),
-                (u, "c", "#", Subscribe, false),
+                // Granted because some topic they match is readable; deliveries are checked
+                // one by one, so `#` brings only `sensors/...` and `exact/a`.
+                (u, "c", "#", Subscribe, true),
                 (u, "c", "exact/a", Subscribe, true),
-                (u, "c", "exact/#", Subscribe, false),
-                (u, "c", "exact/+", Subscribe, false),
+                (u, "c", "exact/#", Subscribe, true),
+                (u, "c", "exact/+", Subscribe, true),
+                (u, "c", "exact/b", Subscribe, false),
+                (u, "c", "other/#", Subscribe, false),
+                (u, "c", "sensors", Subscribe, true),
+                (u, "c", "$SYS/#", Subscribe, false),
                 (u, "c", "up/x", Subscribe, false),
             ],
         );
@@ -621,7 +678,8 @@ mod tests {
                 (Some("alice"), "c1", "users/alice/inbox", Write, true),
                 (Some("alice"), "c1", "users/bob/inbox", Read, false),
                 (Some("alice"), "c1", "users/alice/#", Subscribe, true),
-                (Some("alice"), "c1", "users/+/inbox", Subscribe, false),
+                (Some("alice"), "c1", "users/+/inbox", Subscribe, true),
+                (Some("alice"), "c1", "users/bob/inbox", Subscribe, false),
                 (Some("alice"), "c1", "devices/c1/state", Write, true),
                 (Some("alice"), "c1", "devices/c2/state", Write, false),
                 (Some("alice"), "c1", "devices/c1/state", Read, false),
@@ -731,7 +789,8 @@ mod tests {
                 (None, "c", "$SYS/broker/uptime", Read, true),
                 (None, "c", "$SYS/other", Read, false),
                 (None, "c", "$SYS/broker/#", Subscribe, true),
-                (None, "c", "$SYS/#", Subscribe, false),
+                (None, "c", "$SYS/#", Subscribe, true),
+                (None, "c", "$other/#", Subscribe, false),
             ],
         );
     }
