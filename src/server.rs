@@ -208,6 +208,12 @@ impl Server {
 }
 
 impl Reloader {
+    /// The authentication state in force now (replaced by each successful reload), e.g. to read
+    /// [`Auth::verifications`] in tests and metrics.
+    pub fn current_auth(&self) -> Arc<Auth> {
+        self.ctx.current_auth()
+    }
+
     /// Re-reads the password file, ACL and certificates. Each is parsed fully before it replaces
     /// the old one; on error the old one stays in force and the error is returned (and logged).
     pub fn reload(&self) -> Result<(), String> {
