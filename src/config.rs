@@ -179,6 +179,33 @@ pub struct Limits {
     /// or 0, is replaced by this and announced as Server Keep Alive. 65535 leaves clients alone.
     #[serde(default = "default_max_keepalive")]
     pub max_keepalive: u16,
+    /// Connections from one IP address across all listeners. Unset: only each listener's
+    /// `max_connections` applies (a fleet behind one NAT address is common).
+    #[serde(default)]
+    pub max_connections_per_ip: Option<usize>,
+    /// Subscriptions one client may hold; more get SUBACK 0x80 (5.0: 0x97 quota exceeded).
+    #[serde(default = "default_max_subscriptions")]
+    pub max_subscriptions_per_client: usize,
+    /// Longest topic name or filter, in bytes (the protocol allows 65535).
+    #[serde(default = "default_max_topic_length")]
+    pub max_topic_length: usize,
+    /// Most levels (`/`-separated parts) in a topic name or filter: bounds trie depth and the
+    /// work of matching one message.
+    #[serde(default = "default_max_topic_levels")]
+    pub max_topic_levels: usize,
+    /// Longest client identifier, in bytes; longer ones get CONNACK 0x02 (5.0: 0x85).
+    #[serde(default = "default_max_client_id_length")]
+    pub max_client_id_length: usize,
+    /// Memory budget for all queued messages, bytes (payload + topic + overhead, approximate).
+    /// Past it, QoS 0 messages for queues are dropped and publishers are slowed down (their
+    /// sockets are read less often) until subscribers catch up.
+    #[serde(default = "default_max_queued_bytes")]
+    pub max_queued_bytes: usize,
+    /// PUBLISH packets per second one client may send. Past it the broker stops reading that
+    /// client's socket until the rate is back under the limit (TCP back-pressure, nothing is
+    /// dropped). Unset: no per-client rate limit.
+    #[serde(default)]
+    pub max_publish_rate: Option<u32>,
 }
 
 impl Default for Limits {
@@ -190,6 +217,13 @@ impl Default for Limits {
             connect_timeout: default_connect_timeout(),
             max_topic_alias: default_max_topic_alias(),
             max_keepalive: default_max_keepalive(),
+            max_connections_per_ip: None,
+            max_subscriptions_per_client: default_max_subscriptions(),
+            max_topic_length: default_max_topic_length(),
+            max_topic_levels: default_max_topic_levels(),
+            max_client_id_length: default_max_client_id_length(),
+            max_queued_bytes: default_max_queued_bytes(),
+            max_publish_rate: None,
         }
     }
 }
@@ -269,6 +303,21 @@ fn default_max_queued() -> usize {
 }
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(10)
+}
+fn default_max_subscriptions() -> usize {
+    1000
+}
+fn default_max_topic_length() -> usize {
+    65535
+}
+fn default_max_topic_levels() -> usize {
+    128
+}
+fn default_max_client_id_length() -> usize {
+    256
+}
+fn default_max_queued_bytes() -> usize {
+    512 * 1024 * 1024
 }
 fn default_max_topic_alias() -> u16 {
     10
@@ -383,6 +432,34 @@ impl Config {
         let lim = &self.limits;
         if !(16..=268_435_460).contains(&lim.max_packet_size) {
             return Err("limits.max_packet_size must be between 16 and 268435460 bytes".into());
+        }
+        let positive = [
+            (
+                "max_subscriptions_per_client",
+                lim.max_subscriptions_per_client,
+            ),
+            ("max_topic_length", lim.max_topic_length),
+            ("max_topic_levels", lim.max_topic_levels),
+            ("max_client_id_length", lim.max_client_id_length),
+            ("max_queued_bytes", lim.max_queued_bytes),
+            (
+                "max_connections_per_ip",
+                lim.max_connections_per_ip.unwrap_or(1),
+            ),
+            (
+                "max_publish_rate",
+                lim.max_publish_rate.map_or(1, |r| r as usize),
+            ),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!(
+                "limits.{name} must be at least 1 (0 never means unlimited)"
+            ));
+        }
+        if lim.max_topic_length > 65535 || lim.max_client_id_length > 65535 {
+            return Err(
+                "limits.max_topic_length and max_client_id_length are at most 65535".into(),
+            );
         }
         if lim.max_keepalive == 0 {
             return Err("limits.max_keepalive must be at least 1 second".into());

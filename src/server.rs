@@ -81,6 +81,7 @@ impl Server {
         };
         let router = Arc::new(Router::new(RouterLimits {
             max_queued_messages: config.limits.max_queued_messages,
+            max_queued_bytes: config.limits.max_queued_bytes,
         }));
         let ctx = Arc::new(Context {
             router,
@@ -89,6 +90,7 @@ impl Server {
             limits: config.limits.clone(),
             msglog,
             shutdown,
+            connections_per_ip: Default::default(),
         });
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();

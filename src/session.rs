@@ -36,6 +36,7 @@ use crate::protocol::{
 };
 use crate::router::state::{Delivery, OutState, Outgoing, SessionState};
 use crate::router::{Attached, Message, Router};
+use crate::sys::Limit;
 
 /// The largest Maximum Packet Size the encoding allows (MQTT 5.0 section 3.2.2.3.6).
 const MAX_ANNOUNCED_PACKET_SIZE: usize = 268_435_455;
@@ -50,9 +51,48 @@ pub struct Context {
     pub limits: Limits,
     pub msglog: Option<MessageLogger>,
     pub shutdown: CancellationToken,
+    /// Open connections per client IP, for `limits.max_connections_per_ip`.
+    pub connections_per_ip: parking_lot::Mutex<HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One open connection counted against its IP; gives the slot back when dropped.
+#[derive(Debug)]
+pub struct IpSlot {
+    ctx: Arc<Context>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut map = self.ctx.connections_per_ip.lock();
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
 }
 
 impl Context {
+    /// Takes a connection slot for `ip`, or `None` if `limits.max_connections_per_ip` is reached.
+    pub fn ip_slot(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<IpSlot> {
+        let mut map = self.connections_per_ip.lock();
+        let n = map.entry(ip).or_insert(0);
+        if self
+            .limits
+            .max_connections_per_ip
+            .is_some_and(|max| *n >= max)
+        {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            ctx: self.clone(),
+            ip,
+        })
+    }
+
     pub fn current_auth(&self) -> Arc<Auth> {
         self.auth.read().clone()
     }
@@ -112,8 +152,9 @@ where
     };
     let connect = match first {
         Err(_) => {
+            ctx.router.stats.limit_hit(Limit::ConnectTimeout);
             info!(peer = %peer.addr, listener = %peer.listener,
-                "no CONNECT within {:?}; closing", ctx.limits.connect_timeout);
+                "no CONNECT within {:?} (limits.connect_timeout); closing", ctx.limits.connect_timeout);
             return;
         }
         Ok(Ok(Some(Packet::Connect(c)))) => c,
@@ -139,6 +180,9 @@ where
             return;
         }
         Ok(Err(e)) => {
+            if let ReadError::Decode(DecodeError::TooLarge { .. }) = e {
+                ctx.router.stats.limit_hit(Limit::PacketSize);
+            }
             info!(peer = %peer.addr, "bad CONNECT: {e}; closing");
             return;
         }
@@ -203,6 +247,23 @@ where
             return None;
         }
         client_id = format!("auto-{:016x}", rand::random::<u64>());
+    }
+    if client_id.len() > ctx.limits.max_client_id_length {
+        ctx.router.stats.limit_hit(Limit::ClientIdLength);
+        let why = format!(
+            "client id of {} bytes exceeds limits.max_client_id_length ({})",
+            client_id.len(),
+            ctx.limits.max_client_id_length
+        );
+        info!(peer = %peer.addr, "refused: {why}");
+        let packet = refusal(
+            v5,
+            v3::IDENTIFIER_REJECTED,
+            v5::CLIENT_IDENTIFIER_NOT_VALID,
+            &why,
+        );
+        let _ = conn.write_packet(&packet).await;
+        return None;
     }
     let auth = ctx.current_auth();
     let creds = Credentials {
@@ -297,6 +358,8 @@ where
         problem_info: props.request_problem_information != Some(0),
         aliases: HashMap::new(),
         expiry,
+        rate: ctx.limits.max_publish_rate.map(RateLimit::new),
+        limits_logged: 0,
     })
 }
 
@@ -323,6 +386,46 @@ struct Client {
     aliases: HashMap<u16, Arc<str>>,
     /// Session Expiry Interval in force (may be changed by DISCONNECT).
     expiry: u32,
+    /// `limits.max_publish_rate` for this client.
+    rate: Option<RateLimit>,
+    /// Which limits were already logged for this client (bit per `Limit`): each is logged once.
+    limits_logged: u32,
+}
+
+/// A token bucket: `rate` PUBLISHes per second, bursts of up to one second's worth.
+struct RateLimit {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    fn new(rate: u32) -> Self {
+        RateLimit {
+            rate: f64::from(rate),
+            tokens: f64::from(rate),
+            last: Instant::now(),
+        }
+    }
+
+    fn refill(&mut self) {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
+        self.last = now;
+    }
+
+    /// One PUBLISH arrived (the bucket may go negative: the debt is paid by pausing).
+    fn take(&mut self) {
+        self.refill();
+        self.tokens -= 1.0;
+    }
+
+    /// How long to stop reading so the client is back within its rate.
+    fn pause(&mut self) -> Option<Duration> {
+        self.refill();
+        (self.tokens < 0.0).then(|| Duration::from_secs_f64(-self.tokens / self.rate))
+    }
 }
 
 /// What handling one packet asks of the loop.
@@ -342,6 +445,60 @@ impl Client {
             self.auth = (generation, self.ctx.current_auth());
         }
         &self.auth.1
+    }
+
+    /// Counts a limit hit, and logs it the first time for this client.
+    fn limit(&mut self, limit: Limit, detail: &str) {
+        self.ctx.router.stats.limit_hit(limit);
+        let bit = 1u32 << (limit as u32);
+        if self.limits_logged & bit == 0 {
+            self.limits_logged |= bit;
+            warn!(client_id = %self.client_id, "limits.{} reached: {detail}", limit.name());
+        }
+    }
+
+    /// Checks a topic name or filter against `max_topic_length` and `max_topic_levels`.
+    fn topic_within_limits(&mut self, topic: &str) -> bool {
+        let limits = &self.ctx.limits;
+        let (max_len, max_levels) = (limits.max_topic_length, limits.max_topic_levels);
+        if topic.len() > max_len {
+            self.limit(
+                Limit::TopicLength,
+                &format!("topic of {} bytes (max {max_len})", topic.len()),
+            );
+            return false;
+        }
+        let levels = topic.split('/').count();
+        if levels > max_levels {
+            self.limit(
+                Limit::TopicLevels,
+                &format!("topic of {levels} levels (max {max_levels})"),
+            );
+            return false;
+        }
+        true
+    }
+
+    /// How long to stop reading from this client: its publish rate, or the broker-wide queue
+    /// budget (publishers are slowed until subscribers catch up).
+    fn read_pause(&mut self) -> Option<Duration> {
+        if let Some(pause) = self.rate.as_mut().and_then(RateLimit::pause) {
+            let rate = self.ctx.limits.max_publish_rate.unwrap_or_default();
+            self.limit(
+                Limit::PublishRate,
+                &format!("more than {rate} PUBLISH/s; reading paused"),
+            );
+            return Some(pause);
+        }
+        if self.ctx.router.over_budget() {
+            let detail = format!(
+                "{} bytes queued broker-wide; slowing publishers",
+                self.ctx.router.queued_bytes()
+            );
+            self.limit(Limit::QueuedBytes, &detail);
+            return Some(Duration::from_millis(20));
+        }
+        None
     }
 
     fn allowed(&mut self, topic: &str, access: Access) -> bool {
@@ -378,11 +535,17 @@ impl Client {
                 .fetch_add(conn.bytes_out - seen_out, Ordering::Relaxed);
             (seen_in, seen_out) = (conn.bytes_in, conn.bytes_out);
 
+            // Not reading is how a client is slowed down: TCP back-pressure does the rest. The
+            // keep-alive clock stops meanwhile, since the client's PINGREQs go unread.
+            let pause = self.read_pause();
             tokio::select! {
                 biased;
                 _ = self.ctx.shutdown.cancelled() => return Exit::Shutdown,
                 _ = kicked.cancelled() => return self.kicked(),
-                res = conn.read_packet() => match res {
+                _ = tokio::time::sleep(pause.unwrap_or_default()), if pause.is_some() => {
+                    deadline = keep_alive.map(|k| Instant::now() + k);
+                }
+                res = conn.read_packet(), if pause.is_none() => match res {
                     Ok(Some(packet)) => {
                         deadline = keep_alive.map(|k| Instant::now() + k);
                         self.ctx.router.stats.messages_received.fetch_add(1, Ordering::Relaxed);
@@ -394,11 +557,16 @@ impl Client {
                         let why = "connection closed by client without DISCONNECT".into();
                         return Exit::Abnormal { why, reason: None };
                     }
-                    Err(ReadError::Decode(e)) => return Exit::protocol(e.to_string(), e.reason_code()),
+                    Err(ReadError::Decode(e)) => {
+                        if let DecodeError::TooLarge { .. } = e {
+                            self.limit(Limit::PacketSize, &e.to_string());
+                        }
+                        return Exit::protocol(e.to_string(), e.reason_code());
+                    }
                     Err(e) => return Exit::Abnormal { why: e.to_string(), reason: None },
                 },
                 _ = session.notify.notified() => {}
-                _ = sleep_until(deadline) => {
+                _ = sleep_until(deadline), if pause.is_none() => {
                     let why = format!("keep alive timeout ({}s x 1.5)", self.keep_alive.as_secs());
                     return Exit::protocol(why, v5::KEEP_ALIVE_TIMEOUT);
                 }
@@ -648,8 +816,14 @@ impl Client {
         conn: &mut Connection<S>,
         mut p: Publish,
     ) -> Step {
-        let stats = &self.ctx.router.stats;
-        stats.publish_received.fetch_add(1, Ordering::Relaxed);
+        self.ctx
+            .router
+            .stats
+            .publish_received
+            .fetch_add(1, Ordering::Relaxed);
+        if let Some(rate) = &mut self.rate {
+            rate.take();
+        }
         if self.v5 {
             if let Err(exit) = self.resolve_alias(&mut p) {
                 return Step::Exit(exit);
@@ -667,7 +841,12 @@ impl Client {
                 .as_ref()
                 .and_then(|pr| pr.payload_format_indicator)
                 == Some(1);
-            if utf8_promised && std::str::from_utf8(&p.payload).is_err() {
+            if !self.topic_within_limits(&p.topic) {
+                reason = (
+                    v5::TOPIC_NAME_INVALID,
+                    "topic exceeds the broker's length or level limit",
+                );
+            } else if utf8_promised && std::str::from_utf8(&p.payload).is_err() {
                 reason = (
                     v5::PAYLOAD_FORMAT_INVALID,
                     "payload is not UTF-8 as its format indicator says",
@@ -733,6 +912,32 @@ impl Client {
                 });
                 continue;
             };
+            if !self.topic_within_limits(inner) {
+                codes.push(if self.v5 {
+                    v5::TOPIC_FILTER_INVALID
+                } else {
+                    v3::SUBACK_FAILURE
+                });
+                continue;
+            }
+            let max_subs = self.ctx.limits.max_subscriptions_per_client;
+            let full = {
+                let inner = self.session().inner.lock();
+                inner.subscriptions.len() >= max_subs
+                    && !inner.subscriptions.contains_key(&f.filter)
+            };
+            if full {
+                self.limit(
+                    Limit::Subscriptions,
+                    &format!("{max_subs} subscriptions held"),
+                );
+                codes.push(if self.v5 {
+                    v5::QUOTA_EXCEEDED
+                } else {
+                    v3::SUBACK_FAILURE
+                });
+                continue;
+            }
             if !self.allowed(inner, Access::Subscribe) {
                 info!(client_id = %self.client_id, filter = %f.filter, "SUBSCRIBE denied by ACL");
                 codes.push(if self.v5 {
@@ -766,12 +971,7 @@ impl Client {
             let qos = msg.qos.min(granted);
             let mut delivery = Delivery::new(msg, qos, true);
             delivery.sub_ids.extend(sub_id);
-            let result = self
-                .session()
-                .enqueue(delivery, self.ctx.router.limits.max_queued_messages);
-            if result != crate::router::state::Enqueued::Queued {
-                self.ctx.router.stats.dropped();
-            }
+            self.ctx.router.enqueue(self.session(), delivery);
         }
     }
 

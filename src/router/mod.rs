@@ -22,7 +22,7 @@ pub mod trie;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -30,7 +30,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::protocol::reason::v5;
 use crate::protocol::{Properties, QoS, SubscriptionOptions};
-use crate::sys::Stats;
+use crate::sys::{Limit, Stats};
 use retained::RetainedStore;
 use state::{Delivery, Enqueued, Link, SessionState};
 use trie::{Match, Subscriber, SubscriptionTrie};
@@ -91,6 +91,8 @@ impl Message {
 #[derive(Debug, Clone, Copy)]
 pub struct RouterLimits {
     pub max_queued_messages: usize,
+    /// Budget for all queued messages together (see `limits.max_queued_bytes`).
+    pub max_queued_bytes: usize,
 }
 
 /// The result of attaching a connection to a session.
@@ -109,6 +111,8 @@ pub struct Router {
     retained: RwLock<RetainedStore>,
     sessions: Mutex<HashMap<Arc<str>, Arc<SessionState>>>,
     next_id: AtomicU64,
+    /// Bytes held in all session queues (see [`state::Queue`]).
+    queued_bytes: Arc<AtomicUsize>,
     pub limits: RouterLimits,
     pub stats: Stats,
 }
@@ -120,9 +124,21 @@ impl Router {
             retained: RwLock::default(),
             sessions: Mutex::default(),
             next_id: AtomicU64::new(1),
+            queued_bytes: Arc::default(),
             limits,
             stats: Stats::default(),
         }
+    }
+
+    /// Bytes currently queued for all sessions.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Is the queued-message memory budget used up? Then QoS 0 is not queued and publishers
+    /// are slowed down.
+    pub fn over_budget(&self) -> bool {
+        self.queued_bytes() >= self.limits.max_queued_bytes
     }
 
     fn new_id(&self) -> u64 {
@@ -173,6 +189,7 @@ impl Router {
             self.new_id(),
             expiry,
             username,
+            self.queued_bytes.clone(),
         ));
         {
             let mut inner = session.inner.lock();
@@ -295,7 +312,12 @@ impl Router {
                 continue;
             };
             if let Some(member) = group.pick(session.id) {
-                self.offer(member, d.msg.clone(), Some(key.clone()), Vec::new());
+                self.offer(
+                    member,
+                    d.msg.clone(),
+                    Some(key.clone()),
+                    member.sub_id.into_iter().collect(),
+                );
             }
         }
     }
@@ -407,12 +429,24 @@ impl Router {
             sub_ids,
             shared,
         };
-        match sub
-            .session
-            .enqueue(delivery, self.limits.max_queued_messages)
-        {
+        self.enqueue(&sub.session, delivery);
+    }
+
+    /// Offers `delivery` to `session`'s outbox, applying the memory budget (QoS 0 is the first to
+    /// go) and counting what is dropped.
+    pub fn enqueue(&self, session: &SessionState, delivery: Delivery) {
+        if delivery.qos == QoS::AtMostOnce && self.over_budget() {
+            self.stats.limit_hit(Limit::QueuedBytes);
+            self.stats.dropped();
+            return;
+        }
+        match session.enqueue(delivery, self.limits.max_queued_messages) {
             Enqueued::Queued => {}
-            Enqueued::DroppedQos0 | Enqueued::DroppedOldest => self.stats.dropped(),
+            Enqueued::DroppedQos0 => self.stats.dropped(),
+            Enqueued::DroppedOldest => {
+                self.stats.limit_hit(Limit::QueuedMessages);
+                self.stats.dropped();
+            }
         }
     }
 

@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -97,6 +97,78 @@ pub struct Inflight {
     pub state: OutState,
 }
 
+/// A session's queue of deliveries not yet sent, with its memory cost counted both here and in
+/// the broker-wide total that `limits.max_queued_bytes` bounds. Dropping it gives its bytes back.
+#[derive(Debug)]
+pub struct Queue {
+    items: VecDeque<Delivery>,
+    bytes: usize,
+    total: Arc<AtomicUsize>,
+}
+
+impl Queue {
+    pub fn new(total: Arc<AtomicUsize>) -> Self {
+        Queue {
+            items: VecDeque::new(),
+            bytes: 0,
+            total,
+        }
+    }
+
+    /// Approximate memory held for one queued delivery. The payload is shared between
+    /// subscribers, but each queue keeps it alive, so each counts it (an upper bound).
+    fn cost(d: &Delivery) -> usize {
+        d.msg.payload.len() + d.msg.topic.len() + 96
+    }
+
+    pub fn push_back(&mut self, d: Delivery) {
+        let cost = Queue::cost(&d);
+        self.bytes += cost;
+        self.total.fetch_add(cost, Ordering::Relaxed);
+        self.items.push_back(d);
+    }
+
+    pub fn pop_front(&mut self) -> Option<Delivery> {
+        let d = self.items.pop_front()?;
+        let cost = Queue::cost(&d);
+        self.bytes -= cost;
+        self.total.fetch_sub(cost, Ordering::Relaxed);
+        Some(d)
+    }
+
+    pub fn front(&self) -> Option<&Delivery> {
+        self.items.front()
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Keeps the deliveries for which `keep` returns true.
+    pub fn retain(&mut self, mut keep: impl FnMut(&Delivery) -> bool) {
+        let mut freed = 0;
+        self.items.retain(|d| {
+            let k = keep(d);
+            if !k {
+                freed += Queue::cost(d);
+            }
+            k
+        });
+        self.bytes -= freed;
+        self.total.fetch_sub(freed, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
 /// What the connection task should put on the wire.
 #[derive(Debug)]
 pub enum Outgoing {
@@ -123,7 +195,7 @@ pub enum Enqueued {
 #[derive(Debug)]
 pub struct SessionInner {
     /// Messages not yet sent, in order.
-    pub queue: VecDeque<Delivery>,
+    pub queue: Queue,
     /// Outbound QoS 1/2 messages awaiting acknowledgement, in send order (re-sent in this order).
     pub inflight: VecDeque<(u16, Inflight)>,
     next_packet_id: u16,
@@ -157,12 +229,19 @@ pub struct SessionState {
 }
 
 impl SessionState {
-    pub fn new(client_id: Arc<str>, id: u64, expiry: u32, username: Option<String>) -> Self {
+    /// `queued_bytes`: the broker-wide count of queued bytes this session's queue adds to.
+    pub fn new(
+        client_id: Arc<str>,
+        id: u64,
+        expiry: u32,
+        username: Option<String>,
+        queued_bytes: Arc<AtomicUsize>,
+    ) -> Self {
         SessionState {
             client_id,
             id,
             inner: Mutex::new(SessionInner {
-                queue: VecDeque::new(),
+                queue: Queue::new(queued_bytes),
                 inflight: VecDeque::new(),
                 next_packet_id: 1,
                 inbound_qos2: HashSet::new(),

@@ -207,7 +207,13 @@ mod tests {
     use crate::protocol::QoS;
 
     fn session(id: u64) -> Arc<SessionState> {
-        Arc::new(SessionState::new(format!("c{id}").into(), id, 0, None))
+        Arc::new(SessionState::new(
+            format!("c{id}").into(),
+            id,
+            0,
+            None,
+            Default::default(),
+        ))
     }
 
     fn sub(id: u64, options: SubscriptionOptions) -> Subscriber {
