@@ -1,0 +1,253 @@
+//! Interoperability with Mosquitto's command-line clients (Debian `mosquitto-clients`) against an
+//! in-process broker. The clients must be installed: a missing binary fails the test, never skips.
+//! Every process runs under `-W`/timeouts and is killed if the test ends early.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{TestBroker, command, eventually, output_within, spawn};
+use rumqttc::QoS;
+use tokio::io::AsyncWriteExt;
+
+/// Bound for a whole Mosquitto client run.
+const RUN: Duration = Duration::from_secs(8);
+
+/// `program -h 127.0.0.1 -p PORT args...`
+fn mosquitto(program: &str, broker: &TestBroker, args: &[&str]) -> tokio::process::Command {
+    let mut cmd = command(program);
+    cmd.args(["-h", "127.0.0.1", "-p", &broker.addr.port().to_string()])
+        .args(args);
+    cmd
+}
+
+/// Runs `mosquitto_pub` to completion and asserts it succeeded.
+async fn mosquitto_pub(broker: &TestBroker, args: &[&str]) {
+    let out = output_within(spawn(&mut mosquitto("mosquitto_pub", broker, args)), RUN).await;
+    assert!(
+        out.status.success(),
+        "mosquitto_pub {args:?} failed: {:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Waits until the broker holds `n` subscriptions (so a subscriber process is ready).
+async fn subscriptions(broker: &TestBroker, n: usize) {
+    let router = broker.router.clone();
+    eventually(&format!("{n} subscription(s)"), || {
+        router.subscription_count() == n
+    })
+    .await;
+}
+
+fn stdout_of(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "subscriber failed: {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).expect("UTF-8 output")
+}
+
+#[tokio::test]
+async fn mosquitto_sub_receives_mosquitto_pub_at_each_qos() {
+    let broker = TestBroker::start().await;
+    let sub = spawn(&mut mosquitto(
+        "mosquitto_sub",
+        &broker,
+        &["-t", "sensors/#", "-q", "2", "-v", "-C", "3", "-W", "10"],
+    ));
+    subscriptions(&broker, 1).await;
+    for qos in ["0", "1", "2"] {
+        let topic = format!("sensors/qos{qos}");
+        let payload = format!("reading at qos {qos}");
+        mosquitto_pub(&broker, &["-t", &topic, "-m", &payload, "-q", qos]).await;
+    }
+    let out = output_within(sub, RUN).await;
+    assert_eq!(
+        stdout_of(&out),
+        "sensors/qos0 reading at qos 0\nsensors/qos1 reading at qos 1\nsensors/qos2 reading at qos 2\n"
+    );
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn mosquitto_sub_receives_rumqttc_at_each_qos() {
+    let broker = TestBroker::start().await;
+    let sub = spawn(&mut mosquitto(
+        "mosquitto_sub",
+        &broker,
+        &["-t", "sensors/#", "-q", "2", "-v", "-C", "3", "-W", "10"],
+    ));
+    subscriptions(&broker, 1).await;
+    let (client, _rx, _events) =
+        common::rumqtt_client(common::mqtt_options(broker.addr, "rumqttc-pub")).await;
+    for (qos, level) in [
+        (QoS::AtMostOnce, 0),
+        (QoS::AtLeastOnce, 1),
+        (QoS::ExactlyOnce, 2),
+    ] {
+        client
+            .publish(
+                format!("sensors/rumqttc{level}"),
+                qos,
+                false,
+                format!("r{level}"),
+            )
+            .await
+            .expect("queued");
+    }
+    let out = output_within(sub, RUN).await;
+    assert_eq!(
+        stdout_of(&out),
+        "sensors/rumqttc0 r0\nsensors/rumqttc1 r1\nsensors/rumqttc2 r2\n"
+    );
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn retained_message_reaches_a_later_subscriber() {
+    let broker = TestBroker::start().await;
+    mosquitto_pub(
+        &broker,
+        &["-t", "sensors/retained", "-m", "kept", "-q", "1", "-r"],
+    )
+    .await;
+    // %r: retain flag, %q: QoS, %t: topic, %p: payload.
+    let sub = spawn(&mut mosquitto(
+        "mosquitto_sub",
+        &broker,
+        &[
+            "-t",
+            "sensors/#",
+            "-q",
+            "1",
+            "-C",
+            "1",
+            "-W",
+            "10",
+            "-F",
+            "%r %q %t %p",
+        ],
+    ));
+    let out = output_within(sub, RUN).await;
+    assert_eq!(stdout_of(&out), "1 1 sensors/retained kept\n");
+    broker.stop().await;
+}
+
+/// Both protocol versions Mosquitto's clients speak without MQTT 5: `mqttv31` sends protocol name
+/// "MQIsdp" level 3, `mqttv311` "MQTT" level 4.
+#[tokio::test]
+async fn protocol_31_and_311_clients_interoperate() {
+    let broker = TestBroker::start().await;
+    for (n, version) in ["mqttv31", "mqttv311"].into_iter().enumerate() {
+        let topic = format!("versions/{version}");
+        let sub = spawn(&mut mosquitto(
+            "mosquitto_sub",
+            &broker,
+            &[
+                "-V", version, "-t", &topic, "-q", "1", "-v", "-C", "1", "-W", "10",
+            ],
+        ));
+        subscriptions(&broker, 1).await;
+        mosquitto_pub(
+            &broker,
+            &["-V", version, "-t", &topic, "-m", "hello", "-q", "1"],
+        )
+        .await;
+        let out = output_within(sub, RUN).await;
+        assert_eq!(stdout_of(&out), format!("{topic} hello\n"), "run {n}");
+        // The subscriber has gone: its clean session (and subscription) with it.
+        subscriptions(&broker, 0).await;
+    }
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn will_is_published_when_the_client_is_killed() {
+    let broker = TestBroker::start().await;
+    let watcher = spawn(&mut mosquitto(
+        "mosquitto_sub",
+        &broker,
+        &["-t", "status/#", "-q", "1", "-v", "-C", "1", "-W", "10"],
+    ));
+    subscriptions(&broker, 1).await;
+    let mut doomed = spawn(&mut mosquitto(
+        "mosquitto_sub",
+        &broker,
+        &[
+            "-i",
+            "doomed",
+            "-t",
+            "anything",
+            "--will-topic",
+            "status/doomed",
+            "--will-payload",
+            "offline",
+            "--will-qos",
+            "1",
+        ],
+    ));
+    subscriptions(&broker, 2).await;
+    doomed.start_kill().expect("SIGKILL sent");
+    tokio::time::timeout(RUN, doomed.wait())
+        .await
+        .expect("killed process reaped in time")
+        .expect("wait");
+    let out = output_within(watcher, RUN).await;
+    assert_eq!(stdout_of(&out), "status/doomed offline\n");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn mosquitto_pub_lines_arrive_in_order_at_qos1() {
+    const LINES: usize = 500;
+    let broker = TestBroker::start().await;
+    let (client, mut rx, _events) =
+        common::rumqtt_client(common::mqtt_options(broker.addr, "lines-sub")).await;
+    client
+        .subscribe("bulk/lines", QoS::AtLeastOnce)
+        .await
+        .expect("queued");
+    subscriptions(&broker, 1).await;
+
+    let input: String = (0..LINES).map(|i| format!("line {i:03}\n")).collect();
+    let mut cmd = mosquitto(
+        "mosquitto_pub",
+        &broker,
+        &["-t", "bulk/lines", "-q", "1", "-l"],
+    );
+    cmd.stdin(Stdio::piped());
+    let mut publisher = spawn(&mut cmd);
+    let mut stdin = publisher.stdin.take().expect("stdin piped");
+    tokio::time::timeout(RUN, async {
+        stdin.write_all(input.as_bytes()).await.expect("write");
+        // EOF ends mosquitto_pub -l.
+        drop(stdin);
+    })
+    .await
+    .expect("lines written in time");
+
+    for i in 0..LINES {
+        let p = common::next_publish(&mut rx).await;
+        assert_eq!(p.topic, "bulk/lines");
+        assert_eq!(p.qos, QoS::AtLeastOnce, "message {i}");
+        assert_eq!(
+            std::str::from_utf8(&p.payload).unwrap(),
+            format!("line {i:03}"),
+            "message {i} out of order"
+        );
+    }
+    let out = output_within(publisher, RUN).await;
+    assert!(
+        out.status.success(),
+        "mosquitto_pub -l: {:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    broker.stop().await;
+}
