@@ -4,7 +4,7 @@
 //! running off the end here means the remaining length was too short for the content: a malformed
 //! packet, never "need more bytes".
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 
 use super::DecodeError;
 
@@ -44,19 +44,15 @@ impl Reader {
     }
 
     pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
-        let b = *self.buf.first().ok_or(SHORT)?;
-        self.buf = self.buf.slice(1..);
-        Ok(b)
+        self.buf.try_get_u8().map_err(|_| SHORT)
     }
 
     pub(crate) fn u16(&mut self) -> Result<u16, DecodeError> {
-        let b = self.take(2)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
+        self.buf.try_get_u16().map_err(|_| SHORT)
     }
 
     pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
-        let b = self.take(4)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        self.buf.try_get_u32().map_err(|_| SHORT)
     }
 
     /// A Variable Byte Integer (MQTT 5.0 section 1.5.5): at most four bytes, minimally encoded.
@@ -78,6 +74,12 @@ impl Reader {
 
     /// A UTF-8 Encoded String: well-formed UTF-8 (MQTT-1.5.3-1) without U+0000 (MQTT-1.5.3-2).
     pub(crate) fn string(&mut self) -> Result<String, DecodeError> {
+        self.str_with(str::to_owned)
+    }
+
+    /// Like [`Reader::string`], handing the checked `&str` to `f` so that a topic can go straight
+    /// into an `Arc<str>` without an intermediate `String`.
+    pub(crate) fn str_with<T>(&mut self, f: impl FnOnce(&str) -> T) -> Result<T, DecodeError> {
         let raw = self.binary()?;
         let s = std::str::from_utf8(&raw)
             .map_err(|_| DecodeError::Malformed("MQTT-1.5.3-1: string is not well-formed UTF-8"))?;
@@ -86,7 +88,7 @@ impl Reader {
                 "MQTT-1.5.3-2: string contains U+0000",
             ));
         }
-        Ok(s.to_owned())
+        Ok(f(s))
     }
 }
 
