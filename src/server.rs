@@ -75,8 +75,8 @@ impl Server {
             (false, _) => None,
             (true, Some(sink)) => Some(MessageLogger::start(sink)),
             (true, None) => Some(MessageLogger::start(match &config.log.file {
-                Some(path) => MessageLogger::open_file(path).map_err(StartError::MessageLog)?,
-                None => MessageLogger::stdout(),
+                Some(path) => crate::msglog::open_file(path).map_err(StartError::MessageLog)?,
+                None => crate::msglog::stdout(),
             })),
         };
         let router = Arc::new(Router::new(RouterLimits {

@@ -288,6 +288,111 @@ pub async fn next_publish(
         .expect("client alive")
 }
 
+impl RawClient {
+    /// SUBSCRIBE one filter, returns the SUBACK codes.
+    pub async fn subscribe(&mut self, filter: &str, qos: protocol::QoS, packet_id: u16) -> Vec<u8> {
+        use protocol::{SubscribeFilter, SubscriptionOptions};
+        let sub = protocol::Subscribe {
+            packet_id,
+            filters: vec![SubscribeFilter {
+                filter: filter.into(),
+                options: SubscriptionOptions::new(qos),
+            }],
+            properties: None,
+        };
+        self.send(&Packet::Subscribe(sub)).await;
+        match self.recv().await {
+            Some(Packet::SubAck(ack)) => {
+                assert_eq!(ack.packet_id, packet_id);
+                ack.return_codes
+            }
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
+
+    /// PUBLISH and complete the QoS handshake as a publisher.
+    pub async fn publish(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        qos: protocol::QoS,
+        retain: bool,
+        packet_id: u16,
+    ) {
+        use protocol::{PubResp, Publish, QoS};
+        let packet_id = if qos == QoS::AtMostOnce { 0 } else { packet_id };
+        let p = Publish {
+            dup: false,
+            qos,
+            retain,
+            topic: topic.into(),
+            packet_id,
+            payload: bytes::Bytes::copy_from_slice(payload),
+            properties: None,
+        };
+        self.send(&Packet::Publish(p)).await;
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => match self.recv().await {
+                Some(Packet::PubAck(a)) => assert_eq!(a.packet_id, packet_id),
+                other => panic!("expected PUBACK, got {other:?}"),
+            },
+            QoS::ExactlyOnce => {
+                match self.recv().await {
+                    Some(Packet::PubRec(a)) => assert_eq!(a.packet_id, packet_id),
+                    other => panic!("expected PUBREC, got {other:?}"),
+                }
+                self.send(&Packet::PubRel(PubResp::new(packet_id))).await;
+                match self.recv().await {
+                    Some(Packet::PubComp(a)) => assert_eq!(a.packet_id, packet_id),
+                    other => panic!("expected PUBCOMP, got {other:?}"),
+                }
+            }
+        }
+    }
+
+    /// Receives the next PUBLISH (panics on anything else) without acknowledging it.
+    pub async fn expect_publish(&mut self) -> protocol::Publish {
+        match self.recv().await {
+            Some(Packet::Publish(p)) => p,
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+
+    /// Receives the next PUBLISH and completes the subscriber side of its QoS handshake.
+    pub async fn receive(&mut self) -> protocol::Publish {
+        use protocol::{PubResp, QoS};
+        let p = self.expect_publish().await;
+        match p.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.send(&Packet::PubAck(PubResp::new(p.packet_id))).await,
+            QoS::ExactlyOnce => {
+                self.send(&Packet::PubRec(PubResp::new(p.packet_id))).await;
+                match self.recv().await {
+                    Some(Packet::PubRel(r)) => assert_eq!(r.packet_id, p.packet_id),
+                    other => panic!("expected PUBREL, got {other:?}"),
+                }
+                self.send(&Packet::PubComp(PubResp::new(p.packet_id))).await;
+            }
+        }
+        p
+    }
+
+    /// Sends PINGREQ and waits for PINGRESP: a barrier proving everything sent before was handled.
+    pub async fn ping(&mut self) {
+        self.send(&Packet::PingReq).await;
+        match self.recv().await {
+            Some(Packet::PingResp) => {}
+            other => panic!("expected PINGRESP, got {other:?}"),
+        }
+    }
+
+    pub async fn disconnect(mut self) {
+        self.send(&Packet::Disconnect(Default::default())).await;
+        self.expect_closed().await;
+    }
+}
+
 /// A child process that is killed (SIGKILL) and reaped if the test ends early, e.g. on a failed
 /// assertion: `tokio::process::Command::kill_on_drop` is the Drop guard.
 pub fn command(program: &str) -> tokio::process::Command {
