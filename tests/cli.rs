@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use common::{RawClient, WAIT, command, output_within, spawn};
-use mqttd::protocol::{self, Packet, ProtocolVersion, Publish, QoS, Subscribe, SubscribeFilter};
+use mqttd::protocol::{self, Packet, ProtocolVersion, Publish, QoS};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 
@@ -206,7 +206,8 @@ async fn stops_gracefully_on(signal: libc::c_int) {
         has("signal received: shutting down gracefully"),
         "{lines:#?}"
     );
-    assert!(has("shutting down: closing 1 connection(s)"), "{lines:#?}");
+    // (The count in "shutting down: closing N connection(s)" races with the sessions closing.)
+    assert!(has("shutting down: closing "), "{lines:#?}");
     assert!(
         lines
             .last()
@@ -236,18 +237,7 @@ async fn broker_with_stuck_subscriber(dir: &Path) -> (Broker, RawClient) {
     let broker = Broker::start(dir, BASE).await;
 
     let mut stuck = RawClient::connected(broker.addr, "never-reads").await;
-    let filter = SubscribeFilter {
-        filter: "flood/#".into(),
-        options: protocol::SubscriptionOptions::new(QoS::AtMostOnce),
-    };
-    stuck
-        .send(&Packet::Subscribe(Subscribe {
-            packet_id: 1,
-            filters: vec![filter],
-            properties: None,
-        }))
-        .await;
-    assert!(matches!(stuck.recv().await, Some(Packet::SubAck(_))));
+    assert_eq!(stuck.subscribe("flood/#", QoS::AtMostOnce, 1).await, [0]);
 
     // 12.5 MiB for a socket whose buffers hold a few MiB at most.
     let mut publisher = RawClient::connected(broker.addr, "flooder").await;
@@ -286,9 +276,7 @@ async fn drain_with_a_stuck_subscriber_is_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let (mut broker, stuck) = broker_with_stuck_subscriber(dir.path()).await;
     broker.signal(libc::SIGINT);
-    broker
-        .wait_for("shutting down: closing 2 connection(s)")
-        .await;
+    broker.wait_for("shutting down: closing ").await;
     let started = std::time::Instant::now();
     let (code, lines) = broker.exit_within(Duration::from_secs(5)).await;
     assert_eq!(code, Some(0), "{lines:#?}");
@@ -312,9 +300,7 @@ async fn second_signal_during_drain_exits_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let (mut broker, stuck) = broker_with_stuck_subscriber(dir.path()).await;
     broker.signal(libc::SIGINT);
-    broker
-        .wait_for("shutting down: closing 2 connection(s)")
-        .await;
+    broker.wait_for("shutting down: closing ").await;
     broker.signal(libc::SIGINT);
     let (code, lines) = broker.exit_within(Duration::from_secs(5)).await;
     assert_eq!(code, Some(130), "{lines:#?}");
