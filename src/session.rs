@@ -29,8 +29,8 @@ use crate::msglog::MessageLogger;
 use crate::protocol::reason::{v3, v5};
 use crate::protocol::topic::validate_topic_filter;
 use crate::protocol::{
-    ConnAck, Connect, DecodeError, Disconnect, LastWill, Packet, ProtocolVersion, PubResp, Publish,
-    QoS, SubAck, Subscribe, UnsubAck, Unsubscribe,
+    ConnAck, Connect, DecodeError, Disconnect, LastWill, Packet, Properties, ProtocolVersion,
+    PubResp, Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 use crate::router::state::{Delivery, OutState, Outgoing, SessionState};
 use crate::router::{Attached, Message, Router};
@@ -194,10 +194,17 @@ where
     let attached = ctx
         .router
         .attach(&client_id, connect.clean_start, username.clone());
+    // MQTT-3.2.2-16: a 5.0 client that sent an empty client id learns the one we assigned.
+    let properties = (v5 && connect.client_id.is_empty()).then(|| {
+        Box::new(Properties {
+            assigned_client_identifier: Some(client_id.clone()),
+            ..Properties::default()
+        })
+    });
     let ack = ConnAck {
         session_present: attached.present,
         code: 0,
-        properties: None,
+        properties,
     };
     if let Err(e) = conn.write_packet(&Packet::ConnAck(ack)).await {
         debug!(client_id = %client_id, "CONNACK write failed: {e}");
