@@ -251,3 +251,79 @@ async fn mosquitto_pub_lines_arrive_in_order_at_qos1() {
     );
     broker.stop().await;
 }
+
+/// MQTT 5 with Mosquitto's clients: the subscriber sends an empty client id and must learn the
+/// assigned one from the CONNACK (MQTT-3.2.2-16; `-d` shows it), and PUBLISH properties reach it.
+#[tokio::test]
+async fn mqtt5_clients_get_an_assigned_id_and_properties() {
+    let broker = TestBroker::start().await;
+    let sub = spawn(&mut mosquitto(
+        "mosquitto_sub",
+        &broker,
+        &[
+            "-V",
+            "mqttv5",
+            "-d",
+            "-t",
+            "v5/#",
+            "-q",
+            "1",
+            "-C",
+            "1",
+            "-W",
+            "10",
+            "-F",
+            "MSG %t %p C=%C P=%P R=%R E=%E D=%D",
+        ],
+    ));
+    subscriptions(&broker, 1).await;
+    mosquitto_pub(
+        &broker,
+        &[
+            "-V",
+            "mqttv5",
+            "-t",
+            "v5/props",
+            "-m",
+            "hello",
+            "-q",
+            "1",
+            "-D",
+            "publish",
+            "user-property",
+            "unit",
+            "celsius",
+            "-D",
+            "publish",
+            "content-type",
+            "text/plain",
+            "-D",
+            "publish",
+            "response-topic",
+            "v5/reply",
+            "-D",
+            "publish",
+            "correlation-data",
+            "req-1",
+            "-D",
+            "publish",
+            "message-expiry-interval",
+            "60",
+        ],
+    )
+    .await;
+    let out = stdout_of(&output_within(sub, RUN).await);
+    let message: Vec<_> = out.lines().filter(|l| l.starts_with("MSG ")).collect();
+    assert_eq!(
+        message,
+        ["MSG v5/props hello C=text/plain P=unit:celsius R=v5/reply E=60 D=req-1"],
+        "{out}"
+    );
+    // libmosquitto adopts the Assigned Client Identifier, and names itself by it from then on.
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("Client auto-") && l.ends_with("received CONNACK (0)")),
+        "no assigned client id in the CONNACK:\n{out}"
+    );
+    broker.stop().await;
+}
