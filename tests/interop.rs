@@ -327,3 +327,89 @@ async fn mqtt5_clients_get_an_assigned_id_and_properties() {
     );
     broker.stop().await;
 }
+
+/// `-c` (clean session off): QoS 1 messages published while the subscriber is away are kept and
+/// delivered when it comes back with the same client id.
+#[tokio::test]
+async fn persistent_session_gets_messages_sent_while_away() {
+    let broker = TestBroker::start().await;
+    // -E: exit as soon as the subscription is acknowledged.
+    let first = spawn(&mut mosquitto(
+        "mosquitto_sub",
+        &broker,
+        &["-c", "-i", "durable", "-t", "queue/#", "-q", "1", "-E"],
+    ));
+    stdout_of(&output_within(first, RUN).await);
+    mosquitto_pub(&broker, &["-t", "queue/job", "-m", "while away", "-q", "1"]).await;
+    let again = spawn(&mut mosquitto(
+        "mosquitto_sub",
+        &broker,
+        &[
+            "-c", "-i", "durable", "-t", "queue/#", "-q", "1", "-v", "-C", "1", "-W", "10",
+        ],
+    ));
+    assert_eq!(
+        stdout_of(&output_within(again, RUN).await),
+        "queue/job while away\n"
+    );
+    broker.stop().await;
+}
+
+/// A 400 kB payload (three-byte remaining length) at QoS 2 arrives byte for byte.
+#[tokio::test]
+async fn large_payload_arrives_intact() {
+    let broker = TestBroker::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("payload.txt");
+    let payload: String = (0..400_000u32)
+        .map(|i| char::from(b'A' + (i.wrapping_mul(7919) % 26) as u8))
+        .collect();
+    std::fs::write(&file, &payload).unwrap();
+    let sub = spawn(&mut mosquitto(
+        "mosquitto_sub",
+        &broker,
+        &["-t", "big", "-q", "2", "-C", "1", "-W", "10"],
+    ));
+    subscriptions(&broker, 1).await;
+    mosquitto_pub(
+        &broker,
+        &["-t", "big", "-q", "2", "-f", file.to_str().unwrap()],
+    )
+    .await;
+    let out = stdout_of(&output_within(sub, RUN).await);
+    assert_eq!(out.len(), payload.len() + 1);
+    assert!(out == payload + "\n", "payload changed in transit");
+    broker.stop().await;
+}
+
+/// UTF-8 topic names and filters, and `-T` (client-side exclusion) alongside `+`.
+#[tokio::test]
+async fn utf8_topics_and_multiple_filters() {
+    let broker = TestBroker::start().await;
+    let sub = spawn(&mut mosquitto(
+        "mosquitto_sub",
+        &broker,
+        &[
+            "-t",
+            "capteurs/été/#",
+            "-t",
+            "x/+",
+            "-T",
+            "x/skip",
+            "-v",
+            "-C",
+            "2",
+            "-W",
+            "10",
+        ],
+    ));
+    subscriptions(&broker, 2).await;
+    mosquitto_pub(&broker, &["-t", "capteurs/été/température", "-m", "24.3°C"]).await;
+    mosquitto_pub(&broker, &["-t", "x/skip", "-m", "filtered by the client"]).await;
+    mosquitto_pub(&broker, &["-t", "x/keep", "-m", "yes"]).await;
+    assert_eq!(
+        stdout_of(&output_within(sub, RUN).await),
+        "capteurs/été/température 24.3°C\nx/keep yes\n"
+    );
+    broker.stop().await;
+}
