@@ -228,6 +228,22 @@ async fn sigterm_stops_gracefully() {
     stops_gracefully_on(libc::SIGTERM).await;
 }
 
+/// SIGHUP reloads (password file, ACL, certificates) without dropping anyone.
+#[tokio::test]
+async fn sighup_reloads_and_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(dir.path(), BASE).await;
+    let mut client = RawClient::connected(broker.addr, "stays").await;
+    broker.signal(libc::SIGHUP);
+    broker.wait_for("SIGHUP: reloading").await;
+    broker.wait_for("reloaded authentication").await;
+    client.ping().await;
+    broker.signal(libc::SIGINT);
+    client.expect_closed().await;
+    let (code, lines) = broker.exit_within(Duration::from_secs(5)).await;
+    assert_eq!(code, Some(0), "{lines:#?}");
+}
+
 /// A broker with a subscriber that stopped reading while megabytes were queued for it: its
 /// connection's final flush keeps the drain busy for the broker's one-second close timeout.
 /// Returns the broker and that subscriber (keep it open).
