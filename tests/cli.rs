@@ -275,7 +275,7 @@ async fn broker_with_stuck_subscriber(dir: &Path) -> (Broker, RawClient) {
     tokio::time::timeout(WAIT, publisher.send_bytes(&bytes))
         .await
         .expect("flood sent in time");
-    // PINGRESP comes after every PUBLISH before it has been routed.
+    // Packets are handled in order: the PINGRESP means every PUBLISH has been routed.
     assert_eq!(publisher.recv().await, Some(Packet::PingResp));
     // The first message arriving shows the broker is writing the backlog; now stop reading.
     match stuck.recv().await {
