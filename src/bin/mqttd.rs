@@ -131,7 +131,10 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
                 .with_writer(std::sync::Mutex::new(file))
                 .init();
         }
-        None => builder.init(),
+        // Colour codes only for a terminal: piped into journald, a file or a test they are noise.
+        None => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .init(),
     }
     Ok(())
 }

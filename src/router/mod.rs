@@ -80,9 +80,16 @@ impl Message {
     }
 
     /// Seconds left of the Message Expiry Interval, as forwarded to subscribers.
+    /// Rounded up, as whole seconds elapsed are subtracted: a message forwarded at once keeps
+    /// its interval (as Mosquitto does), and one about to expire says 1, never 0.
     pub fn remaining_expiry(&self, now: Instant) -> Option<u32> {
         self.expires_at.map(|at| {
-            u32::try_from(at.saturating_duration_since(now).as_secs().max(1)).unwrap_or(u32::MAX)
+            let left = at
+                .saturating_duration_since(now)
+                .as_millis()
+                .div_ceil(1000)
+                .max(1);
+            u32::try_from(left).unwrap_or(u32::MAX)
         })
     }
 }

@@ -56,12 +56,11 @@ pub struct TestBroker {
 
 /// A config with one plain listener on 127.0.0.1:0, `$SYS` off, everything else default.
 pub fn config() -> Config {
-    let mut c = Config {
+    Config {
         listeners: vec![listener("plain")],
+        sys: mqttd::config::SysConfig { interval: 0 },
         ..Config::default()
-    };
-    c.sys.interval = 0;
-    c
+    }
 }
 
 pub fn listener(name: &str) -> ListenerConfig {
@@ -634,4 +633,35 @@ pub async fn run_tool(program: &str, args: &[&str], stdin: Option<&str>) -> std:
         .await
         .unwrap_or_else(|_| panic!("{program} {args:?} did not finish in time"))
         .expect("wait for the tool")
+}
+
+/// A child process that is killed (SIGKILL) and reaped if the test ends early, e.g. on a failed
+/// assertion: `tokio::process::Command::kill_on_drop` is the Drop guard.
+pub fn command(program: &str) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.kill_on_drop(true)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    cmd
+}
+
+/// Spawns `cmd`, failing loudly (never skipping) when the program is missing: the Mosquitto
+/// clients come from Debian's `mosquitto-clients`, which CI installs.
+pub fn spawn(cmd: &mut tokio::process::Command) -> tokio::process::Child {
+    cmd.spawn().unwrap_or_else(|e| {
+        panic!(
+            "cannot run {:?}: {e} (mosquitto_pub/mosquitto_sub come from the mosquitto-clients package)",
+            cmd.as_std().get_program()
+        )
+    })
+}
+
+/// Waits (at most `limit`) for `child` to exit and returns its output; on timeout the child is
+/// killed and the test fails.
+pub async fn output_within(child: tokio::process::Child, limit: Duration) -> std::process::Output {
+    tokio::time::timeout(limit, child.wait_with_output())
+        .await
+        .expect("process finished in time (it has been killed)")
+        .expect("process output readable")
 }
