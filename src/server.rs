@@ -107,13 +107,11 @@ impl Server {
                 }
                 None => None,
             };
-            let tcp = TcpListener::bind(l.bind)
-                .await
-                .map_err(|source| StartError::Bind {
-                    name: l.name.clone(),
-                    addr: l.bind,
-                    source,
-                })?;
+            let tcp = bind_tcp(l.bind).map_err(|source| StartError::Bind {
+                name: l.name.clone(),
+                addr: l.bind,
+                source,
+            })?;
             let local = tcp.local_addr().map_err(|source| StartError::Bind {
                 name: l.name.clone(),
                 addr: l.bind,
@@ -207,6 +205,21 @@ impl Server {
             }
         }
     }
+}
+
+/// Pending connections the kernel may hold for us (capped by `net.core.somaxconn`). tokio's
+/// `TcpListener::bind` uses 1024, which a burst of thousands of devices reconnecting at once
+/// overflows, stalling them for a SYN retransmit (1 s, then 3 s, ...).
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 impl Reloader {

@@ -480,8 +480,10 @@ impl Client {
     }
 
     /// How long to stop reading from this client: its publish rate, or the broker-wide queue
-    /// budget (publishers are slowed until subscribers catch up).
-    fn read_pause(&mut self) -> Option<Duration> {
+    /// budget. The budget pause is taken at most once per packet (`paused`: the previous turn
+    /// paused): publishers are slowed while subscribers catch up, never stopped outright, since
+    /// the subscribers holding the budget may themselves wait for these publishers.
+    fn read_pause(&mut self, paused: bool) -> Option<Duration> {
         if let Some(pause) = self.rate.as_mut().and_then(RateLimit::pause) {
             let rate = self.ctx.limits.max_publish_rate.unwrap_or_default();
             self.limit(
@@ -490,7 +492,7 @@ impl Client {
             );
             return Some(pause);
         }
-        if self.ctx.router.over_budget() {
+        if !paused && self.ctx.router.over_budget() {
             let detail = format!(
                 "{} bytes queued broker-wide; slowing publishers",
                 self.ctx.router.queued_bytes()
@@ -512,6 +514,7 @@ impl Client {
         let mut deadline = keep_alive.map(|k| Instant::now() + k);
         let mut resend = self.attached.present;
         let (mut seen_in, mut seen_out) = (0, 0);
+        let mut paused = false;
         let kicked = self.attached.link.token().clone();
         let session = self.attached.session.clone();
         loop {
@@ -537,7 +540,8 @@ impl Client {
 
             // Not reading is how a client is slowed down: TCP back-pressure does the rest. The
             // keep-alive clock stops meanwhile, since the client's PINGREQs go unread.
-            let pause = self.read_pause();
+            let pause = self.read_pause(paused);
+            paused = pause.is_some();
             tokio::select! {
                 biased;
                 _ = self.ctx.shutdown.cancelled() => return Exit::Shutdown,

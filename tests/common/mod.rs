@@ -146,6 +146,15 @@ pub struct RawClient {
 }
 
 impl RawClient {
+    /// Wraps an already connected stream (3.1.1 framing).
+    pub fn from_stream(stream: TcpStream) -> RawClient {
+        RawClient {
+            stream,
+            buf: BytesMut::new(),
+            version: ProtocolVersion::V311,
+        }
+    }
+
     pub async fn connect(addr: SocketAddr) -> RawClient {
         let stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
             .await
