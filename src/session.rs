@@ -856,7 +856,9 @@ impl Client {
             return;
         }
         let session = self.attached.session.clone();
-        let attach_count = session.inner.lock().attach_count;
+        // This connection's attach number, not the session's current one: after a takeover the
+        // new connection has already attached, and must cancel the will too (MQTT-3.1.3-9).
+        let attach_count = self.attached.attach_count;
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(u64::from(wait))).await;
             if session.inner.lock().attach_count == attach_count {

@@ -101,6 +101,9 @@ pub struct Attached {
     pub present: bool,
     /// Identifies this connection's attachment; kicked when it must close.
     pub link: Link,
+    /// The session's `attach_count` as this connection made it: delayed work (the will) compares
+    /// against it to tell whether a newer connection has attached since, even by takeover.
+    pub attach_count: u64,
 }
 
 #[derive(Debug)]
@@ -154,12 +157,14 @@ impl Router {
                 inner.expiry = expiry;
                 inner.attach_count += 1;
                 inner.username = username;
+                let attach_count = inner.attach_count;
                 drop(inner);
                 self.stats.client_connected();
                 return Attached {
                     session: existing,
                     present: true,
                     link,
+                    attach_count,
                 };
             }
             let filters: Vec<String> = inner.subscriptions.drain().map(|(f, _)| f).collect();
@@ -186,6 +191,7 @@ impl Router {
             session,
             present: false,
             link,
+            attach_count: 1,
         }
     }
 
