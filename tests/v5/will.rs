@@ -158,3 +158,25 @@ async fn will_properties_are_forwarded() {
     assert_eq!(got.will_delay_interval, None);
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn delayed_will_is_cancelled_by_a_takeover_that_resumes_the_session() {
+    let broker = TestBroker::start().await;
+    let mut w = watcher(&broker, "wd/takeover").await;
+    let (mut old, _) = RawClient::connect_v5_with(
+        broker.addr,
+        connect_with_will("moved", "wd/takeover", delay(2)),
+    )
+    .await;
+    let resume = Connect {
+        clean_start: false,
+        ..connect_v5("moved", expiry(10))
+    };
+    let (mut new, ack) = RawClient::connect_v5_with(broker.addr, resume).await;
+    assert!(ack.session_present);
+    assert_eq!(old.expect_disconnect().await.reason, v5::SESSION_TAKEN_OVER);
+    // A new connection to the session came before the delay ran out: no will (MQTT-3.1.3-9).
+    w.expect_silence(Duration::from_millis(2500)).await;
+    new.ping().await;
+    broker.stop().await;
+}
