@@ -170,6 +170,7 @@ impl Router {
             let filters: Vec<String> = inner.subscriptions.drain().map(|(f, _)| f).collect();
             drop(inner);
             sessions.remove(client_id);
+            existing.ended.cancel();
             self.remove_subscriptions(&existing, filters);
             self.redispatch_shared(&existing);
         }
@@ -255,6 +256,7 @@ impl Router {
         {
             sessions.remove(&session.client_id);
         }
+        session.ended.cancel();
         self.remove_subscriptions(session, filters);
         self.redispatch_shared(session);
     }

@@ -154,6 +154,9 @@ pub struct SessionState {
     pub notify: Notify,
     /// Messages dropped for this session (queue full, QoS 0 while backed up).
     pub dropped: AtomicU64,
+    /// Cancelled when the session ends (expired, discarded, replaced by a Clean Start): a delayed
+    /// will is due then, even if its Will Delay Interval has not run out.
+    pub ended: CancellationToken,
 }
 
 impl SessionState {
@@ -174,6 +177,7 @@ impl SessionState {
             }),
             notify: Notify::new(),
             dropped: AtomicU64::new(0),
+            ended: CancellationToken::new(),
         }
     }
 
