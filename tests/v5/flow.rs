@@ -209,3 +209,41 @@ async fn retained_message_expires() {
     late.expect_silence(Duration::from_millis(200)).await;
     broker.stop().await;
 }
+
+#[tokio::test]
+#[ignore = "bug: on reconnect SessionState::take_outgoing re-sends every in-flight message at once, \
+            ignoring the new Receive Maximum (MQTT-3.3.4-9); the excess must wait for acks and keep \
+            its packet ids (MQTT-4.4.0-1)"]
+async fn receive_maximum_bounds_messages_resent_on_reconnect() {
+    let broker = TestBroker::start().await;
+    let connect = |receive_maximum| Connect {
+        clean_start: false,
+        ..connect_v5(
+            "resumer",
+            Properties {
+                receive_maximum: Some(receive_maximum),
+                ..expiry(60)
+            },
+        )
+    };
+    let (mut c, _) = RawClient::connect_v5_with(broker.addr, connect(10)).await;
+    c.subscribe("rmr/t", QoS::AtLeastOnce, 1).await;
+    let mut pubber = RawClient::connected(broker.addr, "pub").await;
+    for i in 1..=4u16 {
+        pubber
+            .publish("rmr/t", b"m", QoS::AtLeastOnce, false, i)
+            .await;
+    }
+    for _ in 0..4 {
+        c.expect_publish().await; // not acknowledged
+    }
+    c.disconnect().await;
+    // Back with a smaller window: the four unacknowledged messages come again, two at a time.
+    let (mut c, ack) = RawClient::connect_v5_with(broker.addr, connect(2)).await;
+    assert!(ack.session_present);
+    let first = c.expect_publish().await;
+    let second = c.expect_publish().await;
+    assert!(first.dup && second.dup);
+    c.expect_silence(Duration::from_millis(300)).await;
+    broker.stop().await;
+}

@@ -139,3 +139,20 @@ async fn overlapping_subscriptions_deliver_once_with_every_identifier() {
     c.expect_silence(Duration::from_millis(200)).await;
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn retained_messages_carry_the_subscription_identifier() {
+    let broker = TestBroker::start().await;
+    let mut pubber = RawClient::connected(broker.addr, "pub").await;
+    pubber
+        .publish("sir/t", b"kept", QoS::AtLeastOnce, true, 1)
+        .await;
+    let (mut c, _) = RawClient::connected_v5(broker.addr, "ids", Properties::default()).await;
+    c.subscribe_with("sir/#", options(|_| {}), Some(42), 1)
+        .await;
+    let p = c.receive().await;
+    assert!(p.retain);
+    let ids = p.properties.map(|p| p.subscription_identifiers);
+    assert_eq!(ids, Some(vec![42]));
+    broker.stop().await;
+}

@@ -180,3 +180,29 @@ async fn delayed_will_is_cancelled_by_a_takeover_that_resumes_the_session() {
     new.ping().await;
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn delayed_will_is_published_when_a_clean_start_ends_the_session() {
+    let broker = TestBroker::start().await;
+    let mut w = watcher(&broker, "wd/clean").await;
+    let (c, _) = RawClient::connect_v5_with(
+        broker.addr,
+        connect_with_will("restart", "wd/clean", delay(5)),
+    )
+    .await;
+    drop(c);
+    w.expect_silence(Duration::from_millis(300)).await;
+    // Clean Start = 1 ends the old session, and the will is due when its session ends.
+    let start = tokio::time::Instant::now();
+    let (_c, ack) =
+        RawClient::connect_v5_with(broker.addr, connect_v5("restart", expiry(10))).await;
+    assert!(!ack.session_present);
+    let p = w.receive().await;
+    assert_eq!(&p.payload[..], b"gone");
+    let after = start.elapsed();
+    assert!(
+        after < Duration::from_secs(1),
+        "will after {after:?}, not at session end"
+    );
+    broker.stop().await;
+}
