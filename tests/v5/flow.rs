@@ -211,9 +211,6 @@ async fn retained_message_expires() {
 }
 
 #[tokio::test]
-#[ignore = "bug: on reconnect SessionState::take_outgoing re-sends every in-flight message at once, \
-            ignoring the new Receive Maximum (MQTT-3.3.4-9); the excess must wait for acks and keep \
-            its packet ids (MQTT-4.4.0-1)"]
 async fn receive_maximum_bounds_messages_resent_on_reconnect() {
     let broker = TestBroker::start().await;
     let connect = |receive_maximum| Connect {
@@ -234,16 +231,29 @@ async fn receive_maximum_bounds_messages_resent_on_reconnect() {
             .publish("rmr/t", b"m", QoS::AtLeastOnce, false, i)
             .await;
     }
+    let mut ids = Vec::new();
     for _ in 0..4 {
-        c.expect_publish().await; // not acknowledged
+        ids.push(c.expect_publish().await.packet_id); // not acknowledged
     }
     c.disconnect().await;
-    // Back with a smaller window: the four unacknowledged messages come again, two at a time.
+    // Back with a smaller window: the four unacknowledged messages come again with their packet
+    // ids, two at a time.
     let (mut c, ack) = RawClient::connect_v5_with(broker.addr, connect(2)).await;
     assert!(ack.session_present);
-    let first = c.expect_publish().await;
-    let second = c.expect_publish().await;
-    assert!(first.dup && second.dup);
+    let mut resent = Vec::new();
+    for _ in 0..2 {
+        let p = c.expect_publish().await;
+        assert!(p.dup);
+        resent.push(p.packet_id);
+    }
     c.expect_silence(Duration::from_millis(300)).await;
+    for i in 0..2 {
+        c.send(&Packet::PubAck(PubResp::new(resent[i]))).await;
+        let p = c.expect_publish().await;
+        assert!(p.dup);
+        resent.push(p.packet_id);
+        c.expect_silence(Duration::from_millis(100)).await;
+    }
+    assert_eq!(resent, ids);
     broker.stop().await;
 }
