@@ -82,8 +82,7 @@ async fn expiry_keeps_the_session_for_its_interval_only() {
 #[tokio::test]
 async fn disconnect_cannot_set_an_expiry_when_connect_had_zero() {
     let broker = TestBroker::start().await;
-    let (c, _) = resume(&broker, "zero-then-ten", 0).await;
-    let mut c = c;
+    let (mut c, _) = resume(&broker, "zero-then-ten", 0).await;
     let d = Disconnect {
         reason: v5::SUCCESS,
         properties: Some(Box::new(expiry(10))),
