@@ -1040,7 +1040,7 @@ impl Client {
     }
 
     /// Publishes the will now, or after its Will Delay Interval (or when the session ends, if
-    /// sooner) unless the client has come back by then.
+    /// sooner: it expires or a Clean Start replaces it) unless the client has come back by then.
     fn publish_will(&self, will: LastWill) {
         let delay = will
             .properties
@@ -1060,9 +1060,15 @@ impl Client {
             return;
         }
         let session = self.attached.session.clone();
-        let attach_count = session.inner.lock().attach_count;
+        // This connection's attach number, not the session's current one: after a takeover the
+        // new connection has already attached, and must cancel the will too (MQTT-3.1.3-9).
+        let attach_count = self.attached.attach_count;
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(u64::from(wait))).await;
+            // Due when the delay runs out or the session ends, whichever is first (3.1.3.2.2).
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(u64::from(wait))) => {}
+                _ = session.ended.cancelled() => {}
+            }
             if session.inner.lock().attach_count == attach_count {
                 router.publish(Arc::new(msg));
             }

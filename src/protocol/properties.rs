@@ -168,10 +168,9 @@ pub(crate) fn read(r: &mut Reader, ctx: PropCtx) -> Result<Option<Box<Properties
                 non_zero_u16(&mut r, "MQTT-3.1.2.11.3: Receive Maximum of 0")?,
             )?,
             0x22 => once(&mut p.topic_alias_maximum, r.u16()?)?,
-            0x23 => once(
-                &mut p.topic_alias,
-                non_zero_u16(&mut r, "MQTT-3.3.2-8: Topic Alias of 0")?,
-            )?,
+            // 0 is out of range (MQTT-3.3.2-8), but the session checks the range against its
+            // Topic Alias Maximum and answers Topic Alias Invalid (0x94), not Protocol Error.
+            0x23 => once(&mut p.topic_alias, r.u16()?)?,
             0x24 => once(
                 &mut p.maximum_qos,
                 flag(&mut r, "MQTT-3.2.2.3.4: Maximum QoS not 0 or 1")?,
@@ -376,7 +375,9 @@ mod tests {
         assert!(protocol(parse(&[2, 0x24, 2], PropCtx::ConnAck)));
         assert!(protocol(parse(&[3, 0x21, 0, 0], PropCtx::Connect)));
         assert!(protocol(parse(&[5, 0x27, 0, 0, 0, 0], PropCtx::Connect)));
-        assert!(protocol(parse(&[3, 0x23, 0, 0], PropCtx::Publish)));
+        // Topic Alias 0 decodes: the session refuses it with 0x94 (Topic Alias Invalid).
+        let alias = parse(&[3, 0x23, 0, 0], PropCtx::Publish).unwrap().unwrap();
+        assert_eq!(alias.topic_alias, Some(0));
         assert!(protocol(parse(&[2, 0x0B, 0], PropCtx::Subscribe)));
         assert!(protocol(parse(&[4, 0x0B, 1, 0x0B, 2], PropCtx::Subscribe)));
         let many = parse(&[4, 0x0B, 1, 0x0B, 2], PropCtx::Publish)

@@ -110,6 +110,9 @@ pub struct Attached {
     pub present: bool,
     /// Identifies this connection's attachment; kicked when it must close.
     pub link: Link,
+    /// The session's `attach_count` as this connection made it: delayed work (the will) compares
+    /// against it to tell whether a newer connection has attached since, even by takeover.
+    pub attach_count: u64,
 }
 
 #[derive(Debug)]
@@ -177,17 +180,20 @@ impl Router {
                 inner.expiry = expiry;
                 inner.attach_count += 1;
                 inner.username = username;
+                let attach_count = inner.attach_count;
                 drop(inner);
                 self.stats.client_connected();
                 return Attached {
                     session: existing,
                     present: true,
                     link,
+                    attach_count,
                 };
             }
             let filters: Vec<String> = inner.subscriptions.drain().map(|(f, _)| f).collect();
             drop(inner);
             sessions.remove(client_id);
+            existing.ended.cancel();
             self.remove_subscriptions(&existing, filters);
             self.redispatch_shared(&existing);
         }
@@ -210,6 +216,7 @@ impl Router {
             session,
             present: false,
             link,
+            attach_count: 1,
         }
     }
 
@@ -273,6 +280,7 @@ impl Router {
         {
             sessions.remove(&session.client_id);
         }
+        session.ended.cancel();
         self.remove_subscriptions(session, filters);
         self.redispatch_shared(session);
     }

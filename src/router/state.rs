@@ -198,6 +198,11 @@ pub struct SessionInner {
     pub queue: Queue,
     /// Outbound QoS 1/2 messages awaiting acknowledgement, in send order (re-sent in this order).
     pub inflight: VecDeque<(u16, Inflight)>,
+    /// Index in `inflight` of the first message not yet (re)sent on the current connection. A
+    /// reconnect re-sends in-flight messages only as far as the client's Receive Maximum allows
+    /// (MQTT-3.3.4-9); the rest follow as acknowledgements free the window, with their original
+    /// packet ids (MQTT-4.4.0-1).
+    resend_next: usize,
     next_packet_id: u16,
     /// Inbound QoS 2 packet ids for which PUBREC was sent and PUBREL not yet received
     /// (exactly-once: a re-sent PUBLISH with one of these ids is not routed again).
@@ -226,6 +231,9 @@ pub struct SessionState {
     pub notify: Notify,
     /// Messages dropped for this session (queue full, QoS 0 while backed up).
     pub dropped: AtomicU64,
+    /// Cancelled when the session ends (expired, discarded, replaced by a Clean Start): a delayed
+    /// will is due then, even if its Will Delay Interval has not run out.
+    pub ended: CancellationToken,
 }
 
 impl SessionState {
@@ -243,6 +251,7 @@ impl SessionState {
             inner: Mutex::new(SessionInner {
                 queue: Queue::new(queued_bytes),
                 inflight: VecDeque::new(),
+                resend_next: 0,
                 next_packet_id: 1,
                 inbound_qos2: HashSet::new(),
                 subscriptions: HashMap::new(),
@@ -253,6 +262,7 @@ impl SessionState {
             }),
             notify: Notify::new(),
             dropped: AtomicU64::new(0),
+            ended: CancellationToken::new(),
         }
     }
 
@@ -291,26 +301,32 @@ impl SessionState {
         result
     }
 
-    /// Moves what may be sent now into `out`: first, on a fresh connection, every in-flight message
-    /// again (PUBLISH with DUP, or PUBREL); then queued messages while the in-flight window allows.
-    /// Expired messages (5.0 Message Expiry Interval) are dropped on the way.
+    /// Moves what may be sent now into `out`: first the in-flight messages a fresh connection
+    /// (`resend`) must get again (PUBLISH with DUP, or PUBREL), as far as the window allows; then
+    /// queued messages while the window allows. Expired messages (5.0 Message Expiry Interval) are
+    /// dropped on the way.
     pub fn take_outgoing(&self, out: &mut Vec<Outgoing>, max_inflight: usize, resend: bool) {
         let mut inner = self.inner.lock();
         let now = std::time::Instant::now();
         inner.queue.retain(|d| !d.msg.expired(now));
-        if resend {
-            for (packet_id, f) in &inner.inflight {
-                out.push(match f.state {
-                    OutState::AwaitPubComp => Outgoing::PubRel {
-                        packet_id: *packet_id,
-                    },
-                    _ => Outgoing::Publish {
-                        delivery: f.delivery.clone(),
-                        packet_id: *packet_id,
-                        dup: true,
-                    },
-                });
-            }
+        inner.resend_next = if resend {
+            0
+        } else {
+            inner.resend_next.min(inner.inflight.len())
+        };
+        while inner.resend_next < inner.inflight.len().min(max_inflight) {
+            let (packet_id, f) = &inner.inflight[inner.resend_next];
+            out.push(match f.state {
+                OutState::AwaitPubComp => Outgoing::PubRel {
+                    packet_id: *packet_id,
+                },
+                _ => Outgoing::Publish {
+                    delivery: f.delivery.clone(),
+                    packet_id: *packet_id,
+                    dup: true,
+                },
+            });
+            inner.resend_next += 1;
         }
         while let Some(qos) = inner.queue.front().map(|d| d.qos) {
             if qos != QoS::AtMostOnce && inner.inflight.len() >= max_inflight {
@@ -346,6 +362,8 @@ impl SessionState {
                     state,
                 },
             ));
+            // Only reached with every earlier in-flight message on the wire.
+            inner.resend_next = inner.inflight.len();
             out.push(Outgoing::Publish {
                 delivery,
                 packet_id,
@@ -365,6 +383,9 @@ impl SessionState {
         {
             Some(pos) => {
                 inner.inflight.remove(pos);
+                if pos < inner.resend_next {
+                    inner.resend_next -= 1;
+                }
                 true
             }
             None => false,

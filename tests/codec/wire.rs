@@ -259,7 +259,6 @@ pub fn malformed_v5() -> Vec<(&'static str, Vec<u8>)> {
             publish(&[4, 0x01, 0, 0x01, 1]),
         ),
         ("PUBLISH Payload Format Indicator 2", publish(&[2, 0x01, 2])),
-        ("PUBLISH Topic Alias 0", publish(&[3, 0x23, 0, 0])),
         (
             "PUBLISH Topic Alias twice",
             publish(&[6, 0x23, 0, 1, 0x23, 0, 2]),

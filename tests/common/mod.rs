@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use mqttd::config::{Config, ListenerConfig};
-use mqttd::protocol::{self, Connect, Packet, ProtocolVersion};
+use mqttd::protocol::{self, ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion};
 use mqttd::router::Router;
 use mqttd::server::Server;
 use parking_lot::Mutex;
@@ -439,6 +439,15 @@ pub fn login_packet(client_id: &str, username: Option<&str>, password: Option<&[
     }
 }
 
+/// A 5.0 CONNECT (clean start, keep alive 60) carrying `props` (no property block when default).
+pub fn connect_v5(client_id: &str, props: Properties) -> Connect {
+    Connect {
+        protocol: ProtocolVersion::V5,
+        properties: (props != Properties::default()).then(|| Box::new(props)),
+        ..connect_packet(client_id)
+    }
+}
+
 /// Connects from `source` (any 127.0.0.0/8 address works on Linux), so a test can act as a
 /// second client IP address.
 pub async fn connect_from(addr: SocketAddr, source: std::net::IpAddr) -> RawClient {
@@ -673,4 +682,73 @@ pub async fn output_within(child: tokio::process::Child, limit: Duration) -> std
         .await
         .expect("process finished in time (it has been killed)")
         .expect("process output readable")
+}
+
+impl RawClient {
+    /// Sends a 5.0 `connect` and returns the client (speaking 5.0) with the CONNACK, whatever its
+    /// code.
+    pub async fn connect_v5_with(addr: SocketAddr, connect: Connect) -> (RawClient, ConnAck) {
+        let mut c = RawClient::connect(addr).await;
+        c.version = ProtocolVersion::V5;
+        c.send(&Packet::Connect(Box::new(connect))).await;
+        match c.recv().await {
+            Some(Packet::ConnAck(ack)) => (c, ack),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    /// Connects with a 5.0 CONNECT carrying `props`; asserts success and returns the CONNACK.
+    pub async fn connected_v5(
+        addr: SocketAddr,
+        client_id: &str,
+        props: Properties,
+    ) -> (RawClient, ConnAck) {
+        let (c, ack) = RawClient::connect_v5_with(addr, connect_v5(client_id, props)).await;
+        assert_eq!(ack.code, 0, "CONNACK refused: {ack:?}");
+        (c, ack)
+    }
+
+    /// Asserts the next packet is a DISCONNECT from the broker, followed by the close; returns it.
+    pub async fn expect_disconnect(&mut self) -> Disconnect {
+        match self.recv().await {
+            Some(Packet::Disconnect(d)) => {
+                self.expect_closed().await;
+                d
+            }
+            other => panic!("expected DISCONNECT, got {other:?}"),
+        }
+    }
+
+    /// SUBSCRIBE one filter with full options and an optional Subscription Identifier (5.0);
+    /// returns the SUBACK codes.
+    pub async fn subscribe_with(
+        &mut self,
+        filter: &str,
+        options: protocol::SubscriptionOptions,
+        sub_id: Option<u32>,
+        packet_id: u16,
+    ) -> Vec<u8> {
+        let properties = sub_id.map(|id| {
+            Box::new(Properties {
+                subscription_identifiers: vec![id],
+                ..Properties::default()
+            })
+        });
+        let sub = protocol::Subscribe {
+            packet_id,
+            filters: vec![protocol::SubscribeFilter {
+                filter: filter.into(),
+                options,
+            }],
+            properties,
+        };
+        self.send(&Packet::Subscribe(sub)).await;
+        match self.recv().await {
+            Some(Packet::SubAck(ack)) => {
+                assert_eq!(ack.packet_id, packet_id);
+                ack.return_codes
+            }
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
 }
