@@ -1,19 +1,474 @@
 //! Decoding: fixed header framing first, then one parser per packet type.
+//!
+//! Framing never looks past the fixed header: the packet type and flags are checked as soon as the
+//! first byte is there, the declared size against `max_packet_size` as soon as the remaining length
+//! is complete, and only then is the body waited for. Each parser gets exactly the body's bytes and
+//! must consume all of them.
+
+use std::sync::Arc;
 
 use bytes::BytesMut;
 
-use super::{DecodeError, Packet, ProtocolVersion};
+use super::cursor::{Reader, read_varint};
+use super::properties::{self, PropCtx};
+use super::topic::validate_topic_name;
+use super::{
+    Auth, ConnAck, Connect, DecodeError, Disconnect, LastWill, Packet, Password, ProtocolVersion,
+    PubResp, Publish, QoS, RetainHandling, SubAck, Subscribe, SubscribeFilter, SubscriptionOptions,
+    UnsubAck, Unsubscribe,
+};
+
+type Result<T> = std::result::Result<T, DecodeError>;
+
+const TRAILING: DecodeError =
+    DecodeError::Malformed("MQTT-2.2.3: bytes left over after the packet's content");
+const PACKET_ID_ZERO: DecodeError =
+    DecodeError::Malformed("MQTT-2.3.1-1: packet identifier must be non-zero");
 
 /// Decodes one packet from the front of `buf`, consuming its bytes.
 ///
 /// `Ok(None)`: not enough bytes yet (nothing consumed). `max_packet_size` bounds the whole packet
 /// (fixed header included) and is checked from the fixed header before the body is buffered.
 /// `version` is the connection's negotiated version; a CONNECT is decoded from its own header.
+/// On `Err` the connection is beyond repair; what was consumed is unspecified.
 pub fn decode(
     buf: &mut BytesMut,
     version: ProtocolVersion,
     max_packet_size: usize,
-) -> Result<Option<Packet>, DecodeError> {
-    let _ = (buf, version, max_packet_size);
-    Err(DecodeError::Malformed("decoder not written yet"))
+) -> Result<Option<Packet>> {
+    let Some(&first) = buf.first() else {
+        return Ok(None);
+    };
+    check_first_byte(first, version)?;
+    let Some((remaining, len_bytes)) = read_varint(buf.get(1..).unwrap_or_default())? else {
+        return Ok(None);
+    };
+    let header_len = 1 + len_bytes;
+    let total = header_len + remaining as usize;
+    if total > max_packet_size {
+        return Err(DecodeError::TooLarge {
+            size: total,
+            max: max_packet_size,
+        });
+    }
+    if buf.len() < total {
+        buf.reserve(total - buf.len());
+        return Ok(None);
+    }
+    let mut frame = buf.split_to(total).freeze();
+    let body = frame.split_off(header_len);
+    let mut r = Reader::new(body);
+    let packet = parse_body(first, &mut r, version)?;
+    if !r.is_empty() {
+        return Err(TRAILING);
+    }
+    Ok(Some(packet))
+}
+
+/// Packet type and fixed-header flags (MQTT-2.2.2-1, MQTT-2.2.2-2, MQTT-3.3.1-2, MQTT-3.3.1-4).
+fn check_first_byte(first: u8, version: ProtocolVersion) -> Result<()> {
+    let flags = first & 0x0F;
+    match first >> 4 {
+        0 => Err(DecodeError::Malformed("MQTT-2.2.1: reserved packet type 0")),
+        15 if !version.is_v5() => Err(DecodeError::Malformed(
+            "MQTT-2.2.1: reserved packet type 15 (AUTH exists only in 5.0)",
+        )),
+        3 => {
+            let qos = (flags >> 1) & 0x03;
+            if qos == 3 {
+                Err(DecodeError::Malformed("MQTT-3.3.1-4: PUBLISH with QoS 3"))
+            } else if qos == 0 && flags & 0x08 != 0 {
+                Err(DecodeError::Malformed(
+                    "MQTT-3.3.1-2: DUP set on a QoS 0 PUBLISH",
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        6 | 8 | 10 if flags != 0b0010 => Err(DecodeError::Malformed(
+            "MQTT-2.2.2-2: PUBREL/SUBSCRIBE/UNSUBSCRIBE flags must be 0010",
+        )),
+        6 | 8 | 10 => Ok(()),
+        _ if flags != 0 => Err(DecodeError::Malformed(
+            "MQTT-2.2.2-2: reserved fixed header flags must be 0000",
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn parse_body(first: u8, r: &mut Reader, version: ProtocolVersion) -> Result<Packet> {
+    let v5 = version.is_v5();
+    Ok(match first >> 4 {
+        1 => Packet::Connect(Box::new(connect(r)?)),
+        2 => Packet::ConnAck(connack(r, v5)?),
+        3 => Packet::Publish(publish(first, r, v5)?),
+        4 => Packet::PubAck(pub_resp(r, v5, PUBACK_CODES)?),
+        5 => Packet::PubRec(pub_resp(r, v5, PUBACK_CODES)?),
+        6 => Packet::PubRel(pub_resp(r, v5, PUBREL_CODES)?),
+        7 => Packet::PubComp(pub_resp(r, v5, PUBREL_CODES)?),
+        8 => Packet::Subscribe(subscribe(r, v5)?),
+        9 => Packet::SubAck(suback(r, v5)?),
+        10 => Packet::Unsubscribe(unsubscribe(r, v5)?),
+        11 => Packet::UnsubAck(unsuback(r, v5)?),
+        12 => Packet::PingReq,
+        13 => Packet::PingResp,
+        14 => {
+            let (reason, properties) = if v5 {
+                reason_and_props(r, DISCONNECT_CODES, PropCtx::Disconnect)?
+            } else {
+                (0, None)
+            };
+            Packet::Disconnect(Disconnect { reason, properties })
+        }
+        // 15 only passes `check_first_byte` for 5.0.
+        _ => {
+            let (reason, properties) = reason_and_props(r, AUTH_CODES, PropCtx::Auth)?;
+            Packet::Auth(Auth { reason, properties })
+        }
+    })
+}
+
+fn packet_id(r: &mut Reader) -> Result<u16> {
+    match r.u16()? {
+        0 => Err(PACKET_ID_ZERO),
+        id => Ok(id),
+    }
+}
+
+fn qos(bits: u8, rule: &'static str) -> Result<QoS> {
+    QoS::from_u8(bits).ok_or(DecodeError::Malformed(rule))
+}
+
+fn connect(r: &mut Reader) -> Result<Connect> {
+    let name = r.string()?;
+    let level = r.u8()?;
+    let protocol = match (name.as_str(), level) {
+        ("MQIsdp", 3) => ProtocolVersion::V31,
+        ("MQTT", 4) => ProtocolVersion::V311,
+        ("MQTT", 5) => ProtocolVersion::V5,
+        _ => return Err(DecodeError::UnsupportedProtocol { name, level }),
+    };
+    let v5 = protocol.is_v5();
+    let flags = r.u8()?;
+    if flags & 0x01 != 0 {
+        return Err(DecodeError::Malformed(
+            "MQTT-3.1.2-3: CONNECT reserved flag set",
+        ));
+    }
+    let clean_start = flags & 0x02 != 0;
+    let will_flag = flags & 0x04 != 0;
+    let will_qos_bits = (flags >> 3) & 0x03;
+    let will_retain = flags & 0x20 != 0;
+    let password_flag = flags & 0x40 != 0;
+    let username_flag = flags & 0x80 != 0;
+    if !will_flag && will_qos_bits != 0 {
+        return Err(DecodeError::Malformed(
+            "MQTT-3.1.2-13: will QoS set without will flag",
+        ));
+    }
+    if !will_flag && will_retain {
+        return Err(DecodeError::Malformed(
+            "MQTT-3.1.2-15: will retain set without will flag",
+        ));
+    }
+    let will_qos = qos(will_qos_bits, "MQTT-3.1.2-14: will QoS 3")?;
+    if password_flag && !username_flag && !v5 {
+        return Err(DecodeError::Malformed(
+            "MQTT-3.1.2-22: password flag set without user name flag",
+        ));
+    }
+    let keep_alive = r.u16()?;
+    let properties = if v5 {
+        properties::read(r, PropCtx::Connect)?
+    } else {
+        None
+    };
+    let client_id = r.string()?;
+    let will = if will_flag {
+        let properties = if v5 {
+            properties::read(r, PropCtx::Will)?
+        } else {
+            None
+        };
+        let topic = r.string()?;
+        validate_topic_name(&topic).map_err(DecodeError::Malformed)?;
+        let payload = r.binary()?;
+        Some(LastWill {
+            topic: Arc::from(topic),
+            payload,
+            qos: will_qos,
+            retain: will_retain,
+            properties,
+        })
+    } else {
+        None
+    };
+    let username = if username_flag {
+        Some(r.string()?)
+    } else {
+        None
+    };
+    let password = if password_flag {
+        Some(Password::new(r.binary()?.to_vec()))
+    } else {
+        None
+    };
+    Ok(Connect {
+        protocol,
+        clean_start,
+        keep_alive,
+        client_id,
+        will,
+        username,
+        password,
+        properties,
+    })
+}
+
+fn connack(r: &mut Reader, v5: bool) -> Result<ConnAck> {
+    let flags = r.u8()?;
+    if flags & 0xFE != 0 {
+        return Err(DecodeError::Malformed(
+            "MQTT-3.2.2-1: CONNACK reserved flags set",
+        ));
+    }
+    let code = r.u8()?;
+    let properties = if v5 {
+        if !CONNACK_CODES.contains(&code) {
+            return Err(DecodeError::Malformed(
+                "MQTT-3.2.2-8: invalid CONNACK reason code",
+            ));
+        }
+        properties::read(r, PropCtx::ConnAck)?
+    } else {
+        if code > 5 {
+            return Err(DecodeError::Malformed(
+                "MQTT-3.2.2.3: invalid CONNACK return code",
+            ));
+        }
+        None
+    };
+    Ok(ConnAck {
+        session_present: flags & 0x01 != 0,
+        code,
+        properties,
+    })
+}
+
+fn publish(first: u8, r: &mut Reader, v5: bool) -> Result<Publish> {
+    // QoS 3 was rejected with the first byte.
+    let qos = qos((first >> 1) & 0x03, "MQTT-3.3.1-4: PUBLISH with QoS 3")?;
+    let topic = r.string()?;
+    let packet_id = if qos == QoS::AtMostOnce {
+        0
+    } else {
+        packet_id(r)?
+    };
+    let properties = if v5 {
+        properties::read(r, PropCtx::Publish)?
+    } else {
+        None
+    };
+    let has_alias = properties.as_ref().is_some_and(|p| p.topic_alias.is_some());
+    if !(topic.is_empty() && has_alias) {
+        validate_topic_name(&topic).map_err(DecodeError::Malformed)?;
+    }
+    Ok(Publish {
+        dup: first & 0x08 != 0,
+        qos,
+        retain: first & 0x01 != 0,
+        topic: Arc::from(topic),
+        packet_id,
+        payload: r.rest(),
+        properties,
+    })
+}
+
+/// PUBACK/PUBREC reason codes (3.4.2.1, 3.5.2.1).
+const PUBACK_CODES: &[u8] = &[0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99];
+/// PUBREL/PUBCOMP reason codes (3.6.2.1, 3.7.2.1).
+const PUBREL_CODES: &[u8] = &[0x00, 0x92];
+const CONNACK_CODES: &[u8] = &[
+    0x00, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8C, 0x90, 0x95, 0x97,
+    0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9F,
+];
+const SUBACK_CODES: &[u8] = &[
+    0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2,
+];
+const UNSUBACK_CODES: &[u8] = &[0x00, 0x11, 0x80, 0x83, 0x87, 0x8F, 0x91];
+const DISCONNECT_CODES: &[u8] = &[
+    0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F, 0x90, 0x93, 0x94, 0x95,
+    0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2,
+];
+const AUTH_CODES: &[u8] = &[0x00, 0x18, 0x19];
+
+fn reason_code(r: &mut Reader, allowed: &[u8]) -> Result<u8> {
+    let code = r.u8()?;
+    if allowed.contains(&code) {
+        Ok(code)
+    } else {
+        Err(DecodeError::Malformed(
+            "MQTT-2.4: reason code not valid for this packet",
+        ))
+    }
+}
+
+/// PUBACK, PUBREC, PUBREL, PUBCOMP. In 5.0 a body of 2 bytes means reason 0 and no properties,
+/// 3 bytes means no properties (3.4.2.1).
+fn pub_resp(r: &mut Reader, v5: bool, codes: &[u8]) -> Result<PubResp> {
+    let packet_id = packet_id(r)?;
+    let (reason, properties) = if v5 && !r.is_empty() {
+        let reason = reason_code(r, codes)?;
+        let props = if r.is_empty() {
+            None
+        } else {
+            properties::read(r, PropCtx::PubResp)?
+        };
+        (reason, props)
+    } else {
+        (0, None)
+    };
+    Ok(PubResp {
+        packet_id,
+        reason,
+        properties,
+    })
+}
+
+/// DISCONNECT and AUTH (5.0): an empty body means reason 0; no property length means none.
+fn reason_and_props(
+    r: &mut Reader,
+    codes: &[u8],
+    ctx: PropCtx,
+) -> Result<(u8, Option<Box<super::Properties>>)> {
+    if r.is_empty() {
+        return Ok((0, None));
+    }
+    let reason = reason_code(r, codes)?;
+    if r.is_empty() {
+        return Ok((reason, None));
+    }
+    Ok((reason, properties::read(r, ctx)?))
+}
+
+fn subscribe(r: &mut Reader, v5: bool) -> Result<Subscribe> {
+    let packet_id = packet_id(r)?;
+    let properties = if v5 {
+        properties::read(r, PropCtx::Subscribe)?
+    } else {
+        None
+    };
+    let mut filters = Vec::new();
+    while !r.is_empty() {
+        let filter = r.string()?;
+        let options = subscription_options(r.u8()?, v5)?;
+        filters.push(SubscribeFilter { filter, options });
+    }
+    if filters.is_empty() {
+        return Err(DecodeError::Malformed(
+            "MQTT-3.8.3-3: SUBSCRIBE without topic filters",
+        ));
+    }
+    Ok(Subscribe {
+        packet_id,
+        filters,
+        properties,
+    })
+}
+
+fn subscription_options(byte: u8, v5: bool) -> Result<SubscriptionOptions> {
+    let qos = qos(byte & 0x03, "MQTT-3.8.3-4: requested QoS 3")?;
+    if !v5 {
+        if byte & 0xFC != 0 {
+            return Err(DecodeError::Malformed(
+                "MQTT-3.8.3-4: reserved subscription option bits set",
+            ));
+        }
+        return Ok(SubscriptionOptions::new(qos));
+    }
+    if byte & 0xC0 != 0 {
+        return Err(DecodeError::Malformed(
+            "MQTT-3.8.3-5: reserved subscription option bits set",
+        ));
+    }
+    let retain_handling = match (byte >> 4) & 0x03 {
+        0 => RetainHandling::SendOnSubscribe,
+        1 => RetainHandling::SendIfNew,
+        2 => RetainHandling::DoNotSend,
+        _ => {
+            return Err(DecodeError::Malformed("MQTT-3.8.3.1: Retain Handling of 3"));
+        }
+    };
+    Ok(SubscriptionOptions {
+        qos,
+        no_local: byte & 0x04 != 0,
+        retain_as_published: byte & 0x08 != 0,
+        retain_handling,
+    })
+}
+
+fn suback(r: &mut Reader, v5: bool) -> Result<SubAck> {
+    let packet_id = packet_id(r)?;
+    let (properties, codes): (_, &[u8]) = if v5 {
+        (properties::read(r, PropCtx::SubAck)?, SUBACK_CODES)
+    } else {
+        (None, &[0x00, 0x01, 0x02, 0x80])
+    };
+    let return_codes = r.rest().to_vec();
+    if return_codes.iter().any(|c| !codes.contains(c)) {
+        return Err(DecodeError::Malformed(
+            "MQTT-3.9.3-2: invalid SUBACK return code",
+        ));
+    }
+    Ok(SubAck {
+        packet_id,
+        return_codes,
+        properties,
+    })
+}
+
+fn unsubscribe(r: &mut Reader, v5: bool) -> Result<Unsubscribe> {
+    let packet_id = packet_id(r)?;
+    let properties = if v5 {
+        properties::read(r, PropCtx::Unsubscribe)?
+    } else {
+        None
+    };
+    let mut filters = Vec::new();
+    while !r.is_empty() {
+        filters.push(r.string()?);
+    }
+    if filters.is_empty() {
+        return Err(DecodeError::Malformed(
+            "MQTT-3.10.3-2: UNSUBSCRIBE without topic filters",
+        ));
+    }
+    Ok(Unsubscribe {
+        packet_id,
+        filters,
+        properties,
+    })
+}
+
+fn unsuback(r: &mut Reader, v5: bool) -> Result<UnsubAck> {
+    let packet_id = packet_id(r)?;
+    if !v5 {
+        return Ok(UnsubAck {
+            packet_id,
+            reasons: Vec::new(),
+            properties: None,
+        });
+    }
+    let properties = properties::read(r, PropCtx::UnsubAck)?;
+    let reasons = r.rest().to_vec();
+    if reasons.iter().any(|c| !UNSUBACK_CODES.contains(c)) {
+        return Err(DecodeError::Malformed(
+            "MQTT-3.11.3: invalid UNSUBACK reason code",
+        ));
+    }
+    Ok(UnsubAck {
+        packet_id,
+        reasons,
+        properties,
+    })
 }

@@ -1,0 +1,172 @@
+//! Checked reads over one packet's body, and the primitive writers the encoder shares.
+//!
+//! The decoder only ever sees a body whose full length has arrived (framing happens first), so
+//! running off the end here means the remaining length was too short for the content: a malformed
+//! packet, never "need more bytes".
+
+use bytes::Bytes;
+
+use super::DecodeError;
+
+/// The content runs past the end of the declared remaining length (or of a property block).
+pub(crate) const SHORT: DecodeError =
+    DecodeError::Malformed("MQTT-2.2.3: content runs past the remaining length");
+
+/// Largest value a Variable Byte Integer can carry (four bytes).
+pub(crate) const VARINT_MAX: u32 = 268_435_455;
+
+/// Reads from the front of a `Bytes`; every read is bounds-checked and binary data is returned as
+/// zero-copy slices of the packet.
+pub(crate) struct Reader {
+    buf: Bytes,
+}
+
+impl Reader {
+    pub(crate) fn new(buf: Bytes) -> Self {
+        Reader { buf }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Takes the next `n` bytes as a slice of the packet.
+    pub(crate) fn take(&mut self, n: usize) -> Result<Bytes, DecodeError> {
+        if n > self.buf.len() {
+            return Err(SHORT);
+        }
+        Ok(self.buf.split_to(n))
+    }
+
+    /// Takes everything that is left (PUBLISH payload).
+    pub(crate) fn rest(&mut self) -> Bytes {
+        self.buf.split_off(0)
+    }
+
+    pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
+        let b = *self.buf.first().ok_or(SHORT)?;
+        self.buf = self.buf.slice(1..);
+        Ok(b)
+    }
+
+    pub(crate) fn u16(&mut self) -> Result<u16, DecodeError> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+
+    pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// A Variable Byte Integer (MQTT 5.0 section 1.5.5): at most four bytes, minimally encoded.
+    pub(crate) fn varint(&mut self) -> Result<u32, DecodeError> {
+        match read_varint(&self.buf)? {
+            Some((value, len)) => {
+                self.buf = self.buf.slice(len..);
+                Ok(value)
+            }
+            None => Err(SHORT),
+        }
+    }
+
+    /// Binary Data: a two-byte length, then that many bytes.
+    pub(crate) fn binary(&mut self) -> Result<Bytes, DecodeError> {
+        let len = self.u16()?;
+        self.take(usize::from(len))
+    }
+
+    /// A UTF-8 Encoded String: well-formed UTF-8 (MQTT-1.5.3-1) without U+0000 (MQTT-1.5.3-2).
+    pub(crate) fn string(&mut self) -> Result<String, DecodeError> {
+        let raw = self.binary()?;
+        let s = std::str::from_utf8(&raw)
+            .map_err(|_| DecodeError::Malformed("MQTT-1.5.3-1: string is not well-formed UTF-8"))?;
+        if s.contains('\0') {
+            return Err(DecodeError::Malformed(
+                "MQTT-1.5.3-2: string contains U+0000",
+            ));
+        }
+        Ok(s.to_owned())
+    }
+}
+
+/// Decodes a Variable Byte Integer from the front of `buf`: `Ok(None)` if it is not complete yet,
+/// `Ok(Some((value, bytes used)))` otherwise. More than four bytes, or a non-minimal encoding (a
+/// final byte of zero after a continuation), is malformed.
+pub(crate) fn read_varint(buf: &[u8]) -> Result<Option<(u32, usize)>, DecodeError> {
+    let mut value: u32 = 0;
+    for (i, &byte) in buf.iter().take(4).enumerate() {
+        value |= u32::from(byte & 0x7F) << (7 * i);
+        if byte & 0x80 == 0 {
+            if i > 0 && byte == 0 {
+                return Err(DecodeError::Malformed(
+                    "MQTT-1.5.5-1: variable byte integer not minimally encoded",
+                ));
+            }
+            return Ok(Some((value, i + 1)));
+        }
+    }
+    if buf.len() >= 4 {
+        return Err(DecodeError::Malformed(
+            "MQTT-2.2.3: variable byte integer longer than four bytes",
+        ));
+    }
+    Ok(None)
+}
+
+/// Number of bytes `value` takes as a Variable Byte Integer.
+pub(crate) fn varint_len(value: usize) -> usize {
+    match value {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::encode::Sink;
+    use bytes::BytesMut;
+
+    #[test]
+    fn varint_boundaries_round_trip() {
+        for v in [
+            0usize,
+            127,
+            128,
+            16_383,
+            16_384,
+            2_097_151,
+            2_097_152,
+            268_435_455,
+        ] {
+            let mut out = BytesMut::new();
+            out.varint(v);
+            assert_eq!(out.len(), varint_len(v));
+            assert_eq!(read_varint(&out), Ok(Some((v as u32, out.len()))));
+        }
+    }
+
+    #[test]
+    fn varint_rejects_five_bytes_and_non_minimal() {
+        assert!(read_varint(&[0xFF, 0xFF, 0xFF, 0xFF]).is_err());
+        assert!(read_varint(&[0x80, 0x00]).is_err());
+        assert!(read_varint(&[0xFF, 0x80, 0x00]).is_err());
+        assert_eq!(read_varint(&[0xFF, 0xFF, 0xFF]), Ok(None));
+        assert_eq!(read_varint(&[]), Ok(None));
+    }
+
+    #[test]
+    fn strings_are_checked() {
+        let mut r = Reader::new(Bytes::from_static(&[0, 2, 0xC3, 0x28]));
+        assert!(r.string().is_err());
+        let mut r = Reader::new(Bytes::from_static(&[0, 3, b'a', 0, b'b']));
+        assert!(r.string().is_err());
+        let mut r = Reader::new(Bytes::from_static(&[0, 5, b'a']));
+        assert_eq!(r.string(), Err(SHORT));
+        let mut r = Reader::new(Bytes::from_static(&[0, 2, 0xC3, 0xA9]));
+        assert_eq!(r.string().as_deref(), Ok("é"));
+    }
+}
