@@ -2,6 +2,8 @@
 //! Every wait here is bounded.
 #![allow(dead_code)] // each test binary uses a different subset of these helpers
 
+pub mod wire;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -79,18 +81,31 @@ impl TestBroker {
         init_tracing();
         let shutdown = CancellationToken::new();
         let msglog = Capture::default();
-        let server = Server::bind_with_log(config, shutdown.clone(), Some(Box::new(msglog.clone())))
-            .await
-            .expect("broker binds");
+        let server =
+            Server::bind_with_log(config, shutdown.clone(), Some(Box::new(msglog.clone())))
+                .await
+                .expect("broker binds");
         let addrs = server.local_addrs().to_vec();
         let router = server.router();
         let reloader = server.reloader();
         let handle = tokio::spawn(server.run());
-        TestBroker { addr: addrs[0].1, addrs, router, shutdown, msglog, reloader, handle }
+        TestBroker {
+            addr: addrs[0].1,
+            addrs,
+            router,
+            shutdown,
+            msglog,
+            reloader,
+            handle,
+        }
     }
 
     pub fn addr_of(&self, name: &str) -> SocketAddr {
-        self.addrs.iter().find(|(n, _)| n == name).expect("listener exists").1
+        self.addrs
+            .iter()
+            .find(|(n, _)| n == name)
+            .expect("listener exists")
+            .1
     }
 
     /// Stops the broker and waits (bounded) for it to finish.
@@ -114,7 +129,10 @@ fn init_tracing() {
 pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -128,14 +146,22 @@ pub struct RawClient {
 
 impl RawClient {
     pub async fn connect(addr: SocketAddr) -> RawClient {
-        let stream = tokio::time::timeout(WAIT, TcpStream::connect(addr)).await.expect("connect in time").expect("connect");
-        RawClient { stream, buf: BytesMut::new(), version: ProtocolVersion::V311 }
+        let stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
+            .await
+            .expect("connect in time")
+            .expect("connect");
+        RawClient {
+            stream,
+            buf: BytesMut::new(),
+            version: ProtocolVersion::V311,
+        }
     }
 
     /// Connects and completes a 3.1.1 CONNECT/CONNACK; asserts the CONNACK code is 0.
     pub async fn connected(addr: SocketAddr, client_id: &str) -> RawClient {
         let mut c = RawClient::connect(addr).await;
-        c.send(&Packet::Connect(Box::new(connect_packet(client_id)))).await;
+        c.send(&Packet::Connect(Box::new(connect_packet(client_id))))
+            .await;
         match c.recv().await {
             Some(Packet::ConnAck(ack)) => assert_eq!(ack.code, 0, "CONNACK refused"),
             other => panic!("expected CONNACK, got {other:?}"),
@@ -155,14 +181,18 @@ impl RawClient {
 
     /// The next packet, or None if the broker closed the connection. Panics after `WAIT`.
     pub async fn recv(&mut self) -> Option<Packet> {
-        self.recv_within(WAIT).await.expect("broker answered in time")
+        self.recv_within(WAIT)
+            .await
+            .expect("broker answered in time")
     }
 
     /// Err(()) on timeout; Ok(None) when the connection closed.
     pub async fn recv_within(&mut self, limit: Duration) -> Result<Option<Packet>, ()> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            if let Some(p) = protocol::decode(&mut self.buf, self.version, 1 << 28).expect("broker sends valid packets") {
+            if let Some(p) = protocol::decode(&mut self.buf, self.version, 1 << 28)
+                .expect("broker sends valid packets")
+            {
                 return Ok(Some(p));
             }
             match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
@@ -215,7 +245,11 @@ pub fn mqtt_options(addr: SocketAddr, client_id: &str) -> rumqttc::MqttOptions {
 /// Spawns a rumqttc client; returns it with a channel of received PUBLISHes. Waits for CONNACK.
 pub async fn rumqtt_client(
     opts: rumqttc::MqttOptions,
-) -> (rumqttc::AsyncClient, tokio::sync::mpsc::UnboundedReceiver<rumqttc::Publish>, tokio::sync::mpsc::UnboundedReceiver<rumqttc::Event>) {
+) -> (
+    rumqttc::AsyncClient,
+    tokio::sync::mpsc::UnboundedReceiver<rumqttc::Publish>,
+    tokio::sync::mpsc::UnboundedReceiver<rumqttc::Event>,
+) {
     let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 100);
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let (etx, erx) = tokio::sync::mpsc::unbounded_channel();
@@ -239,11 +273,19 @@ pub async fn rumqtt_client(
             }
         }
     });
-    tokio::time::timeout(WAIT, ready_rx).await.expect("CONNACK in time").expect("connected");
+    tokio::time::timeout(WAIT, ready_rx)
+        .await
+        .expect("CONNACK in time")
+        .expect("connected");
     (client, rx, erx)
 }
 
 /// Receives the next publish within `WAIT`.
-pub async fn next_publish(rx: &mut tokio::sync::mpsc::UnboundedReceiver<rumqttc::Publish>) -> rumqttc::Publish {
-    tokio::time::timeout(WAIT, rx.recv()).await.expect("publish in time").expect("client alive")
+pub async fn next_publish(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<rumqttc::Publish>,
+) -> rumqttc::Publish {
+    tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("publish in time")
+        .expect("client alive")
 }
