@@ -78,6 +78,12 @@ impl Reader {
 
     /// A UTF-8 Encoded String: well-formed UTF-8 (MQTT-1.5.3-1) without U+0000 (MQTT-1.5.3-2).
     pub(crate) fn string(&mut self) -> Result<String, DecodeError> {
+        self.str_with(str::to_owned)
+    }
+
+    /// Like [`Reader::string`], handing the checked `&str` to `f` so that a topic can go straight
+    /// into an `Arc<str>` without an intermediate `String`.
+    pub(crate) fn str_with<T>(&mut self, f: impl FnOnce(&str) -> T) -> Result<T, DecodeError> {
         let raw = self.binary()?;
         let s = std::str::from_utf8(&raw)
             .map_err(|_| DecodeError::Malformed("MQTT-1.5.3-1: string is not well-formed UTF-8"))?;
@@ -86,7 +92,7 @@ impl Reader {
                 "MQTT-1.5.3-2: string contains U+0000",
             ));
         }
-        Ok(s.to_owned())
+        Ok(f(s))
     }
 }
 

@@ -183,6 +183,14 @@ fn connect(r: &mut Reader) -> Result<Connect> {
     } else {
         None
     };
+    if properties
+        .as_ref()
+        .is_some_and(|p| p.authentication_data.is_some() && p.authentication_method.is_none())
+    {
+        return Err(DecodeError::Protocol(
+            "MQTT-3.1.2.11.10: Authentication Data without Authentication Method",
+        ));
+    }
     let client_id = r.string()?;
     let will = if will_flag {
         let properties = if v5 {
@@ -190,11 +198,11 @@ fn connect(r: &mut Reader) -> Result<Connect> {
         } else {
             None
         };
-        let topic = r.string()?;
+        let topic: Arc<str> = r.str_with(|s| Arc::from(s))?;
         validate_topic_name(&topic).map_err(DecodeError::Malformed)?;
         let payload = r.binary()?;
         Some(LastWill {
-            topic: Arc::from(topic),
+            topic,
             payload,
             qos: will_qos,
             retain: will_retain,
@@ -258,7 +266,7 @@ fn connack(r: &mut Reader, v5: bool) -> Result<ConnAck> {
 fn publish(first: u8, r: &mut Reader, v5: bool) -> Result<Publish> {
     // QoS 3 was rejected with the first byte.
     let qos = qos((first >> 1) & 0x03, "MQTT-3.3.1-4: PUBLISH with QoS 3")?;
-    let topic = r.string()?;
+    let topic: Arc<str> = r.str_with(|s| Arc::from(s))?;
     let packet_id = if qos == QoS::AtMostOnce {
         0
     } else {
@@ -277,7 +285,7 @@ fn publish(first: u8, r: &mut Reader, v5: bool) -> Result<Publish> {
         dup: first & 0x08 != 0,
         qos,
         retain: first & 0x01 != 0,
-        topic: Arc::from(topic),
+        topic,
         packet_id,
         payload: r.rest(),
         properties,
@@ -362,6 +370,11 @@ fn subscribe(r: &mut Reader, v5: bool) -> Result<Subscribe> {
     while !r.is_empty() {
         let filter = r.string()?;
         let options = subscription_options(r.u8()?, v5)?;
+        if options.no_local && filter.starts_with("$share/") {
+            return Err(DecodeError::Protocol(
+                "MQTT-3.8.3-4: No Local set on a shared subscription",
+            ));
+        }
         filters.push(SubscribeFilter { filter, options });
     }
     if filters.is_empty() {
@@ -471,4 +484,140 @@ fn unsuback(r: &mut Reader, v5: bool) -> Result<UnsubAck> {
         reasons,
         properties,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v5(bytes: &[u8]) -> Result<Option<Packet>> {
+        decode(&mut BytesMut::from(bytes), ProtocolVersion::V5, 1 << 16)
+    }
+
+    fn malformed(r: Result<Option<Packet>>) -> bool {
+        matches!(r, Err(DecodeError::Malformed(_)))
+    }
+
+    fn protocol(r: Result<Option<Packet>>) -> bool {
+        matches!(r, Err(DecodeError::Protocol(_)))
+    }
+
+    #[test]
+    fn pub_resp_short_forms() {
+        let resp = |reason| PubResp {
+            packet_id: 1,
+            reason,
+            properties: None,
+        };
+        assert_eq!(v5(&[0x40, 2, 0, 1]), Ok(Some(Packet::PubAck(resp(0)))));
+        assert_eq!(
+            v5(&[0x50, 3, 0, 1, 0x10]),
+            Ok(Some(Packet::PubRec(resp(0x10))))
+        );
+        assert_eq!(
+            v5(&[0x62, 4, 0, 1, 0x92, 0]),
+            Ok(Some(Packet::PubRel(resp(0x92))))
+        );
+        assert_eq!(v5(&[0x70, 3, 0, 1, 0]), Ok(Some(Packet::PubComp(resp(0)))));
+        // Codes from the wrong table, and a property PUBACK may not carry.
+        assert!(malformed(v5(&[0x40, 3, 0, 1, 0x92])));
+        assert!(malformed(v5(&[0x62, 3, 0, 1, 0x10])));
+        assert!(malformed(v5(&[0x40, 7, 0, 1, 0, 3, 0x23, 0, 1])));
+        // Property length running past the end.
+        assert!(malformed(v5(&[0x40, 4, 0, 1, 0, 5])));
+    }
+
+    #[test]
+    fn disconnect_and_auth_short_forms() {
+        assert_eq!(
+            v5(&[0xE0, 0]),
+            Ok(Some(Packet::Disconnect(Disconnect::default())))
+        );
+        let d = Disconnect {
+            reason: 0x04,
+            properties: None,
+        };
+        assert_eq!(v5(&[0xE0, 1, 0x04]), Ok(Some(Packet::Disconnect(d))));
+        assert!(malformed(v5(&[0xE0, 1, 0x05])));
+        assert_eq!(v5(&[0xF0, 0]), Ok(Some(Packet::Auth(Auth::default()))));
+        assert!(malformed(v5(&[0xF0, 1, 0x01])));
+        // Session Expiry is allowed in DISCONNECT, not in AUTH.
+        assert!(v5(&[0xE0, 7, 0, 5, 0x11, 0, 0, 0, 9]).is_ok());
+        assert!(malformed(v5(&[0xF0, 7, 0, 5, 0x11, 0, 0, 0, 9])));
+    }
+
+    #[test]
+    fn publish_empty_topic_needs_an_alias() {
+        let with_alias = [0x30, 8, 0, 0, 3, 0x23, 0, 5, b'h', b'i'];
+        let Ok(Some(Packet::Publish(p))) = v5(&with_alias) else {
+            panic!("empty topic with alias");
+        };
+        assert_eq!(&*p.topic, "");
+        assert_eq!(p.properties.and_then(|p| p.topic_alias), Some(5));
+        assert_eq!(&p.payload[..], b"hi");
+        assert!(malformed(v5(&[0x30, 5, 0, 0, 0, b'h', b'i'])));
+        assert!(malformed(v5(&[0x30, 3, 0, 0, 0])));
+        // A wildcard stays forbidden even with an alias.
+        assert!(malformed(v5(&[0x30, 7, 0, 1, b'#', 3, 0x23, 0, 5])));
+    }
+
+    #[test]
+    fn subscription_options_v5() {
+        let sub = |opts: u8, filter: &[u8]| {
+            let mut b = vec![
+                0x82,
+                (6 + filter.len()) as u8,
+                0,
+                1,
+                0,
+                0,
+                filter.len() as u8,
+            ];
+            b.extend_from_slice(filter);
+            b.push(opts);
+            v5(&b)
+        };
+        let Ok(Some(Packet::Subscribe(s))) = sub(0x2E, b"a/#") else {
+            panic!("SUBSCRIBE with all options");
+        };
+        assert_eq!(
+            s.filters.first().map(|f| f.options),
+            Some(SubscriptionOptions {
+                qos: QoS::ExactlyOnce,
+                no_local: true,
+                retain_as_published: true,
+                retain_handling: RetainHandling::DoNotSend,
+            })
+        );
+        assert!(malformed(sub(0x30, b"a")));
+        assert!(malformed(sub(0x40, b"a")));
+        assert!(malformed(sub(0x80, b"a")));
+        assert!(malformed(sub(0x03, b"a")));
+        assert!(protocol(sub(0x04, b"$share/g/a")));
+        assert!(sub(0x00, b"$share/g/a").is_ok());
+    }
+
+    #[test]
+    fn connect_v5_rules() {
+        // Password without user name is allowed in 5.0.
+        let mut b = vec![0x10, 18, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x40, 0, 0, 0];
+        b.extend_from_slice(&[0, 1, b'c', 0, 2, 0xFF, 0]);
+        let Ok(Some(Packet::Connect(c))) = v5(&b) else {
+            panic!("5.0 CONNECT with password only");
+        };
+        assert_eq!(
+            (c.username, c.password.map(|p| p.as_bytes().to_vec())),
+            (None, Some(vec![0xFF, 0]))
+        );
+        // Authentication Data without Authentication Method.
+        let b = [
+            0x10, 18, 0, 4, b'M', b'Q', b'T', b'T', 5, 0, 0, 0, 4, 0x16, 0, 1, 9, 0, 1, b'c',
+        ];
+        assert!(protocol(v5(&b)));
+        // Will Delay Interval belongs to the will properties, not the CONNECT ones.
+        let b = [
+            0x10, 19, 0, 4, b'M', b'Q', b'T', b'T', 5, 0, 0, 0, 5, 0x18, 0, 0, 0, 1, 0, 1, b'c',
+        ];
+        assert!(malformed(v5(&b)));
+    }
 }

@@ -12,7 +12,7 @@ use bytes::{BufMut, BytesMut};
 
 use super::properties;
 use super::{
-    Auth, ConnAck, Connect, Disconnect, Packet, ProtocolVersion, PubResp, Publish, SubAck,
+    Auth, ConnAck, Connect, Disconnect, Packet, ProtocolVersion, PubResp, Publish, QoS, SubAck,
     Subscribe, UnsubAck, Unsubscribe,
 };
 
@@ -105,7 +105,9 @@ fn first_byte(packet: &Packet) -> u8 {
         Packet::Connect(_) => 0x10,
         Packet::ConnAck(_) => 0x20,
         Packet::Publish(p) => {
-            0x30 | (u8::from(p.dup) << 3) | ((p.qos as u8) << 1) | u8::from(p.retain)
+            // DUP must be 0 on QoS 0 (MQTT-3.3.1-2), even if a downgraded copy kept it.
+            let dup = p.dup && p.qos != QoS::AtMostOnce;
+            0x30 | (u8::from(dup) << 3) | ((p.qos as u8) << 1) | u8::from(p.retain)
         }
         Packet::PubAck(_) => 0x40,
         Packet::PubRec(_) => 0x50,
@@ -271,5 +273,146 @@ fn unsuback<S: Sink>(out: &mut S, u: &UnsubAck, v5: bool) {
     if v5 {
         properties::write(out, u.properties.as_deref());
         out.slice(&u.reasons);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::protocol::{Properties, SubscribeFilter, SubscriptionOptions};
+
+    fn bytes(packet: &Packet, version: ProtocolVersion) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        encode(packet, version, &mut out);
+        assert_eq!(out.len(), encoded_len(packet, version));
+        out.to_vec()
+    }
+
+    fn props() -> Option<Box<Properties>> {
+        Some(Box::new(Properties {
+            reason_string: Some("why".into()),
+            ..Properties::default()
+        }))
+    }
+
+    #[test]
+    fn v311_drops_what_it_cannot_carry() {
+        use ProtocolVersion::V311;
+        let ack = PubResp {
+            packet_id: 1,
+            reason: 0x10,
+            properties: props(),
+        };
+        assert_eq!(bytes(&Packet::PubAck(ack.clone()), V311), [0x40, 2, 0, 1]);
+        assert_eq!(bytes(&Packet::PubRel(ack), V311), [0x62, 2, 0, 1]);
+        let disconnect = Disconnect {
+            reason: 0x04,
+            properties: props(),
+        };
+        assert_eq!(bytes(&Packet::Disconnect(disconnect), V311), [0xE0, 0]);
+        let unsuback = UnsubAck {
+            packet_id: 7,
+            reasons: vec![0x11],
+            properties: props(),
+        };
+        assert_eq!(bytes(&Packet::UnsubAck(unsuback), V311), [0xB0, 2, 0, 7]);
+        let suback = SubAck {
+            packet_id: 7,
+            return_codes: vec![0, 2, 0x80],
+            properties: props(),
+        };
+        assert_eq!(
+            bytes(&Packet::SubAck(suback), V311),
+            [0x90, 5, 0, 7, 0, 2, 0x80]
+        );
+        let mut options = SubscriptionOptions::new(QoS::AtLeastOnce);
+        options.no_local = true;
+        let subscribe = Subscribe {
+            packet_id: 2,
+            filters: vec![SubscribeFilter {
+                filter: "a".into(),
+                options,
+            }],
+            properties: props(),
+        };
+        assert_eq!(
+            bytes(&Packet::Subscribe(subscribe), V311),
+            [0x82, 6, 0, 2, 0, 1, b'a', 1]
+        );
+    }
+
+    #[test]
+    fn v5_short_forms() {
+        use ProtocolVersion::V5;
+        let ack = |reason, properties| {
+            Packet::PubAck(PubResp {
+                packet_id: 1,
+                reason,
+                properties,
+            })
+        };
+        assert_eq!(bytes(&ack(0, None), V5), [0x40, 2, 0, 1]);
+        assert_eq!(bytes(&ack(0x10, None), V5), [0x40, 3, 0, 1, 0x10]);
+        assert_eq!(
+            bytes(&ack(0, props()), V5),
+            [0x40, 10, 0, 1, 0, 6, 0x1F, 0, 3, b'w', b'h', b'y']
+        );
+        let disconnect = Packet::Disconnect(Disconnect::default());
+        assert_eq!(bytes(&disconnect, V5), [0xE0, 0]);
+        assert_eq!(bytes(&Packet::Auth(Auth::default()), V5), [0xF0, 0]);
+        let connack = Packet::ConnAck(ConnAck {
+            session_present: true,
+            code: 0,
+            properties: None,
+        });
+        assert_eq!(bytes(&connack, V5), [0x20, 3, 1, 0, 0]);
+    }
+
+    #[test]
+    fn publish_header() {
+        let mut publish = Publish {
+            dup: true,
+            qos: QoS::AtMostOnce,
+            retain: true,
+            topic: Arc::from("t"),
+            packet_id: 0,
+            payload: Bytes::from_static(b"x"),
+            properties: None,
+        };
+        // DUP is never written on QoS 0 (MQTT-3.3.1-2).
+        let v311 = ProtocolVersion::V311;
+        assert_eq!(
+            bytes(&Packet::Publish(publish.clone()), v311),
+            [0x31, 4, 0, 1, b't', b'x']
+        );
+        publish.qos = QoS::ExactlyOnce;
+        publish.packet_id = 0x0102;
+        assert_eq!(
+            bytes(&Packet::Publish(publish), v311),
+            [0x3D, 6, 0, 1, b't', 1, 2, b'x']
+        );
+    }
+
+    #[test]
+    fn connect_uses_its_own_protocol() {
+        let connect = Connect {
+            protocol: ProtocolVersion::V31,
+            clean_start: true,
+            keep_alive: 10,
+            client_id: "c".into(),
+            will: None,
+            username: None,
+            password: None,
+            properties: None,
+        };
+        let expected = [
+            0x10, 15, 0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3, 0x02, 0, 10, 0, 1, b'c',
+        ];
+        let packet = Packet::Connect(Box::new(connect));
+        assert_eq!(bytes(&packet, ProtocolVersion::V5), expected);
     }
 }
