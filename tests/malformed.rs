@@ -261,7 +261,9 @@ async fn invalid_topic_filters_get_0x80_in_suback() {
     assert_eq!((&*p.topic, &p.payload[..]), ("x/y/z", &b"two"[..]));
     // Nothing was subscribed under the refused filters.
     for topic in ["a/x/b", "a/b", "b/c", "a"] {
-        publisher.publish_raw(topic, b"no", QoS::AtMostOnce, 0).await;
+        publisher
+            .publish_raw(topic, b"no", QoS::AtMostOnce, 0)
+            .await;
     }
     publisher.pingpong().await;
     c.pingpong().await;
