@@ -56,10 +56,11 @@ pub struct TestBroker {
 
 /// A config with one plain listener on 127.0.0.1:0, `$SYS` off, everything else default.
 pub fn config() -> Config {
-    let mut c = Config::default();
-    c.listeners = vec![listener("plain")];
-    c.sys.interval = 0;
-    c
+    Config {
+        listeners: vec![listener("plain")],
+        sys: mqttd::config::SysConfig { interval: 0 },
+        ..Config::default()
+    }
 }
 
 pub fn listener(name: &str) -> ListenerConfig {
