@@ -69,6 +69,30 @@ fn truncated_prefixes_wait_and_consume_nothing() {
 }
 
 #[test]
+fn short_content_waits_for_the_declared_length_then_fails() {
+    // PUBLISH declaring 3 bytes whose topic claims 5: incomplete until all 3 are there, then
+    // malformed; likewise a SUBSCRIBE whose last filter has no options byte.
+    for bytes in [
+        vec![0x30, 3, 0, 5, b'a'],
+        pkt(0x82, &cat(&[&[0, 1], &s(b"a"), &[0], &s(b"b")])),
+    ] {
+        let mut buf = BytesMut::new();
+        for (i, b) in bytes.iter().enumerate() {
+            buf.extend_from_slice(&[*b]);
+            let out = decode(&mut buf, V311, MAX);
+            if i + 1 < bytes.len() {
+                assert_eq!(out, Ok(None), "byte {i} of {bytes:?}");
+            } else {
+                assert!(
+                    matches!(out, Err(DecodeError::Malformed(_))),
+                    "{bytes:?}: {out:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn unsupported_protocols() {
     let cases: &[(&[u8], u8)] = &[
         (b"MQTT", 3),

@@ -4,7 +4,7 @@
 //! running off the end here means the remaining length was too short for the content: a malformed
 //! packet, never "need more bytes".
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 
 use super::DecodeError;
 
@@ -44,19 +44,15 @@ impl Reader {
     }
 
     pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
-        let b = *self.buf.first().ok_or(SHORT)?;
-        self.buf = self.buf.slice(1..);
-        Ok(b)
+        self.buf.try_get_u8().map_err(|_| SHORT)
     }
 
     pub(crate) fn u16(&mut self) -> Result<u16, DecodeError> {
-        let b = self.take(2)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
+        self.buf.try_get_u16().map_err(|_| SHORT)
     }
 
     pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
-        let b = self.take(4)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        self.buf.try_get_u32().map_err(|_| SHORT)
     }
 
     /// A Variable Byte Integer (MQTT 5.0 section 1.5.5): at most four bytes, minimally encoded.

@@ -237,7 +237,7 @@ fn connack(r: &mut Reader, v5: bool) -> Result<ConnAck> {
     let flags = r.u8()?;
     if flags & 0xFE != 0 {
         return Err(DecodeError::Malformed(
-            "MQTT-3.2.2-1: CONNACK reserved flags set",
+            "MQTT-3.2.2.1: CONNACK reserved flags set",
         ));
     }
     let code = r.u8()?;

@@ -1,6 +1,6 @@
 //! Encoding packets into a write buffer.
 //!
-//! Every body is written through [`Sink`], once into a [`Counter`] to learn the remaining length and
+//! Every body is written through `Sink`, once into a `Counter` to learn the remaining length and
 //! once into the `BytesMut`, so the length prefix and the bytes can never disagree and nothing is
 //! allocated besides the single `reserve` on the output buffer.
 //!

@@ -1,9 +1,9 @@
 //! Our strict MQTT codec: 3.1 (MQIsdp), 3.1.1 and 5.0.
 //!
-//! - [`decode`] turns bytes into [`Packet`]s. "Need more bytes" (`Ok(None)`) is distinct from
+//! - [`decode()`] turns bytes into [`Packet`]s. "Need more bytes" (`Ok(None)`) is distinct from
 //!   "malformed" (`Err`); the declared remaining length is checked against the maximum packet size
 //!   *before* anything is buffered for it.
-//! - [`encode`] writes packets into a `BytesMut`.
+//! - [`encode()`] writes packets into a `BytesMut`.
 //! - `properties` reads and writes MQTT 5.0 property blocks; `cursor` holds the checked reads.
 //! - [`topic`] validates topic names and filters and matches them.
 //! - [`reason`] holds the return/reason codes.
