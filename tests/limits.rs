@@ -333,3 +333,77 @@ async fn slow_subscriber_is_disconnected_others_keep_going() {
     publisher.pingpong().await;
     broker.stop().await;
 }
+
+/// The same with an in-flight window too large to matter and a subscriber socket with a small
+/// receive buffer: now only the full socket holds the messages back, and the broker must still
+/// notice (its queue overflows while the write is stuck), drop that client and keep the others
+/// going.
+#[tokio::test]
+async fn subscriber_with_full_socket_is_disconnected_others_keep_going() {
+    const MAX_MESSAGES: u16 = 5_000;
+    let mut cfg = config();
+    cfg.limits.max_queued_messages = 5;
+    cfg.limits.max_inflight = 65_535;
+    let broker = TestBroker::start_with(cfg).await;
+
+    let mut slow = RawClient::connect_small_rcvbuf(broker.addr, 4096).await;
+    slow.send_bytes(&connect_311("slow")).await;
+    slow.expect_connack(0).await;
+    assert_eq!(
+        slow.suback_codes(1, &[("flood/#", QoS::AtLeastOnce)]).await,
+        [1]
+    );
+    let mut healthy = RawClient::connected(broker.addr, "healthy").await;
+    assert_eq!(
+        healthy
+            .suback_codes(1, &[("flood/#", QoS::AtLeastOnce)])
+            .await,
+        [1]
+    );
+    let mut publisher = RawClient::connected(broker.addr, "publisher").await;
+    let dropped = || broker.router.stats.publish_dropped.load(Ordering::Relaxed);
+
+    let mut payload = vec![b'.'; 16 * 1024];
+    let mut sent = 0u16;
+    // Until the socket buffers fill and the slow one's queue overflows, then 100 more.
+    let mut after_overflow = 100;
+    while after_overflow > 0 {
+        sent += 1;
+        assert!(
+            sent <= MAX_MESSAGES,
+            "the slow subscriber's queue never overflowed"
+        );
+        payload[..2].copy_from_slice(&sent.to_be_bytes());
+        publisher
+            .publish_raw("flood/data", &payload, QoS::AtLeastOnce, sent)
+            .await;
+        let p = healthy.take_publish().await;
+        assert_eq!(
+            &p.payload[..2],
+            &sent.to_be_bytes(),
+            "message {sent} in order"
+        );
+        healthy.puback(p.packet_id).await;
+        if dropped() > 0 {
+            after_overflow -= 1;
+        }
+    }
+    eventually("the slow subscriber is disconnected", || {
+        broker
+            .router
+            .stats
+            .clients_connected
+            .load(Ordering::Relaxed)
+            == 2
+    })
+    .await;
+    assert_eq!(
+        broker.router.session_count(),
+        2,
+        "slow's clean session is gone"
+    );
+    slow.expect_closed().await;
+    healthy.pingpong().await;
+    publisher.pingpong().await;
+    broker.stop().await;
+}

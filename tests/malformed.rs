@@ -118,7 +118,7 @@ table! {
     pingreq_flags_0001: AfterConnect vec![0xC1, 0x00];
     puback_flags_0010: AfterConnect packet(0x42, &[0, 1]);
     disconnect_flags_0001: AfterConnect vec![0xE1, 0x00];
-    connect_flags_0001: First {
+    connect_flags_0001: Both {
         let mut c = connect_311("c");
         c[0] = 0x11;
         c
@@ -162,20 +162,25 @@ table! {
     pingresp_from_client: AfterConnect vec![0xD0, 0x00];
 
     // CONNECT content.
-    connect_reserved_flag_bit_0: First connect_bytes(b"MQTT", 4, 0x03, 60, &string(b"c"));
-    connect_will_qos_without_will_flag: First connect_bytes(b"MQTT", 4, 0x0A, 60, &string(b"c"));
+    connect_reserved_flag_bit_0: Both connect_bytes(b"MQTT", 4, 0x03, 60, &string(b"c"));
+    connect_will_qos_without_will_flag: Both connect_bytes(b"MQTT", 4, 0x0A, 60, &string(b"c"));
     connect_will_retain_without_will_flag:
-        First connect_bytes(b"MQTT", 4, 0x22, 60, &string(b"c"));
-    connect_will_qos_3: First connect_bytes(
+        Both connect_bytes(b"MQTT", 4, 0x22, 60, &string(b"c"));
+    connect_will_qos_3: Both connect_bytes(
         b"MQTT", 4, 0x1E, 60, &cat(&[&string(b"c"), &string(b"w"), &string(b"x")]));
-    connect_will_topic_with_wildcard: First connect_bytes(
+    connect_will_topic_with_wildcard: Both connect_bytes(
         b"MQTT", 4, 0x06, 60, &cat(&[&string(b"c"), &string(b"w/#"), &string(b"x")]));
-    connect_password_without_username: First connect_bytes(
+    connect_password_without_username: Both connect_bytes(
         b"MQTT", 4, 0x42, 60, &cat(&[&string(b"c"), &string(b"pw")]));
-    connect_client_id_invalid_utf8: First connect_bytes(b"MQTT", 4, 0x02, 60, &string(&[0xC3, 0x28]));
-    connect_missing_client_id: First connect_bytes(b"MQTT", 4, 0x02, 60, &[]);
+    connect_client_id_invalid_utf8: Both connect_bytes(b"MQTT", 4, 0x02, 60, &string(&[0xC3, 0x28]));
+    connect_missing_client_id: Both connect_bytes(b"MQTT", 4, 0x02, 60, &[]);
     connect_username_flag_without_username:
-        First connect_bytes(b"MQTT", 4, 0x82, 60, &string(b"c"));
+        Both connect_bytes(b"MQTT", 4, 0x82, 60, &string(b"c"));
+    connect_will_topic_empty: Both connect_bytes(
+        b"MQTT", 4, 0x06, 60, &cat(&[&string(b"c"), &string(b""), &string(b"x")]));
+    connect_will_without_payload: Both connect_bytes(
+        b"MQTT", 4, 0x06, 60, &cat(&[&string(b"c"), &string(b"w")]));
+    connect_trailing_bytes: Both connect_bytes(b"MQTT", 4, 0x02, 60, &cat(&[&string(b"c"), &[0]]));
 }
 
 /// Unknown protocol level: CONNACK 0x01 (unacceptable protocol version), then close

@@ -4,11 +4,13 @@
 
 use std::net::SocketAddr;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use mqttd::protocol::{
-    Connect, Packet, PubResp, Publish, QoS, Subscribe, SubscribeFilter, SubscriptionOptions,
+    Connect, Packet, ProtocolVersion, PubResp, Publish, QoS, Subscribe, SubscribeFilter,
+    SubscriptionOptions,
 };
 use tokio::io::AsyncWriteExt;
+use tokio::net::TcpSocket;
 
 use super::{RawClient, WAIT};
 
@@ -65,6 +67,22 @@ pub fn connect_311(client_id: &str) -> Vec<u8> {
 }
 
 impl RawClient {
+    /// Connects (TCP only) with a small receive buffer, so a client that stops reading backs the
+    /// broker up after a few kilobytes instead of the kernel's megabytes.
+    pub async fn connect_small_rcvbuf(addr: SocketAddr, bytes: u32) -> RawClient {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        let stream = tokio::time::timeout(WAIT, socket.connect(addr))
+            .await
+            .expect("connect in time")
+            .expect("connect");
+        RawClient {
+            stream,
+            buf: BytesMut::new(),
+            version: ProtocolVersion::V311,
+        }
+    }
+
     /// Connects with `connect` (any fields) and asserts CONNACK 0.
     pub async fn connected_with(addr: SocketAddr, connect: Connect) -> RawClient {
         let mut c = RawClient::connect(addr).await;
