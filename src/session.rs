@@ -77,6 +77,9 @@ enum Exit {
     Disconnected,
     /// The broker is shutting down: no will (there is nobody left to receive it).
     Shutdown,
+    /// The client broke the protocol: the 5.0 DISCONNECT reason code to tell it, and why.
+    /// Publishes the will.
+    Violation(u8, String),
     /// Everything else publishes the will.
     Abnormal(String),
 }
@@ -298,14 +301,7 @@ impl Client {
                         }
                     }
                     Ok(None) => return Exit::Abnormal("connection closed by client without DISCONNECT".into()),
-                    Err(ReadError::Decode(e)) => {
-                        if conn.version.is_v5() {
-                            let d = Disconnect { reason: e.reason_code(), properties: None };
-                            conn.queue(&Packet::Disconnect(d));
-                            let _ = tokio::time::timeout(Duration::from_secs(1), conn.flush()).await;
-                        }
-                        return Exit::Abnormal(e.to_string());
-                    }
+                    Err(ReadError::Decode(e)) => return Exit::Violation(e.reason_code(), e.to_string()),
                     Err(e) => return Exit::Abnormal(e.to_string()),
                 },
                 _ = session.notify.notified() => {}
@@ -410,13 +406,16 @@ impl Client {
             Packet::PingReq => self.reply(conn, Packet::PingResp),
             Packet::Disconnect(_) => return Step::Exit(Exit::Disconnected),
             Packet::Connect(_) => {
-                return Step::Exit(Exit::Abnormal("second CONNECT (MQTT-3.1.0-2)".into()));
+                return Step::Exit(Exit::Violation(
+                    v5::PROTOCOL_ERROR,
+                    "second CONNECT (MQTT-3.1.0-2)".into(),
+                ));
             }
             other => {
-                return Step::Exit(Exit::Abnormal(format!(
-                    "{} is not sent by clients",
-                    other.name()
-                )));
+                return Step::Exit(Exit::Violation(
+                    v5::PROTOCOL_ERROR,
+                    format!("{} is not sent by clients", other.name()),
+                ));
             }
         }
         Step::Continue
@@ -554,6 +553,10 @@ impl Client {
                 info!(client_id = %self.client_id, "closing: broker shutting down");
                 Some(v5::SERVER_SHUTTING_DOWN)
             }
+            Exit::Violation(reason, why) => {
+                info!(client_id = %self.client_id, "closing: protocol violation: {why}");
+                Some(*reason)
+            }
             Exit::Abnormal(why) => {
                 info!(client_id = %self.client_id, "connection lost: {why}");
                 Some(if why.contains("taken over") {
@@ -572,7 +575,8 @@ impl Client {
             }));
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), conn.shutdown()).await;
-        if let (Exit::Abnormal(_), Some(will)) = (&exit, self.will.take()) {
+        let graceful = matches!(exit, Exit::Disconnected | Exit::Shutdown);
+        if let Some(will) = self.will.take().filter(|_| !graceful) {
             if self.allowed(&will.topic, Access::Write) {
                 debug!(client_id = %self.client_id, topic = %will.topic, "publishing will");
                 let mut msg = Message::new(will.topic, will.payload, will.qos, will.retain);
