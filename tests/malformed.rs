@@ -8,8 +8,8 @@ mod common;
 use std::time::Duration;
 
 use common::wire::{connect_311, connect_bytes, packet, string};
-use common::{RawClient, TestBroker, config};
-use mqttd::protocol::{Connect, Packet, QoS};
+use common::{RawClient, TestBroker, WAIT, config};
+use mqttd::protocol::{Connect, Disconnect, Packet, ProtocolVersion, QoS};
 use tokio::time::Instant;
 
 /// Two healthy clients connected before the faulty one: one subscribed, one publishing to it.
@@ -370,5 +370,97 @@ async fn faulty_connections_leave_no_sessions_behind() {
     )
     .await;
     c.pingpong().await;
+    broker.stop().await;
+}
+
+/// A 5.0 CONNECT for `client_id`, clean start, no properties.
+fn connect_v5(client_id: &str) -> Vec<u8> {
+    connect_bytes(
+        b"MQTT",
+        5,
+        0x02,
+        60,
+        &cat(&[&[0], &string(client_id.as_bytes())]),
+    )
+}
+
+/// Connects with MQTT 5.0, sends `bytes`, and returns every packet the broker sent before closing.
+async fn v5_close_packets(broker: &TestBroker, bytes: &[u8]) -> Vec<Packet> {
+    let mut c = RawClient::connect(broker.addr).await;
+    c.version = ProtocolVersion::V5;
+    c.send_bytes(&connect_v5("v5-faulty")).await;
+    c.expect_connack(0).await;
+    c.send_bytes(bytes).await;
+    let mut got = Vec::new();
+    loop {
+        match c.recv_within(WAIT).await {
+            Ok(Some(p)) => got.push(p),
+            Ok(None) => return got,
+            Err(()) => panic!("broker did not close; got {got:?}"),
+        }
+    }
+}
+
+fn disconnect(reason: u8) -> Packet {
+    Packet::Disconnect(Disconnect {
+        reason,
+        properties: None,
+    })
+}
+
+/// MQTT 5.0 says why: a malformed packet gets exactly one DISCONNECT 0x81 (Malformed Packet), and
+/// nothing may follow a DISCONNECT (MQTT-3.14.4-1).
+#[tokio::test]
+async fn v5_malformed_packet_gets_one_disconnect_0x81() {
+    let broker = TestBroker::start_with(config()).await;
+    let mut bystanders = Bystanders::connect(&broker).await;
+    for bytes in [
+        packet(0x36, &cat(&[&string(b"t"), &[0, 1], &[0], b"x"])),
+        packet(0x30, &cat(&[&string(b"a/#"), &[0], b"x"])),
+        vec![0xC1, 0x00],
+    ] {
+        assert_eq!(v5_close_packets(&broker, &bytes).await, [disconnect(0x81)]);
+        bystanders.still_served().await;
+    }
+    broker.stop().await;
+}
+
+/// MQTT 5.0: a second CONNECT is a Protocol Error (MQTT-3.1.0-2): one DISCONNECT 0x82.
+#[tokio::test]
+async fn v5_second_connect_gets_one_disconnect_0x82() {
+    let broker = TestBroker::start_with(config()).await;
+    let got = v5_close_packets(&broker, &connect_v5("again")).await;
+    assert_eq!(got, [disconnect(0x82)]);
+    broker.stop().await;
+}
+
+/// A client with a will that is closed for a protocol violation did not DISCONNECT: its will is
+/// published (MQTT-3.1.2-8).
+#[tokio::test]
+async fn malformed_close_publishes_the_will() {
+    let broker = TestBroker::start_with(config()).await;
+    let mut watcher = RawClient::connected(broker.addr, "watcher").await;
+    assert_eq!(
+        watcher
+            .suback_codes(1, &[("wills/#", QoS::AtMostOnce)])
+            .await,
+        [0]
+    );
+    let payload = cat(&[
+        &string(b"doomed"),
+        &string(b"wills/doomed"),
+        &string(b"gone"),
+    ]);
+    let mut c = RawClient::connect(broker.addr).await;
+    c.send_bytes(&connect_bytes(b"MQTT", 4, 0x06, 60, &payload))
+        .await;
+    c.expect_connack(0).await;
+    c.send_bytes(&[0xC1, 0x00]).await;
+    c.expect_eof().await;
+    let will = watcher.take_publish().await;
+    assert_eq!(
+        (&*will.topic, &will.payload[..]),
+        ("wills/doomed", &b"gone"[..])
+    );
     broker.stop().await;
 }
