@@ -7,10 +7,10 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::wire::{connect_311, packet, string, varint};
+use common::wire::{connect_311, connect_bytes, packet, string, varint};
 use common::{RawClient, TestBroker, WAIT, config, connect_packet, eventually};
 use mqttd::config::Config;
-use mqttd::protocol::{Packet, QoS};
+use mqttd::protocol::{Disconnect, Packet, ProtocolVersion, QoS};
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
@@ -405,5 +405,51 @@ async fn subscriber_with_full_socket_is_disconnected_others_keep_going() {
     slow.expect_closed().await;
     healthy.pingpong().await;
     publisher.pingpong().await;
+    broker.stop().await;
+}
+
+/// Connects with MQTT 5.0 (no properties) and keep alive `keep_alive`.
+async fn connected_v5(broker: &TestBroker, client_id: &str, keep_alive: u16) -> RawClient {
+    let mut c = RawClient::connect(broker.addr).await;
+    c.version = ProtocolVersion::V5;
+    let payload = cat(&[&[0], &string(client_id.as_bytes())]);
+    c.send_bytes(&connect_bytes(b"MQTT", 5, 0x02, keep_alive, &payload))
+        .await;
+    c.expect_connack(0).await;
+    c
+}
+
+fn disconnect(reason: u8) -> Packet {
+    Packet::Disconnect(Disconnect {
+        reason,
+        properties: None,
+    })
+}
+
+/// MQTT 5.0 names the limit: a packet over `max_packet_size` gets DISCONNECT 0x95 (Packet too
+/// large), judged from the fixed header, then the close.
+#[tokio::test]
+async fn v5_oversized_packet_gets_disconnect_0x95() {
+    let broker = TestBroker::start_with(packet_size_config()).await;
+    let mut c = connected_v5(&broker, "v5-huge", 60).await;
+    c.send_bytes(&cat(&[&[0x30], &varint(200_000_000)])).await;
+    assert_eq!(c.recv().await, Some(disconnect(0x95)));
+    c.expect_eof().await;
+    broker.stop().await;
+}
+
+/// MQTT 5.0: the keep-alive close is announced with DISCONNECT 0x8D (Keep Alive timeout).
+#[tokio::test]
+async fn v5_keep_alive_timeout_gets_disconnect_0x8d() {
+    let broker = TestBroker::start().await;
+    let mut c = connected_v5(&broker, "v5-silent", 1).await;
+    let start = Instant::now();
+    assert_eq!(c.recv().await, Some(disconnect(0x8D)));
+    c.expect_eof().await;
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(1400) && took < Duration::from_secs(3),
+        "closed after {took:?}"
+    );
     broker.stop().await;
 }

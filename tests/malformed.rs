@@ -425,12 +425,17 @@ async fn v5_malformed_packet_gets_one_disconnect_0x81() {
     broker.stop().await;
 }
 
-/// MQTT 5.0: a second CONNECT is a Protocol Error (MQTT-3.1.0-2): one DISCONNECT 0x82.
+/// MQTT 5.0: a second CONNECT is a Protocol Error (MQTT-3.1.0-2): one DISCONNECT 0x82; so are
+/// CONNACK and PINGRESP from a client.
 #[tokio::test]
-async fn v5_second_connect_gets_one_disconnect_0x82() {
+async fn v5_protocol_errors_get_one_disconnect_0x82() {
     let broker = TestBroker::start_with(config()).await;
     let got = v5_close_packets(&broker, &connect_v5("again")).await;
     assert_eq!(got, [disconnect(0x82)]);
+    // Server-only packets from a client are Protocol Errors too.
+    for bytes in [packet(0x20, &[0, 0, 0]), vec![0xD0, 0x00]] {
+        assert_eq!(v5_close_packets(&broker, &bytes).await, [disconnect(0x82)]);
+    }
     broker.stop().await;
 }
 
