@@ -276,6 +276,9 @@ impl Client {
                     },
                     _ = self.attached.kicked.cancelled() => return self.kicked(),
                     _ = self.ctx.shutdown.cancelled() => return Exit::Shutdown,
+                    // A client that stopped reading blocks this write, and we read nothing from
+                    // it meanwhile: its keep alive runs out like any silent client's.
+                    _ = sleep_until(deadline) => return self.keep_alive_expired(),
                 }
             }
             let stats = &self.ctx.router.stats;
@@ -305,11 +308,16 @@ impl Client {
                     Err(e) => return Exit::Abnormal(e.to_string()),
                 },
                 _ = session.notify.notified() => {}
-                _ = sleep_until(deadline) => {
-                    return Exit::Abnormal(format!("keep alive timeout ({}s x 1.5)", self.keep_alive.as_secs()));
-                }
+                _ = sleep_until(deadline) => return self.keep_alive_expired(),
             }
         }
+    }
+
+    fn keep_alive_expired(&self) -> Exit {
+        Exit::Abnormal(format!(
+            "keep alive timeout ({}s x 1.5)",
+            self.keep_alive.as_secs()
+        ))
     }
 
     fn kicked(&self) -> Exit {
