@@ -453,3 +453,40 @@ async fn v5_keep_alive_timeout_gets_disconnect_0x8d() {
     );
     broker.stop().await;
 }
+
+/// A client that stops reading (so the broker's writes to it block) and then falls silent is
+/// still subject to its keep alive: a stuck write must not hold the connection forever. QoS 0
+/// echoes never overflow the queue into a disconnect, so only the keep alive can end this.
+#[tokio::test]
+async fn keep_alive_applies_while_writes_to_the_client_are_stuck() {
+    let broker = TestBroker::start().await;
+    let mut c = RawClient::connect_small_rcvbuf(broker.addr, 4096).await;
+    let mut connect = connect_packet("stuck");
+    connect.keep_alive = 1;
+    c.send(&Packet::Connect(Box::new(connect))).await;
+    c.expect_connack(0).await;
+    assert_eq!(c.suback_codes(1, &[("echo", QoS::AtMostOnce)]).await, [0]);
+    // 64 KB echoes until our own writes stall (the broker stopped reading), at most 32 MB.
+    let echo = packet(0x30, &cat(&[&string(b"echo"), &vec![b'e'; 64 * 1024]]));
+    for _ in 0..512 {
+        let write = tokio::time::timeout(Duration::from_millis(200), c.stream.write_all(&echo));
+        if write.await.is_err() {
+            break;
+        }
+    }
+    let silent_since = Instant::now();
+    eventually("the stuck client is disconnected", || {
+        broker
+            .router
+            .stats
+            .clients_connected
+            .load(Ordering::Relaxed)
+            == 0
+    })
+    .await;
+    // 1.5 s keep alive (counted from the last packet the broker read, before our writes
+    // stalled), plus at most 1 s for the closing flush to a client that does not read.
+    let took = silent_since.elapsed();
+    assert!(took < Duration::from_secs(4), "closed after {took:?}");
+    broker.stop().await;
+}
