@@ -85,7 +85,7 @@ pub struct TlsConfig {
     pub handshake_timeout: Duration,
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// Default: allowed only on loopback listeners and only without a password file
@@ -96,6 +96,51 @@ pub struct AuthConfig {
     pub password_file: Option<PathBuf>,
     #[serde(default)]
     pub acl_file: Option<PathBuf>,
+    /// How long a successfully verified username/password pair is remembered, so a reconnecting
+    /// client does not pay for argon2 again. Only a keyed hash (HMAC with a per-process random key)
+    /// of the password is kept. "0s" turns the cache off. Default 5 minutes.
+    #[serde(default = "default_cache_ttl", deserialize_with = "duration")]
+    pub cache_ttl: Duration,
+    /// Most usernames held in that cache (memory bound). Default 10000.
+    #[serde(default = "default_cache_size")]
+    pub cache_size: usize,
+    /// Failed logins tolerated per client IP and per username within `failure_window` before
+    /// further attempts are refused (CONNACK "not authorized") for a back-off period. Default 5.
+    #[serde(default = "default_max_failures")]
+    pub max_failures: u32,
+    /// Failures older than this (counted from the last failure or the end of the last back-off)
+    /// are forgotten. Default 60s.
+    #[serde(default = "default_failure_window", deserialize_with = "duration")]
+    pub failure_window: Duration,
+    /// Longest back-off: it starts at 1s after `max_failures` failures and doubles with each
+    /// further failure up to this. Default 60s.
+    #[serde(default = "default_backoff_max", deserialize_with = "duration")]
+    pub backoff_max: Duration,
+    /// Password hashes verified at once (each argon2 run holds ~19 MiB and a CPU). Default: one per
+    /// CPU core.
+    #[serde(default)]
+    pub verify_threads: Option<usize>,
+    /// How long a login waits for a free verification slot before it is answered "server
+    /// unavailable". Default 2s.
+    #[serde(default = "default_verify_wait", deserialize_with = "duration")]
+    pub verify_wait: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            allow_anonymous: None,
+            password_file: None,
+            acl_file: None,
+            cache_ttl: default_cache_ttl(),
+            cache_size: default_cache_size(),
+            max_failures: default_max_failures(),
+            failure_window: default_failure_window(),
+            backoff_max: default_backoff_max(),
+            verify_threads: None,
+            verify_wait: default_verify_wait(),
+        }
+    }
 }
 
 impl Config {
@@ -126,6 +171,41 @@ pub struct Limits {
     /// connection slot (and its memory) forever: the classic slowloris denial of service.
     #[serde(default = "default_connect_timeout", deserialize_with = "duration")]
     pub connect_timeout: Duration,
+    /// Topic aliases a 5.0 client may use towards the broker (Topic Alias Maximum in CONNACK;
+    /// Mosquitto's `max_topic_alias`). 0 disables aliases.
+    #[serde(default = "default_max_topic_alias")]
+    pub max_topic_alias: u16,
+    /// The longest keep alive a 5.0 client may ask for (Mosquitto's `max_keepalive`): a longer one,
+    /// or 0, is replaced by this and announced as Server Keep Alive. 65535 leaves clients alone.
+    #[serde(default = "default_max_keepalive")]
+    pub max_keepalive: u16,
+    /// Connections from one IP address across all listeners. Unset: only each listener's
+    /// `max_connections` applies (a fleet behind one NAT address is common).
+    #[serde(default)]
+    pub max_connections_per_ip: Option<usize>,
+    /// Subscriptions one client may hold; more get SUBACK 0x80 (5.0: 0x97 quota exceeded).
+    #[serde(default = "default_max_subscriptions")]
+    pub max_subscriptions_per_client: usize,
+    /// Longest topic name or filter, in bytes (the protocol allows 65535).
+    #[serde(default = "default_max_topic_length")]
+    pub max_topic_length: usize,
+    /// Most levels (`/`-separated parts) in a topic name or filter: bounds trie depth and the
+    /// work of matching one message.
+    #[serde(default = "default_max_topic_levels")]
+    pub max_topic_levels: usize,
+    /// Longest client identifier, in bytes; longer ones get CONNACK 0x02 (5.0: 0x85).
+    #[serde(default = "default_max_client_id_length")]
+    pub max_client_id_length: usize,
+    /// Memory budget for all queued messages, bytes (payload + topic + overhead, approximate).
+    /// Past it, QoS 0 messages for queues are dropped and publishers are slowed down (their
+    /// sockets are read less often) until subscribers catch up.
+    #[serde(default = "default_max_queued_bytes")]
+    pub max_queued_bytes: usize,
+    /// PUBLISH packets per second one client may send. Past it the broker stops reading that
+    /// client's socket until the rate is back under the limit (TCP back-pressure, nothing is
+    /// dropped). Unset: no per-client rate limit.
+    #[serde(default)]
+    pub max_publish_rate: Option<u32>,
 }
 
 impl Default for Limits {
@@ -135,6 +215,15 @@ impl Default for Limits {
             max_inflight: default_max_inflight(),
             max_queued_messages: default_max_queued(),
             connect_timeout: default_connect_timeout(),
+            max_topic_alias: default_max_topic_alias(),
+            max_keepalive: default_max_keepalive(),
+            max_connections_per_ip: None,
+            max_subscriptions_per_client: default_max_subscriptions(),
+            max_topic_length: default_max_topic_length(),
+            max_topic_levels: default_max_topic_levels(),
+            max_client_id_length: default_max_client_id_length(),
+            max_queued_bytes: default_max_queued_bytes(),
+            max_publish_rate: None,
         }
     }
 }
@@ -215,8 +304,47 @@ fn default_max_queued() -> usize {
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(10)
 }
+fn default_max_subscriptions() -> usize {
+    1000
+}
+fn default_max_topic_length() -> usize {
+    65535
+}
+fn default_max_topic_levels() -> usize {
+    128
+}
+fn default_max_client_id_length() -> usize {
+    256
+}
+fn default_max_queued_bytes() -> usize {
+    512 * 1024 * 1024
+}
+fn default_max_topic_alias() -> u16 {
+    10
+}
+fn default_max_keepalive() -> u16 {
+    65535
+}
 fn default_sys_interval() -> u64 {
     10
+}
+fn default_cache_ttl() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_cache_size() -> usize {
+    10_000
+}
+fn default_max_failures() -> u32 {
+    5
+}
+fn default_failure_window() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_backoff_max() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_verify_wait() -> Duration {
+    Duration::from_secs(2)
 }
 fn default_log_level() -> String {
     "info".into()
@@ -305,6 +433,37 @@ impl Config {
         if !(16..=268_435_460).contains(&lim.max_packet_size) {
             return Err("limits.max_packet_size must be between 16 and 268435460 bytes".into());
         }
+        let positive = [
+            (
+                "max_subscriptions_per_client",
+                lim.max_subscriptions_per_client,
+            ),
+            ("max_topic_length", lim.max_topic_length),
+            ("max_topic_levels", lim.max_topic_levels),
+            ("max_client_id_length", lim.max_client_id_length),
+            ("max_queued_bytes", lim.max_queued_bytes),
+            (
+                "max_connections_per_ip",
+                lim.max_connections_per_ip.unwrap_or(1),
+            ),
+            (
+                "max_publish_rate",
+                lim.max_publish_rate.map_or(1, |r| r as usize),
+            ),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!(
+                "limits.{name} must be at least 1 (0 never means unlimited)"
+            ));
+        }
+        if lim.max_topic_length > 65535 || lim.max_client_id_length > 65535 {
+            return Err(
+                "limits.max_topic_length and max_client_id_length are at most 65535".into(),
+            );
+        }
+        if lim.max_keepalive == 0 {
+            return Err("limits.max_keepalive must be at least 1 second".into());
+        }
         if lim.max_inflight == 0 || lim.max_inflight > 65_535 {
             return Err("limits.max_inflight must be between 1 and 65535".into());
         }
@@ -313,6 +472,40 @@ impl Config {
         }
         if lim.connect_timeout.is_zero() {
             return Err("limits.connect_timeout must be greater than zero".into());
+        }
+        let auth = &self.auth;
+        if auth.cache_size == 0 {
+            return Err(
+                "auth.cache_size must be at least 1 (use cache_ttl = \"0s\" to turn the cache off)"
+                    .into(),
+            );
+        }
+        if auth.max_failures == 0 {
+            return Err("auth.max_failures must be at least 1".into());
+        }
+        if auth.failure_window.is_zero() || auth.backoff_max.is_zero() {
+            return Err(
+                "auth.failure_window and auth.backoff_max must be greater than zero".into(),
+            );
+        }
+        if auth
+            .verify_threads
+            .is_some_and(|n| !(1..=crate::auth::MAX_VERIFY_THREADS).contains(&n))
+        {
+            return Err(format!(
+                "auth.verify_threads must be between 1 and {}",
+                crate::auth::MAX_VERIFY_THREADS
+            ));
+        }
+        if auth.verify_wait.is_zero() || auth.verify_wait > Duration::from_secs(60) {
+            return Err("auth.verify_wait must be greater than zero and at most 60s".into());
+        }
+        let day = Duration::from_secs(86_400);
+        if auth.cache_ttl > day || auth.failure_window > day || auth.backoff_max > day {
+            return Err(
+                "auth.cache_ttl, auth.failure_window and auth.backoff_max must be at most 24h"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -373,6 +566,24 @@ mod tests {
     #[test]
     fn zero_is_never_unlimited() {
         assert!(Config::parse("[limits]\nmax_queued_messages = 0\n", Path::new("a")).is_err());
+    }
+
+    #[test]
+    fn auth_tuning_defaults_and_overrides() {
+        let c = Config::parse("", Path::new("a")).unwrap();
+        assert_eq!(c.auth.cache_ttl, Duration::from_secs(300));
+        assert_eq!(c.auth.max_failures, 5);
+        let c = Config::parse(
+            "[auth]\ncache_ttl = \"0s\"\nverify_threads = 2\nverify_wait = \"500ms\"\n",
+            Path::new("a"),
+        )
+        .unwrap();
+        assert!(c.auth.cache_ttl.is_zero());
+        assert_eq!(c.auth.verify_threads, Some(2));
+        assert!(Config::parse("[auth]\nverify_threads = 0\n", Path::new("a")).is_err());
+        assert!(Config::parse("[auth]\nmax_failures = 0\n", Path::new("a")).is_err());
+        assert!(Config::parse("[auth]\nbackoff_max = \"1000y\"\n", Path::new("a")).is_err());
+        assert!(Config::parse("[auth]\nverify_threads = 100000\n", Path::new("a")).is_err());
     }
 
     #[test]

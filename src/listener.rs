@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, warn};
 
 use crate::session::{self, Context, Peer};
+use crate::sys::Limit;
 use crate::tls::Tls;
 
 /// A bound listener ready to run.
@@ -51,7 +52,19 @@ impl Listener {
                 }
             };
             let Ok(permit) = permits.clone().try_acquire_owned() else {
-                warn!(listener = %self.name, peer = %addr, "max_connections ({}) reached; refusing", self.max_connections);
+                refused(
+                    &ctx,
+                    Limit::MaxConnections,
+                    &self.name,
+                    addr,
+                    self.max_connections,
+                );
+                drop(socket);
+                continue;
+            };
+            let Some(ip_slot) = ctx.ip_slot(addr.ip()) else {
+                let max = ctx.limits.max_connections_per_ip.unwrap_or_default();
+                refused(&ctx, Limit::ConnectionsPerIp, &self.name, addr, max);
                 drop(socket);
                 continue;
             };
@@ -66,23 +79,38 @@ impl Listener {
             let tls = self.tls.clone();
             tracker.spawn(async move {
                 serve_socket(socket, peer, tls, ctx).await;
-                drop(permit);
+                drop((permit, ip_slot));
             });
         }
     }
 }
 
 async fn serve_socket(socket: TcpStream, mut peer: Peer, tls: Option<Tls>, ctx: Arc<Context>) {
-    match tls {
-        None => session::serve(socket, peer, ctx).await,
-        Some(tls) => match tls.accept(socket).await {
-            Ok((stream, identity)) => {
-                peer.cert_identity = identity;
-                session::serve(stream, peer, ctx).await;
-            }
-            Err(e) => {
-                debug!(peer = %peer.addr, listener = %peer.listener, "TLS handshake failed: {e}")
-            }
-        },
+    let Some(tls) = tls else {
+        return session::serve(socket, peer, ctx).await;
+    };
+    // Shutdown does not wait out the handshake timeout, or the drain would stall on silent sockets.
+    let accepted = tokio::select! {
+        _ = ctx.shutdown.cancelled() => return,
+        res = tls.accept(socket) => res,
+    };
+    match accepted {
+        Ok((stream, identity)) => {
+            peer.cert_identity = identity;
+            session::serve(stream, peer, ctx).await;
+        }
+        Err(e) => {
+            debug!(peer = %peer.addr, listener = %peer.listener, "TLS handshake failed: {e}")
+        }
+    }
+}
+
+/// Counts a refused connection; logs the 1st, 2nd, 4th, 8th, ... so a flood cannot flood the log.
+fn refused(ctx: &Context, limit: Limit, listener: &str, peer: std::net::SocketAddr, max: usize) {
+    ctx.router.stats.limit_hit(limit);
+    let hits = ctx.router.stats.limit_hits(limit);
+    if hits.is_power_of_two() {
+        warn!(listener = %listener, peer = %peer,
+            "limits.{} ({max}) reached; refusing connection ({hits} refused so far)", limit.name());
     }
 }

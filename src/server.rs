@@ -75,12 +75,13 @@ impl Server {
             (false, _) => None,
             (true, Some(sink)) => Some(MessageLogger::start(sink)),
             (true, None) => Some(MessageLogger::start(match &config.log.file {
-                Some(path) => MessageLogger::open_file(path).map_err(StartError::MessageLog)?,
-                None => MessageLogger::stdout(),
+                Some(path) => crate::msglog::open_file(path).map_err(StartError::MessageLog)?,
+                None => crate::msglog::stdout(),
             })),
         };
         let router = Arc::new(Router::new(RouterLimits {
             max_queued_messages: config.limits.max_queued_messages,
+            max_queued_bytes: config.limits.max_queued_bytes,
         }));
         let ctx = Arc::new(Context {
             router,
@@ -89,6 +90,7 @@ impl Server {
             limits: config.limits.clone(),
             msglog,
             shutdown,
+            connections_per_ip: Default::default(),
         });
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
@@ -208,6 +210,12 @@ impl Server {
 }
 
 impl Reloader {
+    /// The authentication state in force now (replaced by each successful reload), e.g. to read
+    /// [`Auth::verifications`] in tests and metrics.
+    pub fn current_auth(&self) -> Arc<Auth> {
+        self.ctx.current_auth()
+    }
+
     /// Re-reads the password file, ACL and certificates. Each is parsed fully before it replaces
     /// the old one; on error the old one stays in force and the error is returned (and logged).
     pub fn reload(&self) -> Result<(), String> {

@@ -4,13 +4,15 @@
 //! 2. Credentials go to [`crate::auth`] before anything reaches the router; a refusal is answered
 //!    with the CONNACK code, then the connection closes.
 //! 3. The router attaches the session (taking over an older connection with the same client id)
-//!    and the CONNACK is written.
+//!    and the CONNACK is written (5.0: with the broker's limits as properties).
 //! 4. The packet loop races the socket, the session's outbox, the keep-alive deadline (1.5 x the
-//!    client's keep alive), a kick (takeover, slow consumer, deleted user) and broker shutdown.
-//!    Reads are cancel-safe (the buffer lives in `Connection`); writes happen in the loop body.
-//! 5. On the way out the will is published unless the client sent DISCONNECT, and the router
-//!    detaches the session (a clean one is discarded).
+//!    keep alive), a kick (takeover, slow consumer, deleted user) and broker shutdown. Reads are
+//!    cancel-safe (the buffer lives in `Connection`); writes happen in the loop body.
+//! 5. On the way out: a 5.0 client is told why (DISCONNECT reason code), the will is published
+//!    unless the client sent a normal DISCONNECT (after the Will Delay Interval, unless the client
+//!    returns first), and the router detaches the session.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,13 +29,17 @@ use crate::config::Limits;
 use crate::connection::{Connection, ReadError};
 use crate::msglog::MessageLogger;
 use crate::protocol::reason::{v3, v5};
-use crate::protocol::topic::validate_topic_filter;
+use crate::protocol::topic::{split_shared, validate_topic_filter};
 use crate::protocol::{
-    ConnAck, Connect, DecodeError, Disconnect, LastWill, Packet, ProtocolVersion, PubResp, Publish,
-    QoS, SubAck, Subscribe, UnsubAck, Unsubscribe,
+    ConnAck, Connect, DecodeError, Disconnect, LastWill, Packet, Properties, PubResp, Publish, QoS,
+    RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe, encoded_len,
 };
 use crate::router::state::{Delivery, OutState, Outgoing, SessionState};
 use crate::router::{Attached, Message, Router};
+use crate::sys::Limit;
+
+/// The largest Maximum Packet Size the encoding allows (MQTT 5.0 section 3.2.2.3.6).
+const MAX_ANNOUNCED_PACKET_SIZE: usize = 268_435_455;
 
 /// Everything a connection task needs, shared by all of them.
 #[derive(Debug)]
@@ -45,9 +51,48 @@ pub struct Context {
     pub limits: Limits,
     pub msglog: Option<MessageLogger>,
     pub shutdown: CancellationToken,
+    /// Open connections per client IP, for `limits.max_connections_per_ip`.
+    pub connections_per_ip: parking_lot::Mutex<HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One open connection counted against its IP; gives the slot back when dropped.
+#[derive(Debug)]
+pub struct IpSlot {
+    ctx: Arc<Context>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut map = self.ctx.connections_per_ip.lock();
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
 }
 
 impl Context {
+    /// Takes a connection slot for `ip`, or `None` if `limits.max_connections_per_ip` is reached.
+    pub fn ip_slot(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<IpSlot> {
+        let mut map = self.connections_per_ip.lock();
+        let n = map.entry(ip).or_insert(0);
+        if self
+            .limits
+            .max_connections_per_ip
+            .is_some_and(|max| *n >= max)
+        {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            ctx: self.clone(),
+            ip,
+        })
+    }
+
     pub fn current_auth(&self) -> Arc<Auth> {
         self.auth.read().clone()
     }
@@ -73,15 +118,22 @@ pub struct Peer {
 /// Why the packet loop ended.
 #[derive(Debug)]
 enum Exit {
-    /// The client sent DISCONNECT: no will.
-    Disconnected,
+    /// The client sent DISCONNECT; `will`: with reason 0x04 ("disconnect with will message").
+    Disconnected { will: bool },
     /// The broker is shutting down: no will (there is nobody left to receive it).
     Shutdown,
-    /// The client broke the protocol: the 5.0 DISCONNECT reason code to tell it, and why.
-    /// Publishes the will.
-    Violation(u8, String),
-    /// Everything else publishes the will.
-    Abnormal(String),
+    /// Everything else publishes the will. `reason`: the 5.0 DISCONNECT reason to send, if the
+    /// connection is still usable.
+    Abnormal { why: String, reason: Option<u8> },
+}
+
+impl Exit {
+    fn protocol(why: impl Into<String>, reason: u8) -> Exit {
+        Exit::Abnormal {
+            why: why.into(),
+            reason: Some(reason),
+        }
+    }
 }
 
 /// Serves one client connection to the end. Never panics on input; every way out is logged.
@@ -90,14 +142,25 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut conn = Connection::new(stream, ctx.limits.max_packet_size);
-    let connect = match tokio::time::timeout(ctx.limits.connect_timeout, conn.read_packet()).await {
+    // Shutdown does not wait out connect_timeout, or the drain would stall on silent sockets.
+    let first = tokio::select! {
+        _ = ctx.shutdown.cancelled() => {
+            debug!(peer = %peer.addr, "shutdown before CONNECT; closing");
+            return;
+        }
+        res = tokio::time::timeout(ctx.limits.connect_timeout, conn.read_packet()) => res,
+    };
+    let connect = match first {
         Err(_) => {
-            info!(peer = %peer.addr, listener = %peer.listener, "no CONNECT within {:?}; closing", ctx.limits.connect_timeout);
+            ctx.router.stats.limit_hit(Limit::ConnectTimeout);
+            info!(peer = %peer.addr, listener = %peer.listener,
+                "no CONNECT within {:?} (limits.connect_timeout); closing", ctx.limits.connect_timeout);
             return;
         }
         Ok(Ok(Some(Packet::Connect(c)))) => c,
         Ok(Ok(Some(other))) => {
-            info!(peer = %peer.addr, "first packet was {}, not CONNECT (MQTT-3.1.0-1); closing", other.name());
+            info!(peer = %peer.addr, "first packet was {}, not CONNECT (MQTT-3.1.0-1); closing",
+                other.name());
             return;
         }
         Ok(Ok(None)) => {
@@ -106,30 +169,47 @@ where
         }
         Ok(Err(ReadError::Decode(e @ DecodeError::UnsupportedProtocol { .. }))) => {
             info!(peer = %peer.addr, "refused: {e}");
-            let code = ConnAck {
+            let code = v3::UNACCEPTABLE_PROTOCOL_VERSION;
+            let ack = ConnAck {
                 session_present: false,
-                code: v3::UNACCEPTABLE_PROTOCOL_VERSION,
+                code,
                 properties: None,
             };
-            let _ = conn.write_packet(&Packet::ConnAck(code)).await;
+            let _ = conn.write_packet(&Packet::ConnAck(ack)).await;
             let _ = conn.shutdown().await;
             return;
         }
         Ok(Err(e)) => {
+            if let ReadError::Decode(DecodeError::TooLarge { .. }) = e {
+                ctx.router.stats.limit_hit(Limit::PacketSize);
+            }
             info!(peer = %peer.addr, "bad CONNECT: {e}; closing");
             return;
         }
     };
     conn.version = connect.protocol;
-    let mut client = match admit(&mut conn, *connect, &peer, &ctx).await {
-        Some(client) => client,
-        None => {
-            let _ = conn.shutdown().await;
-            return;
-        }
+    let Some(mut client) = admit(&mut conn, *connect, &peer, &ctx).await else {
+        let _ = tokio::time::timeout(Duration::from_secs(1), conn.shutdown()).await;
+        return;
     };
     let exit = client.run(&mut conn).await;
     client.finish(&mut conn, exit).await;
+}
+
+/// A refusal CONNACK in the connection's protocol version, with a reason string for 5.0.
+fn refusal(v5: bool, code3: u8, code5: u8, why: &str) -> Packet {
+    let properties = v5.then(|| {
+        Box::new(Properties {
+            reason_string: Some(why.to_owned()),
+            ..Properties::default()
+        })
+    });
+    let code = if v5 { code5 } else { code3 };
+    Packet::ConnAck(ConnAck {
+        session_present: false,
+        code,
+        properties,
+    })
 }
 
 /// CONNECT -> client id -> auth -> attach -> CONNACK. `None`: refused (CONNACK already written).
@@ -143,26 +223,47 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let v5 = connect.protocol.is_v5();
-    let refuse = |code3: u8, code5: u8| {
-        Packet::ConnAck(ConnAck {
-            session_present: false,
-            code: if v5 { code5 } else { code3 },
-            properties: None,
-        })
-    };
+    let props = connect.properties.as_deref().cloned().unwrap_or_default();
+    if let Some(method) = &props.authentication_method {
+        let why = format!("authentication method {method:?} is not supported");
+        info!(peer = %peer.addr, client_id = %connect.client_id, "refused: {why}");
+        let packet = refusal(v5, v3::NOT_AUTHORIZED, v5::BAD_AUTHENTICATION_METHOD, &why);
+        let _ = conn.write_packet(&packet).await;
+        return None;
+    }
     let mut client_id = connect.client_id.clone();
-    if client_id.is_empty() {
+    let assigned = client_id.is_empty();
+    if assigned {
         if !connect.clean_start && !v5 {
-            info!(peer = %peer.addr, "refused: empty client id without clean session (MQTT-3.1.3-8)");
-            let _ = conn
-                .write_packet(&refuse(
-                    v3::IDENTIFIER_REJECTED,
-                    v5::CLIENT_IDENTIFIER_NOT_VALID,
-                ))
-                .await;
+            let why = "empty client id without clean session (MQTT-3.1.3-8)";
+            info!(peer = %peer.addr, "refused: {why}");
+            let packet = refusal(
+                v5,
+                v3::IDENTIFIER_REJECTED,
+                v5::CLIENT_IDENTIFIER_NOT_VALID,
+                why,
+            );
+            let _ = conn.write_packet(&packet).await;
             return None;
         }
         client_id = format!("auto-{:016x}", rand::random::<u64>());
+    }
+    if client_id.len() > ctx.limits.max_client_id_length {
+        ctx.router.stats.limit_hit(Limit::ClientIdLength);
+        let why = format!(
+            "client id of {} bytes exceeds limits.max_client_id_length ({})",
+            client_id.len(),
+            ctx.limits.max_client_id_length
+        );
+        info!(peer = %peer.addr, "refused: {why}");
+        let packet = refusal(
+            v5,
+            v3::IDENTIFIER_REJECTED,
+            v5::CLIENT_IDENTIFIER_NOT_VALID,
+            &why,
+        );
+        let _ = conn.write_packet(&packet).await;
+        return None;
     }
     let auth = ctx.current_auth();
     let creds = Credentials {
@@ -189,29 +290,61 @@ where
                 ),
                 _ => (v3::NOT_AUTHORIZED, v5::NOT_AUTHORIZED, "not authorised"),
             };
-            warn!(client_id = %client_id, peer = %peer.addr, user = ?connect.username, "refused: {why}");
-            let _ = conn.write_packet(&refuse(code3, code5)).await;
+            warn!(client_id = %client_id, peer = %peer.addr, user = ?connect.username,
+                "refused: {why}");
+            let _ = conn.write_packet(&refusal(v5, code3, code5, why)).await;
             return None;
         }
     };
+
+    // Session Expiry Interval: 3.1.1 clean session = 0 / persistent = forever.
+    let expiry = match (v5, connect.clean_start) {
+        (true, _) => props.session_expiry_interval.unwrap_or(0),
+        (false, true) => 0,
+        (false, false) => u32::MAX,
+    };
+    let max_keepalive = ctx.limits.max_keepalive;
+    let mut keep_alive = connect.keep_alive;
+    let mut server_keep_alive = None;
+    if v5 && max_keepalive < u16::MAX && (keep_alive == 0 || keep_alive > max_keepalive) {
+        keep_alive = max_keepalive;
+        server_keep_alive = Some(max_keepalive);
+    }
     let attached = ctx
         .router
-        .attach(&client_id, connect.clean_start, username.clone());
+        .attach(&client_id, connect.clean_start, expiry, username.clone());
+    let properties = v5.then(|| {
+        let response_information = (props.request_response_information == Some(1))
+            .then(|| format!("mqttd/response/{client_id}"));
+        let max_packet = ctx.limits.max_packet_size.min(MAX_ANNOUNCED_PACKET_SIZE);
+        Box::new(Properties {
+            assigned_client_identifier: assigned.then(|| client_id.clone()),
+            topic_alias_maximum: Some(ctx.limits.max_topic_alias),
+            maximum_packet_size: u32::try_from(max_packet).ok(),
+            server_keep_alive,
+            response_information,
+            ..Properties::default()
+        })
+    });
     let ack = ConnAck {
         session_present: attached.present,
         code: 0,
-        properties: None,
+        properties,
     };
     if let Err(e) = conn.write_packet(&Packet::ConnAck(ack)).await {
         debug!(client_id = %client_id, "CONNACK write failed: {e}");
-        ctx.router.detach(&attached.session, attached.connection_id);
+        ctx.router.detach(&attached.session, attached.link.id);
         return None;
     }
     info!(client_id = %client_id, peer = %peer.addr, listener = %peer.listener, user = ?username,
-        version = ?connect.protocol, clean = connect.clean_start, resumed = attached.present, "connected");
+        version = ?connect.protocol, clean = connect.clean_start, resumed = attached.present,
+        "connected");
     let generation = ctx.auth_generation.load(Ordering::Acquire);
+    let receive_maximum = props
+        .receive_maximum
+        .map_or(usize::from(u16::MAX), usize::from);
     Some(Client {
-        keep_alive: Duration::from_secs(u64::from(connect.keep_alive)),
+        keep_alive: Duration::from_secs(u64::from(keep_alive)),
         will: connect.will,
         client_id: client_id.into(),
         username,
@@ -219,6 +352,14 @@ where
         auth: (generation, auth),
         ctx: ctx.clone(),
         outgoing: Vec::new(),
+        v5,
+        max_inflight: ctx.limits.max_inflight.min(receive_maximum),
+        max_packet_out: props.maximum_packet_size.map(|m| m as usize),
+        problem_info: props.request_problem_information != Some(0),
+        aliases: HashMap::new(),
+        expiry,
+        rate: ctx.limits.max_publish_rate.map(RateLimit::new),
+        limits_logged: 0,
     })
 }
 
@@ -234,6 +375,57 @@ struct Client {
     ctx: Arc<Context>,
     /// Reused buffer for deliveries taken from the outbox.
     outgoing: Vec<Outgoing>,
+    v5: bool,
+    /// Outbound QoS 1/2 window: min(limits.max_inflight, the client's Receive Maximum).
+    max_inflight: usize,
+    /// The client's Maximum Packet Size (5.0): larger messages are not sent to it.
+    max_packet_out: Option<usize>,
+    /// Request Problem Information (5.0): reason strings on acks only when true.
+    problem_info: bool,
+    /// Topic aliases the client set up (5.0), alias -> topic.
+    aliases: HashMap<u16, Arc<str>>,
+    /// Session Expiry Interval in force (may be changed by DISCONNECT).
+    expiry: u32,
+    /// `limits.max_publish_rate` for this client.
+    rate: Option<RateLimit>,
+    /// Which limits were already logged for this client (bit per `Limit`): each is logged once.
+    limits_logged: u32,
+}
+
+/// A token bucket: `rate` PUBLISHes per second, bursts of up to one second's worth.
+struct RateLimit {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    fn new(rate: u32) -> Self {
+        RateLimit {
+            rate: f64::from(rate),
+            tokens: f64::from(rate),
+            last: Instant::now(),
+        }
+    }
+
+    fn refill(&mut self) {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
+        self.last = now;
+    }
+
+    /// One PUBLISH arrived (the bucket may go negative: the debt is paid by pausing).
+    fn take(&mut self) {
+        self.refill();
+        self.tokens -= 1.0;
+    }
+
+    /// How long to stop reading so the client is back within its rate.
+    fn pause(&mut self) -> Option<Duration> {
+        self.refill();
+        (self.tokens < 0.0).then(|| Duration::from_secs_f64(-self.tokens / self.rate))
+    }
 }
 
 /// What handling one packet asks of the loop.
@@ -255,6 +447,60 @@ impl Client {
         &self.auth.1
     }
 
+    /// Counts a limit hit, and logs it the first time for this client.
+    fn limit(&mut self, limit: Limit, detail: &str) {
+        self.ctx.router.stats.limit_hit(limit);
+        let bit = 1u32 << (limit as u32);
+        if self.limits_logged & bit == 0 {
+            self.limits_logged |= bit;
+            warn!(client_id = %self.client_id, "limits.{} reached: {detail}", limit.name());
+        }
+    }
+
+    /// Checks a topic name or filter against `max_topic_length` and `max_topic_levels`.
+    fn topic_within_limits(&mut self, topic: &str) -> bool {
+        let limits = &self.ctx.limits;
+        let (max_len, max_levels) = (limits.max_topic_length, limits.max_topic_levels);
+        if topic.len() > max_len {
+            self.limit(
+                Limit::TopicLength,
+                &format!("topic of {} bytes (max {max_len})", topic.len()),
+            );
+            return false;
+        }
+        let levels = topic.split('/').count();
+        if levels > max_levels {
+            self.limit(
+                Limit::TopicLevels,
+                &format!("topic of {levels} levels (max {max_levels})"),
+            );
+            return false;
+        }
+        true
+    }
+
+    /// How long to stop reading from this client: its publish rate, or the broker-wide queue
+    /// budget (publishers are slowed until subscribers catch up).
+    fn read_pause(&mut self) -> Option<Duration> {
+        if let Some(pause) = self.rate.as_mut().and_then(RateLimit::pause) {
+            let rate = self.ctx.limits.max_publish_rate.unwrap_or_default();
+            self.limit(
+                Limit::PublishRate,
+                &format!("more than {rate} PUBLISH/s; reading paused"),
+            );
+            return Some(pause);
+        }
+        if self.ctx.router.over_budget() {
+            let detail = format!(
+                "{} bytes queued broker-wide; slowing publishers",
+                self.ctx.router.queued_bytes()
+            );
+            self.limit(Limit::QueuedBytes, &detail);
+            return Some(Duration::from_millis(20));
+        }
+        None
+    }
+
     fn allowed(&mut self, topic: &str, access: Access) -> bool {
         let (user, id) = (self.username.clone(), self.client_id.clone());
         let auth = self.acl();
@@ -266,19 +512,18 @@ impl Client {
         let mut deadline = keep_alive.map(|k| Instant::now() + k);
         let mut resend = self.attached.present;
         let (mut seen_in, mut seen_out) = (0, 0);
+        let kicked = self.attached.link.token().clone();
+        let session = self.attached.session.clone();
         loop {
             self.fill(conn, resend);
             resend = false;
             if conn.pending() > 0 {
                 tokio::select! {
                     res = conn.flush() => if let Err(e) = res {
-                        return Exit::Abnormal(format!("write failed: {e}"));
+                        return Exit::Abnormal { why: format!("write failed: {e}"), reason: None };
                     },
-                    _ = self.attached.kicked.cancelled() => return self.kicked(),
+                    _ = kicked.cancelled() => return self.kicked(),
                     _ = self.ctx.shutdown.cancelled() => return Exit::Shutdown,
-                    // A client that stopped reading blocks this write, and we read nothing from
-                    // it meanwhile: its keep alive runs out like any silent client's.
-                    _ = sleep_until(deadline) => return self.keep_alive_expired(),
                 }
             }
             let stats = &self.ctx.router.stats;
@@ -290,12 +535,17 @@ impl Client {
                 .fetch_add(conn.bytes_out - seen_out, Ordering::Relaxed);
             (seen_in, seen_out) = (conn.bytes_in, conn.bytes_out);
 
-            let session = self.attached.session.clone();
+            // Not reading is how a client is slowed down: TCP back-pressure does the rest. The
+            // keep-alive clock stops meanwhile, since the client's PINGREQs go unread.
+            let pause = self.read_pause();
             tokio::select! {
                 biased;
                 _ = self.ctx.shutdown.cancelled() => return Exit::Shutdown,
-                _ = self.attached.kicked.cancelled() => return self.kicked(),
-                res = conn.read_packet() => match res {
+                _ = kicked.cancelled() => return self.kicked(),
+                _ = tokio::time::sleep(pause.unwrap_or_default()), if pause.is_some() => {
+                    deadline = keep_alive.map(|k| Instant::now() + k);
+                }
+                res = conn.read_packet(), if pause.is_none() => match res {
                     Ok(Some(packet)) => {
                         deadline = keep_alive.map(|k| Instant::now() + k);
                         self.ctx.router.stats.messages_received.fetch_add(1, Ordering::Relaxed);
@@ -303,47 +553,55 @@ impl Client {
                             return exit;
                         }
                     }
-                    Ok(None) => return Exit::Abnormal("connection closed by client without DISCONNECT".into()),
-                    Err(ReadError::Decode(e)) => return Exit::Violation(e.reason_code(), e.to_string()),
-                    Err(e) => return Exit::Abnormal(e.to_string()),
+                    Ok(None) => {
+                        let why = "connection closed by client without DISCONNECT".into();
+                        return Exit::Abnormal { why, reason: None };
+                    }
+                    Err(ReadError::Decode(e)) => {
+                        if let DecodeError::TooLarge { .. } = e {
+                            self.limit(Limit::PacketSize, &e.to_string());
+                        }
+                        return Exit::protocol(e.to_string(), e.reason_code());
+                    }
+                    Err(e) => return Exit::Abnormal { why: e.to_string(), reason: None },
                 },
                 _ = session.notify.notified() => {}
-                _ = sleep_until(deadline) => return self.keep_alive_expired(),
+                _ = sleep_until(deadline), if pause.is_none() => {
+                    let why = format!("keep alive timeout ({}s x 1.5)", self.keep_alive.as_secs());
+                    return Exit::protocol(why, v5::KEEP_ALIVE_TIMEOUT);
+                }
             }
         }
     }
 
-    fn keep_alive_expired(&self) -> Exit {
-        Exit::Abnormal(format!(
-            "keep alive timeout ({}s x 1.5)",
-            self.keep_alive.as_secs()
-        ))
-    }
-
     fn kicked(&self) -> Exit {
-        let current = self
-            .session()
-            .inner
-            .lock()
-            .connection
-            .as_ref()
-            .map(|(id, _)| *id);
-        if current == Some(self.attached.connection_id) {
-            Exit::Abnormal(
-                "closed by the broker (outbox full: client too slow, or user removed)".into(),
-            )
-        } else {
-            Exit::Abnormal("session taken over by a new connection with the same client id".into())
-        }
+        let reason = self.attached.link.reason();
+        let why = match reason {
+            v5::SESSION_TAKEN_OVER => {
+                "session taken over by a new connection with the same client id"
+            }
+            v5::QUOTA_EXCEEDED => "outbox full: client too slow to read its messages",
+            v5::ADMINISTRATIVE_ACTION => "user removed from the password file",
+            _ => "closed by the broker",
+        };
+        Exit::protocol(
+            why,
+            if reason == 0 {
+                v5::UNSPECIFIED_ERROR
+            } else {
+                reason
+            },
+        )
     }
 
     /// Moves what the outbox allows into the connection's write buffer.
     fn fill<S: AsyncRead + AsyncWrite + Unpin>(&mut self, conn: &mut Connection<S>, resend: bool) {
         let mut outgoing = std::mem::take(&mut self.outgoing);
         self.session()
-            .take_outgoing(&mut outgoing, self.ctx.limits.max_inflight, resend);
+            .take_outgoing(&mut outgoing, self.max_inflight, resend);
         let ctx = self.ctx.clone();
         let stats = &ctx.router.stats;
+        let now = std::time::Instant::now();
         for out in outgoing.drain(..) {
             match out {
                 Outgoing::Publish {
@@ -351,28 +609,62 @@ impl Client {
                     packet_id,
                     dup,
                 } => {
-                    if !self.allowed(&delivery.msg.topic, Access::Read) {
-                        // Not readable: acknowledge it ourselves so the window moves on.
+                    let packet =
+                        Packet::Publish(self.publish_packet(&delivery, packet_id, dup, now));
+                    let too_big = self
+                        .max_packet_out
+                        .is_some_and(|max| encoded_len(&packet, conn.version) > max);
+                    if too_big || !self.allowed(&delivery.msg.topic, Access::Read) {
+                        // Not for this client: treat it as delivered so the window moves on
+                        // (MQTT-3.1.2-25 for messages over the client's Maximum Packet Size).
                         if packet_id != 0 {
-                            let state = if delivery.qos == QoS::AtLeastOnce {
-                                OutState::AwaitPubAck
-                            } else {
-                                OutState::AwaitPubRec
+                            let state = match delivery.qos {
+                                QoS::AtLeastOnce => OutState::AwaitPubAck,
+                                _ => OutState::AwaitPubRec,
                             };
-                            let _ = self.session().complete(packet_id, state);
+                            self.session().complete(packet_id, state);
                         }
                         continue;
                     }
-                    conn.queue(&Packet::Publish(publish_packet(&delivery, packet_id, dup)));
+                    conn.queue(&packet);
                     stats.publish_sent.fetch_add(1, Ordering::Relaxed);
                 }
                 Outgoing::PubRel { packet_id } => {
-                    conn.queue(&Packet::PubRel(PubResp::new(packet_id)))
+                    conn.queue(&Packet::PubRel(PubResp::new(packet_id)));
                 }
             }
             stats.messages_sent.fetch_add(1, Ordering::Relaxed);
         }
         self.outgoing = outgoing;
+    }
+
+    /// The PUBLISH for one delivery: 5.0 properties as published, plus this subscriber's
+    /// subscription identifiers and the remaining message expiry.
+    fn publish_packet(
+        &self,
+        d: &Delivery,
+        packet_id: u16,
+        dup: bool,
+        now: std::time::Instant,
+    ) -> Publish {
+        let msg = &d.msg;
+        let properties = if self.v5 && (msg.properties.is_some() || !d.sub_ids.is_empty()) {
+            let mut p = msg.properties.clone().unwrap_or_default();
+            p.subscription_identifiers.clone_from(&d.sub_ids);
+            p.message_expiry_interval = msg.remaining_expiry(now);
+            Some(p)
+        } else {
+            None
+        };
+        Publish {
+            dup,
+            qos: d.qos,
+            retain: d.retain,
+            topic: msg.topic.clone(),
+            packet_id,
+            payload: msg.payload.clone(),
+            properties,
+        }
     }
 
     fn reply<S: AsyncRead + AsyncWrite + Unpin>(&self, conn: &mut Connection<S>, packet: Packet) {
@@ -382,6 +674,21 @@ impl Client {
             .stats
             .messages_sent
             .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An ack with a 5.0 reason code (and, if the client allows, a reason string).
+    fn ack(&self, packet_id: u16, reason: u8, why: &str) -> PubResp {
+        let properties = (self.v5 && self.problem_info && reason >= 0x80).then(|| {
+            Box::new(Properties {
+                reason_string: Some(why.to_owned()),
+                ..Properties::default()
+            })
+        });
+        PubResp {
+            packet_id,
+            reason: if self.v5 { reason } else { 0 },
+            properties,
+        }
     }
 
     fn handle<S: AsyncRead + AsyncWrite + Unpin>(
@@ -395,16 +702,34 @@ impl Client {
                 self.session().complete(r.packet_id, OutState::AwaitPubAck);
             }
             Packet::PubRec(r) => {
-                self.session().received(r.packet_id);
-                self.reply(conn, Packet::PubRel(PubResp::new(r.packet_id)));
+                // A 5.0 PUBREC with a failure code ends the exchange (no PUBREL).
+                if r.reason >= 0x80 {
+                    self.session().complete(r.packet_id, OutState::AwaitPubRec);
+                } else {
+                    let known = self.session().received(r.packet_id);
+                    let reason = if known {
+                        0
+                    } else {
+                        v5::PACKET_IDENTIFIER_NOT_FOUND
+                    };
+                    let rel = self.ack(r.packet_id, reason, "unknown packet identifier");
+                    self.reply(conn, Packet::PubRel(rel));
+                }
             }
             Packet::PubRel(r) => {
-                self.session()
+                let known = self
+                    .session()
                     .inner
                     .lock()
                     .inbound_qos2
                     .remove(&r.packet_id);
-                self.reply(conn, Packet::PubComp(PubResp::new(r.packet_id)));
+                let reason = if known {
+                    0
+                } else {
+                    v5::PACKET_IDENTIFIER_NOT_FOUND
+                };
+                let comp = self.ack(r.packet_id, reason, "unknown packet identifier");
+                self.reply(conn, Packet::PubComp(comp));
             }
             Packet::PubComp(r) => {
                 self.session().complete(r.packet_id, OutState::AwaitPubComp);
@@ -412,53 +737,151 @@ impl Client {
             Packet::Subscribe(s) => self.on_subscribe(conn, s),
             Packet::Unsubscribe(u) => self.on_unsubscribe(conn, u),
             Packet::PingReq => self.reply(conn, Packet::PingResp),
-            Packet::Disconnect(_) => return Step::Exit(Exit::Disconnected),
+            Packet::Disconnect(d) => return self.on_disconnect(d),
             Packet::Connect(_) => {
-                return Step::Exit(Exit::Violation(
+                return Step::Exit(Exit::protocol(
+                    "second CONNECT (MQTT-3.1.0-2)",
                     v5::PROTOCOL_ERROR,
-                    "second CONNECT (MQTT-3.1.0-2)".into(),
                 ));
             }
+            Packet::Auth(_) => {
+                let why = "AUTH without an authentication method in CONNECT (MQTT-4.12.0-1)";
+                return Step::Exit(Exit::protocol(why, v5::PROTOCOL_ERROR));
+            }
             other => {
-                return Step::Exit(Exit::Violation(
-                    v5::PROTOCOL_ERROR,
-                    format!("{} is not sent by clients", other.name()),
-                ));
+                let why = format!("{} is not sent by clients", other.name());
+                return Step::Exit(Exit::protocol(why, v5::PROTOCOL_ERROR));
             }
         }
         Step::Continue
     }
 
+    fn on_disconnect(&mut self, d: Disconnect) -> Step {
+        if let Some(expiry) = d
+            .properties
+            .as_ref()
+            .and_then(|p| p.session_expiry_interval)
+        {
+            if self.expiry == 0 && expiry != 0 {
+                let why = "DISCONNECT sets a session expiry after CONNECT had 0 (MQTT-3.14.2-2)";
+                return Step::Exit(Exit::protocol(why, v5::PROTOCOL_ERROR));
+            }
+            self.expiry = expiry;
+            self.session().inner.lock().expiry = expiry;
+        }
+        Step::Exit(Exit::Disconnected {
+            will: d.reason == v5::DISCONNECT_WITH_WILL,
+        })
+    }
+
+    /// 5.0 topic alias resolution on an incoming PUBLISH. Err: the connection must close.
+    fn resolve_alias(&mut self, p: &mut Publish) -> Result<(), Exit> {
+        let Some(props) = p.properties.as_deref_mut() else {
+            return Ok(());
+        };
+        if !props.subscription_identifiers.is_empty() {
+            let why = "PUBLISH from a client carries a Subscription Identifier (MQTT-3.3.4-6)";
+            return Err(Exit::protocol(why, v5::PROTOCOL_ERROR));
+        }
+        let Some(alias) = props.topic_alias.take() else {
+            return Ok(());
+        };
+        if alias == 0 || alias > self.ctx.limits.max_topic_alias {
+            let why = format!(
+                "topic alias {alias} outside 1..={}",
+                self.ctx.limits.max_topic_alias
+            );
+            return Err(Exit::protocol(why, v5::TOPIC_ALIAS_INVALID));
+        }
+        let now_empty = *props == Properties::default();
+        if p.topic.is_empty() {
+            match self.aliases.get(&alias) {
+                Some(topic) => p.topic = topic.clone(),
+                None => {
+                    let why = format!("unknown topic alias {alias} (MQTT-3.3.4-7)");
+                    return Err(Exit::protocol(why, v5::PROTOCOL_ERROR));
+                }
+            }
+        } else {
+            self.aliases.insert(alias, p.topic.clone());
+        }
+        if now_empty {
+            p.properties = None;
+        }
+        Ok(())
+    }
+
     fn on_publish<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         conn: &mut Connection<S>,
-        p: Publish,
+        mut p: Publish,
     ) -> Step {
-        let stats = &self.ctx.router.stats;
-        stats.publish_received.fetch_add(1, Ordering::Relaxed);
-        let packet_id = p.packet_id;
-        let qos = p.qos;
-        let route = match qos {
+        self.ctx
+            .router
+            .stats
+            .publish_received
+            .fetch_add(1, Ordering::Relaxed);
+        if let Some(rate) = &mut self.rate {
+            rate.take();
+        }
+        if self.v5 {
+            if let Err(exit) = self.resolve_alias(&mut p) {
+                return Step::Exit(exit);
+            }
+        }
+        let (packet_id, qos) = (p.packet_id, p.qos);
+        let fresh = match qos {
             QoS::ExactlyOnce => self.session().inner.lock().inbound_qos2.insert(packet_id),
             _ => true,
         };
-        if route {
-            if self.allowed(&p.topic, Access::Write) {
+        let mut reason = (v5::SUCCESS, "");
+        if fresh {
+            let utf8_promised = p
+                .properties
+                .as_ref()
+                .and_then(|pr| pr.payload_format_indicator)
+                == Some(1);
+            if !self.topic_within_limits(&p.topic) {
+                reason = (
+                    v5::TOPIC_NAME_INVALID,
+                    "topic exceeds the broker's length or level limit",
+                );
+            } else if utf8_promised && std::str::from_utf8(&p.payload).is_err() {
+                reason = (
+                    v5::PAYLOAD_FORMAT_INVALID,
+                    "payload is not UTF-8 as its format indicator says",
+                );
+            } else if !self.allowed(&p.topic, Access::Write) {
+                info!(client_id = %self.client_id, topic = %p.topic, "PUBLISH denied by ACL; dropped");
+                reason = (
+                    v5::NOT_AUTHORIZED,
+                    "not authorised to publish to this topic",
+                );
+            } else {
                 if let Some(log) = &self.ctx.msglog {
                     log.log(&p.topic, &p.payload);
                 }
-                let mut msg = Message::new(p.topic, p.payload, qos, p.retain);
+                let mut msg =
+                    Message::new(p.topic, p.payload, qos, p.retain).with_properties(p.properties);
                 msg.origin = self.session().id;
-                msg.properties = p.properties;
-                self.ctx.router.publish(Arc::new(msg));
-            } else {
-                info!(client_id = %self.client_id, topic = %p.topic, "PUBLISH denied by ACL; dropped");
+                if self.ctx.router.publish(Arc::new(msg)) == 0 {
+                    reason = (v5::NO_MATCHING_SUBSCRIBERS, "");
+                }
+            }
+            if reason.0 >= 0x80 && qos == QoS::ExactlyOnce {
+                self.session().inner.lock().inbound_qos2.remove(&packet_id);
             }
         }
         match qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.reply(conn, Packet::PubAck(PubResp::new(packet_id))),
-            QoS::ExactlyOnce => self.reply(conn, Packet::PubRec(PubResp::new(packet_id))),
+            QoS::AtLeastOnce => self.reply(
+                conn,
+                Packet::PubAck(self.ack(packet_id, reason.0, reason.1)),
+            ),
+            QoS::ExactlyOnce => self.reply(
+                conn,
+                Packet::PubRec(self.ack(packet_id, reason.0, reason.1)),
+            ),
         }
         Step::Continue
     }
@@ -468,54 +891,87 @@ impl Client {
         conn: &mut Connection<S>,
         s: Subscribe,
     ) {
+        let sub_id = s
+            .properties
+            .as_ref()
+            .and_then(|p| p.subscription_identifiers.first().copied());
         let mut codes = Vec::with_capacity(s.filters.len());
         let mut retained = Vec::new();
         for f in &s.filters {
-            let valid =
-                validate_topic_filter(&f.filter).is_ok() && !f.filter.starts_with("$share/");
-            if !valid {
-                info!(client_id = %self.client_id, filter = %f.filter, "invalid topic filter; SUBACK 0x80");
-                codes.push(v3::SUBACK_FAILURE);
+            let (shared, inner) = match split_shared(&f.filter) {
+                Some((_, inner)) => (true, Some(inner)),
+                None if f.filter.starts_with("$share/") => (true, None),
+                None => (false, Some(f.filter.as_str())),
+            };
+            let Some(inner) = inner.filter(|i| validate_topic_filter(i).is_ok()) else {
+                info!(client_id = %self.client_id, filter = %f.filter, "invalid topic filter");
+                codes.push(if self.v5 {
+                    v5::TOPIC_FILTER_INVALID
+                } else {
+                    v3::SUBACK_FAILURE
+                });
+                continue;
+            };
+            if !self.topic_within_limits(inner) {
+                codes.push(if self.v5 {
+                    v5::TOPIC_FILTER_INVALID
+                } else {
+                    v3::SUBACK_FAILURE
+                });
                 continue;
             }
-            if !self.allowed(&f.filter, Access::Subscribe) {
-                info!(client_id = %self.client_id, filter = %f.filter, "SUBSCRIBE denied by ACL; SUBACK 0x80");
-                codes.push(if conn.version.is_v5() {
+            let max_subs = self.ctx.limits.max_subscriptions_per_client;
+            let full = {
+                let inner = self.session().inner.lock();
+                inner.subscriptions.len() >= max_subs
+                    && !inner.subscriptions.contains_key(&f.filter)
+            };
+            if full {
+                self.limit(
+                    Limit::Subscriptions,
+                    &format!("{max_subs} subscriptions held"),
+                );
+                codes.push(if self.v5 {
+                    v5::QUOTA_EXCEEDED
+                } else {
+                    v3::SUBACK_FAILURE
+                });
+                continue;
+            }
+            if !self.allowed(inner, Access::Subscribe) {
+                info!(client_id = %self.client_id, filter = %f.filter, "SUBSCRIBE denied by ACL");
+                codes.push(if self.v5 {
                     v5::NOT_AUTHORIZED
                 } else {
                     v3::SUBACK_FAILURE
                 });
                 continue;
             }
-            let (_existed, msgs) = self
-                .ctx
-                .router
-                .subscribe(self.session(), &f.filter, f.options);
+            let (existed, msgs) =
+                self.ctx
+                    .router
+                    .subscribe(self.session(), &f.filter, f.options, sub_id);
             codes.push(f.options.qos as u8);
-            retained.extend(msgs.into_iter().map(|m| (m, f.options.qos)));
+            let send = match f.options.retain_handling {
+                RetainHandling::SendOnSubscribe => true,
+                RetainHandling::SendIfNew => !existed,
+                RetainHandling::DoNotSend => false,
+            };
+            if send && !shared {
+                retained.extend(msgs.into_iter().map(|m| (m, f.options.qos)));
+            }
         }
-        self.reply(
-            conn,
-            Packet::SubAck(SubAck {
-                packet_id: s.packet_id,
-                return_codes: codes,
-                properties: None,
-            }),
-        );
+        let ack = SubAck {
+            packet_id: s.packet_id,
+            return_codes: codes,
+            properties: None,
+        };
+        self.reply(conn, Packet::SubAck(ack));
         for (msg, granted) in retained {
             let qos = msg.qos.min(granted);
-            let delivery = Delivery {
-                msg,
-                qos,
-                retain: true,
-            };
-            if self
-                .session()
-                .enqueue(delivery, self.ctx.router.limits.max_queued_messages)
-                != crate::router::state::Enqueued::Queued
-            {
-                self.ctx.router.stats.dropped();
-            }
+            let mut delivery = Delivery::new(msg, qos, true);
+            delivery.sub_ids.extend(sub_id);
+            self.ctx.router.enqueue(self.session(), delivery);
         }
     }
 
@@ -527,7 +983,7 @@ impl Client {
         let mut reasons = Vec::new();
         for f in &u.filters {
             let existed = self.ctx.router.unsubscribe(self.session(), f);
-            if conn.version.is_v5() {
+            if self.v5 {
                 reasons.push(if existed {
                     v5::SUCCESS
                 } else {
@@ -535,78 +991,78 @@ impl Client {
                 });
             }
         }
-        self.reply(
-            conn,
-            Packet::UnsubAck(UnsubAck {
-                packet_id: u.packet_id,
-                reasons,
-                properties: None,
-            }),
-        );
+        let ack = UnsubAck {
+            packet_id: u.packet_id,
+            reasons,
+            properties: None,
+        };
+        self.reply(conn, Packet::UnsubAck(ack));
     }
 
-    /// After the loop: tell the client why (5.0), publish the will unless the client said
+    /// After the loop: tell a 5.0 client why, publish the will unless the client said a normal
     /// DISCONNECT, and detach from the router.
     async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         conn: &mut Connection<S>,
         exit: Exit,
     ) {
-        let reason = match &exit {
-            Exit::Disconnected => {
-                info!(client_id = %self.client_id, "disconnected");
-                None
-            }
-            Exit::Shutdown => {
-                info!(client_id = %self.client_id, "closing: broker shutting down");
-                Some(v5::SERVER_SHUTTING_DOWN)
-            }
-            Exit::Violation(reason, why) => {
-                info!(client_id = %self.client_id, "closing: protocol violation: {why}");
-                Some(*reason)
-            }
-            Exit::Abnormal(why) => {
-                info!(client_id = %self.client_id, "connection lost: {why}");
-                Some(if why.contains("taken over") {
-                    v5::SESSION_TAKEN_OVER
-                } else if why.contains("keep alive") {
-                    v5::KEEP_ALIVE_TIMEOUT
-                } else {
-                    v5::UNSPECIFIED_ERROR
-                })
-            }
+        let (reason, why, publish_will) = match &exit {
+            Exit::Disconnected { will } => (None, "disconnected".to_owned(), *will),
+            Exit::Shutdown => (
+                Some(v5::SERVER_SHUTTING_DOWN),
+                "broker shutting down".into(),
+                false,
+            ),
+            Exit::Abnormal { why, reason } => (*reason, format!("connection lost: {why}"), true),
         };
-        if let (Some(reason), true) = (reason, conn.version == ProtocolVersion::V5) {
-            conn.queue(&Packet::Disconnect(Disconnect {
-                reason,
-                properties: None,
+        info!(client_id = %self.client_id, "{why}");
+        if let (Some(reason), true) = (reason, self.v5) {
+            let properties = Some(Box::new(Properties {
+                reason_string: Some(why),
+                ..Properties::default()
             }));
+            conn.queue(&Packet::Disconnect(Disconnect { reason, properties }));
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), conn.shutdown()).await;
-        let graceful = matches!(exit, Exit::Disconnected | Exit::Shutdown);
-        if let Some(will) = self.will.take().filter(|_| !graceful) {
+        let will = self.will.take().filter(|_| publish_will);
+        if let Some(will) = will {
             if self.allowed(&will.topic, Access::Write) {
-                debug!(client_id = %self.client_id, topic = %will.topic, "publishing will");
-                let mut msg = Message::new(will.topic, will.payload, will.qos, will.retain);
-                msg.properties = will.properties;
-                self.ctx.router.publish(Arc::new(msg));
+                self.publish_will(will);
             }
         }
         self.ctx
             .router
-            .detach(&self.attached.session, self.attached.connection_id);
+            .detach(&self.attached.session, self.attached.link.id);
     }
-}
 
-fn publish_packet(d: &Delivery, packet_id: u16, dup: bool) -> Publish {
-    Publish {
-        dup,
-        qos: d.qos,
-        retain: d.retain,
-        topic: d.msg.topic.clone(),
-        packet_id,
-        payload: d.msg.payload.clone(),
-        properties: d.msg.properties.clone(),
+    /// Publishes the will now, or after its Will Delay Interval (or when the session ends, if
+    /// sooner) unless the client has come back by then.
+    fn publish_will(&self, will: LastWill) {
+        let delay = will
+            .properties
+            .as_ref()
+            .and_then(|p| p.will_delay_interval)
+            .unwrap_or(0);
+        let mut msg = Message::new(will.topic, will.payload, will.qos, will.retain)
+            .with_properties(will.properties);
+        if let Some(p) = msg.properties.as_deref_mut() {
+            p.will_delay_interval = None;
+        }
+        let router = self.ctx.router.clone();
+        let wait = delay.min(self.expiry);
+        if wait == 0 {
+            debug!(client_id = %self.client_id, topic = %msg.topic, "publishing will");
+            router.publish(Arc::new(msg));
+            return;
+        }
+        let session = self.attached.session.clone();
+        let attach_count = session.inner.lock().attach_count;
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(u64::from(wait))).await;
+            if session.inner.lock().attach_count == attach_count {
+                router.publish(Arc::new(msg));
+            }
+        });
     }
 }
 

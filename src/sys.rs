@@ -11,6 +11,55 @@ use tokio_util::sync::CancellationToken;
 use crate::protocol::QoS;
 use crate::router::{Message, Router};
 
+/// A configured limit that was hit; each is counted in `$SYS/broker/limits/<name>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    MaxConnections,
+    ConnectionsPerIp,
+    ConnectTimeout,
+    PacketSize,
+    ClientIdLength,
+    TopicLength,
+    TopicLevels,
+    Subscriptions,
+    QueuedMessages,
+    QueuedBytes,
+    PublishRate,
+}
+
+impl Limit {
+    pub const ALL: [Limit; 11] = [
+        Limit::MaxConnections,
+        Limit::ConnectionsPerIp,
+        Limit::ConnectTimeout,
+        Limit::PacketSize,
+        Limit::ClientIdLength,
+        Limit::TopicLength,
+        Limit::TopicLevels,
+        Limit::Subscriptions,
+        Limit::QueuedMessages,
+        Limit::QueuedBytes,
+        Limit::PublishRate,
+    ];
+
+    /// The config key's name, also the `$SYS/broker/limits/` topic.
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::MaxConnections => "max_connections",
+            Limit::ConnectionsPerIp => "max_connections_per_ip",
+            Limit::ConnectTimeout => "connect_timeout",
+            Limit::PacketSize => "max_packet_size",
+            Limit::ClientIdLength => "max_client_id_length",
+            Limit::TopicLength => "max_topic_length",
+            Limit::TopicLevels => "max_topic_levels",
+            Limit::Subscriptions => "max_subscriptions_per_client",
+            Limit::QueuedMessages => "max_queued_messages",
+            Limit::QueuedBytes => "max_queued_bytes",
+            Limit::PublishRate => "max_publish_rate",
+        }
+    }
+}
+
 /// Counters updated on the hot path with relaxed atomics (no locks).
 #[derive(Debug)]
 pub struct Stats {
@@ -24,6 +73,8 @@ pub struct Stats {
     pub bytes_sent: AtomicU64,
     pub clients_connected: AtomicU64,
     pub clients_maximum: AtomicU64,
+    /// Hits per [`Limit`], in `Limit::ALL` order.
+    limits: [AtomicU64; 11],
 }
 
 impl Default for Stats {
@@ -39,6 +90,7 @@ impl Default for Stats {
             bytes_sent: AtomicU64::new(0),
             clients_connected: AtomicU64::new(0),
             clients_maximum: AtomicU64::new(0),
+            limits: Default::default(),
         }
     }
 }
@@ -53,6 +105,14 @@ impl Stats {
     }
     pub fn dropped(&self) {
         self.publish_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Counts a hit of `limit`.
+    pub fn limit_hit(&self, limit: Limit) {
+        self.limits[limit as usize].fetch_add(1, Ordering::Relaxed);
+    }
+    /// How often `limit` was hit.
+    pub fn limit_hits(&self, limit: Limit) -> u64 {
+        self.limits[limit as usize].load(Ordering::Relaxed)
     }
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
@@ -143,6 +203,12 @@ pub async fn run(router: Arc<Router>, interval: Duration, shutdown: Cancellation
         .into_iter()
         .map(|(name, value)| (name.to_owned(), value))
         .collect();
+        for limit in Limit::ALL {
+            topics.push((
+                format!("limits/{}", limit.name()),
+                s.limit_hits(limit).to_string(),
+            ));
+        }
         for (name, v) in [("received", recv), ("sent", sent)] {
             for (window, value) in ["1min", "5min", "15min"].iter().zip(v) {
                 topics.push((

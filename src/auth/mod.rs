@@ -3,13 +3,43 @@
 //! [`Auth`] is built from `[auth]` once at start-up and swapped wholesale on reload, so a broken
 //! file never half-applies. The session calls [`Auth::authenticate`] with the CONNECT credentials
 //! *before* anything reaches the router, and the ACL checks on every PUBLISH / SUBSCRIBE / delivery.
+//!
+//! Password checks, in order (see [`Auth::authenticate`]):
+//! 1. a client IP in back-off is refused at once (`backoff.rs` documents the exact rules);
+//! 2. a hit in the credential cache (same username and password verified within `cache_ttl`) is let
+//!    in without hashing; a cache hit proves the password, so it is honoured even while the
+//!    *username* backs off (otherwise anyone could lock a busy account out by guessing at it);
+//! 3. a username in back-off is refused at once;
+//! 4. otherwise the hash is verified on the blocking pool, at most `verify_threads` at a time,
+//!    waiting at most `verify_wait` for a slot. Unknown users are verified against a dummy argon2id
+//!    hash so they cost the same as a known user's wrong password.
+//!
+//! A successful login with a Mosquitto (`$7$`/`$6$`) or weaker-than-default argon2 hash re-hashes
+//! the password to argon2id and atomically rewrites the password file (failure only logs).
 
 pub mod acl;
+mod backoff;
+mod cache;
+pub mod passwd;
 
+use std::collections::HashMap;
+use std::fmt;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use zeroize::Zeroizing;
 
 use crate::config::AuthConfig;
 use crate::protocol::Password;
+
+use backoff::Backoff;
+use cache::CredentialCache;
+use passwd::{Argon2Params, PasswdError, PasswordFile, PasswordHash};
 
 /// What the CONNECT offered, plus where it came from.
 #[derive(Debug)]
@@ -54,40 +84,179 @@ pub enum AuthError {
     Load(String),
 }
 
-/// The authentication and authorization state of the broker.
-#[derive(Debug)]
+impl From<PasswdError> for AuthError {
+    fn from(e: PasswdError) -> Self {
+        AuthError::Load(e.to_string())
+    }
+}
+
+/// Upper bound on `verify_threads` (each running argon2 holds its memory cost).
+pub const MAX_VERIFY_THREADS: usize = 1024;
+
+/// The authentication and authorization state of the broker. Built by [`Auth::load`]; a reload
+/// builds a new one (which also empties the credential cache and the back-off counters).
 pub struct Auth {
-    config: AuthConfig,
+    inner: Arc<Inner>,
+    acl: Option<acl::Acl>,
+}
+
+/// What the blocking verification tasks share with the async side.
+struct Inner {
+    /// `None` without a password file.
+    users: Option<Users>,
+    pool: Arc<Semaphore>,
+    pool_size: usize,
+    verify_wait: Duration,
+    cache: CredentialCache,
+    backoff: Backoff,
+    /// Password hashes computed so far (including dummy runs for unknown users).
+    verifications: AtomicU64,
+}
+
+struct Users {
+    path: PathBuf,
+    hashes: RwLock<HashMap<String, PasswordHash>>,
+    /// Verified instead of a real entry for unknown users (argon2id with the file's usual cost).
+    dummy: PasswordHash,
+    /// Successful logins with hashes weaker than this are re-hashed.
+    rehash_to: Argon2Params,
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let users = self.inner.users.as_ref();
+        f.debug_struct("Auth")
+            .field("password_file", &users.map(|u| &u.path))
+            .field("users", &users.map(|u| u.hashes.read().len()))
+            .field("acl", &self.acl.is_some())
+            .field("verify_threads", &self.inner.pool_size)
+            .field("verify_wait", &self.inner.verify_wait)
+            .field("cache", &self.inner.cache)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Auth {
     /// Loads the password file and ACL named in `config` (errors name file and line).
+    ///
+    /// Blocking (file I/O and one argon2 run for the dummy hash): call it from `spawn_blocking`
+    /// when reloading from async code.
     pub fn load(config: &AuthConfig) -> Result<Auth, AuthError> {
-        if config.password_file.is_some() || config.acl_file.is_some() {
-            return Err(AuthError::Load(
-                "password and ACL files are not supported yet".into(),
-            ));
-        }
+        let users = match &config.password_file {
+            Some(path) => Some(Users::load(path)?),
+            None => None,
+        };
+        let acl = match &config.acl_file {
+            Some(path) => Some(acl::Acl::load(path).map_err(|e| AuthError::Load(e.to_string()))?),
+            None => None,
+        };
+        let pool_size = config.verify_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        });
+        let pool_size = pool_size.clamp(1, MAX_VERIFY_THREADS);
         Ok(Auth {
-            config: config.clone(),
+            inner: Arc::new(Inner {
+                users,
+                pool: Arc::new(Semaphore::new(pool_size)),
+                pool_size,
+                verify_wait: config.verify_wait,
+                cache: CredentialCache::new(config.cache_ttl, config.cache_size),
+                backoff: Backoff::new(
+                    config.max_failures,
+                    config.failure_window,
+                    config.backoff_max,
+                ),
+                verifications: AtomicU64::new(0),
+            }),
+            acl,
         })
     }
 
     /// Checks CONNECT credentials. Never runs a password hash on the async runtime.
+    ///
+    /// - A verified client certificate identity is let in as that user.
+    /// - No username: anonymous, allowed only if `creds.allow_anonymous` (else NotAuthorized).
+    /// - A username without a password file: allowed only if `creds.allow_anonymous` (as
+    ///   Mosquitto does), else BadCredentials.
+    /// - With a password file: the steps in the module doc; unknown user, wrong or missing
+    ///   password is BadCredentials, back-off is NotAuthorized, no verification slot within
+    ///   `verify_wait` is Unavailable.
     pub async fn authenticate(&self, creds: &Credentials<'_>) -> AuthOutcome {
-        let _ = &self.config;
-        match (creds.username, creds.cert_identity) {
-            (_, Some(identity)) => AuthOutcome::Allowed {
+        if let Some(identity) = creds.cert_identity {
+            return AuthOutcome::Allowed {
                 username: Some(identity.to_owned()),
-            },
-            (None, None) if creds.allow_anonymous => AuthOutcome::Allowed { username: None },
-            (Some(_), None) if creds.allow_anonymous && creds.password.is_none() => {
+            };
+        }
+        let Some(username) = creds.username else {
+            return if creds.allow_anonymous {
+                AuthOutcome::Allowed { username: None }
+            } else {
+                AuthOutcome::NotAuthorized
+            };
+        };
+        let inner = &self.inner;
+        if inner.users.is_none() {
+            return if creds.allow_anonymous {
                 AuthOutcome::Allowed {
-                    username: creds.username.map(str::to_owned),
+                    username: Some(username.to_owned()),
+                }
+            } else {
+                AuthOutcome::BadCredentials
+            };
+        }
+        let ip = creds.peer.ip();
+        if inner.backoff.ip_blocked(ip) {
+            tracing::debug!(%ip, username, "login refused: address is backing off");
+            return AuthOutcome::NotAuthorized;
+        }
+        let Some(password) = creds.password else {
+            inner.backoff.record_failure(ip, username);
+            return AuthOutcome::BadCredentials;
+        };
+        if inner.cache.hit(username, password.as_bytes()) {
+            inner.backoff.record_success(username);
+            return AuthOutcome::Allowed {
+                username: Some(username.to_owned()),
+            };
+        }
+        if inner.backoff.user_blocked(username) {
+            tracing::debug!(%ip, username, "login refused: username is backing off");
+            return AuthOutcome::NotAuthorized;
+        }
+        let permit =
+            match tokio::time::timeout(inner.verify_wait, Arc::clone(&inner.pool).acquire_owned())
+                .await
+            {
+                Ok(Ok(permit)) => permit,
+                _ => {
+                    tracing::warn!(%ip, username, "login refused: password verification pool busy");
+                    return AuthOutcome::Unavailable;
+                }
+            };
+        let task_inner = Arc::clone(inner);
+        let task_user = username.to_owned();
+        let task_password = Zeroizing::new(password.as_bytes().to_vec());
+        let verified = tokio::task::spawn_blocking(move || {
+            task_inner.verify_blocking(permit, &task_user, &task_password)
+        })
+        .await;
+        match verified {
+            Ok(true) => {
+                inner.cache.insert(username, password.as_bytes());
+                inner.backoff.record_success(username);
+                AuthOutcome::Allowed {
+                    username: Some(username.to_owned()),
                 }
             }
-            (None, None) => AuthOutcome::NotAuthorized,
-            (Some(_), None) => AuthOutcome::BadCredentials,
+            Ok(false) => {
+                inner.backoff.record_failure(ip, username);
+                tracing::info!(%ip, username, "login failed: bad username or password");
+                AuthOutcome::BadCredentials
+            }
+            Err(e) => {
+                tracing::error!(%ip, username, "password verification task failed: {e}");
+                AuthOutcome::Unavailable
+            }
         }
     }
 
@@ -99,23 +268,160 @@ impl Auth {
         topic: &str,
         access: Access,
     ) -> bool {
-        let _ = (username, client_id, topic, access);
-        true
+        self.acl
+            .as_ref()
+            .is_none_or(|acl| acl.check(username, client_id, topic, access))
     }
 
     /// True when a password file is configured.
     pub fn has_password_file(&self) -> bool {
-        self.config.password_file.is_some()
-    }
-
-    /// Does the password file know `name`?
-    pub fn has_user(&self, name: &str) -> bool {
-        let _ = name;
-        true
+        self.password_file().is_some()
     }
 
     /// True when an ACL is configured (so the hot path can skip checks when it is not).
     pub fn has_acl(&self) -> bool {
-        false
+        self.acl.is_some()
+    }
+
+    /// Is `name` in the password file? (After a reload, sessions of deleted users can be closed.)
+    /// False without a password file.
+    pub fn has_user(&self, name: &str) -> bool {
+        self.inner
+            .users
+            .as_ref()
+            .is_some_and(|u| u.hashes.read().contains_key(name))
+    }
+
+    /// The password file this was loaded from, if any.
+    pub fn password_file(&self) -> Option<&Path> {
+        self.inner.users.as_ref().map(|u| u.path.as_path())
+    }
+
+    /// How many password hashes have been computed (tests and metrics: cache hits and back-off
+    /// refusals do not count).
+    pub fn verifications(&self) -> u64 {
+        self.inner.verifications.load(Ordering::Relaxed)
     }
 }
+
+impl Users {
+    fn load(path: &Path) -> Result<Users, AuthError> {
+        let file = PasswordFile::load(path)?;
+        let rehash_to = Argon2Params::default();
+        let hashes: HashMap<String, PasswordHash> = file
+            .entries()
+            .map(|e| (e.username.clone(), e.hash.clone()))
+            .collect();
+        // The dummy costs what most users' hashes cost, so an unknown name is not faster.
+        let dummy_params = most_common_argon2id_params(&file).unwrap_or(rehash_to);
+        let dummy_password: [u8; 16] = rand::random();
+        let dummy = passwd::hash_argon2id(&dummy_password, dummy_params)?;
+        Ok(Users {
+            path: path.to_owned(),
+            hashes: RwLock::new(hashes),
+            dummy,
+            rehash_to,
+        })
+    }
+}
+
+fn most_common_argon2id_params(file: &PasswordFile) -> Option<Argon2Params> {
+    let mut counts: HashMap<(u32, u32, u32), usize> = HashMap::new();
+    for e in file.entries() {
+        if let Some(p) = e.hash.argon2id_params() {
+            *counts.entry((p.m_cost, p.t_cost, p.p_cost)).or_default() += 1;
+        }
+    }
+    counts
+        .into_iter()
+        .max_by_key(|&(params, n)| (n, params))
+        .map(|((m_cost, t_cost, p_cost), _)| Argon2Params {
+            m_cost,
+            t_cost,
+            p_cost,
+        })
+}
+
+impl Inner {
+    /// Runs on the blocking pool, holding a verification slot.
+    fn verify_blocking(
+        &self,
+        permit: OwnedSemaphorePermit,
+        username: &str,
+        password: &[u8],
+    ) -> bool {
+        let Some(users) = &self.users else {
+            return false;
+        };
+        let entry = users.hashes.read().get(username).cloned();
+        self.verifications.fetch_add(1, Ordering::Relaxed);
+        let ok = match &entry {
+            Some(hash) => passwd::verify(hash, password),
+            None => {
+                let _ = passwd::verify(&users.dummy, password);
+                false
+            }
+        };
+        if ok
+            && let Some(old) = entry
+            && passwd::needs_rehash(&old, users.rehash_to)
+        {
+            users.rehash(permit, username, password, &old);
+        }
+        ok
+    }
+}
+
+impl Users {
+    /// Replaces `old` (just verified with `password`) by an argon2id hash, in memory and in the
+    /// file. Only replaces what it verified: a concurrent change (another login's re-hash, an edit
+    /// by `mqtt-passwd`) wins. Failure to rewrite the file only logs.
+    fn rehash(
+        &self,
+        permit: OwnedSemaphorePermit,
+        username: &str,
+        password: &[u8],
+        old: &PasswordHash,
+    ) {
+        let new = match passwd::hash_argon2id(password, self.rehash_to) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(username, "could not re-hash password: {e}");
+                return;
+            }
+        };
+        // The CPU-heavy part is done; file I/O need not hold a verification slot.
+        drop(permit);
+        {
+            let mut hashes = self.hashes.write();
+            match hashes.get_mut(username) {
+                Some(current) if current == old => *current = new.clone(),
+                _ => return,
+            }
+        }
+        let result = PasswordFile::update::<_, PasswdError>(&self.path, false, |file| {
+            match file.get(username) {
+                Some(e) if e.hash == *old => {
+                    file.set(username, new)?;
+                    Ok((true, true))
+                }
+                _ => Ok((false, false)),
+            }
+        });
+        match result {
+            Ok(true) => tracing::info!(
+                username,
+                from = %old.kind(),
+                file = %self.path.display(),
+                "re-hashed password to argon2id"
+            ),
+            Ok(false) => {
+                tracing::info!(username, "entry changed on disk meanwhile; not re-hashed")
+            }
+            Err(e) => tracing::warn!(username, "could not rewrite the password file: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

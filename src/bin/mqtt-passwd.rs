@@ -1,1 +1,288 @@
-fn main() {}
+//! `mqtt-passwd`: manage mqttd's password file.
+//!
+//! Every edit is a locked read-modify-write with an atomic rename (see `mqttd::auth::passwd`), so it
+//! is safe to run while the broker is up; the broker picks the change up on reload. Passwords are
+//! never printed, and are read without echo unless `--password-stdin` is given.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use mqttd::auth::passwd::{
+    Argon2Params, PasswdError, PasswordFile, hash_argon2id, needs_rehash, validate_username,
+};
+use zeroize::Zeroizing;
+
+#[derive(Parser)]
+#[command(
+    name = "mqtt-passwd",
+    version,
+    about = "Manage mqttd's password file (argon2id hashes)",
+    after_help = "Exit status: 0 on success; `verify` exits 1 when the password does not match \
+                  (or the user is unknown); any error exits 2."
+)]
+struct Cli {
+    /// The password file. Created (mode 0600) by `add` and `import` if missing.
+    #[arg(long, short, global = true, default_value = "config/passwd")]
+    file: PathBuf,
+    #[command(flatten)]
+    cost: Cost,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// argon2id cost for new hashes (defaults: OWASP's minimum, m=19456 t=2 p=1).
+#[derive(Args)]
+struct Cost {
+    /// argon2id memory in KiB (at most 262144).
+    #[arg(long, global = true, default_value_t = Argon2Params::default().m_cost)]
+    m_cost: u32,
+    /// argon2id passes (at most 10).
+    #[arg(long, global = true, default_value_t = Argon2Params::default().t_cost)]
+    t_cost: u32,
+    /// argon2id lanes (at most 16).
+    #[arg(long, global = true, default_value_t = Argon2Params::default().p_cost)]
+    p_cost: u32,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Add USER, or change their password. Prompts twice without echo.
+    Add {
+        user: String,
+        /// Read the password as one line from standard input instead (for scripts).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Remove USER.
+    Delete { user: String },
+    /// Print the usernames, one per line (never the hashes).
+    List,
+    /// Check USER's password: exit 0 if it matches, 1 if not.
+    Verify {
+        user: String,
+        /// Read the password as one line from standard input instead.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Copy users from a Mosquitto password file ($7$ PBKDF2-SHA512 or $6$ SHA-512 hashes) as they
+    /// are; mqttd re-hashes each to argon2id on that user's next successful login.
+    Import {
+        /// The Mosquitto password file (already hashed: run `mosquitto_passwd -U` on plain text).
+        mosquitto_file: PathBuf,
+        /// Overwrite users that already exist (they are reported and skipped otherwise).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Without USER: list users whose hash is legacy ($7$/$6$) or weaker than the
+    /// --m-cost/--t-cost/--p-cost options. Hashes cannot be upgraded without the password, so the broker re-hashes them on
+    /// each user's next successful login. With USER: re-hash that user now; their current
+    /// password must be given (prompt or --password-stdin) and must match.
+    Rehash {
+        user: Option<String>,
+        /// Read USER's password as one line from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mqtt-passwd: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let params = Argon2Params {
+        m_cost: cli.cost.m_cost,
+        t_cost: cli.cost.t_cost,
+        p_cost: cli.cost.p_cost,
+    };
+    params
+        .validate()
+        .map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
+    let file = cli.file.as_path();
+    match cli.command {
+        Command::Add {
+            user,
+            password_stdin,
+        } => {
+            validate_username(&user)?;
+            let password = new_password(password_stdin)?;
+            let hash = hash_argon2id(password.as_bytes(), params)?;
+            let created = PasswordFile::update::<_, PasswdError>(file, true, |f| {
+                Ok((f.set(&user, hash)?, true))
+            })?;
+            let verb = if created { "added" } else { "updated" };
+            println!("{verb} user {user} in {}", file.display());
+        }
+        Command::Delete { user } => {
+            let removed = PasswordFile::update::<_, PasswdError>(file, false, |f| {
+                let removed = f.remove(&user);
+                Ok((removed, removed))
+            })?;
+            if !removed {
+                bail!("no user {user:?} in {}", file.display());
+            }
+            println!("deleted user {user} from {}", file.display());
+        }
+        Command::List => {
+            for e in PasswordFile::load(file)?.entries() {
+                println!("{}", e.username);
+            }
+        }
+        Command::Verify {
+            user,
+            password_stdin,
+        } => {
+            let pf = PasswordFile::load(file)?;
+            let password = existing_password(password_stdin, &user)?;
+            match pf.get(&user) {
+                Some(e) if e.verify(password.as_bytes()) => println!("password matches"),
+                _ => {
+                    eprintln!("password does not match (or no such user)");
+                    return Ok(ExitCode::from(1));
+                }
+            }
+        }
+        Command::Import {
+            mosquitto_file,
+            force,
+        } => import(file, &mosquitto_file, force)?,
+        Command::Rehash {
+            user: None,
+            password_stdin: _,
+        } => {
+            let pf = PasswordFile::load(file)?;
+            let stale: Vec<_> = pf
+                .entries()
+                .filter(|e| needs_rehash(&e.hash, params))
+                .collect();
+            if stale.is_empty() {
+                println!(
+                    "all users have argon2id hashes at least as strong as m={} t={} p={}",
+                    params.m_cost, params.t_cost, params.p_cost
+                );
+            } else {
+                println!(
+                    "users still on legacy or weaker hashes (re-hashed by the broker on their next login, or now with `rehash USER`):"
+                );
+                for e in stale {
+                    println!("{}\t{}", e.username, e.hash.kind());
+                }
+            }
+        }
+        Command::Rehash {
+            user: Some(user),
+            password_stdin,
+        } => {
+            let password = existing_password(password_stdin, &user)?;
+            let current = PasswordFile::load(file)?;
+            let Some(entry) = current.get(&user) else {
+                bail!("no user {user:?} in {}", file.display());
+            };
+            if !entry.verify(password.as_bytes()) {
+                eprintln!("password does not match; {user} not re-hashed");
+                return Ok(ExitCode::from(1));
+            }
+            let old = entry.hash.clone();
+            let hash = hash_argon2id(password.as_bytes(), params)?;
+            PasswordFile::update(file, false, |f| {
+                // Only replace the hash we verified: a concurrent password change wins.
+                match f.get(&user) {
+                    Some(e) if e.hash == old => {
+                        f.set(&user, hash)?;
+                        Ok(((), true))
+                    }
+                    _ => Err(anyhow::anyhow!(
+                        "{user}'s entry changed meanwhile; not re-hashed"
+                    )),
+                }
+            })?;
+            println!("re-hashed user {user} with argon2id");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn import(file: &Path, from: &Path, force: bool) -> anyhow::Result<()> {
+    let source = PasswordFile::load(from)
+        .with_context(|| format!("reading Mosquitto password file {}", from.display()))?;
+    let (added, replaced, skipped) = PasswordFile::update::<_, PasswdError>(file, true, |f| {
+        let (mut added, mut replaced, mut skipped) = (0, 0, Vec::new());
+        for e in source.entries() {
+            if f.get(&e.username).is_some() {
+                if !force {
+                    skipped.push(e.username.clone());
+                    continue;
+                }
+                replaced += 1;
+            } else {
+                added += 1;
+            }
+            f.set(&e.username, e.hash.clone())?;
+        }
+        let changed = added + replaced > 0;
+        Ok(((added, replaced, skipped), changed))
+    })?;
+    for user in &skipped {
+        eprintln!("skipped existing user {user} (use --force to overwrite)");
+    }
+    println!(
+        "imported {added} new and {replaced} replaced user(s) into {}; {} skipped",
+        file.display(),
+        skipped.len()
+    );
+    Ok(())
+}
+
+/// Reads one line from stdin, without its line ending.
+fn stdin_password() -> anyhow::Result<Zeroizing<String>> {
+    let mut line = Zeroizing::new(String::new());
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    let len = line.trim_end_matches(['\n', '\r']).len();
+    line.truncate(len);
+    Ok(line)
+}
+
+fn prompt(text: &str) -> anyhow::Result<Zeroizing<String>> {
+    Ok(Zeroizing::new(
+        rpassword::prompt_password(text).context("reading the password from the terminal")?,
+    ))
+}
+
+/// A new password: from stdin, or prompted twice; empty or mismatched entries are refused.
+fn new_password(from_stdin: bool) -> anyhow::Result<Zeroizing<String>> {
+    let password = if from_stdin {
+        stdin_password()?
+    } else {
+        let first = prompt("Password: ")?;
+        let second = prompt("Reenter password: ")?;
+        if first != second {
+            bail!("passwords do not match");
+        }
+        first
+    };
+    if password.is_empty() {
+        bail!("empty passwords are not allowed");
+    }
+    Ok(password)
+}
+
+fn existing_password(from_stdin: bool, user: &str) -> anyhow::Result<Zeroizing<String>> {
+    if from_stdin {
+        stdin_password()
+    } else {
+        prompt(&format!("Password for {user}: "))
+    }
+}

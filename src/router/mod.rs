@@ -22,17 +22,18 @@ pub mod trie;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
-use tokio_util::sync::CancellationToken;
 
+use crate::protocol::reason::v5;
 use crate::protocol::{Properties, QoS, SubscriptionOptions};
-use crate::sys::Stats;
+use crate::sys::{Limit, Stats};
 use retained::RetainedStore;
-use state::{Delivery, Enqueued, SessionState};
-use trie::{Subscriber, SubscriptionTrie};
+use state::{Delivery, Enqueued, Link, SessionState};
+use trie::{Match, Subscriber, SubscriptionTrie};
 
 /// An application message as the broker holds it: built once per PUBLISH and shared by every
 /// subscriber it goes to.
@@ -42,10 +43,13 @@ pub struct Message {
     pub payload: Bytes,
     pub qos: QoS,
     pub retain: bool,
-    /// MQTT 5.0 properties to forward (None for 3.1.1 publishers).
+    /// MQTT 5.0 properties to forward (None for 3.1.1 publishers). Topic Alias and Subscription
+    /// Identifiers are never stored here: they are per connection.
     pub properties: Option<Box<Properties>>,
     /// Session id of the publisher (0: the broker itself, e.g. `$SYS` or a will).
     pub origin: u64,
+    /// From the 5.0 Message Expiry Interval: not delivered after this.
+    pub expires_at: Option<Instant>,
 }
 
 impl Message {
@@ -57,7 +61,29 @@ impl Message {
             retain,
             properties: None,
             origin: 0,
+            expires_at: None,
         }
+    }
+
+    /// Sets `properties`, and the expiry time from their Message Expiry Interval.
+    pub fn with_properties(mut self, properties: Option<Box<Properties>>) -> Self {
+        self.expires_at = properties
+            .as_ref()
+            .and_then(|p| p.message_expiry_interval)
+            .map(|secs| Instant::now() + Duration::from_secs(u64::from(secs)));
+        self.properties = properties;
+        self
+    }
+
+    pub fn expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+
+    /// Seconds left of the Message Expiry Interval, as forwarded to subscribers.
+    pub fn remaining_expiry(&self, now: Instant) -> Option<u32> {
+        self.expires_at.map(|at| {
+            u32::try_from(at.saturating_duration_since(now).as_secs().max(1)).unwrap_or(u32::MAX)
+        })
     }
 }
 
@@ -65,6 +91,8 @@ impl Message {
 #[derive(Debug, Clone, Copy)]
 pub struct RouterLimits {
     pub max_queued_messages: usize,
+    /// Budget for all queued messages together (see `limits.max_queued_bytes`).
+    pub max_queued_bytes: usize,
 }
 
 /// The result of attaching a connection to a session.
@@ -73,10 +101,8 @@ pub struct Attached {
     pub session: Arc<SessionState>,
     /// CONNACK "session present".
     pub present: bool,
-    /// Identifies this connection's attachment, for [`Router::detach`].
-    pub connection_id: u64,
-    /// Cancelled when the connection must close (taken over, too slow, user deleted).
-    pub kicked: CancellationToken,
+    /// Identifies this connection's attachment; kicked when it must close.
+    pub link: Link,
 }
 
 #[derive(Debug)]
@@ -85,6 +111,8 @@ pub struct Router {
     retained: RwLock<RetainedStore>,
     sessions: Mutex<HashMap<Arc<str>, Arc<SessionState>>>,
     next_id: AtomicU64,
+    /// Bytes held in all session queues (see [`state::Queue`]).
+    queued_bytes: Arc<AtomicUsize>,
     pub limits: RouterLimits,
     pub stats: Stats,
 }
@@ -96,9 +124,21 @@ impl Router {
             retained: RwLock::default(),
             sessions: Mutex::default(),
             next_id: AtomicU64::new(1),
+            queued_bytes: Arc::default(),
             limits,
             stats: Stats::default(),
         }
+    }
+
+    /// Bytes currently queued for all sessions.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Is the queued-message memory budget used up? Then QoS 0 is not queued and publishers
+    /// are slowed down.
+    pub fn over_budget(&self) -> bool {
+        self.queued_bytes() >= self.limits.max_queued_bytes
     }
 
     fn new_id(&self) -> u64 {
@@ -106,78 +146,128 @@ impl Router {
     }
 
     /// Attaches a new connection for `client_id`. An existing connection with the same id is closed
-    /// (takeover). With `clean`, any stored session is discarded; otherwise a stored session is
-    /// resumed (`present`).
-    pub fn attach(&self, client_id: &str, clean: bool, username: Option<String>) -> Attached {
-        let connection_id = self.new_id();
-        let kicked = CancellationToken::new();
+    /// (takeover, 5.0 reason 0x8E). With `clean_start`, any stored session is discarded; otherwise a
+    /// stored session is resumed (`present`). `expiry` is the Session Expiry Interval (3.1.1: 0 for
+    /// clean session, `u32::MAX` otherwise).
+    pub fn attach(
+        &self,
+        client_id: &str,
+        clean_start: bool,
+        expiry: u32,
+        username: Option<String>,
+    ) -> Attached {
+        let link = Link::new(self.new_id());
         let mut sessions = self.sessions.lock();
         if let Some(existing) = sessions.get(client_id).cloned() {
             let mut inner = existing.inner.lock();
-            if let Some((_, old)) = inner.connection.take() {
+            if let Some(old) = inner.connection.take() {
                 // Takeover: the old connection closes; its detach will find itself superseded.
-                old.cancel();
+                old.kick(v5::SESSION_TAKEN_OVER);
                 self.stats.client_disconnected();
             }
-            if !clean && !inner.clean {
-                inner.connection = Some((connection_id, kicked.clone()));
+            if !clean_start {
+                inner.connection = Some(link.clone());
+                inner.expiry = expiry;
+                inner.attach_count += 1;
                 inner.username = username;
                 drop(inner);
                 self.stats.client_connected();
                 return Attached {
                     session: existing,
                     present: true,
-                    connection_id,
-                    kicked,
+                    link,
                 };
             }
             let filters: Vec<String> = inner.subscriptions.drain().map(|(f, _)| f).collect();
             drop(inner);
             sessions.remove(client_id);
             self.remove_subscriptions(&existing, filters);
+            self.redispatch_shared(&existing);
         }
         let session = Arc::new(SessionState::new(
             client_id.into(),
             self.new_id(),
-            clean,
+            expiry,
             username,
+            self.queued_bytes.clone(),
         ));
-        session.inner.lock().connection = Some((connection_id, kicked.clone()));
+        {
+            let mut inner = session.inner.lock();
+            inner.connection = Some(link.clone());
+            inner.attach_count = 1;
+        }
         sessions.insert(session.client_id.clone(), session.clone());
         drop(sessions);
         self.stats.client_connected();
         Attached {
             session,
             present: false,
-            connection_id,
-            kicked,
+            link,
         }
     }
 
-    /// The connection `connection_id` of `session` has ended. A clean session is discarded; a
-    /// persistent one stays, collecting QoS 1/2 messages until the client returns. Does nothing
-    /// for a connection that was already taken over.
-    pub fn detach(&self, session: &Arc<SessionState>, connection_id: u64) {
+    /// The connection `link_id` of `session` has ended. A session with expiry 0 is discarded; any
+    /// other stays, collecting QoS 1/2 messages until the client returns or it expires. Messages
+    /// that came through shared subscriptions and were not acknowledged go to another member of
+    /// their group. Does nothing for a connection that was already taken over.
+    pub fn detach(self: &Arc<Self>, session: &Arc<SessionState>, link_id: u64) {
         let mut sessions = self.sessions.lock();
         let mut inner = session.inner.lock();
-        if inner.connection.as_ref().map(|(id, _)| *id) != Some(connection_id) {
+        if inner.connection.as_ref().map(|l| l.id) != Some(link_id) {
             return;
         }
         inner.connection = None;
         self.stats.client_disconnected();
-        if !inner.clean {
+        let (expiry, attach_count) = (inner.expiry, inner.attach_count);
+        drop(inner);
+        if expiry == 0 {
+            self.discard(&mut sessions, session);
             return;
         }
-        let filters: Vec<String> = inner.subscriptions.drain().map(|(f, _)| f).collect();
+        drop(sessions);
+        self.redispatch_shared(session);
+        if expiry != u32::MAX {
+            let router = self.clone();
+            let session = session.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(u64::from(expiry))).await;
+                router.expire(&session, attach_count);
+            });
+        }
+    }
+
+    /// Ends `session` if the client has not come back since attach number `attach_count`.
+    fn expire(&self, session: &Arc<SessionState>, attach_count: u64) {
+        let mut sessions = self.sessions.lock();
+        let inner = session.inner.lock();
+        if inner.connection.is_some() || inner.attach_count != attach_count {
+            return;
+        }
         drop(inner);
+        self.discard(&mut sessions, session);
+    }
+
+    /// Removes a session that has no connection: from the map, and its subscriptions.
+    fn discard(
+        &self,
+        sessions: &mut HashMap<Arc<str>, Arc<SessionState>>,
+        session: &Arc<SessionState>,
+    ) {
+        let filters: Vec<String> = session
+            .inner
+            .lock()
+            .subscriptions
+            .drain()
+            .map(|(f, _)| f)
+            .collect();
         if sessions
             .get(&session.client_id)
             .is_some_and(|s| Arc::ptr_eq(s, session))
         {
             sessions.remove(&session.client_id);
         }
-        drop(sessions);
         self.remove_subscriptions(session, filters);
+        self.redispatch_shared(session);
     }
 
     fn remove_subscriptions(&self, session: &SessionState, filters: Vec<String>) {
@@ -190,21 +280,75 @@ impl Router {
         }
     }
 
-    /// Subscribes `session` to `filter` (already validated and authorised). Returns whether the
-    /// subscription already existed and the retained messages matching it.
+    /// Moves the unacknowledged and queued messages `session` got through shared subscriptions to
+    /// other members of the same groups.
+    fn redispatch_shared(&self, session: &Arc<SessionState>) {
+        let taken: Vec<Delivery> = {
+            let mut inner = session.inner.lock();
+            let mut taken = Vec::new();
+            inner.inflight.retain(|(_, f)| {
+                let shared =
+                    f.delivery.shared.is_some() && f.state != state::OutState::AwaitPubComp;
+                if shared {
+                    taken.push(f.delivery.clone());
+                }
+                !shared
+            });
+            inner.queue.retain(|d| {
+                if d.shared.is_some() {
+                    taken.push(d.clone());
+                }
+                d.shared.is_none()
+            });
+            taken
+        };
+        if taken.is_empty() {
+            return;
+        }
+        let subs = self.subscriptions.read();
+        for d in taken {
+            let Some(key) = &d.shared else { continue };
+            let Some((key, group)) = subs.shared_group(key) else {
+                continue;
+            };
+            if let Some(member) = group.pick(session.id) {
+                self.offer(
+                    member,
+                    d.msg.clone(),
+                    Some(key.clone()),
+                    member.sub_id.into_iter().collect(),
+                );
+            }
+        }
+    }
+
+    /// Subscribes `session` to `filter` (already validated and authorised; `$share/G/F` joins a
+    /// shared group). Returns whether the subscription already existed and the retained messages
+    /// matching it (none for shared subscriptions, MQTT-4.8.2).
     pub fn subscribe(
         &self,
         session: &Arc<SessionState>,
         filter: &str,
         options: SubscriptionOptions,
+        sub_id: Option<u32>,
     ) -> (bool, Vec<Arc<Message>>) {
         session
             .inner
             .lock()
             .subscriptions
-            .insert(filter.to_owned(), options);
-        let existed = self.subscriptions.write().insert(filter, session, options);
-        let retained = self.retained.read().matching(filter);
+            .insert(filter.to_owned(), (options, sub_id));
+        let sub = Subscriber {
+            session: session.clone(),
+            options,
+            sub_id,
+        };
+        let existed = self.subscriptions.write().insert(filter, sub);
+        if filter.starts_with("$share/") {
+            return (existed, Vec::new());
+        }
+        let now = Instant::now();
+        let mut retained = self.retained.read().matching(filter);
+        retained.retain(|m| !m.expired(now));
         (existed, retained)
     }
 
@@ -214,45 +358,96 @@ impl Router {
         self.subscriptions.write().remove(filter, session.id)
     }
 
-    /// Routes `msg` to every matching subscription (once per session, at the highest granted QoS)
-    /// and stores it if retained. Returns the number of sessions it was offered to.
+    /// Routes `msg` to every matching subscription (once per session, at the highest granted QoS,
+    /// with every matching subscription identifier; one member per shared group) and stores it if
+    /// retained. Returns the number of sessions it was offered to.
     pub fn publish(&self, msg: Arc<Message>) -> usize {
         if msg.retain {
             self.retained.write().set(msg.clone());
         }
         let subs = self.subscriptions.read();
-        let mut targets: Vec<&Subscriber> = Vec::new();
-        subs.for_each_match(&msg.topic, |s| targets.push(s));
-        if targets.len() > 1 {
-            // Overlapping subscriptions of one client deliver once, at the highest QoS granted.
-            targets.sort_unstable_by(|a, b| {
+        let mut plain: Vec<&Subscriber> = Vec::new();
+        let mut shared: Vec<(&Arc<str>, &Subscriber)> = Vec::new();
+        subs.for_each_match(&msg.topic, |m| match m {
+            Match::Plain(s) => {
+                if !(s.options.no_local && s.session.id == msg.origin) {
+                    plain.push(s);
+                }
+            }
+            Match::Shared(key, group) => {
+                if let Some(member) = group.pick(0) {
+                    shared.push((key, member));
+                }
+            }
+        });
+        let mut offered = 0;
+        if plain.len() > 1 {
+            // Overlapping subscriptions of one client deliver once, at the highest QoS granted,
+            // carrying every matching subscription identifier.
+            plain.sort_unstable_by(|a, b| {
                 a.session
                     .id
                     .cmp(&b.session.id)
                     .then(b.options.qos.cmp(&a.options.qos))
             });
-            targets.dedup_by_key(|s| s.session.id);
         }
-        let mut offered = 0;
-        for sub in targets {
-            if sub.options.no_local && sub.session.id == msg.origin {
-                continue;
+        let mut i = 0;
+        while i < plain.len() {
+            let best = plain[i];
+            let mut j = i + 1;
+            while j < plain.len() && plain[j].session.id == best.session.id {
+                j += 1;
             }
-            let delivery = Delivery {
-                msg: msg.clone(),
-                qos: msg.qos.min(sub.options.qos),
-                retain: sub.options.retain_as_published && msg.retain,
-            };
-            match sub
-                .session
-                .enqueue(delivery, self.limits.max_queued_messages)
-            {
-                Enqueued::Queued => {}
-                Enqueued::DroppedQos0 | Enqueued::DroppedOldest => self.stats.dropped(),
-            }
+            let sub_ids: Vec<u32> = plain[i..j].iter().filter_map(|s| s.sub_id).collect();
+            self.offer(best, msg.clone(), None, sub_ids);
+            offered += 1;
+            i = j;
+        }
+        for (key, member) in shared {
+            self.offer(
+                member,
+                msg.clone(),
+                Some(key.clone()),
+                member.sub_id.into_iter().collect(),
+            );
             offered += 1;
         }
         offered
+    }
+
+    fn offer(
+        &self,
+        sub: &Subscriber,
+        msg: Arc<Message>,
+        shared: Option<Arc<str>>,
+        sub_ids: Vec<u32>,
+    ) {
+        let delivery = Delivery {
+            qos: msg.qos.min(sub.options.qos),
+            retain: sub.options.retain_as_published && msg.retain,
+            msg,
+            sub_ids,
+            shared,
+        };
+        self.enqueue(&sub.session, delivery);
+    }
+
+    /// Offers `delivery` to `session`'s outbox, applying the memory budget (QoS 0 is the first to
+    /// go) and counting what is dropped.
+    pub fn enqueue(&self, session: &SessionState, delivery: Delivery) {
+        if delivery.qos == QoS::AtMostOnce && self.over_budget() {
+            self.stats.limit_hit(Limit::QueuedBytes);
+            self.stats.dropped();
+            return;
+        }
+        match session.enqueue(delivery, self.limits.max_queued_messages) {
+            Enqueued::Queued => {}
+            Enqueued::DroppedQos0 => self.stats.dropped(),
+            Enqueued::DroppedOldest => {
+                self.stats.limit_hit(Limit::QueuedMessages);
+                self.stats.dropped();
+            }
+        }
     }
 
     /// Number of subscriptions, for `$SYS`.
@@ -271,15 +466,15 @@ impl Router {
     }
 
     /// Closes the connections of sessions whose user no longer passes `keep` (after a reload
-    /// deleted the user). Returns how many were closed.
+    /// deleted the user; 5.0 reason 0x98). Returns how many were closed.
     pub fn kick_users(&self, keep: impl Fn(&str) -> bool) -> usize {
         let sessions = self.sessions.lock();
         let mut kicked = 0;
         for s in sessions.values() {
             let inner = s.inner.lock();
-            if let (Some(user), Some((_, token))) = (&inner.username, &inner.connection) {
+            if let (Some(user), Some(link)) = (&inner.username, &inner.connection) {
                 if !keep(user) {
-                    token.cancel();
+                    link.kick(v5::ADMINISTRATIVE_ACTION);
                     kicked += 1;
                 }
             }

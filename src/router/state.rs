@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -28,6 +28,56 @@ pub struct Delivery {
     pub qos: QoS,
     /// Retain flag as sent to this subscriber (set for retained messages sent on subscribe).
     pub retain: bool,
+    /// Subscription identifiers of the matching subscriptions (5.0). Empty: no allocation.
+    pub sub_ids: Vec<u32>,
+    /// The `$share/GROUP/FILTER` this came through, so it can be re-dispatched to another member
+    /// if this session goes away without acknowledging it.
+    pub shared: Option<Arc<str>>,
+}
+
+impl Delivery {
+    pub fn new(msg: Arc<Message>, qos: QoS, retain: bool) -> Self {
+        Delivery {
+            msg,
+            qos,
+            retain,
+            sub_ids: Vec::new(),
+            shared: None,
+        }
+    }
+}
+
+/// The link between a session and the connection serving it: closing it records why, so the
+/// connection can tell the client (5.0 DISCONNECT reason code) and the log.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub id: u64,
+    token: CancellationToken,
+    reason: Arc<AtomicU8>,
+}
+
+impl Link {
+    pub fn new(id: u64) -> Self {
+        Link {
+            id,
+            token: CancellationToken::new(),
+            reason: Arc::new(AtomicU8::new(0)),
+        }
+    }
+    /// Closes the connection with a 5.0 reason code (0x8E taken over, 0x97 quota, 0x98 admin).
+    pub fn kick(&self, reason: u8) {
+        let _ = self
+            .reason
+            .compare_exchange(0, reason, Ordering::AcqRel, Ordering::Acquire);
+        self.token.cancel();
+    }
+    pub fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+    /// Why the link was kicked (0 if it was not).
+    pub fn reason(&self) -> u8 {
+        self.reason.load(Ordering::Acquire)
+    }
 }
 
 /// Where an outbound QoS 1/2 message stands.
@@ -45,6 +95,78 @@ pub enum OutState {
 pub struct Inflight {
     pub delivery: Delivery,
     pub state: OutState,
+}
+
+/// A session's queue of deliveries not yet sent, with its memory cost counted both here and in
+/// the broker-wide total that `limits.max_queued_bytes` bounds. Dropping it gives its bytes back.
+#[derive(Debug)]
+pub struct Queue {
+    items: VecDeque<Delivery>,
+    bytes: usize,
+    total: Arc<AtomicUsize>,
+}
+
+impl Queue {
+    pub fn new(total: Arc<AtomicUsize>) -> Self {
+        Queue {
+            items: VecDeque::new(),
+            bytes: 0,
+            total,
+        }
+    }
+
+    /// Approximate memory held for one queued delivery. The payload is shared between
+    /// subscribers, but each queue keeps it alive, so each counts it (an upper bound).
+    fn cost(d: &Delivery) -> usize {
+        d.msg.payload.len() + d.msg.topic.len() + 96
+    }
+
+    pub fn push_back(&mut self, d: Delivery) {
+        let cost = Queue::cost(&d);
+        self.bytes += cost;
+        self.total.fetch_add(cost, Ordering::Relaxed);
+        self.items.push_back(d);
+    }
+
+    pub fn pop_front(&mut self) -> Option<Delivery> {
+        let d = self.items.pop_front()?;
+        let cost = Queue::cost(&d);
+        self.bytes -= cost;
+        self.total.fetch_sub(cost, Ordering::Relaxed);
+        Some(d)
+    }
+
+    pub fn front(&self) -> Option<&Delivery> {
+        self.items.front()
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Keeps the deliveries for which `keep` returns true.
+    pub fn retain(&mut self, mut keep: impl FnMut(&Delivery) -> bool) {
+        let mut freed = 0;
+        self.items.retain(|d| {
+            let k = keep(d);
+            if !k {
+                freed += Queue::cost(d);
+            }
+            k
+        });
+        self.bytes -= freed;
+        self.total.fetch_sub(freed, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
 }
 
 /// What the connection task should put on the wire.
@@ -73,20 +195,24 @@ pub enum Enqueued {
 #[derive(Debug)]
 pub struct SessionInner {
     /// Messages not yet sent, in order.
-    pub queue: VecDeque<Delivery>,
+    pub queue: Queue,
     /// Outbound QoS 1/2 messages awaiting acknowledgement, in send order (re-sent in this order).
     pub inflight: VecDeque<(u16, Inflight)>,
     next_packet_id: u16,
     /// Inbound QoS 2 packet ids for which PUBREC was sent and PUBREL not yet received
     /// (exactly-once: a re-sent PUBLISH with one of these ids is not routed again).
     pub inbound_qos2: HashSet<u16>,
-    /// Filter -> options, to restore and to clean up the trie.
-    pub subscriptions: HashMap<String, SubscriptionOptions>,
-    /// Set while a connection serves this session; cancelled to close that connection
+    /// Filter -> options and subscription identifier, to clean up the trie.
+    pub subscriptions: HashMap<String, (SubscriptionOptions, Option<u32>)>,
+    /// Set while a connection serves this session; kicked to close that connection
     /// (takeover, slow consumer, deleted user).
-    pub connection: Option<(u64, CancellationToken)>,
-    /// Discard the session when the connection ends.
-    pub clean: bool,
+    pub connection: Option<Link>,
+    /// Session Expiry Interval in seconds: 0 ends the session with the connection (3.1.1 clean
+    /// session), `u32::MAX` never expires (3.1.1 persistent session).
+    pub expiry: u32,
+    /// Incremented by every attach, so delayed work (expiry, will delay) can tell whether the
+    /// client came back in the meantime.
+    pub attach_count: u64,
     pub username: Option<String>,
 }
 
@@ -103,18 +229,26 @@ pub struct SessionState {
 }
 
 impl SessionState {
-    pub fn new(client_id: Arc<str>, id: u64, clean: bool, username: Option<String>) -> Self {
+    /// `queued_bytes`: the broker-wide count of queued bytes this session's queue adds to.
+    pub fn new(
+        client_id: Arc<str>,
+        id: u64,
+        expiry: u32,
+        username: Option<String>,
+        queued_bytes: Arc<AtomicUsize>,
+    ) -> Self {
         SessionState {
             client_id,
             id,
             inner: Mutex::new(SessionInner {
-                queue: VecDeque::new(),
+                queue: Queue::new(queued_bytes),
                 inflight: VecDeque::new(),
                 next_packet_id: 1,
                 inbound_qos2: HashSet::new(),
                 subscriptions: HashMap::new(),
                 connection: None,
-                clean,
+                expiry,
+                attach_count: 0,
                 username,
             }),
             notify: Notify::new(),
@@ -139,8 +273,8 @@ impl SessionState {
         } else if full {
             inner.queue.pop_front();
             inner.queue.push_back(delivery);
-            if let Some((_, token)) = &inner.connection {
-                token.cancel();
+            if let Some(link) = &inner.connection {
+                link.kick(crate::protocol::reason::v5::QUOTA_EXCEEDED);
             }
             Enqueued::DroppedOldest
         } else {
@@ -159,8 +293,11 @@ impl SessionState {
 
     /// Moves what may be sent now into `out`: first, on a fresh connection, every in-flight message
     /// again (PUBLISH with DUP, or PUBREL); then queued messages while the in-flight window allows.
+    /// Expired messages (5.0 Message Expiry Interval) are dropped on the way.
     pub fn take_outgoing(&self, out: &mut Vec<Outgoing>, max_inflight: usize, resend: bool) {
         let mut inner = self.inner.lock();
+        let now = std::time::Instant::now();
+        inner.queue.retain(|d| !d.msg.expired(now));
         if resend {
             for (packet_id, f) in &inner.inflight {
                 out.push(match f.state {

@@ -2,6 +2,7 @@
 //! Every wait here is bounded.
 #![allow(dead_code)] // each test binary uses a different subset of these helpers
 
+pub mod certs;
 pub mod wire;
 
 use std::io::Write;
@@ -56,11 +57,12 @@ pub struct TestBroker {
 
 /// A config with one plain listener on 127.0.0.1:0, `$SYS` off, everything else default.
 pub fn config() -> Config {
-    Config {
+    let mut c = Config {
         listeners: vec![listener("plain")],
-        sys: mqttd::config::SysConfig { interval: 0 },
         ..Config::default()
-    }
+    };
+    c.sys.interval = 0;
+    c
 }
 
 pub fn listener(name: &str) -> ListenerConfig {
@@ -289,4 +291,348 @@ pub async fn next_publish(
         .await
         .expect("publish in time")
         .expect("client alive")
+}
+
+impl RawClient {
+    /// SUBSCRIBE one filter, returns the SUBACK codes.
+    pub async fn subscribe(&mut self, filter: &str, qos: protocol::QoS, packet_id: u16) -> Vec<u8> {
+        use protocol::{SubscribeFilter, SubscriptionOptions};
+        let sub = protocol::Subscribe {
+            packet_id,
+            filters: vec![SubscribeFilter {
+                filter: filter.into(),
+                options: SubscriptionOptions::new(qos),
+            }],
+            properties: None,
+        };
+        self.send(&Packet::Subscribe(sub)).await;
+        match self.recv().await {
+            Some(Packet::SubAck(ack)) => {
+                assert_eq!(ack.packet_id, packet_id);
+                ack.return_codes
+            }
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
+
+    /// PUBLISH and complete the QoS handshake as a publisher.
+    pub async fn publish(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        qos: protocol::QoS,
+        retain: bool,
+        packet_id: u16,
+    ) {
+        use protocol::{PubResp, Publish, QoS};
+        let packet_id = if qos == QoS::AtMostOnce { 0 } else { packet_id };
+        let p = Publish {
+            dup: false,
+            qos,
+            retain,
+            topic: topic.into(),
+            packet_id,
+            payload: bytes::Bytes::copy_from_slice(payload),
+            properties: None,
+        };
+        self.send(&Packet::Publish(p)).await;
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => match self.recv().await {
+                Some(Packet::PubAck(a)) => assert_eq!(a.packet_id, packet_id),
+                other => panic!("expected PUBACK, got {other:?}"),
+            },
+            QoS::ExactlyOnce => {
+                match self.recv().await {
+                    Some(Packet::PubRec(a)) => assert_eq!(a.packet_id, packet_id),
+                    other => panic!("expected PUBREC, got {other:?}"),
+                }
+                self.send(&Packet::PubRel(PubResp::new(packet_id))).await;
+                match self.recv().await {
+                    Some(Packet::PubComp(a)) => assert_eq!(a.packet_id, packet_id),
+                    other => panic!("expected PUBCOMP, got {other:?}"),
+                }
+            }
+        }
+    }
+
+    /// Receives the next PUBLISH (panics on anything else) without acknowledging it.
+    pub async fn expect_publish(&mut self) -> protocol::Publish {
+        match self.recv().await {
+            Some(Packet::Publish(p)) => p,
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+
+    /// Receives the next PUBLISH and completes the subscriber side of its QoS handshake.
+    pub async fn receive(&mut self) -> protocol::Publish {
+        use protocol::{PubResp, QoS};
+        let p = self.expect_publish().await;
+        match p.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.send(&Packet::PubAck(PubResp::new(p.packet_id))).await,
+            QoS::ExactlyOnce => {
+                self.send(&Packet::PubRec(PubResp::new(p.packet_id))).await;
+                match self.recv().await {
+                    Some(Packet::PubRel(r)) => assert_eq!(r.packet_id, p.packet_id),
+                    other => panic!("expected PUBREL, got {other:?}"),
+                }
+                self.send(&Packet::PubComp(PubResp::new(p.packet_id))).await;
+            }
+        }
+        p
+    }
+
+    /// Sends PINGREQ and waits for PINGRESP: a barrier proving everything sent before was handled.
+    pub async fn ping(&mut self) {
+        self.send(&Packet::PingReq).await;
+        match self.recv().await {
+            Some(Packet::PingResp) => {}
+            other => panic!("expected PINGRESP, got {other:?}"),
+        }
+    }
+
+    pub async fn disconnect(mut self) {
+        self.send(&Packet::Disconnect(Default::default())).await;
+        self.expect_closed().await;
+    }
+}
+
+/// Cheap argon2id cost for tests that are not about hashing cost (the broker re-hashes such
+/// entries to its defaults on a user's first successful login).
+pub const FAST_ARGON2: mqttd::auth::passwd::Argon2Params = mqttd::auth::passwd::Argon2Params {
+    m_cost: 1024,
+    t_cost: 1,
+    p_cost: 1,
+};
+
+/// Adds (or changes) `users` in the password file at `path`, creating it if needed, through the
+/// same locked atomic rewrite `mqtt-passwd` uses.
+pub fn set_passwords(
+    path: &std::path::Path,
+    users: &[(&str, &[u8])],
+    params: mqttd::auth::passwd::Argon2Params,
+) {
+    use mqttd::auth::passwd::{PasswdError, PasswordFile, hash_argon2id};
+    PasswordFile::update::<_, PasswdError>(path, true, |file| {
+        for (user, password) in users {
+            file.set(user, hash_argon2id(password, params)?)?;
+        }
+        Ok(((), true))
+    })
+    .expect("password file written");
+}
+
+/// A 3.1.1 CONNECT carrying these credentials.
+pub fn login_packet(client_id: &str, username: Option<&str>, password: Option<&[u8]>) -> Connect {
+    Connect {
+        username: username.map(Into::into),
+        password: password.map(|p| protocol::Password::new(p.to_vec())),
+        ..connect_packet(client_id)
+    }
+}
+
+/// Connects from `source` (any 127.0.0.0/8 address works on Linux), so a test can act as a
+/// second client IP address.
+pub async fn connect_from(addr: SocketAddr, source: std::net::IpAddr) -> RawClient {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::new(source, 0))
+        .expect("bind the source address");
+    let stream = tokio::time::timeout(WAIT, socket.connect(addr))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    RawClient {
+        stream,
+        buf: BytesMut::new(),
+        version: ProtocolVersion::V311,
+    }
+}
+
+impl RawClient {
+    /// Sends `connect` (switching this client to its protocol version) and returns the CONNACK
+    /// code; panics if anything but a CONNACK comes back.
+    pub async fn login(&mut self, connect: Connect) -> u8 {
+        self.version = connect.protocol;
+        self.send(&Packet::Connect(Box::new(connect))).await;
+        match self.recv().await {
+            Some(Packet::ConnAck(ack)) => ack.code,
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+}
+
+/// Opens a connection to `addr`, sends `connect`, and returns the client with the CONNACK code.
+pub async fn try_login(addr: SocketAddr, connect: Connect) -> (RawClient, u8) {
+    let mut c = RawClient::connect(addr).await;
+    let code = c.login(connect).await;
+    (c, code)
+}
+
+/// Kills and reaps the child process when dropped, so a failing test leaves nothing running.
+pub struct ChildGuard(pub std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The real `mqttd` binary, started with `--config`; its standard output and error are collected
+/// line by line.
+pub struct BrokerProcess {
+    pub child: ChildGuard,
+    /// The first listener's address, read from the "listening on" log line.
+    pub addr: SocketAddr,
+    output: Arc<Mutex<Vec<String>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl BrokerProcess {
+    /// Starts `mqttd --config <config>` and waits (bounded) for its "listening on" line.
+    pub async fn start(config: &std::path::Path) -> BrokerProcess {
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mqttd"))
+            .arg("--config")
+            .arg(config)
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mqttd");
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let mut readers = Vec::new();
+        for pipe in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
+            let output = output.clone();
+            readers.push(std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { return };
+                    output.lock().push(strip_ansi(&line));
+                }
+            }));
+        }
+        let mut child = ChildGuard(child);
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let addr = loop {
+            let found = output.lock().iter().find_map(|l| {
+                let rest = &l[l.find("listening on ")? + "listening on ".len()..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
+                    .unwrap_or(rest.len());
+                rest[..end].parse::<SocketAddr>().ok()
+            });
+            if let Some(addr) = found {
+                break addr;
+            }
+            if let Ok(Some(status)) = child.0.try_wait() {
+                panic!("mqttd exited with {status}: {:?}", output.lock());
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "mqttd did not log \"listening on\" in time: {:?}",
+                output.lock()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        BrokerProcess {
+            child,
+            addr,
+            output,
+            readers,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+
+    /// Everything the broker printed so far.
+    pub fn output(&self) -> String {
+        self.output.lock().join("\n")
+    }
+
+    /// Waits (bounded) until a printed line contains `needle`.
+    pub async fn wait_for_line(&self, needle: &str) {
+        let output = self.output.clone();
+        eventually(&format!("mqttd to print {needle:?}"), || {
+            output.lock().iter().any(|l| l.contains(needle))
+        })
+        .await;
+    }
+
+    /// Sends `signal` to the broker.
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.pid()).expect("pid fits");
+        // SAFETY: kill(2) with the pid of our own, not yet reaped, child.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({pid}, {signal})");
+    }
+
+    /// SIGTERM, then waits (bounded) for a clean exit; returns everything it printed.
+    pub async fn stop(mut self) -> String {
+        self.signal(libc::SIGTERM);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.0.try_wait().expect("try_wait") {
+                assert!(status.success(), "mqttd exited with {status}");
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "mqttd did not stop");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The process is gone, so its pipes are at EOF and the readers finish.
+        for reader in self.readers.drain(..) {
+            reader.join().expect("output reader");
+        }
+        self.output()
+    }
+}
+
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters final-byte
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Runs a command-line tool with `stdin` as its input, bounded by `WAIT`; returns its output.
+pub async fn run_tool(program: &str, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    use tokio::process::Command;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {program} (is it installed?): {e}"));
+    let mut pipe = child.stdin.take().expect("stdin");
+    if let Some(text) = stdin {
+        // The tool may exit before reading: a broken pipe is fine.
+        let _ = pipe.write_all(text.as_bytes()).await;
+    }
+    drop(pipe);
+    tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("{program} {args:?} did not finish in time"))
+        .expect("wait for the tool")
 }

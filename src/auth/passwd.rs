@@ -1,0 +1,906 @@
+//! The password file: `username:hash` lines, parsed, verified, and rewritten atomically.
+//!
+//! Accepted hashes:
+//! - `$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>` (PHC string; what we write). `$argon2i$` and
+//!   `$argon2d$` are accepted too, but flagged by [`needs_rehash`].
+//! - `$7$<iterations>$<base64 salt>$<base64 hash>`: Mosquitto's PBKDF2-HMAC-SHA512 (64-byte hash).
+//! - `$6$<base64 salt>$<base64 hash>`: Mosquitto's older `sha512(password || salt)`. This is *not*
+//!   sha512-crypt, despite the prefix.
+//!
+//! `#` comments and blank lines are kept on rewrite. Hash parameters above [`caps`] are refused when
+//! the file is loaded, so one hostile line cannot make every login cost gigabytes or minutes.
+//!
+//! Rewrites never touch the file in place: a 0600 temporary file in the same directory is written,
+//! fsynced and renamed over the old one, then the directory is fsynced. Concurrent editors (the
+//! `mqtt-passwd` tool, the broker re-hashing a legacy entry) serialise on an exclusive lock on a
+//! sidecar `<file>.lock`, see [`PasswordFile::update`].
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use argon2::{Algorithm, Argon2, Params, Version};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use sha2::{Digest, Sha512};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+/// Longest username MQTT can carry (a UTF-8 string with a 16-bit length).
+pub const MAX_USERNAME_LEN: usize = 65_535;
+
+/// Upper bounds on hash parameters accepted from a file.
+pub mod caps {
+    /// argon2 memory, KiB (256 MiB).
+    pub const ARGON2_MAX_M_COST: u32 = 256 * 1024;
+    /// argon2 passes.
+    pub const ARGON2_MAX_T_COST: u32 = 10;
+    /// argon2 lanes.
+    pub const ARGON2_MAX_P_COST: u32 = 16;
+    /// PBKDF2 iterations for `$7$`.
+    pub const PBKDF2_MAX_ITERATIONS: u32 = 10_000_000;
+    /// Salt bytes, any scheme.
+    pub const MAX_SALT_LEN: usize = 64;
+    /// argon2 output bytes.
+    pub const ARGON2_MAX_HASH_LEN: usize = 64;
+}
+
+/// Everything that can go wrong with a password file.
+#[derive(Debug, thiserror::Error)]
+pub enum PasswdError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}:{line}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("invalid username: {0}")]
+    Username(String),
+    #[error("invalid hash parameters: {0}")]
+    Params(String),
+    #[error("hashing failed: {0}")]
+    Hash(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> PasswdError + '_ {
+    move |source| PasswdError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// argon2id cost parameters for new hashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Argon2Params {
+    /// Memory in KiB.
+    pub m_cost: u32,
+    /// Passes.
+    pub t_cost: u32,
+    /// Lanes.
+    pub p_cost: u32,
+}
+
+impl Default for Argon2Params {
+    /// OWASP's minimum recommendation for argon2id: 19 MiB, 2 passes, 1 lane.
+    fn default() -> Self {
+        Argon2Params {
+            m_cost: 19_456,
+            t_cost: 2,
+            p_cost: 1,
+        }
+    }
+}
+
+impl Argon2Params {
+    /// Checks the parameters against argon2's minimums and our [`caps`].
+    pub fn validate(&self) -> Result<(), String> {
+        if self.t_cost == 0 || self.t_cost > caps::ARGON2_MAX_T_COST {
+            return Err(format!(
+                "t={} (must be 1..={})",
+                self.t_cost,
+                caps::ARGON2_MAX_T_COST
+            ));
+        }
+        if self.p_cost == 0 || self.p_cost > caps::ARGON2_MAX_P_COST {
+            return Err(format!(
+                "p={} (must be 1..={})",
+                self.p_cost,
+                caps::ARGON2_MAX_P_COST
+            ));
+        }
+        let min_m = 8 * self.p_cost;
+        if self.m_cost < min_m || self.m_cost > caps::ARGON2_MAX_M_COST {
+            return Err(format!(
+                "m={} KiB (must be {min_m}..={} for p={})",
+                self.m_cost,
+                caps::ARGON2_MAX_M_COST,
+                self.p_cost
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Which algorithm a [`PasswordHash`] uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashKind {
+    Argon2id,
+    Argon2i,
+    Argon2d,
+    /// Mosquitto `$7$`: PBKDF2-HMAC-SHA512.
+    MosquittoPbkdf2,
+    /// Mosquitto `$6$`: one round of SHA-512 over password and salt.
+    MosquittoSha512,
+}
+
+impl HashKind {
+    /// Mosquitto's formats, which we accept for migration but re-hash on first login.
+    pub fn is_legacy(self) -> bool {
+        matches!(self, HashKind::MosquittoPbkdf2 | HashKind::MosquittoSha512)
+    }
+}
+
+impl fmt::Display for HashKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HashKind::Argon2id => "argon2id",
+            HashKind::Argon2i => "argon2i",
+            HashKind::Argon2d => "argon2d",
+            HashKind::MosquittoPbkdf2 => "mosquitto $7$ (PBKDF2-SHA512)",
+            HashKind::MosquittoSha512 => "mosquitto $6$ (SHA-512)",
+        })
+    }
+}
+
+#[derive(Clone, PartialEq, Eq)]
+enum Scheme {
+    Argon2 {
+        algorithm: Algorithm,
+        version: Version,
+        params: Argon2Params,
+        salt: Vec<u8>,
+        hash: Vec<u8>,
+    },
+    Pbkdf2 {
+        iterations: u32,
+        salt: Vec<u8>,
+        hash: Vec<u8>,
+    },
+    Sha512 {
+        salt: Vec<u8>,
+        hash: Vec<u8>,
+    },
+}
+
+/// A parsed, parameter-checked password hash. `Debug` shows only the algorithm.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PasswordHash {
+    encoded: String,
+    scheme: Scheme,
+}
+
+impl fmt::Debug for PasswordHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PasswordHash({}, <redacted>)", self.kind())
+    }
+}
+
+impl PasswordHash {
+    /// Parses and checks a hash string (the part after `username:`).
+    pub fn parse(s: &str) -> Result<PasswordHash, String> {
+        let parts: Vec<&str> = s.split('$').collect();
+        if parts.first() != Some(&"") || parts.len() < 2 {
+            return Err("hash must start with '$'".into());
+        }
+        let scheme = match parts[1] {
+            "argon2id" | "argon2i" | "argon2d" => parse_argon2(&parts)?,
+            "7" => {
+                let [_, _, iterations, salt, hash] = parts[..] else {
+                    return Err("$7$ hash must be $7$<iterations>$<salt>$<hash>".into());
+                };
+                let iterations: u32 = iterations
+                    .parse()
+                    .map_err(|_| format!("$7$ iterations {iterations:?} is not a number"))?;
+                if iterations == 0 || iterations > caps::PBKDF2_MAX_ITERATIONS {
+                    return Err(format!(
+                        "$7$ iterations {iterations} outside 1..={}",
+                        caps::PBKDF2_MAX_ITERATIONS
+                    ));
+                }
+                let (salt, hash) = mosquitto_salt_hash(salt, hash)?;
+                Scheme::Pbkdf2 {
+                    iterations,
+                    salt,
+                    hash,
+                }
+            }
+            "6" => {
+                let [_, _, salt, hash] = parts[..] else {
+                    return Err("$6$ hash must be $6$<salt>$<hash>".into());
+                };
+                let (salt, hash) = mosquitto_salt_hash(salt, hash)?;
+                Scheme::Sha512 { salt, hash }
+            }
+            other => return Err(format!("unsupported hash type ${other}$")),
+        };
+        Ok(PasswordHash {
+            encoded: s.to_owned(),
+            scheme,
+        })
+    }
+
+    /// The hash as written in the file.
+    pub fn as_str(&self) -> &str {
+        &self.encoded
+    }
+
+    /// The cost parameters of an argon2id hash (None for other kinds).
+    pub fn argon2id_params(&self) -> Option<Argon2Params> {
+        match &self.scheme {
+            Scheme::Argon2 {
+                algorithm: Algorithm::Argon2id,
+                params,
+                ..
+            } => Some(*params),
+            _ => None,
+        }
+    }
+
+    pub fn kind(&self) -> HashKind {
+        match &self.scheme {
+            Scheme::Argon2 { algorithm, .. } => match algorithm {
+                Algorithm::Argon2id => HashKind::Argon2id,
+                Algorithm::Argon2i => HashKind::Argon2i,
+                Algorithm::Argon2d => HashKind::Argon2d,
+            },
+            Scheme::Pbkdf2 { .. } => HashKind::MosquittoPbkdf2,
+            Scheme::Sha512 { .. } => HashKind::MosquittoSha512,
+        }
+    }
+}
+
+fn b64(engine: &base64::engine::GeneralPurpose, s: &str, what: &str) -> Result<Vec<u8>, String> {
+    engine
+        .decode(s)
+        .map_err(|e| format!("{what} is not valid base64: {e}"))
+}
+
+fn mosquitto_salt_hash(salt: &str, hash: &str) -> Result<(Vec<u8>, Vec<u8>), String> {
+    let salt = b64(&STANDARD, salt, "salt")?;
+    let hash = b64(&STANDARD, hash, "hash")?;
+    if salt.is_empty() || salt.len() > caps::MAX_SALT_LEN {
+        return Err(format!(
+            "salt of {} bytes (must be 1..={})",
+            salt.len(),
+            caps::MAX_SALT_LEN
+        ));
+    }
+    if hash.len() != 64 {
+        return Err(format!(
+            "hash of {} bytes (SHA-512 is 64 bytes)",
+            hash.len()
+        ));
+    }
+    Ok((salt, hash))
+}
+
+fn parse_argon2(parts: &[&str]) -> Result<Scheme, String> {
+    let algorithm = match parts[1] {
+        "argon2id" => Algorithm::Argon2id,
+        "argon2i" => Algorithm::Argon2i,
+        _ => Algorithm::Argon2d,
+    };
+    // `$alg$v=19$params$salt$hash`, or without `v=` (which means version 0x10).
+    let (version, params, salt, hash) = match parts[2..] {
+        [v, params, salt, hash] => {
+            let v = v
+                .strip_prefix("v=")
+                .ok_or_else(|| format!("expected v=<version>, found {v:?}"))?;
+            let version = match v {
+                "19" => Version::V0x13,
+                "16" => Version::V0x10,
+                _ => return Err(format!("unsupported argon2 version {v:?}")),
+            };
+            (version, params, salt, hash)
+        }
+        [params, salt, hash] => (Version::V0x10, params, salt, hash),
+        _ => return Err("argon2 hash must be $argon2id$v=19$m=..,t=..,p=..$<salt>$<hash>".into()),
+    };
+    let (mut m, mut t, mut p) = (None, None, None);
+    for kv in params.split(',') {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| format!("argon2 parameter {kv:?} is not key=value"))?;
+        let slot = match k {
+            "m" => &mut m,
+            "t" => &mut t,
+            "p" => &mut p,
+            _ => return Err(format!("unsupported argon2 parameter {k:?}")),
+        };
+        if slot.is_some() {
+            return Err(format!("argon2 parameter {k:?} given twice"));
+        }
+        *slot = Some(
+            v.parse::<u32>()
+                .map_err(|_| format!("argon2 parameter {k}={v:?} is not a number"))?,
+        );
+    }
+    let (Some(m_cost), Some(t_cost), Some(p_cost)) = (m, t, p) else {
+        return Err("argon2 hash needs m, t and p parameters".into());
+    };
+    let params = Argon2Params {
+        m_cost,
+        t_cost,
+        p_cost,
+    };
+    params
+        .validate()
+        .map_err(|e| format!("argon2 parameters refused: {e}"))?;
+    let salt = b64(&STANDARD_NO_PAD, salt, "salt")?;
+    let hash = b64(&STANDARD_NO_PAD, hash, "hash")?;
+    if !(8..=caps::MAX_SALT_LEN).contains(&salt.len()) {
+        return Err(format!(
+            "argon2 salt of {} bytes (must be 8..={})",
+            salt.len(),
+            caps::MAX_SALT_LEN
+        ));
+    }
+    if !(4..=caps::ARGON2_MAX_HASH_LEN).contains(&hash.len()) {
+        return Err(format!(
+            "argon2 hash of {} bytes (must be 4..={})",
+            hash.len(),
+            caps::ARGON2_MAX_HASH_LEN
+        ));
+    }
+    Ok(Scheme::Argon2 {
+        algorithm,
+        version,
+        params,
+        salt,
+        hash,
+    })
+}
+
+fn argon2_raw(
+    algorithm: Algorithm,
+    version: Version,
+    params: Argon2Params,
+    password: &[u8],
+    salt: &[u8],
+    out_len: usize,
+) -> Result<Zeroizing<Vec<u8>>, String> {
+    let params = Params::new(params.m_cost, params.t_cost, params.p_cost, Some(out_len))
+        .map_err(|e| e.to_string())?;
+    let mut out = Zeroizing::new(vec![0u8; out_len]);
+    Argon2::new(algorithm, version, params)
+        .hash_password_into(password, salt, &mut out)
+        .map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// Does `password` match `hash`? The final comparison is constant-time. This is slow on purpose
+/// (argon2 / PBKDF2): never call it on the async runtime.
+pub fn verify(hash: &PasswordHash, password: &[u8]) -> bool {
+    let (computed, expected): (Zeroizing<Vec<u8>>, &[u8]) = match &hash.scheme {
+        Scheme::Argon2 {
+            algorithm,
+            version,
+            params,
+            salt,
+            hash,
+        } => match argon2_raw(*algorithm, *version, *params, password, salt, hash.len()) {
+            Ok(out) => (out, hash),
+            Err(_) => return false,
+        },
+        Scheme::Pbkdf2 {
+            iterations,
+            salt,
+            hash,
+        } => {
+            let mut out = Zeroizing::new(vec![0u8; 64]);
+            pbkdf2::pbkdf2_hmac::<Sha512>(password, salt, *iterations, &mut out);
+            (out, hash)
+        }
+        Scheme::Sha512 { salt, hash } => {
+            let mut d = Sha512::new();
+            d.update(password);
+            d.update(salt);
+            (Zeroizing::new(d.finalize().to_vec()), hash)
+        }
+    };
+    computed.len() == expected.len() && bool::from(computed.as_slice().ct_eq(expected))
+}
+
+/// Hashes `password` with argon2id v19, a fresh 16-byte random salt and a 32-byte output.
+pub fn hash_argon2id(password: &[u8], params: Argon2Params) -> Result<PasswordHash, PasswdError> {
+    params.validate().map_err(PasswdError::Params)?;
+    let salt: [u8; 16] = rand::random();
+    let out = argon2_raw(
+        Algorithm::Argon2id,
+        Version::V0x13,
+        params,
+        password,
+        &salt,
+        32,
+    )
+    .map_err(PasswdError::Hash)?;
+    let encoded = format!(
+        "$argon2id$v=19$m={},t={},p={}${}${}",
+        params.m_cost,
+        params.t_cost,
+        params.p_cost,
+        STANDARD_NO_PAD.encode(salt),
+        STANDARD_NO_PAD.encode(out.as_slice())
+    );
+    PasswordHash::parse(&encoded).map_err(PasswdError::Hash)
+}
+
+/// Should this hash be replaced (on the next successful login) by an argon2id hash with `target`?
+/// True for Mosquitto formats, argon2i/argon2d, version 0x10, and any cost below `target`.
+pub fn needs_rehash(hash: &PasswordHash, target: Argon2Params) -> bool {
+    match &hash.scheme {
+        Scheme::Argon2 {
+            algorithm,
+            version,
+            params,
+            ..
+        } => {
+            *algorithm != Algorithm::Argon2id
+                || *version != Version::V0x13
+                || params.m_cost < target.m_cost
+                || params.t_cost < target.t_cost
+                || params.p_cost < target.p_cost
+        }
+        Scheme::Pbkdf2 { .. } | Scheme::Sha512 { .. } => true,
+    }
+}
+
+/// Checks a username: non-empty, no `:`, no control characters, at most 65535 bytes.
+pub fn validate_username(name: &str) -> Result<(), PasswdError> {
+    let problem = if name.is_empty() {
+        "empty"
+    } else if name.len() > MAX_USERNAME_LEN {
+        "longer than 65535 bytes"
+    } else if name.contains(':') {
+        "contains ':'"
+    } else if name.chars().any(char::is_control) {
+        "contains a control character"
+    } else {
+        return Ok(());
+    };
+    Err(PasswdError::Username(problem.into()))
+}
+
+/// One user's line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub username: String,
+    pub hash: PasswordHash,
+}
+
+impl Entry {
+    /// See [`verify`].
+    pub fn verify(&self, password: &[u8]) -> bool {
+        verify(&self.hash, password)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Line {
+    /// A comment or blank line, kept verbatim.
+    Other(String),
+    User(Entry),
+}
+
+/// A password file in memory, in file order (comments included).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PasswordFile {
+    lines: Vec<Line>,
+}
+
+impl PasswordFile {
+    /// Reads and parses `path`.
+    pub fn load(path: &Path) -> Result<PasswordFile, PasswdError> {
+        let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+        PasswordFile::parse(&text, path)
+    }
+
+    /// Parses file text; `path` only names the file in errors. Duplicate users are an error.
+    pub fn parse(text: &str, path: &Path) -> Result<PasswordFile, PasswdError> {
+        let mut file = PasswordFile::default();
+        let mut seen = std::collections::HashSet::new();
+        for (i, raw) in text.lines().enumerate() {
+            let fail = |message: String| PasswdError::Parse {
+                path: path.to_owned(),
+                line: i + 1,
+                message,
+            };
+            let line = raw.strip_suffix('\r').unwrap_or(raw);
+            let trimmed = line.trim();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                file.lines.push(Line::Other(line.to_owned()));
+                continue;
+            }
+            let Some((username, hash)) = line.split_once(':') else {
+                return Err(fail("expected username:hash".into()));
+            };
+            validate_username(username).map_err(|e| fail(e.to_string()))?;
+            let hash = PasswordHash::parse(hash.trim_end())
+                .map_err(|e| fail(format!("user {username:?}: {e}")))?;
+            if !seen.insert(username) {
+                return Err(fail(format!("user {username:?} appears twice")));
+            }
+            file.lines.push(Line::User(Entry {
+                username: username.to_owned(),
+                hash,
+            }));
+        }
+        Ok(file)
+    }
+
+    /// The file text: one line per user / comment, each ending in `\n`.
+    pub fn serialize(&self) -> String {
+        let mut out = String::new();
+        for line in &self.lines {
+            match line {
+                Line::Other(text) => out.push_str(text),
+                Line::User(e) => {
+                    out.push_str(&e.username);
+                    out.push(':');
+                    out.push_str(e.hash.as_str());
+                }
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Users in file order.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.lines.iter().filter_map(|l| match l {
+            Line::User(e) => Some(e),
+            Line::Other(_) => None,
+        })
+    }
+
+    pub fn get(&self, username: &str) -> Option<&Entry> {
+        self.entries().find(|e| e.username == username)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries().count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Sets `username`'s hash, in place if the user exists, else appended. True if it was new.
+    pub fn set(&mut self, username: &str, hash: PasswordHash) -> Result<bool, PasswdError> {
+        validate_username(username)?;
+        for line in &mut self.lines {
+            if let Line::User(e) = line
+                && e.username == username
+            {
+                e.hash = hash;
+                return Ok(false);
+            }
+        }
+        self.lines.push(Line::User(Entry {
+            username: username.to_owned(),
+            hash,
+        }));
+        Ok(true)
+    }
+
+    /// Removes `username`; true if it was there.
+    pub fn remove(&mut self, username: &str) -> bool {
+        let before = self.lines.len();
+        self.lines
+            .retain(|l| !matches!(l, Line::User(e) if e.username == username));
+        self.lines.len() != before
+    }
+
+    /// Writes the file atomically (0600 temp file in the same directory, fsync, rename, fsync dir).
+    /// Callers that read-modify-write should use [`PasswordFile::update`] for the lock.
+    pub fn write_atomic(&self, path: &Path) -> Result<(), PasswdError> {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let name = path
+            .file_name()
+            .ok_or_else(|| PasswdError::Io {
+                path: path.to_owned(),
+                source: io::Error::new(io::ErrorKind::InvalidInput, "not a file name"),
+            })?
+            .to_string_lossy()
+            .into_owned();
+        let tmp = dir.join(format!(
+            ".{name}.tmp.{}.{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let result = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io_err(&tmp))?;
+            f.write_all(self.serialize().as_bytes())
+                .map_err(io_err(&tmp))?;
+            f.sync_all().map_err(io_err(&tmp))?;
+            drop(f);
+            std::fs::rename(&tmp, path).map_err(io_err(path))?;
+            File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err(&dir))
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// Locked read-modify-write: takes an exclusive lock on `<path>.lock` (waiting for other
+    /// editors), loads the file (an empty one if it does not exist and `create` is set), applies
+    /// `edit`, and writes the result atomically if `edit` returned `Ok((_, true))`.
+    pub fn update<T, E>(
+        path: &Path,
+        create: bool,
+        edit: impl FnOnce(&mut PasswordFile) -> Result<(T, bool), E>,
+    ) -> Result<T, E>
+    where
+        E: From<PasswdError>,
+    {
+        let lock_path = lock_path(path);
+        let lock_file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        let mut lock = fd_lock::RwLock::new(lock_file);
+        let _guard = lock.write().map_err(io_err(&lock_path))?;
+        let mut file = match PasswordFile::load(path) {
+            Ok(f) => f,
+            Err(PasswdError::Io { source, .. })
+                if create && source.kind() == io::ErrorKind::NotFound =>
+            {
+                PasswordFile::default()
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let (value, changed) = edit(&mut file)?;
+        if changed {
+            file.write_atomic(path)?;
+        }
+        Ok(value)
+    }
+}
+
+/// The sidecar lock file for `path`: `<path>.lock`.
+pub fn lock_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".lock");
+    PathBuf::from(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Cheap parameters so tests stay fast.
+    const FAST: Argon2Params = Argon2Params {
+        m_cost: 64,
+        t_cost: 1,
+        p_cost: 1,
+    };
+
+    fn p(text: &str) -> Result<PasswordFile, PasswdError> {
+        PasswordFile::parse(text, Path::new("pw"))
+    }
+
+    fn err_of(text: &str) -> String {
+        p(text).unwrap_err().to_string()
+    }
+
+    /// `$7$` vector from the documented algorithm: PBKDF2-HMAC-SHA512(password, salt, iterations).
+    fn mosq7(password: &[u8], salt: &[u8], iterations: u32) -> String {
+        let mut out = [0u8; 64];
+        pbkdf2::pbkdf2_hmac::<Sha512>(password, salt, iterations, &mut out);
+        format!(
+            "$7${iterations}${}${}",
+            STANDARD.encode(salt),
+            STANDARD.encode(out)
+        )
+    }
+
+    /// `$6$` vector: SHA-512(password || salt).
+    fn mosq6(password: &[u8], salt: &[u8]) -> String {
+        let mut d = Sha512::new();
+        d.update(password);
+        d.update(salt);
+        format!(
+            "$6${}${}",
+            STANDARD.encode(salt),
+            STANDARD.encode(d.finalize())
+        )
+    }
+
+    #[test]
+    fn argon2id_round_trip_and_verify() {
+        let h = hash_argon2id(b"s3cret", FAST).unwrap();
+        assert!(h.as_str().starts_with("$argon2id$v=19$m=64,t=1,p=1$"));
+        assert!(verify(&h, b"s3cret"));
+        assert!(!verify(&h, b"s3cret "));
+        assert!(!verify(&h, b""));
+        assert_eq!(PasswordHash::parse(h.as_str()).unwrap(), h);
+        assert!(needs_rehash(&h, Argon2Params::default()));
+        assert!(!needs_rehash(&h, FAST));
+    }
+
+    #[test]
+    fn our_phc_strings_are_understood_by_the_argon2_crate() {
+        use argon2::PasswordVerifier;
+        let h = hash_argon2id(b"pw", FAST).unwrap();
+        assert!(Argon2::default().verify_password(b"pw", h.as_str()).is_ok());
+        assert!(
+            Argon2::default()
+                .verify_password(b"px", h.as_str())
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn mosquitto_formats_verify() {
+        let h7 = PasswordHash::parse(&mosq7(b"secret", b"0123456789ab", 101)).unwrap();
+        assert_eq!(h7.kind(), HashKind::MosquittoPbkdf2);
+        assert!(verify(&h7, b"secret"));
+        assert!(!verify(&h7, b"Secret"));
+        assert!(needs_rehash(&h7, FAST));
+        let h6 = PasswordHash::parse(&mosq6(b"hunter2", b"saltsaltsalt")).unwrap();
+        assert_eq!(h6.kind(), HashKind::MosquittoSha512);
+        assert!(verify(&h6, b"hunter2"));
+        assert!(!verify(&h6, b"hunter3"));
+        // Real mosquitto_passwd 2.0 output for alice/secret and bob/hunter2.
+        let real7 = PasswordHash::parse("$7$101$oMlSoiwaBW7BComY$497g/A+BZIKv4+IC2AeLlb2jmLGhinxauUURRkISAROiCkTUzSSvvaSyBrW8fYtHb3sQc4uq22f3Ew717BV9+A==").unwrap();
+        assert!(verify(&real7, b"secret"));
+        let real6 = PasswordHash::parse("$6$IvhQjZy23eSdebHD$Qz6kV2RDN3bDVE1wGrtwWe3azOyK+1w0/xkwZjdkJ6uCUFSVsQcXeMUK3HnDAja8Kl1Sf4MD1v2Lpau2WfVGwg==").unwrap();
+        assert!(verify(&real6, b"hunter2"));
+        assert!(!verify(&real6, b"secret"));
+    }
+
+    #[test]
+    fn parse_keeps_comments_and_round_trips() {
+        let a = hash_argon2id(b"a", FAST).unwrap();
+        let text = format!(
+            "# users\n\nalice:{}\n  # indented comment\nbob:{}\n",
+            a.as_str(),
+            mosq6(b"b", b"salt")
+        );
+        let f = p(&text).unwrap();
+        assert_eq!(f.len(), 2);
+        assert_eq!(f.serialize(), text);
+        let names: Vec<_> = f.entries().map(|e| e.username.as_str()).collect();
+        assert_eq!(names, ["alice", "bob"]);
+        // CRLF is accepted (and normalised).
+        let crlf = text.replace('\n', "\r\n");
+        assert_eq!(p(&crlf).unwrap().serialize(), text);
+    }
+
+    #[test]
+    fn set_and_remove() {
+        let mut f = p("# c\n").unwrap();
+        let h = hash_argon2id(b"x", FAST).unwrap();
+        assert!(f.set("u", h.clone()).unwrap());
+        assert!(!f.set("u", h.clone()).unwrap());
+        assert!(f.set("a:b", h).is_err());
+        assert_eq!(f.len(), 1);
+        assert!(f.remove("u"));
+        assert!(!f.remove("u"));
+        assert_eq!(f.serialize(), "# c\n");
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let good = mosq6(b"b", b"salt");
+        let cases = [
+            ("# x\nnocolon\n".to_string(), "pw:2:", "username:hash"),
+            (format!(":{good}\n"), "pw:1:", "empty"),
+            (format!("a\tb:{good}\n"), "pw:1:", "control"),
+            (format!("a:{good}\na:{good}\n"), "pw:2:", "twice"),
+            ("\n\nu:plaintext\n".into(), "pw:3:", "start with '$'"),
+            ("u:$5$abc$def\n".into(), "pw:1:", "unsupported"),
+            ("u:$7$x$c2FsdA==$aGFzaA==\n".into(), "pw:1:", "not a number"),
+            ("u:$6$c2FsdA==$aGFzaA==\n".into(), "pw:1:", "64 bytes"),
+            ("u:$6$!!!$aGFzaA==\n".into(), "pw:1:", "base64"),
+            (
+                "u:$argon2id$v=19$m=64,t=1$c29tZXNhbHQ$aGFzaGhhc2g\n".into(),
+                "pw:1:",
+                "m, t and p",
+            ),
+            (
+                "u:$argon2id$v=18$m=64,t=1,p=1$c29tZXNhbHQ$aGFzaGhhc2g\n".into(),
+                "pw:1:",
+                "version",
+            ),
+        ];
+        for (text, prefix, needle) in cases {
+            let e = err_of(&text);
+            assert!(e.starts_with(prefix), "{text:?}: {e}");
+            assert!(e.contains(needle), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn hostile_parameters_are_refused() {
+        let s = "c29tZXNhbHQ";
+        let h = "aGFzaGhhc2hoYXNoaGFzaA";
+        for params in [
+            "m=262145,t=1,p=1",
+            "m=64,t=11,p=1",
+            "m=512,t=1,p=17",
+            "m=4,t=1,p=1",
+        ] {
+            let line = format!("u:$argon2id$v=19${params}${s}${h}\n");
+            assert!(err_of(&line).contains("refused"), "{params}");
+        }
+        let ok = format!("u:$argon2id$v=19$m=262144,t=10,p=16${s}${h}\n");
+        assert!(p(&ok).is_ok());
+        let e = err_of(&format!(
+            "u:$7$10000001$c2FsdA==${}\n",
+            STANDARD.encode([0u8; 64])
+        ));
+        assert!(e.contains("iterations"), "{e}");
+        assert!(
+            p(&format!(
+                "u:$7$10000000$c2FsdA==${}\n",
+                STANDARD.encode([0u8; 64])
+            ))
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn debug_never_shows_hashes() {
+        let h = hash_argon2id(b"pw", FAST).unwrap();
+        let mut f = PasswordFile::default();
+        f.set("u", h.clone()).unwrap();
+        let salt_and_hash = h.as_str().rsplit('$').next().unwrap().to_owned();
+        for dbg in [format!("{h:?}"), format!("{f:?}")] {
+            assert!(!dbg.contains(&salt_and_hash), "{dbg}");
+            assert!(!dbg.contains("m=64"), "{dbg}");
+        }
+    }
+
+    #[test]
+    fn update_writes_atomically_with_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("passwd");
+        let h = hash_argon2id(b"pw", FAST).unwrap();
+        PasswordFile::update::<_, PasswdError>(&path, true, |f| Ok((f.set("u", h)?, true)))
+            .unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(PasswordFile::load(&path).unwrap().len(), 1);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(names.iter().all(|n| !n.contains(".tmp.")), "{names:?}");
+        // Without `create`, a missing file is an error naming it.
+        let missing = dir.path().join("nope");
+        let e = PasswordFile::update::<(), PasswdError>(&missing, false, |_| Ok(((), false)))
+            .unwrap_err();
+        assert!(e.to_string().contains("nope"), "{e}");
+    }
+}
