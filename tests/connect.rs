@@ -101,8 +101,6 @@ async fn empty_client_id_without_clean_session_in_31_gets_0x02() {
 /// Passwords are binary data (MQTT-3.1.3.5), not strings: bytes that are not UTF-8 (and a
 /// zero byte) must decode, and an anonymous broker without a password file lets the client in.
 #[tokio::test]
-#[ignore = "auth: an anonymous broker without a password file answers CONNACK 0x04 to any CONNECT \
-            carrying a user name and a password (src/auth/mod.rs Auth::authenticate, (Some(_), None) arm)"]
 async fn binary_password_on_anonymous_broker_is_accepted() {
     let broker = TestBroker::start().await;
     let password: &[u8] = &[0x00, 0xFF, 0xC3, 0x28, 0xED, 0xA0, 0x80];

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::wire::{connect_311, connect_bytes, packet, string, varint};
 use common::{RawClient, TestBroker, WAIT, config, connect_packet, eventually};
 use mqttd::config::Config;
-use mqttd::protocol::{Disconnect, Packet, ProtocolVersion, QoS};
+use mqttd::protocol::{Packet, ProtocolVersion, QoS};
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
@@ -419,13 +419,6 @@ async fn connected_v5(broker: &TestBroker, client_id: &str, keep_alive: u16) -> 
     c
 }
 
-fn disconnect(reason: u8) -> Packet {
-    Packet::Disconnect(Disconnect {
-        reason,
-        properties: None,
-    })
-}
-
 /// MQTT 5.0 names the limit: a packet over `max_packet_size` gets DISCONNECT 0x95 (Packet too
 /// large), judged from the fixed header, then the close.
 #[tokio::test]
@@ -433,7 +426,7 @@ async fn v5_oversized_packet_gets_disconnect_0x95() {
     let broker = TestBroker::start_with(packet_size_config()).await;
     let mut c = connected_v5(&broker, "v5-huge", 60).await;
     c.send_bytes(&cat(&[&[0x30], &varint(200_000_000)])).await;
-    assert_eq!(c.recv().await, Some(disconnect(0x95)));
+    c.expect_disconnect(0x95).await;
     c.expect_eof().await;
     broker.stop().await;
 }
@@ -444,7 +437,7 @@ async fn v5_keep_alive_timeout_gets_disconnect_0x8d() {
     let broker = TestBroker::start().await;
     let mut c = connected_v5(&broker, "v5-silent", 1).await;
     let start = Instant::now();
-    assert_eq!(c.recv().await, Some(disconnect(0x8D)));
+    c.expect_disconnect(0x8D).await;
     c.expect_eof().await;
     let took = start.elapsed();
     assert!(

@@ -102,6 +102,15 @@ impl RawClient {
         }
     }
 
+    /// Asserts the next packet is a (5.0) DISCONNECT with `reason`; properties such as the
+    /// Reason String are informational and not compared.
+    pub async fn expect_disconnect(&mut self, reason: u8) {
+        match self.recv().await {
+            Some(Packet::Disconnect(d)) => assert_eq!(d.reason, reason, "DISCONNECT reason"),
+            other => panic!("expected DISCONNECT {reason:#04x}, got {other:?}"),
+        }
+    }
+
     /// Asserts the broker closes the connection within `WAIT` without sending anything first.
     pub async fn expect_eof(&mut self) {
         match self.recv_within(WAIT).await {
