@@ -86,15 +86,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     /// Writes everything queued, in as few syscalls as the stream allows.
+    ///
+    /// Cancel-safe: written bytes leave the buffer as they go, so a `select!` that drops this
+    /// half-way (kick, shutdown, keep-alive) and a later flush never send a byte twice.
     pub async fn flush(&mut self) -> io::Result<()> {
-        if !self.wbuf.is_empty() {
-            self.stream.write_all(&self.wbuf).await?;
-            self.bytes_out += self.wbuf.len() as u64;
-            self.wbuf.clear();
-            // Keep a small connection small: don't hold on to a burst's buffer forever.
-            if self.wbuf.capacity() > 64 * 1024 {
-                self.wbuf = BytesMut::new();
+        while !self.wbuf.is_empty() {
+            let n = self.stream.write_buf(&mut self.wbuf).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
             }
+            self.bytes_out += n as u64;
+        }
+        // Keep a small connection small: don't hold on to a burst's buffer forever.
+        if self.wbuf.capacity() > 64 * 1024 {
+            self.wbuf = BytesMut::new();
         }
         self.stream.flush().await
     }

@@ -527,6 +527,9 @@ impl Client {
                     },
                     _ = kicked.cancelled() => return self.kicked(),
                     _ = self.ctx.shutdown.cancelled() => return Exit::Shutdown,
+                    // A client that stopped reading blocks this write, and we read nothing from
+                    // it meanwhile: its keep alive runs out like any silent client's.
+                    _ = sleep_until(deadline) => return self.keep_alive_expired(),
                 }
             }
             let stats = &self.ctx.router.stats;
@@ -570,12 +573,14 @@ impl Client {
                     Err(e) => return Exit::Abnormal { why: e.to_string(), reason: None },
                 },
                 _ = session.notify.notified() => {}
-                _ = sleep_until(deadline), if pause.is_none() => {
-                    let why = format!("keep alive timeout ({}s x 1.5)", self.keep_alive.as_secs());
-                    return Exit::protocol(why, v5::KEEP_ALIVE_TIMEOUT);
-                }
+                _ = sleep_until(deadline), if pause.is_none() => return self.keep_alive_expired(),
             }
         }
+    }
+
+    fn keep_alive_expired(&self) -> Exit {
+        let why = format!("keep alive timeout ({}s x 1.5)", self.keep_alive.as_secs());
+        Exit::protocol(why, v5::KEEP_ALIVE_TIMEOUT)
     }
 
     fn kicked(&self) -> Exit {

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different subset of these helpers
 
 pub mod certs;
+pub mod wire;
 
 use std::io::Write;
 use std::net::SocketAddr;
