@@ -426,7 +426,7 @@ async fn v5_oversized_packet_gets_disconnect_0x95() {
     let broker = TestBroker::start_with(packet_size_config()).await;
     let mut c = connected_v5(&broker, "v5-huge", 60).await;
     c.send_bytes(&cat(&[&[0x30], &varint(200_000_000)])).await;
-    c.expect_disconnect(0x95).await;
+    c.expect_disconnect_reason(0x95).await;
     c.expect_eof().await;
     broker.stop().await;
 }
@@ -437,7 +437,7 @@ async fn v5_keep_alive_timeout_gets_disconnect_0x8d() {
     let broker = TestBroker::start().await;
     let mut c = connected_v5(&broker, "v5-silent", 1).await;
     let start = Instant::now();
-    c.expect_disconnect(0x8D).await;
+    c.expect_disconnect_reason(0x8D).await;
     c.expect_eof().await;
     let took = start.elapsed();
     assert!(

@@ -104,7 +104,7 @@ impl RawClient {
 
     /// Asserts the next packet is a (5.0) DISCONNECT with `reason`; properties such as the
     /// Reason String are informational and not compared.
-    pub async fn expect_disconnect(&mut self, reason: u8) {
+    pub async fn expect_disconnect_reason(&mut self, reason: u8) {
         match self.recv().await {
             Some(Packet::Disconnect(d)) => assert_eq!(d.reason, reason, "DISCONNECT reason"),
             other => panic!("expected DISCONNECT {reason:#04x}, got {other:?}"),
