@@ -3,24 +3,31 @@
 //! Architecture map (each concern lives in one file or folder):
 //!
 //! ```text
-//!  listener.rs   accept loop per [[listener]]: connection permit, accept back-off, spawn per socket
-//!      |         (TLS handshake happens inside the spawned task, under a timeout: tls.rs)
+//!  listener.rs   accept loop per [[listener]]: max_connections permit, per-IP slot, TCP_NODELAY,
+//!      |         accept back-off, one task per socket (the TLS handshake runs in that task under
+//!      |         handshake_timeout: tls.rs)
 //!      v
 //!  session.rs    one task per connection, generic over AsyncRead + AsyncWrite (TCP and TLS alike):
-//!      |         first packet must be CONNECT (connect_timeout) -> auth/ -> router admits the session
-//!      |         -> CONNACK -> packet loop (select over socket, outbox notification, keep-alive, shutdown)
+//!      |         CONNECT within connect_timeout -> auth/ (before anything reaches the router)
+//!      |         -> router attaches the session (takeover, resume) -> CONNACK
+//!      |         -> loop: socket | outbox | keep alive x1.5 | kick | shutdown, writes batched;
+//!      |         MQTT 5.0 per-connection state (aliases, receive maximum, expiry) and limits
 //!      v
-//!  router/       shared broker state, called directly from session tasks (no router task to serialise
-//!                through): subscription trie, retained trie, sessions by client id. Fan-out pushes into
-//!                each subscriber's bounded outbox and wakes its task; it never awaits a socket.
+//!  router/       shared broker state, called directly from session tasks (no router task to
+//!                serialise through): subscription trie with shared groups (trie.rs), retained
+//!                trie (retained.rs), sessions by client id, and each session's outbox, in-flight
+//!                and QoS 2 state (state.rs). Fan-out pushes an Arc<Message> into each matching
+//!                session's bounded outbox and wakes its task; it never awaits a socket.
 //! ```
 //!
-//! - [`protocol`]: our strict codec (3.1, 3.1.1, 5.0), packet model, topic rules.
-//! - [`connection`]: framed, cancel-safe reads and batched writes over any stream.
-//! - [`config`]: the TOML file, defaults, validation.
-//! - [`auth`]: password file, argon2 verification pool, credential cache, ACL.
-//! - [`sys`]: `$SYS` statistics; [`msglog`]: the `[MSG]` message logger.
-//! - [`server`]: binds listeners and runs everything until the shutdown token fires.
+//! - [`protocol`]: our strict codec (3.1, 3.1.1, 5.0), packet model, topic rules, reason codes.
+//! - [`connection`]: framed, cancel-safe reads and batched, cancel-safe writes over any stream.
+//! - [`config`]: the TOML file, safe defaults, validation with file:line errors.
+//! - [`auth`]: password file and `mqtt-passwd`'s file handling, argon2 verification pool,
+//!   credential cache, back-off, ACL.
+//! - [`tls`]: PEM -> one shared rustls `ServerConfig` (aws-lc-rs), reloadable.
+//! - [`sys`]: statistics, limit counters and `$SYS`; [`msglog`]: the `[MSG]` message logger.
+//! - [`server`]: binds listeners, runs until the shutdown token fires, drains; SIGHUP reloads.
 
 pub mod auth;
 pub mod config;

@@ -165,7 +165,7 @@ impl Server {
     }
 
     /// Serves until the shutdown token fires, then stops accepting, closes every connection and
-    /// waits (at most [`DRAIN_DEADLINE`]) for them to finish.
+    /// waits (at most 5 s) for them to finish.
     pub async fn run(self) {
         let tracker = TaskTracker::new();
         for (name, addr) in &self.addrs {

@@ -39,7 +39,7 @@ struct Args {
     /// Prefer the MQTT_PASSWORD environment variable: arguments are visible to other users.
     #[arg(long)]
     password: Option<String>,
-    /// Default: mqtt-demo-<process id>.
+    /// Default: `mqtt-demo-<process id>`.
     #[arg(long)]
     client_id: Option<String>,
     /// Seconds between rounds of readings.
