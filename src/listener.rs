@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::session::{self, Context, Peer};
 use crate::sys::Limit;
@@ -98,6 +98,10 @@ async fn serve_socket(socket: TcpStream, mut peer: Peer, tls: Option<Tls>, ctx: 
         Ok((stream, identity)) => {
             peer.cert_identity = identity;
             session::serve(stream, peer, ctx).await;
+        }
+        Err(e @ crate::tls::TlsError::HandshakeTimeout(_)) => {
+            ctx.router.stats.limit_hit(Limit::HandshakeTimeout);
+            info!(peer = %peer.addr, listener = %peer.listener, "{e} (handshake_timeout); closing");
         }
         Err(e) => {
             debug!(peer = %peer.addr, listener = %peer.listener, "TLS handshake failed: {e}")

@@ -17,6 +17,7 @@ pub enum Limit {
     MaxConnections,
     ConnectionsPerIp,
     ConnectTimeout,
+    HandshakeTimeout,
     PacketSize,
     ClientIdLength,
     TopicLength,
@@ -28,10 +29,11 @@ pub enum Limit {
 }
 
 impl Limit {
-    pub const ALL: [Limit; 11] = [
+    pub const ALL: [Limit; 12] = [
         Limit::MaxConnections,
         Limit::ConnectionsPerIp,
         Limit::ConnectTimeout,
+        Limit::HandshakeTimeout,
         Limit::PacketSize,
         Limit::ClientIdLength,
         Limit::TopicLength,
@@ -48,6 +50,7 @@ impl Limit {
             Limit::MaxConnections => "max_connections",
             Limit::ConnectionsPerIp => "max_connections_per_ip",
             Limit::ConnectTimeout => "connect_timeout",
+            Limit::HandshakeTimeout => "handshake_timeout",
             Limit::PacketSize => "max_packet_size",
             Limit::ClientIdLength => "max_client_id_length",
             Limit::TopicLength => "max_topic_length",
@@ -74,7 +77,7 @@ pub struct Stats {
     pub clients_connected: AtomicU64,
     pub clients_maximum: AtomicU64,
     /// Hits per [`Limit`], in `Limit::ALL` order.
-    limits: [AtomicU64; 11],
+    limits: [AtomicU64; 12],
 }
 
 impl Default for Stats {

@@ -487,6 +487,14 @@ async fn silent_connection_is_closed_after_the_handshake_timeout() {
         elapsed >= handshake_timeout,
         "closed after only {elapsed:?}"
     );
+    assert_eq!(
+        broker
+            .router
+            .stats
+            .limit_hits(mqttd::sys::Limit::HandshakeTimeout),
+        1,
+        "counted in $SYS/broker/limits/handshake_timeout"
+    );
 
     // Only that connection was affected.
     let mut c = TlsMqtt::connected(
