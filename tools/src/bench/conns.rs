@@ -201,13 +201,16 @@ pub async fn connect_rate(opts: &Opts) -> Result<Report> {
         (Some(ca), true) => Some(Arc::new(tls_connector(ca)?)),
         _ => None,
     };
-    let password = opts
-        .password
-        .clone()
-        .or_else(|| std::env::var("MQTT_PASSWORD").ok());
-    if opts.username.is_some() != password.is_some() {
-        bail!("--username and --password (or MQTT_PASSWORD) go together");
-    }
+    // MQTT_PASSWORD is only looked at when a username is given (scripts export it for all runs).
+    let password =
+        match (&opts.username, &opts.password) {
+            (None, Some(_)) => bail!("--password needs --username"),
+            (None, None) => None,
+            (Some(_), Some(p)) => Some(p.clone()),
+            (Some(_), None) => Some(std::env::var("MQTT_PASSWORD").map_err(|_| {
+                anyhow!("--username needs --password or the MQTT_PASSWORD variable")
+            })?),
+        };
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let errors = Arc::new(FirstError::default());
     let stop = CancellationToken::new();
@@ -243,8 +246,8 @@ pub async fn connect_rate(opts: &Opts) -> Result<Report> {
             }
         });
     }
-    let ([connects, failures], secs) =
-        measure(opts, || [ok.load(Relaxed), failed.load(Relaxed)]).await;
+    let w = measure(opts, || [ok.load(Relaxed), failed.load(Relaxed)]).await;
+    let ([connects, failures], secs) = (w.counts, w.secs);
     stop.cancel();
     while let Some(r) = set.join_next().await {
         r.context("a connecting task panicked")?;
@@ -265,5 +268,6 @@ pub async fn connect_rate(opts: &Opts) -> Result<Report> {
     report.add("tls", f64::from(u8::from(tls.is_some())), "");
     report.add("password", f64::from(u8::from(opts.username.is_some())), "");
     report.add("seconds", secs, "s");
+    w.add_cpu(&mut report);
     Ok(report)
 }

@@ -263,7 +263,7 @@ async fn qos0(
         ));
     }
     let watch = async { measure(opts, || [flow.total(), flow.published.load(Relaxed)]).await };
-    let ([deliveries, published], secs) = tokio::select! {
+    let w = tokio::select! {
         m = watch => m,
         Some(r) = tasks.join_next() => {
             r.context("a client task panicked")??;
@@ -281,6 +281,7 @@ async fn qos0(
         r.context("a client task panicked")??;
     }
     let total_deliveries = flow.total();
+    let ([deliveries, published], secs) = (w.counts, w.secs);
     let mut report = Report::new(scenario, opts);
     let per_s = deliveries as f64 / secs;
     match scenario {
@@ -299,6 +300,7 @@ async fn qos0(
     report.add("publishers", publishers as f64, "");
     report.add("subscribers", subscribers as f64, "");
     report.add("seconds", secs, "s");
+    w.add_cpu(&mut report);
     Ok(report)
 }
 
@@ -320,24 +322,33 @@ pub async fn fan_out(opts: &Opts) -> Result<Report> {
     .await
 }
 
-/// What a QoS 1 publisher or subscriber counted.
-#[derive(Default)]
+/// What QoS 1 publishers and subscribers counted.
 struct Q1Counts {
     sent: AtomicU64,
     acked: AtomicU64,
     received: AtomicU64,
+    /// Messages received by each pair's subscriber (the end-to-end window).
+    per_pair: Vec<Padded>,
 }
 
-/// A QoS 1 publisher keeping `inflight` PUBLISHes unacknowledged. Returns how many were still
-/// unacknowledged when the drain ended, and acks for ids that were not in flight.
+/// A QoS 1 publisher keeping `inflight` PUBLISHes unacknowledged, and at most `--window`
+/// messages ahead of its subscriber: a broker acknowledges a PUBLISH when it has queued it, so
+/// without the second bound a publisher faster than the delivery path only fills (and overflows)
+/// the subscriber's queue in the broker. Returns how many were still unacknowledged when the
+/// drain ended, and acks for ids that were not in flight.
 async fn q1_publisher(
     mut s: TcpStream,
     mut rbuf: BytesMut,
     topic: String,
+    index: usize,
     opts: Opts,
     counts: Arc<Q1Counts>,
     stop: CancellationToken,
 ) -> Result<(u64, u64)> {
+    let Some(delivered) = counts.per_pair.get(index) else {
+        bail!("pair {index} has no counter");
+    };
+    let window = opts.window.max(1);
     let t = PublishTemplate::new(&topic, QoS::AtLeastOnce, opts.payload);
     let mut in_flight = vec![false; 65_536];
     let (mut n_in, mut next_id, mut seq, mut bogus) = (0usize, 1u16, 0u64, 0u64);
@@ -347,10 +358,11 @@ async fn q1_publisher(
         if drain_until.is_none() && stop.is_cancelled() {
             drain_until = Some(Instant::now() + DRAIN);
         }
-        if drain_until.is_none() && n_in < opts.inflight {
+        let ahead = |seq: u64| seq.saturating_sub(delivered.0.load(Relaxed)) >= window;
+        if drain_until.is_none() && n_in < opts.inflight && !ahead(seq) {
             wbuf.clear();
             let first = seq;
-            while n_in < opts.inflight {
+            while n_in < opts.inflight && !ahead(seq) {
                 if in_flight[usize::from(next_id)] {
                     bail!("packet id {next_id} is still in flight after 65535 others");
                 }
@@ -377,6 +389,8 @@ async fn q1_publisher(
             },
             _ = tokio::time::sleep_until(until) => return Ok((n_in as u64, bogus)),
             _ = stop.cancelled(), if drain_until.is_none() => continue,
+            // Ahead of the subscriber: look again shortly (acks may not come to wake us).
+            _ = tokio::time::sleep(Duration::from_millis(1)), if ahead(seq) => continue,
         }
         let mut off = 0;
         let mut acked = 0;
@@ -402,6 +416,7 @@ async fn q1_publisher(
 async fn q1_subscriber(
     mut s: TcpStream,
     mut rbuf: BytesMut,
+    index: usize,
     counts: Arc<Q1Counts>,
     stop: CancellationToken,
 ) -> Result<(u64, u64)> {
@@ -447,6 +462,9 @@ async fn q1_subscriber(
             s.write_all(&wbuf).await.context("acknowledging")?;
         }
         counts.received.fetch_add(n, Relaxed);
+        if let Some(c) = counts.per_pair.get(index) {
+            c.0.fetch_add(n, Relaxed);
+        }
         if rbuf.capacity() - rbuf.len() < RBUF / 4 {
             rbuf.reserve(RBUF);
         }
@@ -462,7 +480,12 @@ async fn q1_subscriber(
 /// `qos1`: N pairs (default 4): publisher i -> `bench/q1/i` -> subscriber i, QoS 1 both ways.
 pub async fn qos1(opts: &Opts) -> Result<Report> {
     let pairs = opts.publishers.unwrap_or(4).clamp(1, 1000);
-    let counts = Arc::new(Q1Counts::default());
+    let counts = Arc::new(Q1Counts {
+        sent: AtomicU64::new(0),
+        acked: AtomicU64::new(0),
+        received: AtomicU64::new(0),
+        per_pair: (0..pairs).map(|_| Padded::default()).collect(),
+    });
     let (stop_pub, stop_sub) = (CancellationToken::new(), CancellationToken::new());
     let _guard = (stop_pub.clone().drop_guard(), stop_sub.clone().drop_guard());
     let (mut subs, mut pubs) = (JoinSet::new(), JoinSet::new());
@@ -475,7 +498,7 @@ pub async fn qos1(opts: &Opts) -> Result<Report> {
             &mut rbuf,
         )
         .await?;
-        subs.spawn(q1_subscriber(s, rbuf, counts.clone(), stop_sub.clone()));
+        subs.spawn(q1_subscriber(s, rbuf, i, counts.clone(), stop_sub.clone()));
     }
     for i in 0..pairs {
         let (s, rbuf) = connect(opts.addr(), &format!("bench-q1-pub-{i}")).await?;
@@ -483,6 +506,7 @@ pub async fn qos1(opts: &Opts) -> Result<Report> {
             s,
             rbuf,
             format!("bench/q1/{i}"),
+            i,
             opts.clone(),
             counts.clone(),
             stop_pub.clone(),
@@ -491,7 +515,7 @@ pub async fn qos1(opts: &Opts) -> Result<Report> {
     let watch = measure(opts, || {
         [counts.received.load(Relaxed), counts.acked.load(Relaxed)]
     });
-    let ([received, acked], secs) = tokio::select! {
+    let w = tokio::select! {
         m = watch => m,
         Some(r) = pubs.join_next() => {
             r.context("a publisher panicked")??;
@@ -521,6 +545,7 @@ pub async fn qos1(opts: &Opts) -> Result<Report> {
         unique += u;
         dups += d;
     }
+    let ([received, acked], secs) = (w.counts, w.secs);
     let mut report = Report::new(Scenario::Qos1, opts);
     report.add("delivered_per_s", received as f64 / secs, "msg/s");
     report.add("acked_per_s", acked as f64 / secs, "msg/s");
@@ -532,5 +557,6 @@ pub async fn qos1(opts: &Opts) -> Result<Report> {
     report.add("unexpected_acks", bogus as f64, "");
     report.add("pairs", pairs as f64, "");
     report.add("seconds", secs, "s");
+    w.add_cpu(&mut report);
     Ok(report)
 }

@@ -18,7 +18,7 @@ use bytes::{Buf, BytesMut};
 use mqttd::protocol::{self, Packet, QoS};
 
 use super::wire::{self, PublishTemplate, next_frame};
-use super::{Opts, Report, Scenario};
+use super::{Opts, Report, Scenario, cpu_seconds};
 
 const TOPIC: &str = "bench/latency";
 /// A publisher this far behind schedule (machine overloaded) skips ahead instead of bursting.
@@ -163,12 +163,21 @@ pub async fn run(opts: &Opts) -> Result<Report> {
         publisher_done: AtomicBool::new(false),
     });
     let sub = connect_blocking(addr, "bench-lat-sub", Some(TOPIC))?;
+    let cpu = || {
+        (
+            cpu_seconds(None),
+            opts.broker_pid.and_then(|p| cpu_seconds(Some(p))),
+        )
+    };
+    let (cpu_a, t0) = (cpu(), Instant::now());
     let publ = connect_blocking(addr, "bench-lat-pub", None)?;
     let (o1, s1) = (opts.clone(), shared.clone());
     let sub = tokio::task::spawn_blocking(move || subscriber(sub, o1, s1));
     let (o2, s2) = (opts.clone(), shared.clone());
     let publ = tokio::task::spawn_blocking(move || publisher(publ, o2, s2));
     let skipped = publ.await.context("the publisher thread panicked")??;
+    let (cpu_b, secs) = (cpu(), t0.elapsed().as_secs_f64().max(1e-9));
+    let pct = |x: Option<f64>, y: Option<f64>| Some((y? - x?) * 100.0 / secs);
     let (mut samples, received) = sub.await.context("the subscriber thread panicked")??;
     samples.sort_unstable();
     let sent = shared.sent.load(Relaxed);
@@ -182,5 +191,8 @@ pub async fn run(opts: &Opts) -> Result<Report> {
     report.add("samples", samples.len() as f64, "msg");
     report.add("lost", sent.saturating_sub(received) as f64, "msg");
     report.add("schedule_skips", skipped as f64, "");
+    // Over warm-up and measuring window together.
+    report.add("cpu_bench_pct", pct(cpu_a.0, cpu_b.0), "% of a core");
+    report.add("cpu_broker_pct", pct(cpu_a.1, cpu_b.1), "% of a core");
     Ok(report)
 }

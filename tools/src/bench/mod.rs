@@ -79,8 +79,10 @@ pub struct Opts {
     /// qos1: unacknowledged PUBLISHes per publisher.
     #[arg(long, default_value_t = 64)]
     pub inflight: usize,
-    /// fan-in / fan-out: messages published but not yet delivered, across all publishers. Keeps
-    /// the broker's queues short so the scenario measures forwarding, not dropping.
+    /// Messages published but not yet received by the slowest subscriber (fan-in, fan-out: all
+    /// publishers together; qos1: per pair). Keeps the broker's queues below its queue limit
+    /// (1000 by default in both mqttd and Mosquitto) so the scenario measures forwarding, not
+    /// dropping or slow-consumer disconnects.
     #[arg(long, default_value_t = 1000)]
     pub window: u64,
     /// latency: messages per second.
@@ -92,7 +94,8 @@ pub struct Opts {
     /// connections / connect-rate: clients connecting at the same time.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
-    /// connections: broker process whose VmRSS is read before and after.
+    /// The broker's process: connections reads its VmRSS before and after; every scenario
+    /// reports its CPU use (and the generator's own) over the measuring window.
     #[arg(long)]
     pub broker_pid: Option<u32>,
     /// connect-rate: username (the password comes from --password or the MQTT_PASSWORD variable).
@@ -279,18 +282,61 @@ pub fn rss_bytes(pid: u32) -> Result<u64> {
         .with_context(|| format!("no VmRSS in {path}"))
 }
 
-/// Waits out the warm-up, then measures `read()` (cumulative counters) over `--duration`.
-/// Returns the counters' growth and the exact seconds elapsed.
-pub async fn measure<const N: usize>(opts: &Opts, read: impl Fn() -> [u64; N]) -> ([u64; N], f64) {
-    tokio::time::sleep(opts.warmup).await;
-    let (a, t0) = (read(), Instant::now());
-    tokio::time::sleep(opts.duration).await;
-    let (b, secs) = (read(), t0.elapsed().as_secs_f64());
-    let mut d = [0; N];
-    for i in 0..N {
-        d[i] = b[i].saturating_sub(a[i]);
+/// CPU seconds (user + system) used so far by `pid` (`None`: this process), from /proc.
+pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    let path = pid.map_or("/proc/self/stat".to_owned(), |p| format!("/proc/{p}/stat"));
+    let text = std::fs::read_to_string(path).ok()?;
+    // Fields after the command name (which may contain spaces) start at field 3 (state).
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (ticks > 0).then(|| (utime + stime) / ticks as f64)
+}
+
+/// What [`measure`] saw over the measuring window.
+pub struct Window<const N: usize> {
+    /// Growth of each counter.
+    pub counts: [u64; N],
+    pub secs: f64,
+    /// CPU used by the generator and by the broker (`--broker-pid`), in % of one core.
+    pub cpu_self: Option<f64>,
+    pub cpu_broker: Option<f64>,
+}
+
+impl<const N: usize> Window<N> {
+    /// Adds the CPU figures to `report`.
+    pub fn add_cpu(&self, report: &mut Report) {
+        report.add("cpu_bench_pct", self.cpu_self, "% of a core");
+        report.add("cpu_broker_pct", self.cpu_broker, "% of a core");
     }
-    (d, secs.max(1e-9))
+}
+
+/// Waits out the warm-up, then measures `read()` (cumulative counters) over `--duration`.
+pub async fn measure<const N: usize>(opts: &Opts, read: impl Fn() -> [u64; N]) -> Window<N> {
+    tokio::time::sleep(opts.warmup).await;
+    let cpu = || {
+        (
+            cpu_seconds(None),
+            opts.broker_pid.and_then(|p| cpu_seconds(Some(p))),
+        )
+    };
+    let (a, cpu_a, t0) = (read(), cpu(), Instant::now());
+    tokio::time::sleep(opts.duration).await;
+    let (b, cpu_b, secs) = (read(), cpu(), t0.elapsed().as_secs_f64().max(1e-9));
+    let mut counts = [0; N];
+    for i in 0..N {
+        counts[i] = b[i].saturating_sub(a[i]);
+    }
+    let pct = |x: Option<f64>, y: Option<f64>| Some((y? - x?) * 100.0 / secs);
+    Window {
+        counts,
+        secs,
+        cpu_self: pct(cpu_a.0, cpu_b.0),
+        cpu_broker: pct(cpu_a.1, cpu_b.1),
+    }
 }
 
 /// Runs one scenario under its overall deadline.
