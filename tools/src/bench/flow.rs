@@ -31,6 +31,8 @@ const RBUF: usize = 256 * 1024;
 /// No delivery progress for this long: the outstanding messages are counted as lost. Long enough
 /// that a busy machine's scheduling hiccup is not mistaken for loss.
 const STALL: Duration = Duration::from_millis(200);
+/// A publisher's write that makes no progress for this long fails the scenario.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Tasks sharing the QoS 0 subscribers between them.
 const SINK_TASKS: usize = 4;
 /// After publishing stops, how long to wait for the last messages (and acks) to arrive.
@@ -133,10 +135,11 @@ async fn flood(
             seq += 1;
         }
         flow.published.fetch_add(batch, Relaxed);
-        tokio::select! {
-            r = s.write_all(&buf) => r.context("publishing")?,
-            _ = stop.cancelled() => break,
-        }
+        // Not cancelled by `stop`: a half-written batch would count as published but lost.
+        tokio::time::timeout(WRITE_TIMEOUT, s.write_all(&buf))
+            .await
+            .map_err(|_| anyhow::anyhow!("the broker read nothing for {WRITE_TIMEOUT:?}"))?
+            .context("publishing")?;
     }
     Ok(())
 }
