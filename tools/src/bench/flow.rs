@@ -248,7 +248,8 @@ async fn qos0(
         if !rbuf.is_empty() {
             bail!("subscriber {index} received something before anyone published");
         }
-        groups[index % SINK_TASKS].push(Sink { s, rbuf, index });
+        let group = index % groups.len();
+        groups[group].push(Sink { s, rbuf, index });
     }
     for sinks in groups {
         tasks.spawn(sink_group(sinks, flow.clone(), stop_sub.clone()));
