@@ -198,7 +198,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 // Only replace the hash we verified: a concurrent password change wins.
                 match f.get(&user) {
                     Some(e) if e.hash == old => {
-                        f.set(&user, hash)?;
+                        f.set_keeping_scram(&user, hash);
                         Ok(((), true))
                     }
                     _ => Err(anyhow::anyhow!(
