@@ -504,7 +504,8 @@ impl Entry {
 enum Line {
     /// A comment or blank line, kept verbatim.
     Other(String),
-    User(Entry),
+    /// Boxed: an entry is ten times the size of a comment.
+    User(Box<Entry>),
 }
 
 /// A password file in memory, in file order (comments included).
@@ -554,11 +555,11 @@ impl PasswordFile {
             if !seen.insert(username) {
                 return Err(fail(format!("user {username:?} appears twice")));
             }
-            file.lines.push(Line::User(Entry {
+            file.lines.push(Line::User(Box::new(Entry {
                 username: username.to_owned(),
                 hash,
                 scram,
-            }));
+            })));
         }
         Ok(file)
     }
@@ -587,7 +588,7 @@ impl PasswordFile {
     /// Users in file order.
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
         self.lines.iter().filter_map(|l| match l {
-            Line::User(e) => Some(e),
+            Line::User(e) => Some(&**e),
             Line::Other(_) => None,
         })
     }
@@ -627,11 +628,11 @@ impl PasswordFile {
                 return Ok(false);
             }
         }
-        self.lines.push(Line::User(Entry {
+        self.lines.push(Line::User(Box::new(Entry {
             username: username.to_owned(),
             hash,
             scram,
-        }));
+        })));
         Ok(true)
     }
 
