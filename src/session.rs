@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 
 use bytes::Bytes;
 
-use crate::auth::enhanced::{AuthMethod, AuthStep};
+use crate::auth::enhanced::{AuthExchange, AuthMethod, AuthStep};
 use crate::auth::{Access, Auth, AuthOutcome, Credentials};
 use crate::config::Limits;
 use crate::connection::{Connection, ReadError};
@@ -358,6 +358,9 @@ where
         expiry,
         rate: ctx.limits.max_publish_rate.map(RateLimit::new),
         limits_logged: 0,
+        auth_method: enhanced.map(|(method, _)| method),
+        reauth: None,
+        ip: peer.addr.ip(),
     })
 }
 
@@ -551,7 +554,7 @@ where
     };
     if auth.reason != v5::CONTINUE_AUTHENTICATION {
         let why = format!(
-            "AUTH with reason 0x{:02X} during CONNECT; expected 0x18 (MQTT-4.12.0-3)",
+            "AUTH with reason 0x{:02X} during CONNECT; expected 0x18 (section 4.12)",
             auth.reason
         );
         return Err(AuthReadError::Refuse(v5::PROTOCOL_ERROR, why));
@@ -591,6 +594,13 @@ struct Client {
     rate: Option<RateLimit>,
     /// Which limits were already logged for this client (bit per `Limit`): each is logged once.
     limits_logged: u32,
+    /// The enhanced authentication method the client logged in with (5.0), which it may
+    /// re-authenticate with; `None`: a client AUTH is a protocol error.
+    auth_method: Option<&'static str>,
+    /// A re-authentication in progress, and its AUTH round trips so far.
+    reauth: Option<(Box<dyn AuthExchange>, usize)>,
+    /// The client's address, for the back-off accounting of re-authentications.
+    ip: std::net::IpAddr,
 }
 
 /// A token bucket: `rate` PUBLISHes per second, bursts of up to one second's worth.
@@ -954,16 +964,85 @@ impl Client {
                     v5::PROTOCOL_ERROR,
                 ));
             }
-            Packet::Auth(_) => {
-                let why = "AUTH without an authentication method in CONNECT (MQTT-4.12.0-1)";
-                return Step::Exit(Exit::protocol(why, v5::PROTOCOL_ERROR));
-            }
+            Packet::Auth(a) => return self.on_auth(conn, a),
             other => {
                 let why = format!("{} is not sent by clients", other.name());
                 return Step::Exit(Exit::protocol(why, v5::PROTOCOL_ERROR));
             }
         }
         Step::Continue
+    }
+
+    /// Re-authentication (MQTT 5.0 section 4.12.1): AUTH 0x19 with the CONNECT's method starts a
+    /// new exchange, answered with AUTH 0x18 per step and AUTH 0x00 on success; the client keeps
+    /// its old authentication meanwhile (its keep alive bounds a stalled exchange). It must prove
+    /// the same identity: failure, or another user, ends the connection with DISCONNECT 0x87.
+    /// The method is taken from the current `Auth`, so a reload's credentials apply.
+    fn on_auth<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut Connection<S>,
+        a: AuthPacket,
+    ) -> Step {
+        let Some(name) = self.auth_method else {
+            let why = "AUTH without an authentication method in CONNECT (MQTT-4.12.0-1)";
+            return Step::Exit(Exit::protocol(why, v5::PROTOCOL_ERROR));
+        };
+        let props = a.properties.map(|p| *p).unwrap_or_default();
+        if props.authentication_method.as_deref() != Some(name) {
+            let why = "AUTH with another authentication method than CONNECT's (section 4.12.1)";
+            return Step::Exit(Exit::protocol(why, v5::PROTOCOL_ERROR));
+        }
+        let (mut exchange, rounds) = match (a.reason, self.reauth.take()) {
+            (v5::REAUTHENTICATE, None) => match self.acl().enhanced(name) {
+                Some(method) => (method.start(), 0),
+                None => return self.reauth_failed("", "method no longer offered after a reload"),
+            },
+            (v5::CONTINUE_AUTHENTICATION, Some(ongoing)) => ongoing,
+            (reason, _) => {
+                let why = format!("AUTH with reason 0x{reason:02X} out of sequence");
+                return Step::Exit(Exit::protocol(why, v5::PROTOCOL_ERROR));
+            }
+        };
+        let step = exchange.step(props.authentication_data.as_deref());
+        let claimed = exchange.username().unwrap_or_default().to_owned();
+        self.acl(); // refreshes the snapshot after a reload
+        let auth = Arc::clone(&self.auth.1);
+        if !matches!(step, AuthStep::Continue(_)) && auth.user_backing_off(&claimed) {
+            return self.reauth_failed(&claimed, "username is backing off");
+        }
+        match step {
+            AuthStep::Continue(_) if rounds == MAX_AUTH_ROUNDS => {
+                self.reauth_failed(&claimed, "too many AUTH rounds")
+            }
+            AuthStep::Continue(out) => {
+                let packet = auth_packet(v5::CONTINUE_AUTHENTICATION, name, Some(out));
+                self.reply(conn, packet);
+                self.reauth = Some((exchange, rounds + 1));
+                Step::Continue
+            }
+            AuthStep::Success { username, .. } if Some(&username) != self.username.as_ref() => {
+                self.reauth_failed(&username, "proved another identity than the connection's")
+            }
+            AuthStep::Success { username, data } => {
+                auth.record_login(self.ip, &username, true);
+                debug!(client_id = %self.client_id, user = %username, "re-authenticated");
+                self.reply(conn, auth_packet(v5::SUCCESS, name, data));
+                Step::Continue
+            }
+            AuthStep::Fail(why) => self.reauth_failed(&claimed, why),
+        }
+    }
+
+    /// Counts a failed re-authentication for the back-off and ends the connection (DISCONNECT
+    /// 0x87, section 4.12.1).
+    fn reauth_failed(&mut self, claimed: &str, why: &str) -> Step {
+        let ip = self.ip;
+        let auth = self.acl();
+        if !auth.user_backing_off(claimed) {
+            auth.record_login(ip, claimed, false);
+        }
+        let why = format!("re-authentication failed: {why}");
+        Step::Exit(Exit::protocol(why, v5::NOT_AUTHORIZED))
     }
 
     fn on_disconnect(&mut self, d: Disconnect) -> Step {

@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 const METHOD: &str = "SCRAM-SHA-256";
 const ALICE_PW: &[u8] = b"alice-password";
+const DAVE_PW: &[u8] = b"dave-password";
 
 fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
     let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap();
@@ -113,12 +114,14 @@ fn auth_packet(reason: u8, props: Properties) -> Packet {
     })
 }
 
-/// alice (password and SCRAM credentials) and bob (password only).
+/// alice and dave (password and SCRAM credentials) and bob (password only).
 fn users(dir: &Path) -> PathBuf {
     let path = dir.join("passwd");
     PasswordFile::update::<_, PasswdError>(&path, true, |f| {
-        let scram = ScramCredentials::generate(ALICE_PW, 4096)?;
-        f.set_with_scram("alice", hash_argon2id(ALICE_PW, FAST_ARGON2)?, Some(scram))?;
+        for (user, pw) in [("alice", ALICE_PW), ("dave", DAVE_PW)] {
+            let scram = ScramCredentials::generate(pw, 4096)?;
+            f.set_with_scram(user, hash_argon2id(pw, FAST_ARGON2)?, Some(scram))?;
+        }
         f.set("bob", hash_argon2id(b"bob-password", FAST_ARGON2)?)?;
         Ok(((), true))
     })
@@ -339,4 +342,117 @@ async fn passwd_tool_add_scram_writes_usable_credentials() {
             .scram
             .is_none()
     );
+}
+
+/// One re-authentication round on a connected client: AUTH 0x19 with client-first, then the
+/// client-final; returns what the broker answered to the client-final.
+async fn reauthenticate(c: &mut RawClient, scram: &mut ScramClient) -> Option<Packet> {
+    let props = auth_props(METHOD, Some(scram.client_first()));
+    c.send(&auth_packet(v5::REAUTHENTICATE, props)).await;
+    let server_first = match c.recv().await {
+        Some(Packet::Auth(a)) => {
+            assert_eq!(a.reason, v5::CONTINUE_AUTHENTICATION);
+            a.properties.unwrap().authentication_data.unwrap().to_vec()
+        }
+        other => panic!("expected AUTH 0x18, got {other:?}"),
+    };
+    let client_final = scram.client_final(&server_first);
+    let props = auth_props(METHOD, Some(client_final));
+    c.send(&auth_packet(v5::CONTINUE_AUTHENTICATION, props))
+        .await;
+    c.recv().await
+}
+
+#[tokio::test]
+async fn reauthentication_succeeds_with_the_same_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start_with(secured(users(dir.path()))).await;
+    let (mut c, ack) = scram_login(broker.addr, "alice", ALICE_PW).await;
+    assert_eq!(ack.code, v5::SUCCESS);
+    let mut scram = ScramClient::new("alice", ALICE_PW);
+    match reauthenticate(&mut c, &mut scram).await {
+        Some(Packet::Auth(a)) => {
+            assert_eq!(a.reason, v5::SUCCESS);
+            let p = a.properties.unwrap();
+            assert_eq!(p.authentication_method.as_deref(), Some(METHOD));
+            scram.verify_server_final(&p.authentication_data.unwrap());
+        }
+        other => panic!("expected AUTH 0x00, got {other:?}"),
+    }
+    c.ping().await;
+    c.disconnect().await;
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn failed_reauthentication_disconnects_with_0x87() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start_with(secured(users(dir.path()))).await;
+    let (mut c, _) = scram_login(broker.addr, "alice", ALICE_PW).await;
+    let mut scram = ScramClient::new("alice", b"wrong");
+    match reauthenticate(&mut c, &mut scram).await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, v5::NOT_AUTHORIZED),
+        other => panic!("expected DISCONNECT 0x87, got {other:?}"),
+    }
+    c.expect_closed().await;
+    // Proving another user's identity is no better.
+    let (mut c, _) = scram_login(broker.addr, "alice", ALICE_PW).await;
+    let mut scram = ScramClient::new("dave", DAVE_PW);
+    match reauthenticate(&mut c, &mut scram).await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, v5::NOT_AUTHORIZED),
+        other => panic!("expected DISCONNECT 0x87, got {other:?}"),
+    }
+    c.expect_closed().await;
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn auth_after_a_password_login_or_with_another_method_is_a_protocol_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start_with(secured(users(dir.path()))).await;
+    // A password login cannot re-authenticate.
+    let connect = mqttd::protocol::Connect {
+        username: Some("alice".into()),
+        password: Some(mqttd::protocol::Password::new(ALICE_PW.to_vec())),
+        ..connect_v5("pw", Properties::default())
+    };
+    let (mut c, ack) = RawClient::connect_v5_with(broker.addr, connect).await;
+    assert_eq!(ack.code, v5::SUCCESS);
+    c.send(&auth_packet(v5::REAUTHENTICATE, auth_props(METHOD, None)))
+        .await;
+    assert_eq!(c.expect_disconnect().await.reason, v5::PROTOCOL_ERROR);
+    // A SCRAM login re-authenticating with another method.
+    let (mut c, _) = scram_login(broker.addr, "alice", ALICE_PW).await;
+    c.send(&auth_packet(v5::REAUTHENTICATE, auth_props("PLAIN", None)))
+        .await;
+    assert_eq!(c.expect_disconnect().await.reason, v5::PROTOCOL_ERROR);
+    // Continue without a re-authentication in progress.
+    let (mut c, _) = scram_login(broker.addr, "alice", ALICE_PW).await;
+    c.send(&auth_packet(
+        v5::CONTINUE_AUTHENTICATION,
+        auth_props(METHOD, None),
+    ))
+    .await;
+    assert_eq!(c.expect_disconnect().await.reason, v5::PROTOCOL_ERROR);
+    broker.stop().await;
+}
+
+/// SCRAM failures count towards the password back-off: after `max_failures` the address is
+/// refused at once, before any AUTH exchange.
+#[tokio::test]
+async fn scram_failures_back_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = secured(users(dir.path()));
+    config.auth.max_failures = 2;
+    let broker = TestBroker::start_with(config).await;
+    for _ in 0..2 {
+        let (_, ack) = scram_login(broker.addr, "alice", b"wrong").await;
+        assert_eq!(ack.code, v5::NOT_AUTHORIZED);
+    }
+    let scram = ScramClient::new("alice", ALICE_PW);
+    let connect = connect_v5("c", auth_props(METHOD, Some(scram.client_first())));
+    let (mut c, ack) = RawClient::connect_v5_with(broker.addr, connect).await;
+    assert_eq!(ack.code, v5::NOT_AUTHORIZED);
+    c.expect_closed().await;
+    broker.stop().await;
 }
