@@ -18,7 +18,8 @@
 //! - [`protocol`]: our strict codec (3.1, 3.1.1, 5.0), packet model, topic rules.
 //! - [`connection`]: framed, cancel-safe reads and batched writes over any stream.
 //! - [`config`]: the TOML file, defaults, validation.
-//! - [`auth`]: password file, argon2 verification pool, credential cache, ACL.
+//! - [`auth`]: password file, argon2 verification pool, credential cache, ACL, SCRAM-SHA-256
+//!   enhanced authentication.
 //! - [`sys`]: `$SYS` statistics; [`msglog`]: the `[MSG]` message logger.
 //! - [`server`]: binds listeners and runs everything until the shutdown token fires.
 

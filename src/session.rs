@@ -2,7 +2,10 @@
 //!
 //! 1. The first packet must be CONNECT and must arrive within `connect_timeout`.
 //! 2. Credentials go to [`crate::auth`] before anything reaches the router; a refusal is answered
-//!    with the CONNACK code, then the connection closes.
+//!    with the CONNACK code, then the connection closes. A 5.0 CONNECT naming an Authentication
+//!    Method runs that enhanced authentication exchange instead (AUTH packets, each read under
+//!    `connect_timeout`; see `enhanced_login`), and a client logged in that way may re-authenticate
+//!    later (`Client::on_auth`).
 //! 3. The router attaches the session (taking over an older connection with the same client id)
 //!    and the CONNACK is written (5.0: with the broker's limits as properties).
 //! 4. The packet loop races the socket, the session's outbox, the keep-alive deadline (1.5 x the
