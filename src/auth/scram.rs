@@ -244,8 +244,9 @@ enum State {
         /// `c=` as the client must send it (base64 of the gs2 header).
         channel_binding: String,
         nonce: String,
-        /// `None`: unknown user, the proof is checked against nothing and fails.
-        credentials: Option<ScramCredentials>,
+        credentials: ScramCredentials,
+        /// False: stand-in credentials of an unknown user; the proof is checked, then refused.
+        known: bool,
     },
     Done,
 }
@@ -275,12 +276,13 @@ impl AuthExchange for Exchange {
                 channel_binding,
                 nonce,
                 credentials,
+                known,
             } => client_final(
                 message,
                 &transcript,
                 &channel_binding,
                 &nonce,
-                credentials.as_ref(),
+                (&credentials, known),
                 self.username.as_deref().unwrap_or_default(),
             ),
             State::Done => AuthStep::Fail("SCRAM exchange already finished"),
@@ -325,27 +327,38 @@ impl Exchange {
         }
         let snonce: [u8; 24] = rand::random();
         let nonce = format!("{cnonce}{}", STANDARD.encode(snonce));
-        let credentials = self.users.get(&username).cloned();
-        let (salt, iterations) = match &credentials {
-            Some(c) => (c.salt.clone(), c.iterations),
-            None => (
-                hmac(
-                    self.secret.as_slice(),
-                    &[b"fake salt\0", username.as_bytes()],
-                )[..16]
-                    .to_vec(),
-                self.fake_iterations,
-            ),
+        let (credentials, known) = match self.users.get(&username) {
+            Some(c) => (c.clone(), true),
+            None => (self.fake_credentials(&username), false),
         };
-        let server_first = format!("r={nonce},s={},i={iterations}", STANDARD.encode(&salt));
+        let server_first = format!(
+            "r={nonce},s={},i={}",
+            STANDARD.encode(&credentials.salt),
+            credentials.iterations
+        );
         self.state = State::AwaitClientFinal {
             transcript: format!("{bare},{server_first}"),
             channel_binding: STANDARD.encode(format!("{flag},,")),
             nonce,
             credentials,
+            known,
         };
         self.username = Some(username);
         AuthStep::Continue(server_first.into_bytes())
+    }
+
+    /// Stable stand-in credentials for a name without SCRAM credentials, derived from the
+    /// per-process secret: the same salt on every attempt, keys nobody can match, and the same
+    /// proof check as a real user (no early return to time).
+    fn fake_credentials(&self, username: &str) -> ScramCredentials {
+        let key = |label: &[u8]| hmac(self.secret.as_slice(), &[label, username.as_bytes()]);
+        ScramCredentials {
+            encoded: String::new(),
+            iterations: self.fake_iterations,
+            salt: key(b"fake salt\0")[..16].to_vec(),
+            stored_key: key(b"fake StoredKey\0"),
+            server_key: key(b"fake ServerKey\0"),
+        }
     }
 }
 
@@ -354,7 +367,7 @@ fn client_final(
     transcript: &str,
     channel_binding: &str,
     nonce: &str,
-    credentials: Option<&ScramCredentials>,
+    (credentials, known): (&ScramCredentials, bool),
     username: &str,
 ) -> AuthStep {
     let Some((without_proof, proof)) = message.rsplit_once(",p=") else {
@@ -370,16 +383,14 @@ fn client_final(
     let Ok(proof) = <[u8; 32]>::try_from(STANDARD.decode(proof).unwrap_or_default()) else {
         return AuthStep::Fail("malformed SCRAM proof");
     };
-    let Some(credentials) = credentials else {
-        return AuthStep::Fail("wrong SCRAM proof");
-    };
     let auth_message = format!("{transcript},{without_proof}");
     let signature = hmac(&credentials.stored_key, &[auth_message.as_bytes()]);
     let mut client_key = Zeroizing::new([0u8; 32]);
     for (k, (p, s)) in client_key.iter_mut().zip(proof.iter().zip(signature)) {
         *k = p ^ s;
     }
-    if !bool::from(sha256(client_key.as_slice()).ct_eq(&credentials.stored_key)) {
+    let matches = bool::from(sha256(client_key.as_slice()).ct_eq(&credentials.stored_key));
+    if !(matches & known) {
         return AuthStep::Fail("wrong SCRAM proof");
     }
     let server_signature = hmac(&credentials.server_key, &[auth_message.as_bytes()]);
@@ -458,12 +469,23 @@ mod tests {
             format!("{without_proof},p={}", STANDARD.encode(proof)),
             CLIENT_FINAL
         );
+        // Only a known user can succeed, even with the right proof.
+        let creds_of = |known| (&creds, known);
+        let unknown = client_final(
+            CLIENT_FINAL,
+            &transcript,
+            "biws",
+            nonce,
+            creds_of(false),
+            "u",
+        );
+        assert!(matches!(unknown, AuthStep::Fail(_)));
         match client_final(
             CLIENT_FINAL,
             &transcript,
             "biws",
             nonce,
-            Some(&creds),
+            creds_of(true),
             "user",
         ) {
             AuthStep::Success { username, data } => {
@@ -479,7 +501,7 @@ mod tests {
             (CLIENT_FINAL, "eSws", nonce),
             (CLIENT_FINAL, "biws", "rOprNGfwEbeRWgbNEkqO"),
         ] {
-            let step = client_final(msg, &transcript, cb, n, Some(&creds), "user");
+            let step = client_final(msg, &transcript, cb, n, (&creds, true), "user");
             assert!(matches!(step, AuthStep::Fail(_)), "{step:?}");
         }
     }
