@@ -481,9 +481,17 @@ where
             AuthStep::Continue(out) => {
                 rounds += 1;
                 let challenge = auth_packet(v5::CONTINUE_AUTHENTICATION, name, Some(out));
-                if let Err(e) = conn.write_packet(&challenge).await {
-                    debug!(%ip, "AUTH write failed: {e}");
-                    return None;
+                let limit = ctx.limits.connect_timeout;
+                match tokio::time::timeout(limit, conn.write_packet(&challenge)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        debug!(%ip, "AUTH write failed: {e}");
+                        return None;
+                    }
+                    Err(_) => {
+                        debug!(%ip, "AUTH write stalled for {limit:?}; closing");
+                        return None;
+                    }
                 }
                 match read_auth(conn, name, ctx).await {
                     Ok(next) => data = next,
