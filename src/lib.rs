@@ -24,7 +24,7 @@
 //! - [`connection`]: framed, cancel-safe reads and batched, cancel-safe writes over any stream.
 //! - [`config`]: the TOML file, safe defaults, validation with file:line errors.
 //! - [`auth`]: password file and `mqtt-passwd`'s file handling, argon2 verification pool,
-//!   credential cache, back-off, ACL.
+//!   credential cache, back-off, ACL, SCRAM-SHA-256 enhanced authentication (MQTT 5.0 AUTH).
 //! - [`tls`]: PEM -> one shared rustls `ServerConfig` (aws-lc-rs), reloadable.
 //! - [`sys`]: statistics, limit counters and `$SYS`; [`msglog`]: the `[MSG]` message logger.
 //! - [`server`]: binds listeners, runs until the shutdown token fires, drains; SIGHUP reloads.

@@ -2,7 +2,10 @@
 //!
 //! 1. The first packet must be CONNECT and must arrive within `connect_timeout`.
 //! 2. Credentials go to [`crate::auth`] before anything reaches the router; a refusal is answered
-//!    with the CONNACK code, then the connection closes.
+//!    with the CONNACK code, then the connection closes. A 5.0 CONNECT naming an Authentication
+//!    Method runs that enhanced authentication exchange instead (AUTH packets, each read under
+//!    `connect_timeout`; see `enhanced_login`), and a client logged in that way may re-authenticate
+//!    later (`Client::on_auth`).
 //! 3. The router attaches the session (taking over an older connection with the same client id)
 //!    and the CONNACK is written (5.0: with the broker's limits as properties).
 //! 4. The packet loop races the socket, the session's outbox, the keep-alive deadline (1.5 x the
@@ -24,6 +27,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use bytes::Bytes;
+
+use crate::auth::enhanced::{AuthExchange, AuthMethod, AuthStep};
 use crate::auth::{Access, Auth, AuthOutcome, Credentials};
 use crate::config::Limits;
 use crate::connection::{Connection, ReadError};
@@ -31,8 +37,8 @@ use crate::msglog::MessageLogger;
 use crate::protocol::reason::{v3, v5};
 use crate::protocol::topic::{split_shared, validate_topic_filter};
 use crate::protocol::{
-    ConnAck, Connect, DecodeError, Disconnect, LastWill, Packet, Properties, PubResp, Publish, QoS,
-    RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe, encoded_len,
+    Auth as AuthPacket, ConnAck, Connect, DecodeError, Disconnect, LastWill, Packet, Properties,
+    PubResp, Publish, QoS, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe, encoded_len,
 };
 use crate::router::state::{Delivery, OutState, Outgoing, SessionState};
 use crate::router::{Attached, Message, Router};
@@ -224,13 +230,22 @@ where
 {
     let v5 = connect.protocol.is_v5();
     let props = connect.properties.as_deref().cloned().unwrap_or_default();
-    if let Some(method) = &props.authentication_method {
-        let why = format!("authentication method {method:?} is not supported");
-        info!(peer = %peer.addr, client_id = %connect.client_id, "refused: {why}");
-        let packet = refusal(v5, v3::NOT_AUTHORIZED, v5::BAD_AUTHENTICATION_METHOD, &why);
-        let _ = conn.write_packet(&packet).await;
-        return None;
-    }
+    let auth = ctx.current_auth();
+    // Enhanced authentication (5.0 only: 3.1.1 has no properties). Not on listeners that take
+    // the identity from the client certificate, which would override the authenticated name.
+    let method = match props.authentication_method.as_deref() {
+        None => None,
+        Some(name) => match auth.enhanced(name).filter(|_| peer.cert_identity.is_none()) {
+            Some(method) => Some(method),
+            None => {
+                let why = format!("authentication method {name:?} is not supported");
+                info!(peer = %peer.addr, client_id = %connect.client_id, "refused: {why}");
+                let packet = refusal(v5, v3::NOT_AUTHORIZED, v5::BAD_AUTHENTICATION_METHOD, &why);
+                let _ = conn.write_packet(&packet).await;
+                return None;
+            }
+        },
+    };
     let mut client_id = connect.client_id.clone();
     let assigned = client_id.is_empty();
     if assigned {
@@ -265,36 +280,17 @@ where
         let _ = conn.write_packet(&packet).await;
         return None;
     }
-    let auth = ctx.current_auth();
-    let creds = Credentials {
-        client_id: &client_id,
-        username: connect.username.as_deref(),
-        password: connect.password.as_ref(),
-        peer: peer.addr,
-        allow_anonymous: peer.allow_anonymous,
-        cert_identity: peer.cert_identity.as_deref(),
-    };
-    let username = match auth.authenticate(&creds).await {
-        AuthOutcome::Allowed { username } => username,
-        outcome => {
-            let (code3, code5, why) = match outcome {
-                AuthOutcome::BadCredentials => (
-                    v3::BAD_USERNAME_OR_PASSWORD,
-                    v5::BAD_USERNAME_OR_PASSWORD,
-                    "bad username or password",
-                ),
-                AuthOutcome::Unavailable => (
-                    v3::SERVER_UNAVAILABLE,
-                    v5::SERVER_UNAVAILABLE,
-                    "server busy verifying passwords",
-                ),
-                _ => (v3::NOT_AUTHORIZED, v5::NOT_AUTHORIZED, "not authorised"),
-            };
-            warn!(client_id = %client_id, peer = %peer.addr, user = ?connect.username,
-                "refused: {why}");
-            let _ = conn.write_packet(&refusal(v5, code3, code5, why)).await;
-            return None;
+    // With an Authentication Method, the exchange decides and User Name / Password are ignored.
+    let (username, mut enhanced) = match &method {
+        Some(method) => {
+            let (user, data) =
+                enhanced_login(conn, method.as_ref(), &props, peer, ctx, &auth).await?;
+            (Some(user), Some((method.name(), data)))
         }
+        None => (
+            password_login(conn, &connect, &client_id, peer, &auth).await?,
+            None,
+        ),
     };
 
     // Session Expiry Interval: 3.1.1 clean session = 0 / persistent = forever.
@@ -323,6 +319,11 @@ where
             maximum_packet_size: u32::try_from(max_packet).ok(),
             server_keep_alive,
             response_information,
+            authentication_method: enhanced.as_ref().map(|(m, _)| (*m).to_owned()),
+            authentication_data: enhanced
+                .as_mut()
+                .and_then(|(_, d)| d.take())
+                .map(Bytes::from),
             ..Properties::default()
         })
     });
@@ -360,7 +361,221 @@ where
         expiry,
         rate: ctx.limits.max_publish_rate.map(RateLimit::new),
         limits_logged: 0,
+        auth_method: enhanced.map(|(method, _)| method),
+        reauth: None,
+        ip: peer.addr.ip(),
     })
+}
+
+/// The CONNECT's User Name / Password (or certificate identity) checked by [`Auth::authenticate`].
+/// `None`: refused (CONNACK already written); `Some(user)`: let in as `user` (None: anonymous).
+async fn password_login<S>(
+    conn: &mut Connection<S>,
+    connect: &Connect,
+    client_id: &str,
+    peer: &Peer,
+    auth: &Auth,
+) -> Option<Option<String>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let v5 = connect.protocol.is_v5();
+    let creds = Credentials {
+        client_id,
+        username: connect.username.as_deref(),
+        password: connect.password.as_ref(),
+        peer: peer.addr,
+        allow_anonymous: peer.allow_anonymous,
+        cert_identity: peer.cert_identity.as_deref(),
+    };
+    match auth.authenticate(&creds).await {
+        AuthOutcome::Allowed { username } => Some(username),
+        outcome => {
+            let (code3, code5, why) = match outcome {
+                AuthOutcome::BadCredentials => (
+                    v3::BAD_USERNAME_OR_PASSWORD,
+                    v5::BAD_USERNAME_OR_PASSWORD,
+                    "bad username or password",
+                ),
+                AuthOutcome::Unavailable => (
+                    v3::SERVER_UNAVAILABLE,
+                    v5::SERVER_UNAVAILABLE,
+                    "server busy verifying passwords",
+                ),
+                _ => (v3::NOT_AUTHORIZED, v5::NOT_AUTHORIZED, "not authorised"),
+            };
+            warn!(client_id = %client_id, peer = %peer.addr, user = ?connect.username,
+                "refused: {why}");
+            let _ = conn.write_packet(&refusal(v5, code3, code5, why)).await;
+            None
+        }
+    }
+}
+
+/// Most AUTH round trips one enhanced login may take (SCRAM needs one).
+const MAX_AUTH_ROUNDS: usize = 4;
+
+/// Runs an enhanced authentication exchange during CONNECT (MQTT 5.0 section 4.12): each
+/// [`AuthStep::Continue`] goes out as AUTH 0x18 and the client must answer with AUTH 0x18 naming
+/// the same method within `connect_timeout`. Anything else is a protocol error, answered with
+/// CONNACK 0x82 (a DISCONNECT may not precede the CONNACK, MQTT-3.14.0-1). A failed exchange gets
+/// CONNACK 0x87 whatever the cause (wrong proof, unknown user, malformed message, back-off), so
+/// the client learns nothing more than "no". Outcomes feed the password back-off counters.
+///
+/// `None`: refused or gone (CONNACK already written where one is due); else the authenticated
+/// user and the Authentication Data for the CONNACK.
+async fn enhanced_login<S>(
+    conn: &mut Connection<S>,
+    method: &dyn AuthMethod,
+    props: &Properties,
+    peer: &Peer,
+    ctx: &Context,
+    auth: &Auth,
+) -> Option<(String, Option<Vec<u8>>)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let ip = peer.addr.ip();
+    let name = method.name();
+    let not_authorised = refusal(
+        true,
+        v3::NOT_AUTHORIZED,
+        v5::NOT_AUTHORIZED,
+        "not authorised",
+    );
+    if auth.ip_backing_off(ip) {
+        info!(%ip, method = name, "login refused: address is backing off");
+        let _ = conn.write_packet(&not_authorised).await;
+        return None;
+    }
+    let mut exchange = method.start();
+    let mut data = props.authentication_data.clone();
+    let mut rounds = 0;
+    loop {
+        let step = exchange.step(data.as_deref());
+        let claimed = exchange.username().unwrap_or_default();
+        if matches!(step, AuthStep::Success { .. } | AuthStep::Fail(_))
+            && auth.user_backing_off(claimed)
+        {
+            info!(%ip, method = name, user = claimed, "login refused: username is backing off");
+            let _ = conn.write_packet(&not_authorised).await;
+            return None;
+        }
+        match step {
+            AuthStep::Success { username, data } => {
+                auth.record_login(ip, &username, true);
+                return Some((username, data));
+            }
+            AuthStep::Fail(why) => {
+                auth.record_login(ip, claimed, false);
+                info!(%ip, method = name, user = claimed, "login failed: {why}");
+                let _ = conn.write_packet(&not_authorised).await;
+                return None;
+            }
+            AuthStep::Continue(_) if rounds == MAX_AUTH_ROUNDS => {
+                auth.record_login(ip, claimed, false);
+                info!(%ip, method = name, user = claimed, "login failed: too many AUTH rounds");
+                let _ = conn.write_packet(&not_authorised).await;
+                return None;
+            }
+            AuthStep::Continue(out) => {
+                rounds += 1;
+                let challenge = auth_packet(v5::CONTINUE_AUTHENTICATION, name, Some(out));
+                let limit = ctx.limits.connect_timeout;
+                match tokio::time::timeout(limit, conn.write_packet(&challenge)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        debug!(%ip, "AUTH write failed: {e}");
+                        return None;
+                    }
+                    Err(_) => {
+                        debug!(%ip, "AUTH write stalled for {limit:?}; closing");
+                        return None;
+                    }
+                }
+                match read_auth(conn, name, ctx).await {
+                    Ok(next) => data = next,
+                    Err(AuthReadError::Gone(why)) => {
+                        info!(%ip, method = name, "authentication abandoned: {why}");
+                        return None;
+                    }
+                    Err(AuthReadError::Refuse(code, why)) => {
+                        info!(%ip, method = name, "refused during authentication: {why}");
+                        let _ = conn.write_packet(&refusal(true, 0, code, &why)).await;
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// An AUTH packet (5.0) with this reason, method and data.
+fn auth_packet(reason: u8, method: &str, data: Option<Vec<u8>>) -> Packet {
+    Packet::Auth(AuthPacket {
+        reason,
+        properties: Some(Box::new(Properties {
+            authentication_method: Some(method.to_owned()),
+            authentication_data: data.map(Bytes::from),
+            ..Properties::default()
+        })),
+    })
+}
+
+/// Why no usable AUTH arrived during CONNECT.
+enum AuthReadError {
+    /// Closed, timed out, unreadable, or shutdown: nothing more to send.
+    Gone(String),
+    /// Answer with CONNACK carrying this reason code, then close.
+    Refuse(u8, String),
+}
+
+/// The client's next AUTH 0x18 with the same method, within `connect_timeout`; its data.
+async fn read_auth<S>(
+    conn: &mut Connection<S>,
+    method: &str,
+    ctx: &Context,
+) -> Result<Option<Bytes>, AuthReadError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let limit = ctx.limits.connect_timeout;
+    let read = tokio::select! {
+        _ = ctx.shutdown.cancelled() => {
+            return Err(AuthReadError::Gone("broker shutting down".into()));
+        }
+        res = tokio::time::timeout(limit, conn.read_packet()) => res,
+    };
+    let auth = match read {
+        Err(_) => {
+            ctx.router.stats.limit_hit(Limit::ConnectTimeout);
+            let why = format!("no AUTH within {limit:?} (limits.connect_timeout)");
+            return Err(AuthReadError::Gone(why));
+        }
+        Ok(Ok(None)) => return Err(AuthReadError::Gone("connection closed".into())),
+        Ok(Err(ReadError::Decode(e))) => {
+            return Err(AuthReadError::Refuse(e.reason_code(), e.to_string()));
+        }
+        Ok(Err(e)) => return Err(AuthReadError::Gone(e.to_string())),
+        Ok(Ok(Some(Packet::Auth(a)))) => a,
+        Ok(Ok(Some(other))) => {
+            let why = format!("{} before the authentication finished", other.name());
+            return Err(AuthReadError::Refuse(v5::PROTOCOL_ERROR, why));
+        }
+    };
+    if auth.reason != v5::CONTINUE_AUTHENTICATION {
+        let why = format!(
+            "AUTH with reason 0x{:02X} during CONNECT; expected 0x18 (section 4.12)",
+            auth.reason
+        );
+        return Err(AuthReadError::Refuse(v5::PROTOCOL_ERROR, why));
+    }
+    let props = auth.properties.map(|p| *p).unwrap_or_default();
+    if props.authentication_method.as_deref() != Some(method) {
+        let why = "AUTH with another authentication method than CONNECT's (MQTT-4.12.0-5)";
+        return Err(AuthReadError::Refuse(v5::PROTOCOL_ERROR, why.into()));
+    }
+    Ok(props.authentication_data)
 }
 
 /// A connected client's loop state.
@@ -390,6 +605,13 @@ struct Client {
     rate: Option<RateLimit>,
     /// Which limits were already logged for this client (bit per `Limit`): each is logged once.
     limits_logged: u32,
+    /// The enhanced authentication method the client logged in with (5.0), which it may
+    /// re-authenticate with; `None`: a client AUTH is a protocol error.
+    auth_method: Option<&'static str>,
+    /// A re-authentication in progress, and its AUTH round trips so far.
+    reauth: Option<(Box<dyn AuthExchange>, usize)>,
+    /// The client's address, for the back-off accounting of re-authentications.
+    ip: std::net::IpAddr,
 }
 
 /// A token bucket: `rate` PUBLISHes per second, bursts of up to one second's worth.
@@ -753,16 +975,85 @@ impl Client {
                     v5::PROTOCOL_ERROR,
                 ));
             }
-            Packet::Auth(_) => {
-                let why = "AUTH without an authentication method in CONNECT (MQTT-4.12.0-1)";
-                return Step::Exit(Exit::protocol(why, v5::PROTOCOL_ERROR));
-            }
+            Packet::Auth(a) => return self.on_auth(conn, a),
             other => {
                 let why = format!("{} is not sent by clients", other.name());
                 return Step::Exit(Exit::protocol(why, v5::PROTOCOL_ERROR));
             }
         }
         Step::Continue
+    }
+
+    /// Re-authentication (MQTT 5.0 section 4.12.1): AUTH 0x19 with the CONNECT's method starts a
+    /// new exchange, answered with AUTH 0x18 per step and AUTH 0x00 on success; the client keeps
+    /// its old authentication meanwhile (its keep alive bounds a stalled exchange). It must prove
+    /// the same identity: failure, or another user, ends the connection with DISCONNECT 0x87.
+    /// The method is taken from the current `Auth`, so a reload's credentials apply.
+    fn on_auth<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut Connection<S>,
+        a: AuthPacket,
+    ) -> Step {
+        let Some(name) = self.auth_method else {
+            let why = "AUTH without an authentication method in CONNECT (MQTT-4.12.0-1)";
+            return Step::Exit(Exit::protocol(why, v5::PROTOCOL_ERROR));
+        };
+        let props = a.properties.map(|p| *p).unwrap_or_default();
+        if props.authentication_method.as_deref() != Some(name) {
+            let why = "AUTH with another authentication method than CONNECT's (section 4.12.1)";
+            return Step::Exit(Exit::protocol(why, v5::PROTOCOL_ERROR));
+        }
+        let (mut exchange, rounds) = match (a.reason, self.reauth.take()) {
+            (v5::REAUTHENTICATE, None) => match self.acl().enhanced(name) {
+                Some(method) => (method.start(), 0),
+                None => return self.reauth_failed("", "method no longer offered after a reload"),
+            },
+            (v5::CONTINUE_AUTHENTICATION, Some(ongoing)) => ongoing,
+            (reason, _) => {
+                let why = format!("AUTH with reason 0x{reason:02X} out of sequence");
+                return Step::Exit(Exit::protocol(why, v5::PROTOCOL_ERROR));
+            }
+        };
+        let step = exchange.step(props.authentication_data.as_deref());
+        let claimed = exchange.username().unwrap_or_default().to_owned();
+        self.acl(); // refreshes the snapshot after a reload
+        let auth = Arc::clone(&self.auth.1);
+        if !matches!(step, AuthStep::Continue(_)) && auth.user_backing_off(&claimed) {
+            return self.reauth_failed(&claimed, "username is backing off");
+        }
+        match step {
+            AuthStep::Continue(_) if rounds == MAX_AUTH_ROUNDS => {
+                self.reauth_failed(&claimed, "too many AUTH rounds")
+            }
+            AuthStep::Continue(out) => {
+                let packet = auth_packet(v5::CONTINUE_AUTHENTICATION, name, Some(out));
+                self.reply(conn, packet);
+                self.reauth = Some((exchange, rounds + 1));
+                Step::Continue
+            }
+            AuthStep::Success { username, .. } if Some(&username) != self.username.as_ref() => {
+                self.reauth_failed(&username, "proved another identity than the connection's")
+            }
+            AuthStep::Success { username, data } => {
+                auth.record_login(self.ip, &username, true);
+                debug!(client_id = %self.client_id, user = %username, "re-authenticated");
+                self.reply(conn, auth_packet(v5::SUCCESS, name, data));
+                Step::Continue
+            }
+            AuthStep::Fail(why) => self.reauth_failed(&claimed, why),
+        }
+    }
+
+    /// Counts a failed re-authentication for the back-off and ends the connection (DISCONNECT
+    /// 0x87, section 4.12.1).
+    fn reauth_failed(&mut self, claimed: &str, why: &str) -> Step {
+        let ip = self.ip;
+        let auth = self.acl();
+        if !auth.user_backing_off(claimed) {
+            auth.record_login(ip, claimed, false);
+        }
+        let why = format!("re-authentication failed: {why}");
+        Step::Exit(Exit::protocol(why, v5::NOT_AUTHORIZED))
     }
 
     fn on_disconnect(&mut self, d: Disconnect) -> Step {

@@ -14,13 +14,21 @@
 //!    waiting at most `verify_wait` for a slot. Unknown users are verified against a dummy argon2id
 //!    hash so they cost the same as a known user's wrong password.
 //!
+//! MQTT 5.0 enhanced authentication ([`enhanced`]) is offered with a password file: SCRAM-SHA-256
+//! ([`scram`]) for users whose line carries SCRAM credentials. The session runs the exchange (it
+//! owns the socket) and reports the outcome here for the same back-off accounting
+//! ([`Auth::enhanced`], [`Auth::ip_backing_off`], [`Auth::user_backing_off`],
+//! [`Auth::record_login`]).
+//!
 //! A successful login with a Mosquitto (`$7$`/`$6$`) or weaker-than-default argon2 hash re-hashes
 //! the password to argon2id and atomically rewrites the password file (failure only logs).
 
 pub mod acl;
 mod backoff;
 mod cache;
+pub mod enhanced;
 pub mod passwd;
+pub mod scram;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -39,6 +47,7 @@ use crate::protocol::Password;
 
 use backoff::Backoff;
 use cache::CredentialCache;
+use enhanced::AuthMethod;
 use passwd::{Argon2Params, PasswdError, PasswordFile, PasswordHash};
 
 /// What the CONNECT offered, plus where it came from.
@@ -98,6 +107,8 @@ pub const MAX_VERIFY_THREADS: usize = 1024;
 pub struct Auth {
     inner: Arc<Inner>,
     acl: Option<acl::Acl>,
+    /// Enhanced authentication methods on offer (empty without a password file).
+    methods: Vec<Arc<dyn AuthMethod>>,
 }
 
 /// What the blocking verification tasks share with the async side.
@@ -129,6 +140,10 @@ impl fmt::Debug for Auth {
             .field("password_file", &users.map(|u| &u.path))
             .field("users", &users.map(|u| u.hashes.read().len()))
             .field("acl", &self.acl.is_some())
+            .field(
+                "methods",
+                &self.methods.iter().map(|m| m.name()).collect::<Vec<_>>(),
+            )
             .field("verify_threads", &self.inner.pool_size)
             .field("verify_wait", &self.inner.verify_wait)
             .field("cache", &self.inner.cache)
@@ -142,9 +157,13 @@ impl Auth {
     /// Blocking (file I/O and one argon2 run for the dummy hash): call it from `spawn_blocking`
     /// when reloading from async code.
     pub fn load(config: &AuthConfig) -> Result<Auth, AuthError> {
-        let users = match &config.password_file {
-            Some(path) => Some(Users::load(path)?),
-            None => None,
+        let (users, methods) = match &config.password_file {
+            Some(path) => {
+                let (users, scram) = Users::load(path)?;
+                let scram: Arc<dyn AuthMethod> = Arc::new(scram::ScramSha256::new(scram));
+                (Some(users), vec![scram])
+            }
+            None => (None, Vec::new()),
         };
         let acl = match &config.acl_file {
             Some(path) => Some(acl::Acl::load(path).map_err(|e| AuthError::Load(e.to_string()))?),
@@ -169,7 +188,34 @@ impl Auth {
                 verifications: AtomicU64::new(0),
             }),
             acl,
+            methods,
         })
+    }
+
+    /// The enhanced authentication method named `method` (CONNECT's Authentication Method), if
+    /// offered.
+    pub fn enhanced(&self, method: &str) -> Option<Arc<dyn AuthMethod>> {
+        self.methods.iter().find(|m| m.name() == method).cloned()
+    }
+
+    /// Is this client address backing off after failed logins? (Enhanced authentication checks
+    /// this before starting an exchange, as [`Auth::authenticate`] does.)
+    pub fn ip_backing_off(&self, ip: std::net::IpAddr) -> bool {
+        self.inner.backoff.ip_blocked(ip)
+    }
+
+    /// Is this username backing off after failed logins?
+    pub fn user_backing_off(&self, username: &str) -> bool {
+        self.inner.backoff.user_blocked(username)
+    }
+
+    /// Counts the outcome of an enhanced authentication for the back-off rules.
+    pub fn record_login(&self, ip: std::net::IpAddr, username: &str, ok: bool) {
+        if ok {
+            self.inner.backoff.record_success(username);
+        } else {
+            self.inner.backoff.record_failure(ip, username);
+        }
     }
 
     /// Checks CONNECT credentials. Never runs a password hash on the async runtime.
@@ -305,8 +351,13 @@ impl Auth {
 }
 
 impl Users {
-    fn load(path: &Path) -> Result<Users, AuthError> {
+    /// The users, and the SCRAM credentials of those who have them.
+    fn load(path: &Path) -> Result<(Users, HashMap<String, scram::ScramCredentials>), AuthError> {
         let file = PasswordFile::load(path)?;
+        let scram = file
+            .entries()
+            .filter_map(|e| Some((e.username.clone(), e.scram.clone()?)))
+            .collect();
         let rehash_to = Argon2Params::default();
         let hashes: HashMap<String, PasswordHash> = file
             .entries()
@@ -316,12 +367,13 @@ impl Users {
         let dummy_params = most_common_argon2id_params(&file).unwrap_or(rehash_to);
         let dummy_password: [u8; 16] = rand::random();
         let dummy = passwd::hash_argon2id(&dummy_password, dummy_params)?;
-        Ok(Users {
+        let users = Users {
             path: path.to_owned(),
             hashes: RwLock::new(hashes),
             dummy,
             rehash_to,
-        })
+        };
+        Ok((users, scram))
     }
 }
 
@@ -402,7 +454,7 @@ impl Users {
         let result = PasswordFile::update::<_, PasswdError>(&self.path, false, |file| {
             match file.get(username) {
                 Some(e) if e.hash == *old => {
-                    file.set(username, new)?;
+                    file.set_keeping_scram(username, new);
                     Ok((true, true))
                 }
                 _ => Ok((false, false)),

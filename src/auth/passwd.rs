@@ -7,6 +7,13 @@
 //! - `$6$<base64 salt>$<base64 hash>`: Mosquitto's older `sha512(password || salt)`. This is *not*
 //!   sha512-crypt, despite the prefix.
 //!
+//! A user may also have SCRAM-SHA-256 credentials (for MQTT 5.0 enhanced authentication, see
+//! [`super::scram`]) as an optional third field on the same line:
+//! `username:$argon2id$...:$scram-sha-256$<iterations>$<salt>$<StoredKey>$<ServerKey>` (standard
+//! base64 with padding). Lines without it are as before; the password login works either way.
+//! Changing a password with [`PasswordFile::set`] drops the SCRAM field (it was derived from the
+//! old password); re-hashing keeps it (same password) via [`PasswordFile::set_keeping_scram`].
+//!
 //! `#` comments and blank lines are kept on rewrite. Hash parameters above [`caps`] are refused when
 //! the file is loaded, so one hostile line cannot make every login cost gigabytes or minutes.
 //!
@@ -27,6 +34,8 @@ use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use sha2::{Digest, Sha512};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
+
+use super::scram::ScramCredentials;
 
 /// Longest username MQTT can carry (a UTF-8 string with a 16-bit length).
 pub const MAX_USERNAME_LEN: usize = 65_535;
@@ -480,6 +489,8 @@ pub fn validate_username(name: &str) -> Result<(), PasswdError> {
 pub struct Entry {
     pub username: String,
     pub hash: PasswordHash,
+    /// SCRAM-SHA-256 credentials, when the user may log in with enhanced authentication.
+    pub scram: Option<ScramCredentials>,
 }
 
 impl Entry {
@@ -493,7 +504,8 @@ impl Entry {
 enum Line {
     /// A comment or blank line, kept verbatim.
     Other(String),
-    User(Entry),
+    /// Boxed: an entry is ten times the size of a comment.
+    User(Box<Entry>),
 }
 
 /// A password file in memory, in file order (comments included).
@@ -525,19 +537,29 @@ impl PasswordFile {
                 file.lines.push(Line::Other(line.to_owned()));
                 continue;
             }
-            let Some((username, hash)) = line.split_once(':') else {
+            let Some((username, rest)) = line.split_once(':') else {
                 return Err(fail("expected username:hash".into()));
             };
             validate_username(username).map_err(|e| fail(e.to_string()))?;
-            let hash = PasswordHash::parse(hash.trim_end())
+            let rest = rest.trim_end();
+            let (hash, scram) = match rest.split_once(':') {
+                Some((hash, scram)) => (hash, Some(scram)),
+                None => (rest, None),
+            };
+            let hash =
+                PasswordHash::parse(hash).map_err(|e| fail(format!("user {username:?}: {e}")))?;
+            let scram = scram
+                .map(ScramCredentials::parse)
+                .transpose()
                 .map_err(|e| fail(format!("user {username:?}: {e}")))?;
             if !seen.insert(username) {
                 return Err(fail(format!("user {username:?} appears twice")));
             }
-            file.lines.push(Line::User(Entry {
+            file.lines.push(Line::User(Box::new(Entry {
                 username: username.to_owned(),
                 hash,
-            }));
+                scram,
+            })));
         }
         Ok(file)
     }
@@ -552,6 +574,10 @@ impl PasswordFile {
                     out.push_str(&e.username);
                     out.push(':');
                     out.push_str(e.hash.as_str());
+                    if let Some(scram) = &e.scram {
+                        out.push(':');
+                        out.push_str(scram.as_str());
+                    }
                 }
             }
             out.push('\n');
@@ -562,7 +588,7 @@ impl PasswordFile {
     /// Users in file order.
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
         self.lines.iter().filter_map(|l| match l {
-            Line::User(e) => Some(e),
+            Line::User(e) => Some(&**e),
             Line::Other(_) => None,
         })
     }
@@ -579,22 +605,49 @@ impl PasswordFile {
         self.len() == 0
     }
 
-    /// Sets `username`'s hash, in place if the user exists, else appended. True if it was new.
+    /// Sets `username`'s password hash, in place if the user exists, else appended; any SCRAM
+    /// credentials are dropped (they belong to the old password). True if the user was new.
     pub fn set(&mut self, username: &str, hash: PasswordHash) -> Result<bool, PasswdError> {
+        self.set_with_scram(username, hash, None)
+    }
+
+    /// Sets `username`'s password hash and SCRAM credentials (both from the same password).
+    pub fn set_with_scram(
+        &mut self,
+        username: &str,
+        hash: PasswordHash,
+        scram: Option<ScramCredentials>,
+    ) -> Result<bool, PasswdError> {
         validate_username(username)?;
         for line in &mut self.lines {
             if let Line::User(e) = line
                 && e.username == username
             {
                 e.hash = hash;
+                e.scram = scram;
                 return Ok(false);
             }
         }
-        self.lines.push(Line::User(Entry {
+        self.lines.push(Line::User(Box::new(Entry {
             username: username.to_owned(),
             hash,
-        }));
+            scram,
+        })));
         Ok(true)
+    }
+
+    /// Replaces an existing user's hash by one of the *same* password (a re-hash), keeping their
+    /// SCRAM credentials. False if there is no such user.
+    pub fn set_keeping_scram(&mut self, username: &str, hash: PasswordHash) -> bool {
+        for line in &mut self.lines {
+            if let Line::User(e) = line
+                && e.username == username
+            {
+                e.hash = hash;
+                return true;
+            }
+        }
+        false
     }
 
     /// Removes `username`; true if it was there.
@@ -794,6 +847,34 @@ mod tests {
         // CRLF is accepted (and normalised).
         let crlf = text.replace('\n', "\r\n");
         assert_eq!(p(&crlf).unwrap().serialize(), text);
+    }
+
+    #[test]
+    fn scram_field_round_trips_and_follows_the_password() {
+        let h = hash_argon2id(b"pw", FAST).unwrap();
+        let scram = ScramCredentials::derive(b"pw", b"0123456789abcdef", 4096);
+        let text = format!(
+            "# c\nold:{}\nnew:{}:{}\n",
+            h.as_str(),
+            h.as_str(),
+            scram.as_str()
+        );
+        let mut f = p(&text).unwrap();
+        assert_eq!(f.serialize(), text);
+        assert!(f.get("old").unwrap().scram.is_none());
+        assert_eq!(f.get("new").unwrap().scram.as_ref(), Some(&scram));
+        // A re-hash keeps the SCRAM credentials; a new password drops them.
+        assert!(f.set_keeping_scram("new", h.clone()));
+        assert!(f.get("new").unwrap().scram.is_some());
+        f.set("new", h.clone()).unwrap();
+        assert!(f.get("new").unwrap().scram.is_none());
+        let e = err_of(&format!(
+            "u:{}:$scram-sha-256$4096$AAAA$AAAA$AAAA\n",
+            h.as_str()
+        ));
+        assert!(e.starts_with("pw:1:") && e.contains("32 bytes"), "{e}");
+        let e = err_of(&format!("\nu:{}:{}:x\n", h.as_str(), scram.as_str()));
+        assert!(e.starts_with("pw:2:"), "{e}");
     }
 
     #[test]

@@ -399,9 +399,12 @@ async fn saturated_pool_answers_unavailable_after_the_wait() {
 #[tokio::test]
 async fn legacy_hashes_are_rehashed_on_login() {
     let dir = tempfile::tempdir().unwrap();
+    // leg also has SCRAM credentials, which the re-hash must keep (same password).
+    let scram = super::scram::ScramCredentials::derive(b"old", b"scram-salt", 4096);
     let text = format!(
-        "# migrated\nleg:{}\nweak:{}",
+        "# migrated\nleg:{}:{}\nweak:{}",
         mosq7("old", 101),
+        scram.as_str(),
         line("", "w", FAST).trim_start_matches(':')
     );
     let (path, config) = setup(dir.path(), &text);
@@ -421,6 +424,7 @@ async fn legacy_hashes_are_rehashed_on_login() {
     assert_eq!(leg.hash.kind(), HashKind::Argon2id);
     assert_eq!(leg.hash.argon2id_params(), Some(Argon2Params::default()));
     assert!(leg.verify(b"old"));
+    assert_eq!(leg.scram.as_ref(), Some(&scram));
     let weak = file.get("weak").unwrap();
     assert_eq!(weak.hash.argon2id_params(), Some(Argon2Params::default()));
     assert!(

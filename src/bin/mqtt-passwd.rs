@@ -13,13 +13,14 @@ use clap::{Args, Parser, Subcommand};
 use mqttd::auth::passwd::{
     Argon2Params, PasswdError, PasswordFile, hash_argon2id, needs_rehash, validate_username,
 };
+use mqttd::auth::scram::{self, ScramCredentials};
 use zeroize::Zeroizing;
 
 #[derive(Parser)]
 #[command(
     name = "mqtt-passwd",
     version,
-    about = "Manage mqttd's password file (argon2id hashes)",
+    about = "Manage mqttd's password file (argon2id hashes, optional SCRAM-SHA-256 credentials)",
     after_help = "Exit status: 0 on success; `verify` exits 1 when the password does not match \
                   (or the user is unknown); any error exits 2."
 )]
@@ -49,12 +50,22 @@ struct Cost {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Add USER, or change their password. Prompts twice without echo.
+    /// Add USER, or change their password. Prompts twice without echo. Without --scram, any SCRAM
+    /// credentials USER had are removed (they belong to the old password).
     Add {
         user: String,
         /// Read the password as one line from standard input instead (for scripts).
         #[arg(long)]
         password_stdin: bool,
+        /// Also store SCRAM-SHA-256 credentials, so USER can log in with MQTT 5.0 enhanced
+        /// authentication (Authentication Method "SCRAM-SHA-256") as well as with the password.
+        /// Off by default: a leaked file's PBKDF2 credentials are cheaper to attack than argon2id.
+        #[arg(long)]
+        scram: bool,
+        /// PBKDF2 iterations for the SCRAM credentials (at least 4096, RFC 7677's minimum; the
+        /// client computes them on every SCRAM login).
+        #[arg(long, default_value_t = scram::DEFAULT_ITERATIONS, requires = "scram")]
+        scram_iterations: u32,
     },
     /// Remove USER.
     Delete { user: String },
@@ -113,12 +124,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Add {
             user,
             password_stdin,
+            scram,
+            scram_iterations,
         } => {
             validate_username(&user)?;
             let password = new_password(password_stdin)?;
             let hash = hash_argon2id(password.as_bytes(), params)?;
+            let scram = scram
+                .then(|| ScramCredentials::generate(password.as_bytes(), scram_iterations))
+                .transpose()?;
             let created = PasswordFile::update::<_, PasswdError>(file, true, |f| {
-                Ok((f.set(&user, hash)?, true))
+                Ok((f.set_with_scram(&user, hash, scram)?, true))
             })?;
             let verb = if created { "added" } else { "updated" };
             println!("{verb} user {user} in {}", file.display());
@@ -198,7 +214,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 // Only replace the hash we verified: a concurrent password change wins.
                 match f.get(&user) {
                     Some(e) if e.hash == old => {
-                        f.set(&user, hash)?;
+                        f.set_keeping_scram(&user, hash);
                         Ok(((), true))
                     }
                     _ => Err(anyhow::anyhow!(

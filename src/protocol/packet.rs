@@ -76,8 +76,9 @@ impl fmt::Debug for Password {
 }
 
 /// MQTT 5.0 properties. One struct for every packet type; the decoder enforces which identifiers a
-/// packet may carry and that none but User Property repeats.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// packet may carry and that none but User Property repeats. `Debug` shows the length of
+/// Authentication Data, not the bytes (a SCRAM proof would allow an offline password guess).
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Properties {
     pub payload_format_indicator: Option<u8>,
     pub message_expiry_interval: Option<u32>,
@@ -108,6 +109,84 @@ pub struct Properties {
     pub wildcard_subscription_available: Option<u8>,
     pub subscription_identifier_available: Option<u8>,
     pub shared_subscription_available: Option<u8>,
+}
+
+impl fmt::Debug for Properties {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Destructured so that a new field cannot be forgotten here.
+        let Properties {
+            payload_format_indicator,
+            message_expiry_interval,
+            content_type,
+            response_topic,
+            correlation_data,
+            subscription_identifiers,
+            session_expiry_interval,
+            assigned_client_identifier,
+            server_keep_alive,
+            authentication_method,
+            authentication_data,
+            request_problem_information,
+            will_delay_interval,
+            request_response_information,
+            response_information,
+            server_reference,
+            reason_string,
+            receive_maximum,
+            topic_alias_maximum,
+            topic_alias,
+            maximum_qos,
+            retain_available,
+            user_properties,
+            maximum_packet_size,
+            wildcard_subscription_available,
+            subscription_identifier_available,
+            shared_subscription_available,
+        } = self;
+        f.debug_struct("Properties")
+            .field("payload_format_indicator", payload_format_indicator)
+            .field("message_expiry_interval", message_expiry_interval)
+            .field("content_type", content_type)
+            .field("response_topic", response_topic)
+            .field("correlation_data", correlation_data)
+            .field("subscription_identifiers", subscription_identifiers)
+            .field("session_expiry_interval", session_expiry_interval)
+            .field("assigned_client_identifier", assigned_client_identifier)
+            .field("server_keep_alive", server_keep_alive)
+            .field("authentication_method", authentication_method)
+            .field(
+                "authentication_data",
+                &authentication_data
+                    .as_ref()
+                    .map(|d| format!("<{} bytes redacted>", d.len())),
+            )
+            .field("request_problem_information", request_problem_information)
+            .field("will_delay_interval", will_delay_interval)
+            .field("request_response_information", request_response_information)
+            .field("response_information", response_information)
+            .field("server_reference", server_reference)
+            .field("reason_string", reason_string)
+            .field("receive_maximum", receive_maximum)
+            .field("topic_alias_maximum", topic_alias_maximum)
+            .field("topic_alias", topic_alias)
+            .field("maximum_qos", maximum_qos)
+            .field("retain_available", retain_available)
+            .field("user_properties", user_properties)
+            .field("maximum_packet_size", maximum_packet_size)
+            .field(
+                "wildcard_subscription_available",
+                wildcard_subscription_available,
+            )
+            .field(
+                "subscription_identifier_available",
+                subscription_identifier_available,
+            )
+            .field(
+                "shared_subscription_available",
+                shared_subscription_available,
+            )
+            .finish()
+    }
 }
 
 /// The will message carried in CONNECT.
@@ -300,5 +379,23 @@ impl Packet {
             Packet::Disconnect(_) => "DISCONNECT",
             Packet::Auth(_) => "AUTH",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_authentication_data() {
+        let p = Properties {
+            authentication_method: Some("SCRAM-SHA-256".into()),
+            authentication_data: Some(Bytes::from_static(b"c=biws,r=nonce,p=secretproof")),
+            ..Properties::default()
+        };
+        let dbg = format!("{p:?}");
+        assert!(dbg.contains("SCRAM-SHA-256"), "{dbg}");
+        assert!(dbg.contains("<28 bytes redacted>"), "{dbg}");
+        assert!(!dbg.contains("secretproof"), "{dbg}");
     }
 }
