@@ -13,7 +13,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::protocol::{self, DecodeError, Packet, ProtocolVersion};
 
 /// Initial read buffer; grows on demand up to the largest packet allowed.
-const READ_CHUNK: usize = 4 * 1024;
+/// Reads start small, so an idle connection holds little memory, and double (up to
+/// `MAX_READ_CHUNK`) while reads keep filling the buffer, so a busy one makes few syscalls.
+const MIN_READ_CHUNK: usize = 512;
+const MAX_READ_CHUNK: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -28,6 +31,8 @@ pub enum ReadError {
 pub struct Connection<S> {
     stream: S,
     rbuf: BytesMut,
+    /// How much to reserve before the next read (adaptive, see `MIN_READ_CHUNK`).
+    read_chunk: usize,
     wbuf: BytesMut,
     /// Negotiated after CONNECT; decoding and encoding depend on it.
     pub version: ProtocolVersion,
@@ -43,12 +48,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         Connection {
             stream,
             rbuf: BytesMut::new(),
+            read_chunk: MIN_READ_CHUNK,
             wbuf: BytesMut::new(),
             version: ProtocolVersion::V311,
             max_packet_size,
             bytes_in: 0,
             bytes_out: 0,
         }
+    }
+
+    /// Decodes the next packet if it is already buffered; never reads from the stream.
+    pub fn try_decode(&mut self) -> Result<Option<Packet>, DecodeError> {
+        protocol::decode(&mut self.rbuf, self.version, self.max_packet_size)
     }
 
     /// Reads the next packet. `Ok(None)`: the peer closed the connection cleanly between packets.
@@ -61,9 +72,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 return Ok(Some(packet));
             }
             if self.rbuf.capacity() - self.rbuf.len() < 64 {
-                self.rbuf.reserve(READ_CHUNK);
+                self.rbuf.reserve(self.read_chunk);
             }
+            let spare = self.rbuf.capacity() - self.rbuf.len();
             let n = self.stream.read_buf(&mut self.rbuf).await?;
+            self.read_chunk = if n == spare {
+                (self.read_chunk * 2).min(MAX_READ_CHUNK)
+            } else {
+                (self.read_chunk / 2).max(MIN_READ_CHUNK)
+            };
             if n == 0 {
                 return if self.rbuf.is_empty() {
                     Ok(None)

@@ -44,6 +44,9 @@ use crate::router::state::{Delivery, OutState, Outgoing, SessionState};
 use crate::router::{Attached, Message, Router};
 use crate::sys::Limit;
 
+/// Packets handled from one read before the outbox gets its turn.
+const BATCH: usize = 256;
+
 /// The largest Maximum Packet Size the encoding allows (MQTT 5.0 section 3.2.2.3.6).
 const MAX_ANNOUNCED_PACKET_SIZE: usize = 268_435_455;
 
@@ -726,9 +729,44 @@ impl Client {
     }
 
     fn allowed(&mut self, topic: &str, access: Access) -> bool {
-        let (user, id) = (self.username.clone(), self.client_id.clone());
-        let auth = self.acl();
-        !auth.has_acl() || auth.check(user.as_deref(), &id, topic, access)
+        self.acl(); // refreshes the snapshot after a reload
+        let auth = &self.auth.1;
+        !auth.has_acl() || auth.check(self.username.as_deref(), &self.client_id, topic, access)
+    }
+
+    /// Handles one packet read from the client; `Some` ends the connection.
+    fn on_packet<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut Connection<S>,
+        res: Result<Option<Packet>, ReadError>,
+    ) -> Option<Exit> {
+        match res {
+            Ok(Some(packet)) => {
+                self.ctx
+                    .router
+                    .stats
+                    .messages_received
+                    .fetch_add(1, Ordering::Relaxed);
+                match self.handle(conn, packet) {
+                    Step::Exit(exit) => Some(exit),
+                    Step::Continue => None,
+                }
+            }
+            Ok(None) => {
+                let why = "connection closed by client without DISCONNECT".into();
+                Some(Exit::Abnormal { why, reason: None })
+            }
+            Err(ReadError::Decode(e)) => {
+                if let DecodeError::TooLarge { .. } = e {
+                    self.limit(Limit::PacketSize, &e.to_string());
+                }
+                Some(Exit::protocol(e.to_string(), e.reason_code()))
+            }
+            Err(e) => Some(Exit::Abnormal {
+                why: e.to_string(),
+                reason: None,
+            }),
+        }
     }
 
     async fn run<S: AsyncRead + AsyncWrite + Unpin>(&mut self, conn: &mut Connection<S>) -> Exit {
@@ -774,26 +812,28 @@ impl Client {
                 _ = tokio::time::sleep(pause.unwrap_or_default()), if pause.is_some() => {
                     deadline = keep_alive.map(|k| Instant::now() + k);
                 }
-                res = conn.read_packet(), if pause.is_none() => match res {
-                    Ok(Some(packet)) => {
-                        deadline = keep_alive.map(|k| Instant::now() + k);
-                        self.ctx.router.stats.messages_received.fetch_add(1, Ordering::Relaxed);
-                        if let Step::Exit(exit) = self.handle(conn, packet) {
-                            return exit;
+                res = conn.read_packet(), if pause.is_none() => {
+                    deadline = keep_alive.map(|k| Instant::now() + k);
+                    if let Some(exit) = self.on_packet(conn, res) {
+                        return exit;
+                    }
+                    // Handle what the same read already brought in before writing anything, so
+                    // the replies and deliveries it causes leave in one write, not one each.
+                    // Bounded, so one busy client cannot starve its own outbox.
+                    for _ in 0..BATCH {
+                        if self.read_pause(true).is_some() {
+                            break;
+                        }
+                        match conn.try_decode() {
+                            Ok(None) => break,
+                            res => {
+                                if let Some(exit) = self.on_packet(conn, res.map_err(ReadError::from)) {
+                                    return exit;
+                                }
+                            }
                         }
                     }
-                    Ok(None) => {
-                        let why = "connection closed by client without DISCONNECT".into();
-                        return Exit::Abnormal { why, reason: None };
-                    }
-                    Err(ReadError::Decode(e)) => {
-                        if let DecodeError::TooLarge { .. } = e {
-                            self.limit(Limit::PacketSize, &e.to_string());
-                        }
-                        return Exit::protocol(e.to_string(), e.reason_code());
-                    }
-                    Err(e) => return Exit::Abnormal { why: e.to_string(), reason: None },
-                },
+                }
                 _ = session.notify.notified() => {}
                 _ = sleep_until(deadline), if pause.is_none() => return self.keep_alive_expired(),
             }

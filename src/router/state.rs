@@ -277,6 +277,10 @@ impl SessionState {
     pub fn enqueue(&self, delivery: Delivery, max_queued: usize) -> Enqueued {
         let mut inner = self.inner.lock();
         let online = inner.connection.is_some();
+        // The connection task drains the whole queue (as far as its in-flight window allows)
+        // whenever it wakes, and after every packet it reads: it only needs waking when the queue
+        // goes from empty to non-empty. One wake-up per burst, not per message.
+        let was_empty = inner.queue.is_empty();
         let full = inner.queue.len() >= max_queued;
         let result = if delivery.qos == QoS::AtMostOnce && (full || !online) {
             Enqueued::DroppedQos0
@@ -293,7 +297,8 @@ impl SessionState {
         };
         drop(inner);
         match result {
-            Enqueued::Queued => self.notify.notify_one(),
+            Enqueued::Queued if was_empty => self.notify.notify_one(),
+            Enqueued::Queued => {}
             _ => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
