@@ -76,19 +76,22 @@ impl Listener {
                 cert_identity: None,
             };
             let ctx = ctx.clone();
-            let tls = self.tls.clone();
-            tracker.spawn(async move {
-                serve_socket(socket, peer, tls, ctx).await;
-                drop((permit, ip_slot));
-            });
+            // Two task types, so a plain connection's task is not sized for rustls' state.
+            match self.tls.clone() {
+                None => tracker.spawn(async move {
+                    session::serve(socket, peer, ctx).await;
+                    drop((permit, ip_slot));
+                }),
+                Some(tls) => tracker.spawn(async move {
+                    serve_tls(socket, peer, tls, ctx).await;
+                    drop((permit, ip_slot));
+                }),
+            };
         }
     }
 }
 
-async fn serve_socket(socket: TcpStream, mut peer: Peer, tls: Option<Tls>, ctx: Arc<Context>) {
-    let Some(tls) = tls else {
-        return session::serve(socket, peer, ctx).await;
-    };
+async fn serve_tls(socket: TcpStream, mut peer: Peer, tls: Tls, ctx: Arc<Context>) {
     // Shutdown does not wait out the handshake timeout, or the drain would stall on silent sockets.
     let accepted = tokio::select! {
         _ = ctx.shutdown.cancelled() => return,

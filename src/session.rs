@@ -197,12 +197,14 @@ where
         }
     };
     conn.version = connect.protocol;
-    let Some(mut client) = admit(&mut conn, *connect, &peer, &ctx).await else {
+    // Boxed: CONNECT handling (authentication, enhanced auth) needs far more state than the packet
+    // loop, and an unboxed future would carry that size for the connection's whole life.
+    let Some(mut client) = Box::pin(admit(&mut conn, *connect, &peer, &ctx)).await else {
         let _ = tokio::time::timeout(Duration::from_secs(1), conn.shutdown()).await;
         return;
     };
     let exit = client.run(&mut conn).await;
-    client.finish(&mut conn, exit).await;
+    Box::pin(client.finish(&mut conn, exit)).await;
 }
 
 /// A refusal CONNACK in the connection's protocol version, with a reason string for 5.0.
