@@ -427,6 +427,17 @@ impl Client {
         conn: &mut Connection<S>,
         p: Publish,
     ) -> Step {
+        // We grant no topic aliases (CONNACK carries no Topic Alias Maximum, so it is 0): an alias
+        // is a protocol error (MQTT-3.3.2-9), and routing its PUBLISH would send subscribers an
+        // empty topic and the publisher's alias.
+        if p.properties
+            .as_ref()
+            .is_some_and(|p| p.topic_alias.is_some())
+        {
+            return Step::Exit(Exit::Abnormal(
+                "Topic Alias sent, but Topic Alias Maximum is 0 (MQTT-3.3.2-9)".into(),
+            ));
+        }
         let stats = &self.ctx.router.stats;
         stats.publish_received.fetch_add(1, Ordering::Relaxed);
         let packet_id = p.packet_id;
@@ -560,6 +571,8 @@ impl Client {
                     v5::SESSION_TAKEN_OVER
                 } else if why.contains("keep alive") {
                     v5::KEEP_ALIVE_TIMEOUT
+                } else if why.contains("Topic Alias") {
+                    v5::TOPIC_ALIAS_INVALID
                 } else {
                     v5::UNSPECIFIED_ERROR
                 })

@@ -179,3 +179,38 @@ async fn rumqttc_round_trip() {
     assert_eq!(p.qos, rumqttc::QoS::AtLeastOnce);
     broker.stop().await;
 }
+
+/// Hostile-input review (the `session` fuzz target checks for it): a 5.0 PUBLISH with an empty topic and a Topic Alias was
+/// routed with the empty topic (we grant no aliases: Topic Alias Maximum is 0), so a `#`
+/// subscriber got a PUBLISH to "" (malformed for 3.1.1) carrying the publisher's alias. Any Topic
+/// Alias from a client is now a protocol error: DISCONNECT 0x94, nothing routed.
+#[tokio::test]
+async fn topic_alias_from_a_client_is_refused() {
+    use mqttd::protocol::{Connect, Packet, ProtocolVersion};
+    let broker = TestBroker::start().await;
+    let mut sub = RawClient::connected(broker.addr, "sub").await;
+    sub.subscribe("#", QoS::AtMostOnce, 1).await;
+    for (i, topic) in [&b""[..], b"a/b"].into_iter().enumerate() {
+        let mut v5 = RawClient::connect(broker.addr).await;
+        v5.version = ProtocolVersion::V5;
+        let connect = Connect {
+            protocol: ProtocolVersion::V5,
+            ..common::connect_packet(&format!("aliased{i}"))
+        };
+        v5.send(&Packet::Connect(Box::new(connect))).await;
+        assert!(matches!(v5.recv().await, Some(Packet::ConnAck(a)) if a.code == 0));
+        // PUBLISH QoS 0, topic as given, properties: Topic Alias 1, payload "x".
+        let mut publish = vec![0x30, (2 + topic.len() + 5) as u8, 0, topic.len() as u8];
+        publish.extend_from_slice(topic);
+        publish.extend_from_slice(&[3, 0x23, 0, 1, b'x']);
+        v5.send_bytes(&publish).await;
+        match v5.recv().await {
+            Some(Packet::Disconnect(d)) => assert_eq!(d.reason, 0x94, "Topic Alias invalid"),
+            other => panic!("expected DISCONNECT 0x94, got {other:?}"),
+        }
+        v5.expect_closed().await;
+    }
+    sub.expect_silence(Duration::from_millis(200)).await;
+    assert_eq!(broker.router.retained_count(), 0);
+    broker.stop().await;
+}
