@@ -77,6 +77,8 @@ enum Exit {
     Disconnected,
     /// The broker is shutting down: no will (there is nobody left to receive it).
     Shutdown,
+    /// The client broke the protocol; a 5.0 client is told this reason code. Publishes the will.
+    Violation(u8, String),
     /// Everything else publishes the will.
     Abnormal(String),
 }
@@ -298,14 +300,8 @@ impl Client {
                         }
                     }
                     Ok(None) => return Exit::Abnormal("connection closed by client without DISCONNECT".into()),
-                    Err(ReadError::Decode(e)) => {
-                        if conn.version.is_v5() {
-                            let d = Disconnect { reason: e.reason_code(), properties: None };
-                            conn.queue(&Packet::Disconnect(d));
-                            let _ = tokio::time::timeout(Duration::from_secs(1), conn.flush()).await;
-                        }
-                        return Exit::Abnormal(e.to_string());
-                    }
+                    // `finish` sends the DISCONNECT: only one may be sent (MQTT-3.14.4-1).
+                    Err(ReadError::Decode(e)) => return Exit::Violation(e.reason_code(), e.to_string()),
                     Err(e) => return Exit::Abnormal(e.to_string()),
                 },
                 _ = session.notify.notified() => {}
@@ -434,7 +430,8 @@ impl Client {
             .as_ref()
             .is_some_and(|p| p.topic_alias.is_some())
         {
-            return Step::Exit(Exit::Abnormal(
+            return Step::Exit(Exit::Violation(
+                v5::TOPIC_ALIAS_INVALID,
                 "Topic Alias sent, but Topic Alias Maximum is 0 (MQTT-3.3.2-9)".into(),
             ));
         }
@@ -565,14 +562,16 @@ impl Client {
                 info!(client_id = %self.client_id, "closing: broker shutting down");
                 Some(v5::SERVER_SHUTTING_DOWN)
             }
+            Exit::Violation(code, why) => {
+                info!(client_id = %self.client_id, "closing: protocol violation: {why}");
+                Some(*code)
+            }
             Exit::Abnormal(why) => {
                 info!(client_id = %self.client_id, "connection lost: {why}");
                 Some(if why.contains("taken over") {
                     v5::SESSION_TAKEN_OVER
                 } else if why.contains("keep alive") {
                     v5::KEEP_ALIVE_TIMEOUT
-                } else if why.contains("Topic Alias") {
-                    v5::TOPIC_ALIAS_INVALID
                 } else {
                     v5::UNSPECIFIED_ERROR
                 })
@@ -585,7 +584,7 @@ impl Client {
             }));
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), conn.shutdown()).await;
-        if let (Exit::Abnormal(_), Some(will)) = (&exit, self.will.take()) {
+        if let (Exit::Abnormal(_) | Exit::Violation(..), Some(will)) = (&exit, self.will.take()) {
             if self.allowed(&will.topic, Access::Write) {
                 debug!(client_id = %self.client_id, topic = %will.topic, "publishing will");
                 let mut msg = Message::new(will.topic, will.payload, will.qos, will.retain);
