@@ -25,7 +25,7 @@ async fn retained_set_deliver_replace_clear() {
 
     let mut sub = RawClient::connected(broker.addr, "sub").await;
     sub.subscribe("r/+", QoS::AtLeastOnce, 1).await;
-    let mut got = vec![sub.receive().await, sub.receive().await];
+    let mut got = [sub.receive().await, sub.receive().await];
     got.sort_by(|a, b| a.topic.cmp(&b.topic));
     assert_eq!(
         (

@@ -54,8 +54,10 @@ pub struct TestBroker {
 
 /// A config with one plain listener on 127.0.0.1:0, `$SYS` off, everything else default.
 pub fn config() -> Config {
-    let mut c = Config::default();
-    c.listeners = vec![listener("plain")];
+    let mut c = Config {
+        listeners: vec![listener("plain")],
+        ..Config::default()
+    };
     c.sys.interval = 0;
     c
 }
