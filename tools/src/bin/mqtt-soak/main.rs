@@ -466,6 +466,8 @@ async fn run(args: &Args, addr: SocketAddr, tag: Arc<str>) -> Result<Verdict> {
         format!("connections ($SYS/broker/clients/connected, without the monitor): before {before}, after {after:?}"),
     );
     if let (Some(pid), Some(b)) = (args.broker_pid, fds_before) {
+        // The last monitor's socket may still be closing on the broker's side.
+        tokio::time::sleep(Duration::from_secs(1)).await;
         let a = monitor::socket_fds(pid);
         println!("  [info] broker socket fds: before {b}, after {a:?}");
     }
