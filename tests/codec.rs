@@ -92,6 +92,36 @@ fn short_content_waits_for_the_declared_length_then_fails() {
     }
 }
 
+/// Found by the `decode_v311` fuzz target with `-malloc_limit_mb=64` (reproducer as found): a
+/// PINGRESP header declaring a remaining length of ~145 MB made `decode` reserve all of it before
+/// a single byte of the body arrived. Only a bounded amount is reserved ahead now.
+#[test]
+fn declared_length_is_not_reserved_ahead_of_the_bytes() {
+    for (bytes, max) in [
+        (&[0xD0, 0x9D, 0xD0, 0x9D, 0x45][..], 268_435_460),
+        (&[0x30, 0xFF, 0xFF, 0x3F][..], MAX + 5),
+    ] {
+        let mut buf = BytesMut::from(bytes);
+        assert_eq!(decode(&mut buf, V311, max), Ok(None));
+        assert_eq!(&buf[..], bytes, "nothing consumed while waiting");
+        assert!(
+            buf.capacity() <= 128 * 1024,
+            "{} bytes reserved for a {}-byte header",
+            buf.capacity(),
+            bytes.len()
+        );
+    }
+    // A large packet still decodes once all of it is there.
+    let mut big = vec![0x30, 0xFF, 0xFF, 0x3F, 0, 1, b't'];
+    big.resize(4 + 0x0F_FFFF, b'x');
+    let mut buf = BytesMut::from(&big[..5]);
+    assert_eq!(decode(&mut buf, V311, MAX + 5), Ok(None));
+    buf.extend_from_slice(&big[5..]);
+    assert!(
+        matches!(decode(&mut buf, V311, MAX + 5), Ok(Some(Packet::Publish(p))) if p.payload.len() == 0x0F_FFFF - 3)
+    );
+}
+
 #[test]
 fn unsupported_protocols() {
     let cases: &[(&[u8], u8)] = &[

@@ -179,3 +179,57 @@ async fn rumqttc_round_trip() {
     assert_eq!(p.qos, rumqttc::QoS::AtLeastOnce);
     broker.stop().await;
 }
+
+/// Hostile-input review (the `session` fuzz target checks for it): a 5.0 PUBLISH with an empty
+/// topic and a Topic Alias must never be routed with the empty topic (a `#` subscriber would get a
+/// PUBLISH to "", malformed for 3.1.1). An alias the client never set is a protocol error
+/// (DISCONNECT 0x82, nothing routed); a set alias is routed under its full topic, and the alias
+/// itself is not forwarded.
+#[tokio::test]
+async fn topic_aliases_never_route_an_empty_topic() {
+    use mqttd::protocol::{Connect, Packet, ProtocolVersion};
+    let broker = TestBroker::start().await;
+    let mut sub = RawClient::connected(broker.addr, "sub").await;
+    sub.subscribe("#", QoS::AtMostOnce, 1).await;
+    let connect_v5 = |id: &str| Connect {
+        protocol: ProtocolVersion::V5,
+        ..common::connect_packet(id)
+    };
+    // PUBLISH QoS 0, `topic`, properties: Topic Alias 1, payload "x".
+    let publish = |topic: &[u8]| {
+        let mut p = vec![0x30, (2 + topic.len() + 5) as u8, 0, topic.len() as u8];
+        p.extend_from_slice(topic);
+        p.extend_from_slice(&[3, 0x23, 0, 1, b'x']);
+        p
+    };
+
+    let mut unset = RawClient::connect(broker.addr).await;
+    unset.version = ProtocolVersion::V5;
+    unset
+        .send(&Packet::Connect(Box::new(connect_v5("unset"))))
+        .await;
+    assert!(matches!(unset.recv().await, Some(Packet::ConnAck(a)) if a.code == 0));
+    unset.send_bytes(&publish(b"")).await;
+    match unset.recv().await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, 0x82, "unknown alias"),
+        other => panic!("expected DISCONNECT 0x82, got {other:?}"),
+    }
+    unset.expect_closed().await;
+
+    let mut aliased = RawClient::connect(broker.addr).await;
+    aliased.version = ProtocolVersion::V5;
+    aliased
+        .send(&Packet::Connect(Box::new(connect_v5("aliased"))))
+        .await;
+    assert!(matches!(aliased.recv().await, Some(Packet::ConnAck(a)) if a.code == 0));
+    aliased.send_bytes(&publish(b"a/b")).await;
+    aliased.send_bytes(&publish(b"")).await;
+    aliased.ping().await;
+    for _ in 0..2 {
+        let p = sub.receive().await;
+        assert_eq!((&*p.topic, &p.payload[..]), ("a/b", &b"x"[..]));
+        assert!(p.properties.is_none(), "the alias is not forwarded");
+    }
+    sub.expect_silence(Duration::from_millis(200)).await;
+    broker.stop().await;
+}

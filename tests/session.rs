@@ -208,3 +208,54 @@ async fn qos2_inbound_is_exactly_once() {
     sub.expect_silence(Duration::from_millis(200)).await;
     broker.stop().await;
 }
+
+/// Found by the `session` fuzz target: after a malformed packet a 5.0 client got DISCONNECT 0x81
+/// and then a second DISCONNECT (0x80), though nothing may follow a DISCONNECT (MQTT-3.14.4-1).
+#[tokio::test]
+async fn one_disconnect_after_a_malformed_packet() {
+    use mqttd::protocol::{Connect, ProtocolVersion};
+    let broker = TestBroker::start().await;
+    let mut c = RawClient::connect(broker.addr).await;
+    c.version = ProtocolVersion::V5;
+    let connect = Connect {
+        protocol: ProtocolVersion::V5,
+        ..connect_packet("malformed")
+    };
+    c.send(&Packet::Connect(Box::new(connect))).await;
+    assert!(matches!(c.recv().await, Some(Packet::ConnAck(a)) if a.code == 0));
+    c.send_bytes(&[0x00, 0x00]).await; // reserved packet type 0
+    match c.recv().await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, 0x81, "Malformed Packet"),
+        other => panic!("expected DISCONNECT 0x81, got {other:?}"),
+    }
+    assert_eq!(c.recv().await, None, "nothing after the DISCONNECT");
+    broker.stop().await;
+}
+
+/// Found by the `session` fuzz target: a second CONNECT with an unknown protocol name was answered
+/// with DISCONNECT 0x84, a CONNACK-only code that is not valid in DISCONNECT (so a strict client
+/// reports our DISCONNECT as malformed). A second CONNECT is a Protocol Error: 0x82.
+#[tokio::test]
+async fn second_connect_with_an_unknown_protocol_is_a_protocol_error() {
+    use mqttd::protocol::{Connect, ProtocolVersion};
+    let broker = TestBroker::start().await;
+    let mut c = RawClient::connect(broker.addr).await;
+    c.version = ProtocolVersion::V5;
+    let connect = Connect {
+        protocol: ProtocolVersion::V5,
+        ..connect_packet("twice")
+    };
+    c.send(&Packet::Connect(Box::new(connect))).await;
+    assert!(matches!(c.recv().await, Some(Packet::ConnAck(a)) if a.code == 0));
+    // CONNECT, protocol name "sport" (as the fuzzer had it), level 4, clean, keep alive 60, id "c".
+    c.send_bytes(&[
+        0x10, 14, 0, 5, b's', b'p', b'o', b'r', b't', 4, 0x02, 0, 60, 0, 1, b'c',
+    ])
+    .await;
+    match c.recv().await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, 0x82, "Protocol Error"),
+        other => panic!("expected DISCONNECT 0x82, got {other:?}"),
+    }
+    assert_eq!(c.recv().await, None);
+    broker.stop().await;
+}

@@ -531,7 +531,9 @@ impl PasswordFile {
                 line: i + 1,
                 message,
             };
-            let line = raw.strip_suffix('\r').unwrap_or(raw);
+            // All trailing CRs: `serialize` ends lines with a bare LF, so keeping one would make a
+            // rewrite change the line (it would then read as a CRLF ending).
+            let line = raw.trim_end_matches('\r');
             let trimmed = line.trim();
             if trimmed.is_empty() || trimmed.starts_with('#') {
                 file.lines.push(Line::Other(line.to_owned()));
@@ -786,6 +788,18 @@ mod tests {
             STANDARD.encode(salt),
             STANDARD.encode(d.finalize())
         )
+    }
+
+    /// Found by the `passwd_parse` fuzz target (input as found): a comment ending in CR CR at the
+    /// end of the file lost a CR on every rewrite, so parse -> serialize -> parse changed it.
+    #[test]
+    fn trailing_carriage_returns_survive_a_rewrite() {
+        for text in ["#ni\u{b}\u{b}\u{b}\0\r\r", "# c\r\r\n\r\r\r\n \r"] {
+            let file = p(text).unwrap();
+            let written = file.serialize();
+            assert_eq!(p(&written).unwrap(), file, "{text:?} -> {written:?}");
+            assert_eq!(p(&written).unwrap().serialize(), written);
+        }
     }
 
     #[test]

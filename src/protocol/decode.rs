@@ -25,6 +25,12 @@ const TRAILING: DecodeError =
 const PACKET_ID_ZERO: DecodeError =
     DecodeError::Malformed("MQTT-2.3.1-1: packet identifier must be non-zero");
 
+/// Most bytes reserved ahead of their arrival for an incomplete packet. The declared length is
+/// only a claim: reserving all of it let five bytes make the broker allocate up to
+/// `max_packet_size`, per connection, for as long as the client cared to wait. Larger packets
+/// grow the buffer as their bytes actually arrive.
+const MAX_RESERVE_AHEAD: usize = 64 * 1024;
+
 /// Decodes one packet from the front of `buf`, consuming its bytes.
 ///
 /// `Ok(None)`: not enough bytes yet (nothing consumed). `max_packet_size` bounds the whole packet
@@ -52,7 +58,7 @@ pub fn decode(
         });
     }
     if buf.len() < total {
-        buf.reserve(total - buf.len());
+        buf.reserve((total - buf.len()).min(MAX_RESERVE_AHEAD));
         return Ok(None);
     }
     let mut frame = buf.split_to(total).freeze();

@@ -24,12 +24,17 @@ pub enum DecodeError {
 
 impl DecodeError {
     /// The MQTT 5.0 DISCONNECT reason code for this error.
+    ///
+    /// `UnsupportedProtocol` reaches a DISCONNECT only as a second CONNECT on a connected
+    /// session, which is a Protocol Error (MQTT-3.1.0-2); 0x84 (Unsupported Protocol Version) is
+    /// a CONNACK code, not valid in DISCONNECT.
     pub fn reason_code(&self) -> u8 {
         match self {
             DecodeError::Malformed(_) => reason::v5::MALFORMED_PACKET,
-            DecodeError::Protocol(_) => reason::v5::PROTOCOL_ERROR,
+            DecodeError::Protocol(_) | DecodeError::UnsupportedProtocol { .. } => {
+                reason::v5::PROTOCOL_ERROR
+            }
             DecodeError::TooLarge { .. } => reason::v5::PACKET_TOO_LARGE,
-            DecodeError::UnsupportedProtocol { .. } => reason::v5::UNSUPPORTED_PROTOCOL_VERSION,
         }
     }
 }
