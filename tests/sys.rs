@@ -199,3 +199,45 @@ async fn wildcard_subscribers_do_not_receive_sys_topics() {
     assert!(topics.iter().all(|t| !t.starts_with('$')), "{topics:?}");
     broker.stop().await;
 }
+
+/// Every limit has a `$SYS/broker/limits/<key>` counter; a hit shows up in the next round.
+#[tokio::test]
+async fn limit_hits_are_counted_in_sys() {
+    use mqttd::protocol::Packet as Raw;
+    let mut config = common::config();
+    config.sys.interval = 1;
+    config.limits.max_client_id_length = 8;
+    let broker = TestBroker::start_with(config).await;
+    let (_refused, code) =
+        common::try_login(broker.addr, common::connect_packet("far-too-long-id")).await;
+    assert_eq!(code, mqttd::protocol::reason::v3::IDENTIFIER_REJECTED);
+    let mut watcher = common::RawClient::connected(broker.addr, "watcher").await;
+    watcher
+        .subscribe("$SYS/broker/limits/#", mqttd::protocol::QoS::AtMostOnce, 1)
+        .await;
+    let mut seen = std::collections::HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let complete = |seen: &std::collections::HashMap<String, String>| {
+        seen.get("$SYS/broker/limits/max_client_id_length") == Some(&"1".to_string())
+            && mqttd::sys::Limit::ALL
+                .iter()
+                .all(|l| seen.contains_key(&format!("$SYS/broker/limits/{}", l.name())))
+    };
+    while !complete(&seen) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "limits not published: {seen:?}"
+        );
+        if let Ok(Some(Raw::Publish(p))) = watcher.recv_within(Duration::from_secs(2)).await {
+            seen.insert(
+                p.topic.to_string(),
+                String::from_utf8_lossy(&p.payload).into_owned(),
+            );
+        }
+    }
+    for limit in mqttd::sys::Limit::ALL {
+        let topic = format!("$SYS/broker/limits/{}", limit.name());
+        assert!(seen.contains_key(&topic), "{topic} missing: {seen:?}");
+    }
+    broker.stop().await;
+}
