@@ -185,7 +185,8 @@ async fn binary_passwords_work_when_hashed_as_bytes() {
 }
 
 /// An unknown user is verified against a dummy hash of the same cost, so it is not measurably
-/// faster than a known user's wrong password (within a factor of 3, medians of 5).
+/// faster than a known user's wrong password (within a factor of 3, fastest of 5 each: other load
+/// only ever adds time, so the fastest run is the work itself).
 #[tokio::test]
 async fn unknown_users_cost_the_same_as_wrong_passwords() {
     let dir = tempfile::tempdir().unwrap();
@@ -211,12 +212,11 @@ async fn unknown_users_cost_the_same_as_wrong_passwords() {
         known.push(time_it("alice").await);
         unknown.push(time_it(&format!("nobody{i}")).await);
     }
-    known.sort();
-    unknown.sort();
-    let (k, u) = (known[2], unknown[2]);
+    let k = *known.iter().min().unwrap();
+    let u = *unknown.iter().min().unwrap();
     assert!(
         u * 3 >= k && k * 3 >= u,
-        "median known-user {k:?} vs unknown-user {u:?} (all: {known:?} / {unknown:?})"
+        "fastest known-user {k:?} vs unknown-user {u:?} (all: {known:?} / {unknown:?})"
     );
     // Both really hashed: one verification per attempt.
     assert_eq!(broker.reloader.current_auth().verifications(), 12);
