@@ -25,15 +25,17 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("listener {name:?}: cannot bind {addr}: {source}")]
+    // The causes are part of each message and deliberately not `source`s: the binary prints the
+    // error chain, which would repeat them.
+    #[error("listener {name:?}: cannot bind {addr}: {error}")]
     Bind {
         name: String,
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("listener {name:?}: {source}")]
-    Tls { name: String, source: TlsError },
-    #[error("{0}")]
+    #[error("listener {name:?}: {error}")]
+    Tls { name: String, error: TlsError },
+    #[error(transparent)]
     Auth(#[from] AuthError),
     #[error("log.file: {0}")]
     MessageLog(std::io::Error),
@@ -98,24 +100,24 @@ impl Server {
         for l in &config.listeners {
             let tls = match &l.tls {
                 Some(t) => {
-                    let tls = Tls::load(t).map_err(|source| StartError::Tls {
+                    let tls = Tls::load(t).map_err(|error| StartError::Tls {
                         name: l.name.clone(),
-                        source,
+                        error,
                     })?;
                     tls_list.push((l.name.clone(), tls.clone()));
                     Some(tls)
                 }
                 None => None,
             };
-            let tcp = bind_tcp(l.bind).map_err(|source| StartError::Bind {
+            let tcp = bind_tcp(l.bind).map_err(|error| StartError::Bind {
                 name: l.name.clone(),
                 addr: l.bind,
-                source,
+                error,
             })?;
-            let local = tcp.local_addr().map_err(|source| StartError::Bind {
+            let local = tcp.local_addr().map_err(|error| StartError::Bind {
                 name: l.name.clone(),
                 addr: l.bind,
-                source,
+                error,
             })?;
             let allow_anonymous = config.listener_allows_anonymous(l);
             if allow_anonymous && !l.bind.ip().is_loopback() {
