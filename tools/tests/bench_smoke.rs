@@ -4,13 +4,12 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mqttd::config::Config;
-use mqttd::server::Server;
-use tokio_util::sync::CancellationToken;
+mod common;
+
+use common::InProcessBroker;
 
 /// Parses a flat JSON object of strings, numbers and nulls (what `Report::json` writes).
 fn parse_flat_json(line: &str) -> Option<HashMap<String, String>> {
@@ -44,22 +43,8 @@ fn parse_flat_json(line: &str) -> Option<HashMap<String, String>> {
 
 #[test]
 fn fan_in_against_an_in_process_broker() {
-    let config = Config::parse(
-        "[[listener]]\nbind = \"127.0.0.1:0\"\n[sys]\ninterval = 0\n[log]\nlevel = \"warn\"\n",
-        Path::new("bench_smoke.toml"),
-    )
-    .expect("config");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let shutdown = CancellationToken::new();
-    let server = rt
-        .block_on(Server::bind(config, shutdown.clone()))
-        .expect("bind");
-    let port = server.local_addr("default").expect("listener").port();
-    let broker = rt.spawn(server.run());
+    let broker = InProcessBroker::start(1);
+    let port = broker.addr.port();
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_mqtt-bench"))
         .args(["fan-in", "--port", &port.to_string()])
@@ -92,8 +77,7 @@ fn fan_in_against_an_in_process_broker() {
         .stderr
         .take()
         .map(|mut s| s.read_to_string(&mut stderr));
-    shutdown.cancel();
-    let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), broker).await });
+    broker.stop();
     assert!(status.success(), "mqtt-bench failed: {stderr}\n{stdout}");
 
     let line = stdout

@@ -2,17 +2,16 @@
 //! publishes the prototype's sensor readings, says it is offline when it stops, and its will says
 //! so when it is killed.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use mqttd::config::Config;
+mod common;
+
+use common::InProcessBroker;
 use mqttd::protocol::{self, Connect, Packet, ProtocolVersion, QoS, Subscribe, SubscribeFilter};
-use mqttd::server::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 
 /// Subscribes to `#` and forwards every (topic, payload, retain) it receives.
 async fn watch(
@@ -102,24 +101,10 @@ fn demo(port: u16, extra: &[&str]) -> Command {
 
 #[test]
 fn demo_publishes_the_prototype_messages_and_its_will() {
-    let config = Config::parse(
-        "[[listener]]\nbind = \"127.0.0.1:0\"\n[sys]\ninterval = 0\n[log]\nlevel = \"warn\"\n",
-        Path::new("demo.toml"),
-    )
-    .expect("config");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let shutdown = CancellationToken::new();
-    let server = rt
-        .block_on(Server::bind(config, shutdown.clone()))
-        .expect("bind");
-    let addr = server.local_addrs()[0].1;
-    let broker = rt.spawn(server.run());
+    let broker = InProcessBroker::start(2);
+    let addr = broker.addr;
 
-    rt.block_on(async {
+    broker.rt.block_on(async {
         let mut rx = watch(addr).await;
         // A bounded run: online, a round of readings, offline, clean exit.
         let out = tokio::time::timeout(Duration::from_secs(30), async {
@@ -168,8 +153,5 @@ fn demo_publishes_the_prototype_messages_and_its_will() {
         expect(&mut rx, "system/status", "Client offline").await;
     });
 
-    shutdown.cancel();
-    rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), broker).await })
-        .expect("broker stops")
-        .expect("broker task");
+    broker.stop();
 }
