@@ -190,12 +190,8 @@ impl Router {
                     attach_count,
                 };
             }
-            let filters: Vec<String> = inner.subscriptions.drain().map(|(f, _)| f).collect();
             drop(inner);
-            sessions.remove(client_id);
-            existing.ended.cancel();
-            self.remove_subscriptions(&existing, filters);
-            self.redispatch_shared(&existing);
+            self.discard(&mut sessions, &existing);
         }
         let session = Arc::new(SessionState::new(
             client_id.into(),
