@@ -207,14 +207,17 @@ where
     Box::pin(client.finish(&mut conn, exit)).await;
 }
 
+/// 5.0 properties carrying only a Reason String.
+fn reason_string(why: &str) -> Box<Properties> {
+    Box::new(Properties {
+        reason_string: Some(why.to_owned()),
+        ..Properties::default()
+    })
+}
+
 /// A refusal CONNACK in the connection's protocol version, with a reason string for 5.0.
 fn refusal(v5: bool, code3: u8, code5: u8, why: &str) -> Packet {
-    let properties = v5.then(|| {
-        Box::new(Properties {
-            reason_string: Some(why.to_owned()),
-            ..Properties::default()
-        })
-    });
+    let properties = v5.then(|| reason_string(why));
     let code = if v5 { code5 } else { code3 };
     Packet::ConnAck(ConnAck {
         session_present: false,
@@ -951,12 +954,8 @@ impl Client {
 
     /// An ack with a 5.0 reason code (and, if the client allows, a reason string).
     fn ack(&self, packet_id: u16, reason: u8, why: &str) -> PubResp {
-        let properties = (self.v5 && self.problem_info && reason >= 0x80).then(|| {
-            Box::new(Properties {
-                reason_string: Some(why.to_owned()),
-                ..Properties::default()
-            })
-        });
+        let properties =
+            (self.v5 && self.problem_info && reason >= 0x80).then(|| reason_string(why));
         PubResp {
             packet_id,
             reason: if self.v5 { reason } else { 0 },
@@ -1359,10 +1358,7 @@ impl Client {
         };
         info!(client_id = %self.client_id, "{why}");
         if let (Some(reason), true) = (reason, self.v5) {
-            let properties = Some(Box::new(Properties {
-                reason_string: Some(why),
-                ..Properties::default()
-            }));
+            let properties = Some(reason_string(&why));
             conn.queue(&Packet::Disconnect(Disconnect { reason, properties }));
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), conn.shutdown()).await;
