@@ -408,10 +408,6 @@ impl SessionState {
         }
         false
     }
-
-    pub fn queued_len(&self) -> usize {
-        self.inner.lock().queue.len()
-    }
 }
 
 impl SessionInner {
