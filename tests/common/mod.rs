@@ -161,11 +161,7 @@ impl RawClient {
             .await
             .expect("connect in time")
             .expect("connect");
-        RawClient {
-            stream,
-            buf: BytesMut::new(),
-            version: ProtocolVersion::V311,
-        }
+        RawClient::from_stream(stream)
     }
 
     /// Connects and completes a 3.1.1 CONNECT/CONNACK; asserts the CONNACK code is 0.
@@ -460,11 +456,7 @@ pub async fn connect_from(addr: SocketAddr, source: std::net::IpAddr) -> RawClie
         .await
         .expect("connect in time")
         .expect("connect");
-    RawClient {
-        stream,
-        buf: BytesMut::new(),
-        version: ProtocolVersion::V311,
-    }
+    RawClient::from_stream(stream)
 }
 
 impl RawClient {

@@ -4,10 +4,9 @@
 
 use std::net::SocketAddr;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use mqttd::protocol::{
-    Connect, Packet, ProtocolVersion, PubResp, Publish, QoS, Subscribe, SubscribeFilter,
-    SubscriptionOptions,
+    Connect, Packet, PubResp, Publish, QoS, Subscribe, SubscribeFilter, SubscriptionOptions,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpSocket;
@@ -76,11 +75,7 @@ impl RawClient {
             .await
             .expect("connect in time")
             .expect("connect");
-        RawClient {
-            stream,
-            buf: BytesMut::new(),
-            version: ProtocolVersion::V311,
-        }
+        RawClient::from_stream(stream)
     }
 
     /// Connects with `connect` (any fields) and asserts CONNACK 0.
