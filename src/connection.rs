@@ -28,6 +28,38 @@ pub enum ReadError {
     Truncated,
 }
 
+/// A stream a connection can be served over. Plain TCP can also be parked while idle (see
+/// [`crate::park`]); others cannot.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + Sized + 'static {
+    /// Whether [`Stream::into_socket`] can succeed.
+    const PARKABLE: bool = false;
+
+    /// The socket, out of tokio's reactor, for parking; `Err`: not parkable, given back.
+    fn into_socket(self) -> Result<io::Result<std::net::TcpStream>, Self> {
+        Err(self)
+    }
+
+    /// Back from [`Stream::into_socket`].
+    fn from_socket(socket: std::net::TcpStream) -> io::Result<Self> {
+        drop(socket);
+        Err(io::Error::other("this kind of stream cannot be parked"))
+    }
+}
+
+impl Stream for tokio::net::TcpStream {
+    const PARKABLE: bool = true;
+
+    fn into_socket(self) -> Result<io::Result<std::net::TcpStream>, Self> {
+        Ok(self.into_std())
+    }
+
+    fn from_socket(socket: std::net::TcpStream) -> io::Result<Self> {
+        tokio::net::TcpStream::from_std(socket)
+    }
+}
+
+impl Stream for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {}
+
 pub struct Connection<S> {
     stream: S,
     rbuf: BytesMut,
@@ -41,6 +73,47 @@ pub struct Connection<S> {
     /// Bytes read and written, for `$SYS`.
     pub bytes_in: u64,
     pub bytes_out: u64,
+}
+
+impl<S> Connection<S> {
+    pub fn stream(&self) -> &S {
+        &self.stream
+    }
+
+    /// Splits the connection into its stream and what else must survive while it is parked:
+    /// only its protocol version and any half-read packet or unsent bytes (usually none, so
+    /// no memory at all). Byte counters restart from 0.
+    pub fn park(self) -> (S, Parked) {
+        let buffers = (!self.rbuf.is_empty() || !self.wbuf.is_empty())
+            .then(|| Box::new((self.rbuf, self.wbuf)));
+        let parked = Parked {
+            buffers,
+            version: self.version,
+        };
+        (self.stream, parked)
+    }
+
+    /// Undoes [`Connection::park`], over `stream`.
+    pub fn unpark(stream: S, parked: Parked, max_packet_size: usize) -> Self {
+        let (rbuf, wbuf) = parked.buffers.map(|b| *b).unwrap_or_default();
+        Connection {
+            stream,
+            rbuf,
+            read_chunk: MIN_READ_CHUNK,
+            wbuf,
+            version: parked.version,
+            max_packet_size,
+            bytes_in: 0,
+            bytes_out: 0,
+        }
+    }
+}
+
+/// A parked connection's state besides its socket (see [`Connection::park`]).
+#[derive(Debug)]
+pub struct Parked {
+    buffers: Option<Box<(BytesMut, BytesMut)>>,
+    version: ProtocolVersion,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {

@@ -11,7 +11,9 @@
 //!      |         CONNECT within connect_timeout -> auth/ (before anything reaches the router)
 //!      |         -> router attaches the session (takeover, resume) -> CONNACK
 //!      |         -> loop: socket | outbox | keep alive x1.5 | kick | shutdown, writes batched;
-//!      |         MQTT 5.0 per-connection state (aliases, receive maximum, expiry) and limits
+//!      |         MQTT 5.0 per-connection state (aliases, receive maximum, expiry) and limits.
+//!      |         An idle plain-TCP connection parks: its task ends, its socket moves to
+//!      |         park.rs's epoll set, and it resumes as a new task when something happens
 //!      v
 //!  router/       shared broker state, called directly from session tasks (no router task to
 //!                serialise through): subscription trie with shared groups (trie.rs), retained
@@ -34,6 +36,7 @@ pub mod config;
 pub mod connection;
 pub mod listener;
 pub mod msglog;
+pub mod park;
 pub mod protocol;
 pub mod router;
 pub mod server;

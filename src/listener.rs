@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-use crate::session::{self, Context, Peer};
+use crate::session::{self, Context, Guard, Peer};
 use crate::sys::Limit;
 use crate::tls::Tls;
 
@@ -76,22 +76,21 @@ impl Listener {
                 cert_identity: None,
             };
             let ctx = ctx.clone();
+            let guard = Guard {
+                permit,
+                ip_slot,
+                tracked: tracker.token(),
+            };
             // Two task types, so a plain connection's task is not sized for rustls' state.
             match self.tls.clone() {
-                None => tracker.spawn(async move {
-                    session::serve(socket, peer, ctx).await;
-                    drop((permit, ip_slot));
-                }),
-                Some(tls) => tracker.spawn(async move {
-                    serve_tls(socket, peer, tls, ctx).await;
-                    drop((permit, ip_slot));
-                }),
+                None => tokio::spawn(session::serve(socket, peer, ctx, guard)),
+                Some(tls) => tokio::spawn(serve_tls(socket, peer, tls, ctx, guard)),
             };
         }
     }
 }
 
-async fn serve_tls(socket: TcpStream, mut peer: Peer, tls: Tls, ctx: Arc<Context>) {
+async fn serve_tls(socket: TcpStream, mut peer: Peer, tls: Tls, ctx: Arc<Context>, guard: Guard) {
     // Shutdown does not wait out the handshake timeout, or the drain would stall on silent sockets.
     let accepted = tokio::select! {
         _ = ctx.shutdown.cancelled() => return,
@@ -100,7 +99,7 @@ async fn serve_tls(socket: TcpStream, mut peer: Peer, tls: Tls, ctx: Arc<Context
     match accepted {
         Ok((stream, identity)) => {
             peer.cert_identity = identity;
-            session::serve(stream, peer, ctx).await;
+            session::serve(stream, peer, ctx, guard).await;
         }
         Err(e @ crate::tls::TlsError::HandshakeTimeout(_)) => {
             ctx.router.stats.limit_hit(Limit::HandshakeTimeout);

@@ -16,6 +16,7 @@ use crate::auth::{Auth, AuthError};
 use crate::config::Config;
 use crate::listener::Listener;
 use crate::msglog::MessageLogger;
+use crate::park::Parker;
 use crate::router::{Router, RouterLimits};
 use crate::session::Context;
 use crate::tls::{Tls, TlsError};
@@ -92,6 +93,13 @@ impl Server {
             limits: config.limits.clone(),
             msglog,
             shutdown,
+            parker: match Parker::new() {
+                Ok(parker) => Some(parker),
+                Err(e) => {
+                    warn!("idle connections will not be parked: {e}");
+                    None
+                }
+            },
             connections_per_ip: Default::default(),
         });
         let mut listeners = Vec::new();
@@ -172,6 +180,9 @@ impl Server {
         let tracker = TaskTracker::new();
         for (name, addr) in &self.addrs {
             info!(listener = %name, "listening on {addr}");
+        }
+        if let Some(parker) = &self.ctx.parker {
+            tracker.spawn(parker.clone().run(self.ctx.shutdown.clone()));
         }
         for listener in self.listeners {
             tracker.spawn(listener.run(self.ctx.clone(), tracker.clone()));

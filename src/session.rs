@@ -32,8 +32,9 @@ use bytes::Bytes;
 use crate::auth::enhanced::{AuthExchange, AuthMethod, AuthStep};
 use crate::auth::{Access, Auth, AuthOutcome, Credentials};
 use crate::config::Limits;
-use crate::connection::{Connection, ReadError};
+use crate::connection::{Connection, ReadError, Stream};
 use crate::msglog::MessageLogger;
+use crate::park::Parker;
 use crate::protocol::reason::{v3, v5};
 use crate::protocol::topic::{split_shared, validate_topic_filter};
 use crate::protocol::{
@@ -43,6 +44,10 @@ use crate::protocol::{
 use crate::router::state::{Delivery, OutState, Outgoing, SessionState};
 use crate::router::{Attached, Message, Router};
 use crate::sys::Limit;
+use std::future::poll_fn;
+
+/// A connection quiet this long (nothing read, nothing to send) is parked (see [`crate::park`]).
+const PARK_AFTER: Duration = Duration::from_secs(1);
 
 /// Packets handled from one read before the outbox gets its turn.
 const BATCH: usize = 256;
@@ -60,6 +65,8 @@ pub struct Context {
     pub limits: Limits,
     pub msglog: Option<MessageLogger>,
     pub shutdown: CancellationToken,
+    /// Where idle connections park; `None`: they keep their task.
+    pub parker: Option<Arc<Parker>>,
     /// Open connections per client IP, for `limits.max_connections_per_ip`.
     pub connections_per_ip: parking_lot::Mutex<HashMap<std::net::IpAddr, usize>>,
 }
@@ -134,6 +141,8 @@ enum Exit {
     /// Everything else publishes the will. `reason`: the 5.0 DISCONNECT reason to send, if the
     /// connection is still usable.
     Abnormal { why: String, reason: Option<u8> },
+    /// Not an end: the connection is idle and may be parked (see [`crate::park`]).
+    Idle { deadline: Option<Instant> },
 }
 
 impl Exit {
@@ -145,11 +154,18 @@ impl Exit {
     }
 }
 
+/// What a connection holds for its whole life, parked or not; dropping it gives it all back.
+#[derive(Debug)]
+pub struct Guard {
+    /// The listener's `max_connections` permit.
+    pub permit: tokio::sync::OwnedSemaphorePermit,
+    pub ip_slot: IpSlot,
+    /// Keeps the broker's shutdown drain waiting for this connection.
+    pub tracked: tokio_util::task::task_tracker::TaskTrackerToken,
+}
+
 /// Serves one client connection to the end. Never panics on input; every way out is logged.
-pub async fn serve<S>(stream: S, peer: Peer, ctx: Arc<Context>)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+pub async fn serve<S: Stream>(stream: S, peer: Peer, ctx: Arc<Context>, guard: Guard) {
     let mut conn = Connection::new(stream, ctx.limits.max_packet_size);
     // Shutdown does not wait out connect_timeout, or the drain would stall on silent sockets.
     let first = tokio::select! {
@@ -166,7 +182,7 @@ where
                 "no CONNECT within {:?} (limits.connect_timeout); closing", ctx.limits.connect_timeout);
             return;
         }
-        Ok(Ok(Some(Packet::Connect(c)))) => c,
+        Ok(Ok(Some(Packet::Connect(c)))) => *c,
         Ok(Ok(Some(other))) => {
             info!(peer = %peer.addr, "first packet was {}, not CONNECT (MQTT-3.1.0-1); closing",
                 other.name());
@@ -199,12 +215,113 @@ where
     conn.version = connect.protocol;
     // Boxed: CONNECT handling (authentication, enhanced auth) needs far more state than the packet
     // loop, and an unboxed future would carry that size for the connection's whole life.
-    let Some(mut client) = Box::pin(admit(&mut conn, *connect, &peer, &ctx)).await else {
+    let Some(client) = Box::pin(admit(&mut conn, connect, &peer, &ctx)).await else {
         let _ = tokio::time::timeout(Duration::from_secs(1), conn.shutdown()).await;
         return;
     };
-    let exit = client.run(&mut conn).await;
-    Box::pin(client.finish(&mut conn, exit)).await;
+    drop(peer);
+    drive(conn, client, guard, Start::Connected).await;
+}
+
+/// Where the packet loop starts.
+#[derive(Debug, Clone, Copy)]
+enum Start {
+    /// Just after CONNACK: in-flight messages of a resumed session are re-sent, and the
+    /// connection parks at its first wait (most clients are idle after connecting).
+    Connected,
+    /// Resumed from parking: the keep-alive deadline carries on.
+    Resumed { deadline: Option<Instant> },
+    /// Parking failed: serve on as a task.
+    Unparked { deadline: Option<Instant> },
+}
+
+/// Runs the packet loop until the connection ends or parks.
+async fn drive<S: Stream>(mut conn: Connection<S>, mut client: Client, guard: Guard, start: Start) {
+    let (mut guard, mut start) = (guard, start);
+    loop {
+        let exit = client.run(&mut conn, start).await;
+        let Exit::Idle { deadline } = exit else {
+            Box::pin(client.finish(&mut conn, exit)).await;
+            drop(guard);
+            return;
+        };
+        start = Start::Unparked { deadline };
+        let Some(parker) = client.ctx.parker.clone() else {
+            continue;
+        };
+        let max_packet_size = client.ctx.limits.max_packet_size;
+        let (stream, parked) = conn.park();
+        let socket = match stream.into_socket() {
+            Ok(Ok(socket)) => socket,
+            Err(stream) => {
+                conn = Connection::unpark(stream, parked, max_packet_size);
+                continue;
+            }
+            Ok(Err(e)) => {
+                let why = format!("cannot park the connection: {e}");
+                client.close(Exit::Abnormal { why, reason: None });
+                return;
+            }
+        };
+        let idle = Idle {
+            socket,
+            conn: parked,
+            client,
+            guard,
+        };
+        let Err(idle) = parker.park(idle, deadline) else {
+            return;
+        };
+        // Not parked (the broker is shutting down): back into tokio's reactor, on as a task.
+        (client, guard) = (idle.client, idle.guard);
+        match S::from_socket(idle.socket) {
+            Ok(stream) => conn = Connection::unpark(stream, idle.conn, max_packet_size),
+            Err(e) => {
+                let why = format!("cannot unpark the connection: {e}");
+                client.close(Exit::Abnormal { why, reason: None });
+                return;
+            }
+        }
+    }
+}
+
+/// A parked connection (see [`crate::park`]): what its task held, without the task.
+pub struct Idle {
+    socket: std::net::TcpStream,
+    conn: crate::connection::Parked,
+    client: Client,
+    guard: Guard,
+}
+
+impl Idle {
+    pub fn socket(&self) -> &std::net::TcpStream {
+        &self.socket
+    }
+
+    pub fn link(&self) -> &crate::router::state::Link {
+        &self.client.attached.link
+    }
+
+    /// Serves the connection on as a task (spawned by the parker when something happened);
+    /// `deadline`: its keep-alive deadline, as parked.
+    pub async fn resume(self, deadline: Option<Instant>) {
+        let Idle {
+            socket,
+            conn,
+            mut client,
+            guard,
+        } = self;
+        match tokio::net::TcpStream::from_std(socket) {
+            Ok(stream) => {
+                let conn = Connection::unpark(stream, conn, client.ctx.limits.max_packet_size);
+                drive(conn, client, guard, Start::Resumed { deadline }).await;
+            }
+            Err(e) => {
+                let why = format!("cannot resume the connection: {e}");
+                client.close(Exit::Abnormal { why, reason: None });
+            }
+        }
+    }
 }
 
 /// 5.0 properties carrying only a Reason String.
@@ -342,7 +459,7 @@ where
     };
     if let Err(e) = conn.write_packet(&Packet::ConnAck(ack)).await {
         debug!(client_id = %client_id, "CONNACK write failed: {e}");
-        ctx.router.detach(&attached.session, attached.link.id);
+        ctx.router.detach(&attached.session, attached.link.id());
         return None;
     }
     info!(client_id = %client_id, peer = %peer.addr, listener = %peer.listener, user = ?username,
@@ -353,25 +470,31 @@ where
         .receive_maximum
         .map_or(usize::from(u16::MAX), usize::from);
     Some(Client {
-        keep_alive: Duration::from_secs(u64::from(keep_alive)),
-        will: connect.will,
-        client_id: client_id.into(),
+        keep_alive,
+        will: connect.will.map(Box::new),
         username,
         attached,
         auth: (generation, auth),
         ctx: ctx.clone(),
-        outgoing: Vec::new(),
         v5,
-        max_inflight: ctx.limits.max_inflight.min(receive_maximum),
-        max_packet_out: props.maximum_packet_size.map(|m| m as usize),
+        max_inflight: u16::try_from(ctx.limits.max_inflight.min(receive_maximum))
+            .unwrap_or(u16::MAX),
+        max_packet_out: props.maximum_packet_size,
         problem_info: props.request_problem_information != Some(0),
-        aliases: HashMap::new(),
+        aliases: None,
         expiry,
-        rate: ctx.limits.max_publish_rate.map(RateLimit::new),
+        rate: ctx
+            .limits
+            .max_publish_rate
+            .map(|rate| Box::new(RateLimit::new(rate))),
         limits_logged: 0,
-        auth_method: enhanced.map(|(method, _)| method),
-        reauth: None,
-        ip: peer.addr.ip(),
+        reauth: enhanced.map(|(method, _)| {
+            Box::new(Reauth {
+                method,
+                ip: peer.addr.ip(),
+                ongoing: None,
+            })
+        }),
     })
 }
 
@@ -587,39 +710,50 @@ where
 }
 
 /// A connected client's loop state.
+///
+/// Kept small: while the client is idle, this is most of what a parked connection holds (see
+/// [`crate::park`]). What few clients use is boxed.
 struct Client {
-    client_id: Arc<str>,
     username: Option<String>,
-    keep_alive: Duration,
-    will: Option<LastWill>,
+    /// Keep alive in seconds, as agreed in CONNECT / CONNACK (0: none).
+    keep_alive: u16,
+    will: Option<Box<LastWill>>,
     attached: Attached,
     /// Snapshot of the auth state, refreshed when a reload bumps the generation.
     auth: (u64, Arc<Auth>),
     ctx: Arc<Context>,
-    /// Reused buffer for deliveries taken from the outbox.
-    outgoing: Vec<Outgoing>,
     v5: bool,
     /// Outbound QoS 1/2 window: min(limits.max_inflight, the client's Receive Maximum).
-    max_inflight: usize,
+    max_inflight: u16,
     /// The client's Maximum Packet Size (5.0): larger messages are not sent to it.
-    max_packet_out: Option<usize>,
+    max_packet_out: Option<u32>,
     /// Request Problem Information (5.0): reason strings on acks only when true.
     problem_info: bool,
     /// Topic aliases the client set up (5.0), alias -> topic.
-    aliases: HashMap<u16, Arc<str>>,
+    #[allow(
+        clippy::box_collection,
+        reason = "8 bytes per client instead of 48 while unused"
+    )]
+    aliases: Option<Box<HashMap<u16, Arc<str>>>>,
     /// Session Expiry Interval in force (may be changed by DISCONNECT).
     expiry: u32,
     /// `limits.max_publish_rate` for this client.
-    rate: Option<RateLimit>,
+    rate: Option<Box<RateLimit>>,
     /// Which limits were already logged for this client (bit per `Limit`): each is logged once.
     limits_logged: u32,
-    /// The enhanced authentication method the client logged in with (5.0), which it may
-    /// re-authenticate with; `None`: a client AUTH is a protocol error.
-    auth_method: Option<&'static str>,
-    /// A re-authentication in progress, and its AUTH round trips so far.
-    reauth: Option<(Box<dyn AuthExchange>, usize)>,
+    /// Set for a client that logged in with enhanced authentication (5.0): it may
+    /// re-authenticate; `None`: a client AUTH is a protocol error.
+    reauth: Option<Box<Reauth>>,
+}
+
+/// Re-authentication state of a client that logged in with enhanced authentication.
+struct Reauth {
+    /// The method it logged in with, the only one it may re-authenticate with.
+    method: &'static str,
     /// The client's address, for the back-off accounting of re-authentications.
     ip: std::net::IpAddr,
+    /// An exchange in progress, and its AUTH round trips so far.
+    ongoing: Option<(Box<dyn AuthExchange>, usize)>,
 }
 
 /// A token bucket: `rate` PUBLISHes per second, bursts of up to one second's worth.
@@ -669,6 +803,10 @@ impl Client {
         &self.attached.session
     }
 
+    fn client_id(&self) -> &str {
+        &self.attached.session.client_id
+    }
+
     fn acl(&mut self) -> &Auth {
         let generation = self.ctx.auth_generation.load(Ordering::Acquire);
         if generation != self.auth.0 {
@@ -683,7 +821,7 @@ impl Client {
         let bit = 1u32 << (limit as u32);
         if self.limits_logged & bit == 0 {
             self.limits_logged |= bit;
-            warn!(client_id = %self.client_id, "limits.{} reached: {detail}", limit.name());
+            warn!(client_id = %self.client_id(), "limits.{} reached: {detail}", limit.name());
         }
     }
 
@@ -714,7 +852,7 @@ impl Client {
     /// paused): publishers are slowed while subscribers catch up, never stopped outright, since
     /// the subscribers holding the budget may themselves wait for these publishers.
     fn read_pause(&mut self, paused: bool) -> Option<Duration> {
-        if let Some(pause) = self.rate.as_mut().and_then(RateLimit::pause) {
+        if let Some(pause) = self.rate.as_mut().and_then(|r| r.pause()) {
             let rate = self.ctx.limits.max_publish_rate.unwrap_or_default();
             self.limit(
                 Limit::PublishRate,
@@ -736,7 +874,7 @@ impl Client {
     fn allowed(&mut self, topic: &str, access: Access) -> bool {
         self.acl(); // refreshes the snapshot after a reload
         let auth = &self.auth.1;
-        !auth.has_acl() || auth.check(self.username.as_deref(), &self.client_id, topic, access)
+        !auth.has_acl() || auth.check(self.username.as_deref(), self.client_id(), topic, access)
     }
 
     /// Handles one packet read from the client; `Some` ends the connection.
@@ -774,23 +912,39 @@ impl Client {
         }
     }
 
-    async fn run<S: AsyncRead + AsyncWrite + Unpin>(&mut self, conn: &mut Connection<S>) -> Exit {
-        let keep_alive = (!self.keep_alive.is_zero()).then(|| self.keep_alive.mul_f32(1.5));
-        let mut deadline = keep_alive.map(|k| Instant::now() + k);
-        let mut resend = self.attached.present;
-        let (mut seen_in, mut seen_out) = (0, 0);
+    /// The packet loop. Returns how the connection ended, or [`Exit::Idle`] when it has been
+    /// quiet long enough to park: at the first wait after CONNACK (most clients are idle after
+    /// connecting; one that is not costs one resume), otherwise after [`PARK_AFTER`] without a
+    /// packet or a message. Only streams that can park ever get `Idle`.
+    async fn run<S: Stream>(&mut self, conn: &mut Connection<S>, start: Start) -> Exit {
+        let keep_alive = (self.keep_alive != 0)
+            .then(|| Duration::from_millis(u64::from(self.keep_alive) * 1500));
+        let now = Instant::now();
+        let (mut deadline, mut resend, mut park_at) = match start {
+            Start::Connected => (
+                keep_alive.map(|k| now + k),
+                self.attached.present,
+                Some(now),
+            ),
+            Start::Resumed { deadline } => (deadline, false, Some(now + PARK_AFTER)),
+            Start::Unparked { deadline } => (deadline, false, None),
+        };
+        if !S::PARKABLE || self.ctx.parker.is_none() {
+            park_at = None;
+        }
+        let (mut seen_in, mut seen_out) = (conn.bytes_in, conn.bytes_out);
         let mut paused = false;
-        let kicked = self.attached.link.token().clone();
-        let session = self.attached.session.clone();
+        let mut outgoing = Vec::new();
+        let link = self.attached.link.clone();
         loop {
-            self.fill(conn, resend);
+            self.fill(conn, &mut outgoing, resend);
             resend = false;
             if conn.pending() > 0 {
                 tokio::select! {
                     res = conn.flush() => if let Err(e) = res {
                         return Exit::Abnormal { why: format!("write failed: {e}"), reason: None };
                     },
-                    _ = kicked.cancelled() => return self.kicked(),
+                    _ = poll_fn(|cx| link.poll_kicked(cx)) => return self.kicked(),
                     _ = self.ctx.shutdown.cancelled() => return Exit::Shutdown,
                     // A client that stopped reading blocks this write, and we read nothing from
                     // it meanwhile: its keep alive runs out like any silent client's.
@@ -810,15 +964,20 @@ impl Client {
             // keep-alive clock stops meanwhile, since the client's PINGREQs go unread.
             let pause = self.read_pause(paused);
             paused = pause.is_some();
+            let wake_at = match (deadline, park_at) {
+                (Some(d), Some(p)) => Some(d.min(p)),
+                (d, p) => d.or(p),
+            };
             tokio::select! {
                 biased;
                 _ = self.ctx.shutdown.cancelled() => return Exit::Shutdown,
-                _ = kicked.cancelled() => return self.kicked(),
+                _ = poll_fn(|cx| link.poll_kicked(cx)) => return self.kicked(),
                 _ = tokio::time::sleep(pause.unwrap_or_default()), if pause.is_some() => {
                     deadline = keep_alive.map(|k| Instant::now() + k);
                 }
                 res = conn.read_packet(), if pause.is_none() => {
                     deadline = keep_alive.map(|k| Instant::now() + k);
+                    park_at = park_at.map(|_| Instant::now() + PARK_AFTER);
                     if let Some(exit) = self.on_packet(conn, res) {
                         return exit;
                     }
@@ -839,14 +998,21 @@ impl Client {
                         }
                     }
                 }
-                _ = session.notify.notified() => {}
-                _ = sleep_until(deadline), if pause.is_none() => return self.keep_alive_expired(),
+                _ = poll_fn(|cx| link.poll_outbox(cx)) => {
+                    park_at = park_at.map(|_| Instant::now() + PARK_AFTER);
+                }
+                _ = sleep_until(wake_at), if pause.is_none() => {
+                    if deadline.is_some_and(|d| d <= Instant::now()) {
+                        return self.keep_alive_expired();
+                    }
+                    return Exit::Idle { deadline };
+                }
             }
         }
     }
 
     fn keep_alive_expired(&self) -> Exit {
-        let why = format!("keep alive timeout ({}s x 1.5)", self.keep_alive.as_secs());
+        let why = format!("keep alive timeout ({}s x 1.5)", self.keep_alive);
         Exit::protocol(why, v5::KEEP_ALIVE_TIMEOUT)
     }
 
@@ -871,10 +1037,15 @@ impl Client {
     }
 
     /// Moves what the outbox allows into the connection's write buffer.
-    fn fill<S: AsyncRead + AsyncWrite + Unpin>(&mut self, conn: &mut Connection<S>, resend: bool) {
-        let mut outgoing = std::mem::take(&mut self.outgoing);
+    /// `outgoing`: an empty buffer, kept by the caller for reuse.
+    fn fill<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut Connection<S>,
+        outgoing: &mut Vec<Outgoing>,
+        resend: bool,
+    ) {
         self.session()
-            .take_outgoing(&mut outgoing, self.max_inflight, resend);
+            .take_outgoing(outgoing, usize::from(self.max_inflight), resend);
         let ctx = self.ctx.clone();
         let stats = &ctx.router.stats;
         let now = std::time::Instant::now();
@@ -889,7 +1060,7 @@ impl Client {
                         Packet::Publish(self.publish_packet(&delivery, packet_id, dup, now));
                     let too_big = self
                         .max_packet_out
-                        .is_some_and(|max| encoded_len(&packet, conn.version) > max);
+                        .is_some_and(|max| encoded_len(&packet, conn.version) > max as usize);
                     if too_big || !self.allowed(&delivery.msg.topic, Access::Read) {
                         // Not for this client: treat it as delivered so the window moves on
                         // (MQTT-3.1.2-25 for messages over the client's Maximum Packet Size).
@@ -911,7 +1082,6 @@ impl Client {
             }
             stats.messages_sent.fetch_add(1, Ordering::Relaxed);
         }
-        self.outgoing = outgoing;
     }
 
     /// The PUBLISH for one delivery: 5.0 properties as published, plus this subscriber's
@@ -989,12 +1159,7 @@ impl Client {
                 }
             }
             Packet::PubRel(r) => {
-                let known = self
-                    .session()
-                    .inner
-                    .lock()
-                    .inbound_qos2
-                    .remove(&r.packet_id);
+                let known = self.session().inner.lock().qos2_remove(r.packet_id);
                 let reason = if known {
                     0
                 } else {
@@ -1035,7 +1200,7 @@ impl Client {
         conn: &mut Connection<S>,
         a: AuthPacket,
     ) -> Step {
-        let Some(name) = self.auth_method else {
+        let Some(name) = self.reauth.as_ref().map(|r| r.method) else {
             let why = "AUTH without an authentication method in CONNECT (MQTT-4.12.0-1)";
             return Step::Exit(Exit::protocol(why, v5::PROTOCOL_ERROR));
         };
@@ -1044,7 +1209,10 @@ impl Client {
             let why = "AUTH with another authentication method than CONNECT's (section 4.12.1)";
             return Step::Exit(Exit::protocol(why, v5::PROTOCOL_ERROR));
         }
-        let (mut exchange, rounds) = match (a.reason, self.reauth.take()) {
+        let (mut exchange, rounds) = match (
+            a.reason,
+            self.reauth.as_mut().and_then(|r| r.ongoing.take()),
+        ) {
             (v5::REAUTHENTICATE, None) => match self.acl().enhanced(name) {
                 Some(method) => (method.start(), 0),
                 None => return self.reauth_failed("", "method no longer offered after a reload"),
@@ -1069,15 +1237,19 @@ impl Client {
             AuthStep::Continue(out) => {
                 let packet = auth_packet(v5::CONTINUE_AUTHENTICATION, name, Some(out));
                 self.reply(conn, packet);
-                self.reauth = Some((exchange, rounds + 1));
+                if let Some(r) = self.reauth.as_mut() {
+                    r.ongoing = Some((exchange, rounds + 1));
+                }
                 Step::Continue
             }
             AuthStep::Success { username, .. } if Some(&username) != self.username.as_ref() => {
                 self.reauth_failed(&username, "proved another identity than the connection's")
             }
             AuthStep::Success { username, data } => {
-                auth.record_login(self.ip, &username, true);
-                debug!(client_id = %self.client_id, user = %username, "re-authenticated");
+                if let Some(r) = &self.reauth {
+                    auth.record_login(r.ip, &username, true);
+                }
+                debug!(client_id = %self.client_id(), user = %username, "re-authenticated");
                 self.reply(conn, auth_packet(v5::SUCCESS, name, data));
                 Step::Continue
             }
@@ -1088,9 +1260,9 @@ impl Client {
     /// Counts a failed re-authentication for the back-off and ends the connection (DISCONNECT
     /// 0x87, section 4.12.1).
     fn reauth_failed(&mut self, claimed: &str, why: &str) -> Step {
-        let ip = self.ip;
+        let ip = self.reauth.as_ref().map(|r| r.ip);
         let auth = self.acl();
-        if !auth.user_backing_off(claimed) {
+        if let (Some(ip), false) = (ip, auth.user_backing_off(claimed)) {
             auth.record_login(ip, claimed, false);
         }
         let why = format!("re-authentication failed: {why}");
@@ -1136,7 +1308,7 @@ impl Client {
         }
         let now_empty = *props == Properties::default();
         if p.topic.is_empty() {
-            match self.aliases.get(&alias) {
+            match self.aliases.as_ref().and_then(|a| a.get(&alias)) {
                 Some(topic) => p.topic = topic.clone(),
                 None => {
                     let why = format!("unknown topic alias {alias} (MQTT-3.3.4-7)");
@@ -1144,7 +1316,9 @@ impl Client {
                 }
             }
         } else {
-            self.aliases.insert(alias, p.topic.clone());
+            self.aliases
+                .get_or_insert_default()
+                .insert(alias, p.topic.clone());
         }
         if now_empty {
             p.properties = None;
@@ -1172,7 +1346,7 @@ impl Client {
         }
         let (packet_id, qos) = (p.packet_id, p.qos);
         let fresh = match qos {
-            QoS::ExactlyOnce => self.session().inner.lock().inbound_qos2.insert(packet_id),
+            QoS::ExactlyOnce => self.session().inner.lock().qos2_insert(packet_id),
             _ => true,
         };
         let mut reason = (v5::SUCCESS, "");
@@ -1193,7 +1367,7 @@ impl Client {
                     "payload is not UTF-8 as its format indicator says",
                 );
             } else if !self.allowed(&p.topic, Access::Write) {
-                info!(client_id = %self.client_id, topic = %p.topic, "PUBLISH denied by ACL; dropped");
+                info!(client_id = %self.client_id(), topic = %p.topic, "PUBLISH denied by ACL; dropped");
                 reason = (
                     v5::NOT_AUTHORIZED,
                     "not authorised to publish to this topic",
@@ -1210,7 +1384,7 @@ impl Client {
                 }
             }
             if reason.0 >= 0x80 && qos == QoS::ExactlyOnce {
-                self.session().inner.lock().inbound_qos2.remove(&packet_id);
+                self.session().inner.lock().qos2_remove(packet_id);
             }
         }
         match qos {
@@ -1245,7 +1419,7 @@ impl Client {
                 None => (false, Some(f.filter.as_str())),
             };
             let Some(inner) = inner.filter(|i| validate_topic_filter(i).is_ok()) else {
-                info!(client_id = %self.client_id, filter = %f.filter, "invalid topic filter");
+                info!(client_id = %self.client_id(), filter = %f.filter, "invalid topic filter");
                 codes.push(if self.v5 {
                     v5::TOPIC_FILTER_INVALID
                 } else {
@@ -1280,7 +1454,7 @@ impl Client {
                 continue;
             }
             if !self.allowed(inner, Access::Subscribe) {
-                info!(client_id = %self.client_id, filter = %f.filter, "SUBSCRIBE denied by ACL");
+                info!(client_id = %self.client_id(), filter = %f.filter, "SUBSCRIBE denied by ACL");
                 codes.push(if self.v5 {
                     v5::NOT_AUTHORIZED
                 } else {
@@ -1347,30 +1521,29 @@ impl Client {
         conn: &mut Connection<S>,
         exit: Exit,
     ) {
-        let (reason, why, publish_will) = match &exit {
-            Exit::Disconnected { will } => (None, "disconnected".to_owned(), *will),
-            Exit::Shutdown => (
-                Some(v5::SERVER_SHUTTING_DOWN),
-                "broker shutting down".into(),
-                false,
-            ),
-            Exit::Abnormal { why, reason } => (*reason, format!("connection lost: {why}"), true),
-        };
-        info!(client_id = %self.client_id, "{why}");
+        let (reason, why, _) = exit_reason(&exit);
         if let (Some(reason), true) = (reason, self.v5) {
             let properties = Some(reason_string(&why));
             conn.queue(&Packet::Disconnect(Disconnect { reason, properties }));
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), conn.shutdown()).await;
+        self.close(exit);
+    }
+
+    /// The end of a connection whose socket is closed or gone: log why, publish the will unless
+    /// the client said a normal DISCONNECT, and detach from the router.
+    fn close(&mut self, exit: Exit) {
+        let (_, why, publish_will) = exit_reason(&exit);
+        info!(client_id = %self.client_id(), "{why}");
         let will = self.will.take().filter(|_| publish_will);
         if let Some(will) = will {
             if self.allowed(&will.topic, Access::Write) {
-                self.publish_will(will);
+                self.publish_will(*will);
             }
         }
         self.ctx
             .router
-            .detach(&self.attached.session, self.attached.link.id);
+            .detach(&self.attached.session, self.attached.link.id());
     }
 
     /// Publishes the will now, or after its Will Delay Interval (or when the session ends, if
@@ -1389,7 +1562,7 @@ impl Client {
         let router = self.ctx.router.clone();
         let wait = delay.min(self.expiry);
         if wait == 0 {
-            debug!(client_id = %self.client_id, topic = %msg.topic, "publishing will");
+            debug!(client_id = %self.client_id(), topic = %msg.topic, "publishing will");
             router.publish(Arc::new(msg));
             return;
         }
@@ -1401,12 +1574,26 @@ impl Client {
             // Due when the delay runs out or the session ends, whichever is first (3.1.3.2.2).
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(u64::from(wait))) => {}
-                _ = session.ended.cancelled() => {}
+                _ = session.ended().cancelled_owned() => {}
             }
             if session.inner.lock().attach_count == attach_count {
                 router.publish(Arc::new(msg));
             }
         });
+    }
+}
+
+/// The 5.0 DISCONNECT reason to send (if any), the log line, and whether the will is due.
+fn exit_reason(exit: &Exit) -> (Option<u8>, String, bool) {
+    match exit {
+        Exit::Disconnected { will } => (None, "disconnected".to_owned(), *will),
+        Exit::Shutdown => (
+            Some(v5::SERVER_SHUTTING_DOWN),
+            "broker shutting down".into(),
+            false,
+        ),
+        Exit::Abnormal { why, reason } => (*reason, format!("connection lost: {why}"), true),
+        Exit::Idle { .. } => (None, "idle".into(), false),
     }
 }
 

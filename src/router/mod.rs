@@ -223,7 +223,7 @@ impl Router {
     pub fn detach(self: &Arc<Self>, session: &Arc<SessionState>, link_id: u64) {
         let mut sessions = self.sessions.lock();
         let mut inner = session.inner.lock();
-        if inner.connection.as_ref().map(|l| l.id) != Some(link_id) {
+        if inner.connection.as_ref().map(Link::id) != Some(link_id) {
             return;
         }
         inner.connection = None;
@@ -276,7 +276,7 @@ impl Router {
         {
             sessions.remove(&session.client_id);
         }
-        session.ended.cancel();
+        session.end();
         self.remove_subscriptions(session, filters);
         self.redispatch_shared(session);
     }

@@ -1,0 +1,268 @@
+//! Parking: idle plain-TCP connections without a task.
+//!
+//! Most MQTT clients are idle most of the time: a sensor publishes every few seconds or minutes
+//! and otherwise only sends PINGREQ. A connection task costs about 2 KB (its future, sized for
+//! the busiest state of the packet loop) and tokio's registration of the socket another 256
+//! bytes, so an idle connection is *parked* instead (as Mosquitto keeps an idle client as a
+//! context and a descriptor in its poll set):
+//!
+//! - its task hands the connection's state ([`crate::session::Idle`]: the socket, the client's
+//!   small state, its read buffer only if a packet is half-read) to the [`Parker`] and ends;
+//! - the socket moves from tokio's reactor to the parker's own `epoll` set (through `mio`), which
+//!   one thread watches for all parked connections;
+//! - the session's [`Link`](crate::router::state::Link) gets the parked entry as its waker.
+//!
+//! A parked connection resumes, as a new task, when its socket becomes readable (a packet, or the
+//! peer closing), when its outbox gains a message or it is kicked (the link's waker), when its
+//! keep-alive deadline passes (a sweep every [`SWEEP`]), or at shutdown (all of them). The
+//! packet loop (`session.rs`) parks a connection at its first wait after CONNACK, and later once
+//! it has been quiet for `PARK_AFTER`, so busy connections keep their task.
+//!
+//! TLS connections are not parked: rustls keeps its own buffers per connection anyway.
+
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::task::{Wake, Waker};
+use std::time::Duration;
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use parking_lot::Mutex;
+use slab::Slab;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error};
+
+use crate::session::Idle;
+
+/// How often parked connections are checked against their keep-alive deadline: a silent parked
+/// client is closed at most this much later than 1.5 x its keep alive.
+pub const SWEEP: Duration = Duration::from_millis(500);
+
+/// The parked connections of one broker, and the `epoll` set watching their sockets.
+pub struct Parker {
+    registry: mio::Registry,
+    /// Taken by [`Parker::run`].
+    poll: Mutex<Option<Poll>>,
+    handle: tokio::runtime::Handle,
+    slots: Mutex<Slots>,
+}
+
+impl std::fmt::Debug for Parker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parker")
+            .field("parked", &self.parked())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Slots {
+    slab: Slab<Arc<Slot>>,
+    /// Shut down: nothing parks any more.
+    closed: bool,
+}
+
+/// One parked connection. Its `Arc` is the waker the connection's link holds meanwhile.
+struct Slot {
+    parker: Weak<Parker>,
+    key: u32,
+    /// Keep-alive deadline (None: no keep alive).
+    deadline: Option<Instant>,
+    /// Taken by whoever resumes it first.
+    idle: Mutex<Option<Idle>>,
+}
+
+impl Wake for Slot {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if let Some(parker) = self.parker.upgrade() {
+            parker.resume(self.key as usize, Some(self));
+        }
+    }
+}
+
+impl Parker {
+    /// A parker for connections served on the current tokio runtime.
+    pub fn new() -> std::io::Result<Arc<Parker>> {
+        let poll = Poll::new()?;
+        Ok(Arc::new(Parker {
+            registry: poll.registry().try_clone()?,
+            poll: Mutex::new(Some(poll)),
+            handle: tokio::runtime::Handle::current(),
+            slots: Mutex::new(Slots {
+                slab: Slab::new(),
+                closed: false,
+            }),
+        }))
+    }
+
+    /// How many connections are parked.
+    pub fn parked(&self) -> usize {
+        self.slots.lock().slab.len()
+    }
+
+    /// Parks `idle` (`deadline`: its keep-alive deadline); gives it back if the parker is shut
+    /// down or its socket cannot be watched.
+    #[allow(
+        clippy::result_large_err,
+        reason = "gives the connection back, by value, as it came"
+    )]
+    pub fn park(self: &Arc<Self>, idle: Idle, deadline: Option<Instant>) -> Result<(), Idle> {
+        let fd = idle.socket().as_raw_fd();
+        let link = idle.link().clone();
+        let mut slots = self.slots.lock();
+        if slots.closed {
+            return Err(idle);
+        }
+        let entry = slots.slab.vacant_entry();
+        let key = entry.key();
+        let Ok(key32) = u32::try_from(key) else {
+            return Err(idle);
+        };
+        if let Err(e) = self
+            .registry
+            .register(&mut SourceFd(&fd), Token(key), Interest::READABLE)
+        {
+            debug!("cannot park a connection: {e}");
+            return Err(idle);
+        }
+        let slot = Arc::new(Slot {
+            parker: Arc::downgrade(self),
+            key: key32,
+            deadline,
+            idle: Mutex::new(Some(idle)),
+        });
+        entry.insert(slot.clone());
+        drop(slots);
+        // From now on the link wakes the slot; a kick or message that came before resumes it now.
+        link.register(&Waker::from(slot.clone()));
+        if link.signalled() {
+            self.resume(key, Some(&slot));
+        }
+        Ok(())
+    }
+
+    /// Resumes the connection parked at `key` (if `expected` is given, only if it is still that
+    /// one) as a new task. Does nothing if it was resumed already.
+    fn resume(&self, key: usize, expected: Option<&Arc<Slot>>) {
+        let slot = {
+            let mut slots = self.slots.lock();
+            match slots.slab.get(key) {
+                Some(s) if expected.is_none_or(|e| Arc::ptr_eq(e, s)) => slots.slab.remove(key),
+                _ => return,
+            }
+        };
+        let Some(idle) = slot.idle.lock().take() else {
+            return;
+        };
+        let fd = idle.socket().as_raw_fd();
+        if let Err(e) = self.registry.deregister(&mut SourceFd(&fd)) {
+            debug!("deregistering a parked socket: {e}");
+        }
+        self.handle.spawn(idle.resume(slot.deadline));
+    }
+
+    /// Resumes every parked connection whose keep-alive deadline has passed.
+    fn sweep(&self) {
+        let now = Instant::now();
+        let due: Vec<usize> = self
+            .slots
+            .lock()
+            .slab
+            .iter()
+            .filter(|(_, s)| s.deadline.is_some_and(|d| d <= now))
+            .map(|(key, _)| key)
+            .collect();
+        for key in due {
+            self.resume(key, None);
+        }
+    }
+
+    /// Shutdown: nothing parks any more, and every parked connection resumes (to close).
+    fn close(&self) {
+        let keys: Vec<usize> = {
+            let mut slots = self.slots.lock();
+            slots.closed = true;
+            slots.slab.iter().map(|(key, _)| key).collect()
+        };
+        for key in keys {
+            self.resume(key, None);
+        }
+    }
+
+    /// Watches the parked sockets (on a thread of its own, blocking in `epoll_wait`) until
+    /// `shutdown`, then resumes every parked connection.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let Some(poll) = self.poll.lock().take() else {
+            return;
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let waker = mio::Waker::new(poll.registry(), WAKE);
+        let watcher = {
+            let (parker, stop) = (Arc::downgrade(&self), stop.clone());
+            std::thread::Builder::new()
+                .name("mqttd-parker".into())
+                .spawn(move || watch(poll, &parker, &stop))
+        };
+        match (waker, watcher) {
+            (Ok(waker), Ok(_)) => {
+                shutdown.cancelled().await;
+                stop.store(true, Ordering::Release);
+                let _ = waker.wake();
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                error!("cannot watch parked connections: {e}; idle connections keep their task");
+            }
+        }
+        self.close();
+    }
+}
+
+/// The `epoll_wait` token of the watcher's waker (slab keys never get this high).
+const WAKE: Token = Token(usize::MAX);
+
+/// The watcher thread: resumes parked connections whose socket has an event, and sweeps
+/// keep-alive deadlines every [`SWEEP`]. Ends at shutdown (`stop`), or when the broker is gone.
+fn watch(mut poll: Poll, parker: &Weak<Parker>, stop: &AtomicBool) {
+    let mut events = Events::with_capacity(256);
+    let mut next_sweep = Instant::now() + SWEEP;
+    loop {
+        if let Err(e) = poll.poll(&mut events, Some(SWEEP)) {
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            error!("watching parked connections failed: {e}; resuming them all");
+            if let Some(parker) = parker.upgrade() {
+                parker.close();
+            }
+            return;
+        }
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
+        let Some(parker) = parker.upgrade() else {
+            return;
+        };
+        for event in events.iter().filter(|e| e.token() != WAKE) {
+            parker.resume(event.token().0, None);
+        }
+        if Instant::now() >= next_sweep {
+            parker.sweep();
+            next_sweep = Instant::now() + SWEEP;
+        }
+    }
+}
+
+impl Drop for Parker {
+    /// Breaks the cycle slot -> idle connection -> link -> waker -> slot of connections still
+    /// parked (only when the broker is dropped without shutting down).
+    fn drop(&mut self) {
+        for slot in self.slots.get_mut().slab.drain() {
+            slot.idle.lock().take();
+        }
+    }
+}
