@@ -92,7 +92,7 @@ impl Parker {
         Ok(Arc::new(Parker {
             registry: poll.registry().try_clone()?,
             poll: Mutex::new(Some(poll)),
-            handle: tokio::runtime::Handle::current(),
+            handle: tokio::runtime::Handle::try_current().map_err(std::io::Error::other)?,
             slots: Mutex::new(Slots {
                 slab: Slab::new(),
                 closed: false,

@@ -170,6 +170,11 @@ impl Server {
     }
 
     /// The shared router (for tests and embedding).
+    /// Where idle connections park (None if it could not be set up).
+    pub fn parker(&self) -> Option<Arc<Parker>> {
+        self.ctx.parker.clone()
+    }
+
     pub fn router(&self) -> Arc<Router> {
         self.ctx.router.clone()
     }

@@ -52,6 +52,7 @@ pub struct TestBroker {
     pub shutdown: CancellationToken,
     pub msglog: Capture,
     pub reloader: mqttd::server::Reloader,
+    pub parker: Arc<mqttd::park::Parker>,
     handle: JoinHandle<()>,
 }
 
@@ -90,6 +91,7 @@ impl TestBroker {
         let addrs = server.local_addrs().to_vec();
         let router = server.router();
         let reloader = server.reloader();
+        let parker = server.parker().expect("the parker is set up");
         let handle = tokio::spawn(server.run());
         TestBroker {
             addr: addrs[0].1,
@@ -98,8 +100,17 @@ impl TestBroker {
             shutdown,
             msglog,
             reloader,
+            parker,
             handle,
         }
+    }
+
+    /// Waits until exactly `n` connections are parked.
+    pub async fn parked(&self, n: usize) {
+        eventually(&format!("{n} connection(s) parked"), || {
+            self.parker.parked() == n
+        })
+        .await;
     }
 
     pub fn addr_of(&self, name: &str) -> SocketAddr {
