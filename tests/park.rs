@@ -166,9 +166,11 @@ async fn shutdown_closes_parked_connections_with_0x8b() {
 #[tokio::test]
 async fn messages_queued_while_offline_reach_a_client_that_parks_at_once() {
     let broker = TestBroker::start().await;
-    let mut props = Properties::default();
-    props.session_expiry_interval = Some(60);
-    let mut connect = connect_v5("returning", props.clone());
+    let props = Properties {
+        session_expiry_interval: Some(60),
+        ..Properties::default()
+    };
+    let mut connect = connect_v5("returning", props);
     connect.clean_start = false;
     let (mut c, _) = RawClient::connect_v5_with(broker.addr, connect.clone()).await;
     c.subscribe("q/#", QoS::AtLeastOnce, 1).await;
