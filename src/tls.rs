@@ -182,10 +182,6 @@ fn common_name(cert: &CertificateDer<'_>) -> Result<String, TlsError> {
     }
 }
 
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(aws_lc_rs::default_provider())
-}
-
 /// The server's crypto: aws-lc-rs with the AES-128-GCM suites first (then its default order:
 /// AES-256-GCM, ChaCha20-Poly1305). With `ignore_client_order`, the server's order decides, as in
 /// Go's crypto/tls: AES-128 is all the security a 2048-bit RSA or X25519 key exchange can carry,
@@ -481,6 +477,11 @@ mod tests {
                 .with_client_auth_cert(vec![cert.0], cert.1)
                 .unwrap()
         }
+    }
+
+    /// A client's crypto: aws-lc-rs in its default order (AES-256-GCM first, as OpenSSL's).
+    fn provider() -> Arc<CryptoProvider> {
+        Arc::new(aws_lc_rs::default_provider())
     }
 
     type ServerSide = Result<(TlsStream<DuplexStream>, Option<String>), TlsError>;
