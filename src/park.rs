@@ -123,6 +123,15 @@ impl Parker {
         let Ok(key32) = u32::try_from(key) else {
             return Err(idle);
         };
+        let slot = Arc::new(Slot {
+            parker: Arc::downgrade(self),
+            key: key32,
+            deadline,
+            idle: Mutex::new(None),
+        });
+        // The link wakes the slot from now on. Registered before anything can resume the
+        // connection (which needs `slots`), so it never replaces the resumed task's waker.
+        link.register(&Waker::from(slot.clone()));
         if let Err(e) = self
             .registry
             .register(&mut SourceFd(&fd), Token(key), Interest::READABLE)
@@ -130,16 +139,10 @@ impl Parker {
             debug!("cannot park a connection: {e}");
             return Err(idle);
         }
-        let slot = Arc::new(Slot {
-            parker: Arc::downgrade(self),
-            key: key32,
-            deadline,
-            idle: Mutex::new(Some(idle)),
-        });
+        *slot.idle.lock() = Some(idle);
         entry.insert(slot.clone());
         drop(slots);
-        // From now on the link wakes the slot; a kick or message that came before resumes it now.
-        link.register(&Waker::from(slot.clone()));
+        // A kick or message that came before the link knew the slot resumes it now.
         if link.signalled() {
             self.resume(key, Some(&slot));
         }
@@ -169,16 +172,16 @@ impl Parker {
     /// Resumes every parked connection whose keep-alive deadline has passed.
     fn sweep(&self) {
         let now = Instant::now();
-        let due: Vec<usize> = self
+        let due: Vec<Arc<Slot>> = self
             .slots
             .lock()
             .slab
             .iter()
             .filter(|(_, s)| s.deadline.is_some_and(|d| d <= now))
-            .map(|(key, _)| key)
+            .map(|(_, s)| s.clone())
             .collect();
-        for key in due {
-            self.resume(key, None);
+        for slot in due {
+            self.resume(slot.key as usize, Some(&slot));
         }
     }
 
