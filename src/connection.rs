@@ -170,6 +170,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         protocol::encode(packet, self.version, &mut self.wbuf);
     }
 
+    /// Appends a PUBLISH to the write buffer without writing.
+    pub fn queue_publish(&mut self, publish: &protocol::PublishView<'_>) {
+        publish.encode(self.version, &mut self.wbuf);
+    }
+
     /// Bytes waiting in the write buffer.
     pub fn pending(&self) -> usize {
         self.wbuf.len()

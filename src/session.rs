@@ -39,7 +39,7 @@ use crate::protocol::reason::{v3, v5};
 use crate::protocol::topic::{split_shared, validate_topic_filter};
 use crate::protocol::{
     Auth as AuthPacket, ConnAck, Connect, DecodeError, Disconnect, LastWill, Packet, Properties,
-    PubResp, Publish, QoS, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe, encoded_len,
+    PubResp, Publish, PublishView, QoS, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 use crate::router::state::{Delivery, OutState, Outgoing, SessionState};
 use crate::router::{Attached, Message, Router};
@@ -1046,9 +1046,8 @@ impl Client {
     ) {
         self.session()
             .take_outgoing(outgoing, usize::from(self.max_inflight), resend);
-        let ctx = self.ctx.clone();
-        let stats = &ctx.router.stats;
-        let now = std::time::Instant::now();
+        let (mut sent, mut publishes) = (0, 0);
+        let mut now = None;
         for out in outgoing.drain(..) {
             match out {
                 Outgoing::Publish {
@@ -1056,12 +1055,21 @@ impl Client {
                     packet_id,
                     dup,
                 } => {
-                    let packet =
-                        Packet::Publish(self.publish_packet(&delivery, packet_id, dup, now));
+                    let properties = self.publish_properties(&delivery, &mut now);
+                    let msg = &delivery.msg;
+                    let publish = PublishView {
+                        dup,
+                        qos: delivery.qos,
+                        retain: delivery.retain,
+                        topic: &msg.topic,
+                        packet_id,
+                        payload: &msg.payload,
+                        properties: properties.as_deref(),
+                    };
                     let too_big = self
                         .max_packet_out
-                        .is_some_and(|max| encoded_len(&packet, conn.version) > max as usize);
-                    if too_big || !self.allowed(&delivery.msg.topic, Access::Read) {
+                        .is_some_and(|max| publish.encoded_len(conn.version) > max as usize);
+                    if too_big || !self.allowed(&msg.topic, Access::Read) {
                         // Not for this client: treat it as delivered so the window moves on
                         // (MQTT-3.1.2-25 for messages over the client's Maximum Packet Size).
                         if packet_id != 0 {
@@ -1073,44 +1081,44 @@ impl Client {
                         }
                         continue;
                     }
-                    conn.queue(&packet);
-                    stats.publish_sent.fetch_add(1, Ordering::Relaxed);
+                    conn.queue_publish(&publish);
+                    publishes += 1;
                 }
                 Outgoing::PubRel { packet_id } => {
                     conn.queue(&Packet::PubRel(PubResp::new(packet_id)));
                 }
             }
-            stats.messages_sent.fetch_add(1, Ordering::Relaxed);
+            sent += 1;
+        }
+        // Counted once per batch: these counters are shared by every connection's task.
+        let stats = &self.ctx.router.stats;
+        if publishes > 0 {
+            stats.publish_sent.fetch_add(publishes, Ordering::Relaxed);
+        }
+        if sent > 0 {
+            stats.messages_sent.fetch_add(sent, Ordering::Relaxed);
         }
     }
 
-    /// The PUBLISH for one delivery: 5.0 properties as published, plus this subscriber's
-    /// subscription identifiers and the remaining message expiry.
-    fn publish_packet(
+    /// The 5.0 properties of the PUBLISH for one delivery: as published, plus this subscriber's
+    /// subscription identifiers and the remaining message expiry (`now`: read once per batch,
+    /// when first needed). None for 3.1.1 clients and for messages without any.
+    fn publish_properties(
         &self,
         d: &Delivery,
-        packet_id: u16,
-        dup: bool,
-        now: std::time::Instant,
-    ) -> Publish {
+        now: &mut Option<std::time::Instant>,
+    ) -> Option<Box<Properties>> {
         let msg = &d.msg;
-        let properties = if self.v5 && (msg.properties.is_some() || !d.sub_ids.is_empty()) {
-            let mut p = msg.properties.clone().unwrap_or_default();
-            p.subscription_identifiers.clone_from(&d.sub_ids);
-            p.message_expiry_interval = msg.remaining_expiry(now);
-            Some(p)
-        } else {
-            None
-        };
-        Publish {
-            dup,
-            qos: d.qos,
-            retain: d.retain,
-            topic: msg.topic.clone(),
-            packet_id,
-            payload: msg.payload.clone(),
-            properties,
+        if !self.v5 || (msg.properties.is_none() && d.sub_ids.is_empty()) {
+            return None;
         }
+        let mut p = msg.properties.clone().unwrap_or_default();
+        p.subscription_identifiers.clone_from(&d.sub_ids);
+        if msg.expires_at.is_some() {
+            let now = *now.get_or_insert_with(std::time::Instant::now);
+            p.message_expiry_interval = msg.remaining_expiry(now);
+        }
+        Some(p)
     }
 
     fn reply<S: AsyncRead + AsyncWrite + Unpin>(&self, conn: &mut Connection<S>, packet: Packet) {

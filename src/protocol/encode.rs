@@ -12,8 +12,8 @@ use bytes::{BufMut, BytesMut};
 
 use super::properties;
 use super::{
-    Auth, ConnAck, Connect, Disconnect, Packet, ProtocolVersion, PubResp, Publish, QoS, SubAck,
-    Subscribe, UnsubAck, Unsubscribe,
+    Auth, ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion, PubResp, Publish, QoS,
+    SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 
 /// Where encoded bytes go: a real buffer, or a [`Counter`] that only adds up lengths.
@@ -87,6 +87,65 @@ pub fn encode(packet: &Packet, version: ProtocolVersion, out: &mut BytesMut) {
     write_body(out, packet, version);
 }
 
+/// A PUBLISH to encode, borrowed from wherever the message is kept: the broker encodes one per
+/// subscriber per message, and building an owned [`Publish`] would touch the shared topic's and
+/// payload's reference counts (contended between cores in a fan-out) for nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct PublishView<'a> {
+    pub dup: bool,
+    pub qos: QoS,
+    pub retain: bool,
+    pub topic: &'a str,
+    /// Ignored for QoS 0.
+    pub packet_id: u16,
+    pub payload: &'a [u8],
+    /// Written for 5.0 only.
+    pub properties: Option<&'a Properties>,
+}
+
+impl PublishView<'_> {
+    fn first_byte(&self) -> u8 {
+        // DUP must be 0 on QoS 0 (MQTT-3.3.1-2), even if a downgraded copy kept it.
+        let dup = self.dup && self.qos != QoS::AtMostOnce;
+        0x30 | (u8::from(dup) << 3) | ((self.qos as u8) << 1) | u8::from(self.retain)
+    }
+
+    fn body_len(&self, version: ProtocolVersion) -> usize {
+        let mut c = Counter(0);
+        publish_body(&mut c, self, version.is_v5());
+        c.0
+    }
+
+    /// Appends this PUBLISH, encoded for `version`, to `out` (as [`encode`] does).
+    pub fn encode(&self, version: ProtocolVersion, out: &mut BytesMut) {
+        let remaining = self.body_len(version);
+        out.reserve(1 + super::cursor::varint_len(remaining) + remaining);
+        out.put_u8(self.first_byte());
+        Sink::varint(out, remaining);
+        publish_body(out, self, version.is_v5());
+    }
+
+    /// The bytes [`PublishView::encode`] writes, fixed header included.
+    pub fn encoded_len(&self, version: ProtocolVersion) -> usize {
+        let remaining = self.body_len(version);
+        1 + super::cursor::varint_len(remaining) + remaining
+    }
+}
+
+impl<'a> From<&'a Publish> for PublishView<'a> {
+    fn from(p: &'a Publish) -> Self {
+        PublishView {
+            dup: p.dup,
+            qos: p.qos,
+            retain: p.retain,
+            topic: &p.topic,
+            packet_id: p.packet_id,
+            payload: &p.payload,
+            properties: p.properties.as_deref(),
+        }
+    }
+}
+
 /// The number of bytes [`encode`] writes for `packet` (fixed header included), for the 5.0
 /// Maximum Packet Size check.
 pub fn encoded_len(packet: &Packet, version: ProtocolVersion) -> usize {
@@ -104,11 +163,7 @@ fn first_byte(packet: &Packet) -> u8 {
     match packet {
         Packet::Connect(_) => 0x10,
         Packet::ConnAck(_) => 0x20,
-        Packet::Publish(p) => {
-            // DUP must be 0 on QoS 0 (MQTT-3.3.1-2), even if a downgraded copy kept it.
-            let dup = p.dup && p.qos != QoS::AtMostOnce;
-            0x30 | (u8::from(dup) << 3) | ((p.qos as u8) << 1) | u8::from(p.retain)
-        }
+        Packet::Publish(p) => PublishView::from(p).first_byte(),
         Packet::PubAck(_) => 0x40,
         Packet::PubRec(_) => 0x50,
         Packet::PubRel(_) => 0x62,
@@ -129,7 +184,7 @@ fn write_body<S: Sink>(out: &mut S, packet: &Packet, version: ProtocolVersion) {
     match packet {
         Packet::Connect(c) => connect(out, c),
         Packet::ConnAck(c) => connack(out, c, v5),
-        Packet::Publish(p) => publish(out, p, v5),
+        Packet::Publish(p) => publish_body(out, &PublishView::from(p), v5),
         Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
             pub_resp(out, r, v5)
         }
@@ -199,15 +254,15 @@ fn connack<S: Sink>(out: &mut S, c: &ConnAck, v5: bool) {
     }
 }
 
-fn publish<S: Sink>(out: &mut S, p: &Publish, v5: bool) {
+fn publish_body<S: Sink>(out: &mut S, p: &PublishView<'_>, v5: bool) {
     out.binary(p.topic.as_bytes());
     if p.qos as u8 > 0 {
         out.u16(p.packet_id);
     }
     if v5 {
-        properties::write(out, p.properties.as_deref());
+        properties::write(out, p.properties);
     }
-    out.slice(&p.payload);
+    out.slice(p.payload);
 }
 
 /// PUBACK..PUBCOMP: 5.0 omits the reason code when it is 0 without properties, and the property

@@ -18,6 +18,6 @@ pub mod reason;
 pub mod topic;
 
 pub use decode::decode;
-pub use encode::{encode, encoded_len};
+pub use encode::{PublishView, encode, encoded_len};
 pub use error::DecodeError;
 pub use packet::*;

@@ -193,11 +193,26 @@ impl Queue {
     }
 
     pub fn pop_front(&mut self) -> Option<Delivery> {
+        let mut freed = 0;
+        let d = self.pop_front_deferred(&mut freed);
+        self.settle(freed);
+        d
+    }
+
+    /// Pops without updating the broker-wide total: the cost is added to `freed`, to be given
+    /// back with one [`Queue::settle`] for a whole batch (that total is shared by every core).
+    fn pop_front_deferred(&mut self, freed: &mut usize) -> Option<Delivery> {
         let d = self.items.pop_front()?;
         let cost = Queue::cost(&d);
         self.bytes -= cost;
-        self.total.fetch_sub(cost, Ordering::Relaxed);
+        *freed += cost;
         Some(d)
+    }
+
+    fn settle(&self, freed: usize) {
+        if freed > 0 {
+            self.total.fetch_sub(freed, Ordering::Relaxed);
+        }
     }
 
     pub fn front(&self) -> Option<&Delivery> {
@@ -388,8 +403,8 @@ impl SessionState {
     /// dropped on the way.
     pub fn take_outgoing(&self, out: &mut Vec<Outgoing>, max_inflight: usize, resend: bool) {
         let mut inner = self.inner.lock();
-        let now = std::time::Instant::now();
-        inner.queue.retain(|d| !d.msg.expired(now));
+        let mut now = None;
+        let mut freed = 0;
         inner.resend_next = if resend {
             0
         } else {
@@ -409,7 +424,17 @@ impl SessionState {
             });
             inner.resend_next += 1;
         }
-        while let Some(qos) = inner.queue.front().map(|d| d.qos) {
+        while let Some(front) = inner.queue.front() {
+            // Expired messages (5.0 Message Expiry Interval) are dropped on the way out.
+            if front.msg.expires_at.is_some()
+                && front
+                    .msg
+                    .expired(*now.get_or_insert_with(std::time::Instant::now))
+            {
+                inner.queue.pop_front_deferred(&mut freed);
+                continue;
+            }
+            let qos = front.qos;
             if qos != QoS::AtMostOnce && inner.inflight.len() >= max_inflight {
                 break;
             }
@@ -420,7 +445,7 @@ impl SessionState {
                     None => break,
                 },
             };
-            let Some(delivery) = inner.queue.pop_front() else {
+            let Some(delivery) = inner.queue.pop_front_deferred(&mut freed) else {
                 break;
             };
             if packet_id == 0 {
@@ -451,6 +476,7 @@ impl SessionState {
                 dup: false,
             });
         }
+        inner.queue.settle(freed);
     }
 
     /// A PUBACK (or PUBCOMP) arrived: forget the message. False if the id was not in flight in the
