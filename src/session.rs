@@ -42,7 +42,7 @@ use crate::protocol::{
     PubResp, Publish, PublishView, QoS, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 use crate::router::state::{Delivery, OutState, Outgoing, SessionState};
-use crate::router::{Attached, Message, Router};
+use crate::router::{Attached, Fanout, Message, Router};
 use crate::sys::Limit;
 use std::future::poll_fn;
 
@@ -792,6 +792,15 @@ impl RateLimit {
     }
 }
 
+/// What one read's packets leave to do after them: the messages they published, to hand to
+/// subscribers, and `$SYS` counts (shared by every connection: updated once per batch).
+#[derive(Default)]
+struct Batch {
+    fanout: Fanout,
+    packets: u64,
+    publishes: u64,
+}
+
 /// What handling one packet asks of the loop.
 enum Step {
     Continue,
@@ -877,20 +886,55 @@ impl Client {
         !auth.has_acl() || auth.check(self.username.as_deref(), self.client_id(), topic, access)
     }
 
+    /// Handles the packet just read and then every other one the same read brought in (at most
+    /// [`BATCH`]), before anything is written, so the replies and deliveries they cause leave in
+    /// one write, not one each; bounded, so one busy client cannot starve its own outbox. The
+    /// messages they publish reach each subscriber at once, after the batch. `Some` ends the
+    /// connection.
+    fn on_read<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut Connection<S>,
+        first: Result<Option<Packet>, ReadError>,
+        batch: &mut Batch,
+    ) -> Option<Exit> {
+        let mut exit = self.on_packet(conn, first, batch);
+        for _ in 0..BATCH {
+            if exit.is_some() || self.read_pause(true).is_some() {
+                break;
+            }
+            match conn.try_decode() {
+                Ok(None) => break,
+                res => exit = self.on_packet(conn, res.map_err(ReadError::from), batch),
+            }
+        }
+        // Delivered (and counted) before any PUBACK for them is written.
+        let stats = &self.ctx.router.stats;
+        stats
+            .messages_received
+            .fetch_add(std::mem::take(&mut batch.packets), Ordering::Relaxed);
+        stats
+            .publish_received
+            .fetch_add(std::mem::take(&mut batch.publishes), Ordering::Relaxed);
+        if !batch.fanout.is_empty() {
+            self.ctx.router.deliver(&mut batch.fanout);
+        }
+        exit
+    }
+
     /// Handles one packet read from the client; `Some` ends the connection.
     fn on_packet<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         conn: &mut Connection<S>,
         res: Result<Option<Packet>, ReadError>,
+        batch: &mut Batch,
     ) -> Option<Exit> {
         match res {
             Ok(Some(packet)) => {
-                self.ctx
-                    .router
-                    .stats
-                    .messages_received
-                    .fetch_add(1, Ordering::Relaxed);
-                match self.handle(conn, packet) {
+                batch.packets += 1;
+                if let Packet::Publish(_) = packet {
+                    batch.publishes += 1;
+                }
+                match self.handle(conn, packet, &mut batch.fanout) {
                     Step::Exit(exit) => Some(exit),
                     Step::Continue => None,
                 }
@@ -935,6 +979,7 @@ impl Client {
         let (mut seen_in, mut seen_out) = (conn.bytes_in, conn.bytes_out);
         let mut paused = false;
         let mut outgoing = Vec::new();
+        let mut batch = Batch::default();
         let link = self.attached.link.clone();
         loop {
             self.fill(conn, &mut outgoing, resend);
@@ -978,24 +1023,8 @@ impl Client {
                 res = conn.read_packet(), if pause.is_none() => {
                     deadline = keep_alive.map(|k| Instant::now() + k);
                     park_at = park_at.map(|_| Instant::now() + PARK_AFTER);
-                    if let Some(exit) = self.on_packet(conn, res) {
+                    if let Some(exit) = self.on_read(conn, res, &mut batch) {
                         return exit;
-                    }
-                    // Handle what the same read already brought in before writing anything, so
-                    // the replies and deliveries it causes leave in one write, not one each.
-                    // Bounded, so one busy client cannot starve its own outbox.
-                    for _ in 0..BATCH {
-                        if self.read_pause(true).is_some() {
-                            break;
-                        }
-                        match conn.try_decode() {
-                            Ok(None) => break,
-                            res => {
-                                if let Some(exit) = self.on_packet(conn, res.map_err(ReadError::from)) {
-                                    return exit;
-                                }
-                            }
-                        }
                     }
                 }
                 _ = poll_fn(|cx| link.poll_outbox(cx)) => {
@@ -1145,9 +1174,10 @@ impl Client {
         &mut self,
         conn: &mut Connection<S>,
         packet: Packet,
+        fanout: &mut Fanout,
     ) -> Step {
         match packet {
-            Packet::Publish(p) => return self.on_publish(conn, p),
+            Packet::Publish(p) => return self.on_publish(conn, p, fanout),
             Packet::PubAck(r) => {
                 self.session().complete(r.packet_id, OutState::AwaitPubAck);
             }
@@ -1338,12 +1368,8 @@ impl Client {
         &mut self,
         conn: &mut Connection<S>,
         mut p: Publish,
+        fanout: &mut Fanout,
     ) -> Step {
-        self.ctx
-            .router
-            .stats
-            .publish_received
-            .fetch_add(1, Ordering::Relaxed);
         if let Some(rate) = &mut self.rate {
             rate.take();
         }
@@ -1387,7 +1413,7 @@ impl Client {
                 let mut msg =
                     Message::new(p.topic, p.payload, qos, p.retain).with_properties(p.properties);
                 msg.origin = self.session().id;
-                if self.ctx.router.publish(Arc::new(msg)) == 0 {
+                if self.ctx.router.publish_to(Arc::new(msg), fanout) == 0 {
                     reason = (v5::NO_MATCHING_SUBSCRIBERS, "");
                 }
             }

@@ -8,7 +8,9 @@
 //!   SUBSCRIBE / UNSUBSCRIBE filter.
 //! - `retained`: written by retained PUBLISHes, read by SUBSCRIBE.
 //! - `sessions`: client id -> session, taken on connect and disconnect only.
-//! - each session's own mutex (see [`state`]), taken for one push per delivery.
+//! - each session's own mutex (see [`state`]), taken once per publisher's batch: a connection
+//!   collects what its batch of PUBLISHes fans out in a [`Fanout`], grouped by subscriber, and
+//!   hands each subscriber its share under one lock ([`Router::deliver`]).
 //!
 //! Lock order: `sessions` before a session's mutex; `subscriptions` before a session's mutex; a
 //! session's mutex is never held while taking `sessions` or `subscriptions`.
@@ -32,7 +34,7 @@ use crate::protocol::reason::v5;
 use crate::protocol::{Properties, QoS, SubscriptionOptions};
 use crate::sys::{Limit, Stats};
 use retained::RetainedStore;
-use state::{Delivery, Enqueued, Link, SessionState};
+use state::{Delivery, Link, SessionState};
 use trie::{Match, Subscriber, SubscriptionTrie};
 
 /// An application message as the broker holds it: built once per PUBLISH and shared by every
@@ -100,6 +102,59 @@ pub struct RouterLimits {
     pub max_queued_messages: usize,
     /// Budget for all queued messages together (see `limits.max_queued_bytes`).
     pub max_queued_bytes: usize,
+}
+
+/// Up to this many subscribers, [`Fanout`] finds a subscriber's group by scanning.
+const SCAN_GROUPS: usize = 8;
+
+/// Deliveries grouped by subscriber, waiting for [`Router::deliver`] (see [`Router::publish_to`]).
+#[derive(Debug, Default)]
+pub struct Fanout {
+    groups: Vec<(Arc<SessionState>, Vec<Delivery>)>,
+    /// Session id -> index in `groups`, once there are more than [`SCAN_GROUPS`].
+    index: HashMap<u64, usize>,
+}
+
+impl Fanout {
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    fn offer(
+        &mut self,
+        sub: &Subscriber,
+        msg: Arc<Message>,
+        shared: Option<Arc<str>>,
+        sub_ids: Vec<u32>,
+    ) {
+        let delivery = Delivery {
+            qos: msg.qos.min(sub.options.qos),
+            retain: sub.options.retain_as_published && msg.retain,
+            msg,
+            sub_ids,
+            shared,
+        };
+        let id = sub.session.id;
+        // Few subscribers (the common case): a scan beats hashing.
+        let found = if self.groups.len() <= SCAN_GROUPS {
+            self.groups.iter().position(|(s, _)| s.id == id)
+        } else {
+            if self.index.is_empty() {
+                let ids = self.groups.iter().enumerate().map(|(i, (s, _))| (s.id, i));
+                self.index.extend(ids);
+            }
+            self.index.get(&id).copied()
+        };
+        let i = found.unwrap_or_else(|| {
+            self.groups.push((sub.session.clone(), Vec::new()));
+            let i = self.groups.len() - 1;
+            if !self.index.is_empty() {
+                self.index.insert(id, i);
+            }
+            i
+        });
+        self.groups[i].1.push(delivery);
+    }
 }
 
 /// The result of attaching a connection to a session.
@@ -316,21 +371,21 @@ impl Router {
         if taken.is_empty() {
             return;
         }
-        let subs = self.subscriptions.read();
-        for d in taken {
-            let Some(key) = &d.shared else { continue };
-            let Some((key, group)) = subs.shared_group(key) else {
-                continue;
-            };
-            if let Some(member) = group.pick(session.id) {
-                self.offer(
-                    member,
-                    d.msg.clone(),
-                    Some(key.clone()),
-                    member.sub_id.into_iter().collect(),
-                );
+        let mut fanout = Fanout::default();
+        {
+            let subs = self.subscriptions.read();
+            for d in taken {
+                let Some(key) = &d.shared else { continue };
+                let Some((key, group)) = subs.shared_group(key) else {
+                    continue;
+                };
+                if let Some(member) = group.pick(session.id) {
+                    let sub_ids = member.sub_id.into_iter().collect();
+                    fanout.offer(member, d.msg.clone(), Some(key.clone()), sub_ids);
+                }
             }
         }
+        self.deliver(&mut fanout);
     }
 
     /// Subscribes `session` to `filter` (already validated and authorised; `$share/G/F` joins a
@@ -373,6 +428,16 @@ impl Router {
     /// with every matching subscription identifier; one member per shared group) and stores it if
     /// retained. Returns the number of sessions it was offered to.
     pub fn publish(&self, msg: Arc<Message>) -> usize {
+        let mut fanout = Fanout::default();
+        let offered = self.publish_to(msg, &mut fanout);
+        self.deliver(&mut fanout);
+        offered
+    }
+
+    /// As [`Router::publish`], but the deliveries are collected in `fanout`, grouped by
+    /// subscriber, until [`Router::deliver`]: a connection publishing a batch of messages hands
+    /// each subscriber all of its share at once.
+    pub fn publish_to(&self, msg: Arc<Message>, fanout: &mut Fanout) -> usize {
         if msg.retain {
             self.retained.write().set(msg.clone());
         }
@@ -410,54 +475,51 @@ impl Router {
                 j += 1;
             }
             let sub_ids: Vec<u32> = plain[i..j].iter().filter_map(|s| s.sub_id).collect();
-            self.offer(best, msg.clone(), None, sub_ids);
+            fanout.offer(best, msg.clone(), None, sub_ids);
             offered += 1;
             i = j;
         }
         for (key, member) in shared {
-            self.offer(
-                member,
-                msg.clone(),
-                Some(key.clone()),
-                member.sub_id.into_iter().collect(),
-            );
+            let sub_ids = member.sub_id.into_iter().collect();
+            fanout.offer(member, msg.clone(), Some(key.clone()), sub_ids);
             offered += 1;
         }
         offered
     }
 
-    fn offer(
-        &self,
-        sub: &Subscriber,
-        msg: Arc<Message>,
-        shared: Option<Arc<str>>,
-        sub_ids: Vec<u32>,
-    ) {
-        let delivery = Delivery {
-            qos: msg.qos.min(sub.options.qos),
-            retain: sub.options.retain_as_published && msg.retain,
-            msg,
-            sub_ids,
-            shared,
-        };
-        self.enqueue(&sub.session, delivery);
+    /// Hands every delivery collected in `fanout` to its session, one lock per session.
+    pub fn deliver(&self, fanout: &mut Fanout) {
+        fanout.index.clear();
+        for (session, deliveries) in fanout.groups.drain(..) {
+            self.enqueue_many(&session, deliveries);
+        }
     }
 
-    /// Offers `delivery` to `session`'s outbox, applying the memory budget (QoS 0 is the first to
-    /// go) and counting what is dropped.
+    /// Offers one delivery to `session`'s outbox (see [`SessionState::enqueue`]), counting drops.
     pub fn enqueue(&self, session: &SessionState, delivery: Delivery) {
-        if delivery.qos == QoS::AtMostOnce && self.over_budget() {
+        self.enqueue_many(session, std::iter::once(delivery));
+    }
+
+    fn enqueue_many(&self, session: &SessionState, deliveries: impl IntoIterator<Item = Delivery>) {
+        // Over the memory budget, QoS 0 is not queued at all.
+        let over_budget = self.over_budget();
+        let mut over = 0;
+        let deliveries = deliveries.into_iter().filter(|d| {
+            let drop = over_budget && d.qos == QoS::AtMostOnce;
+            over += u64::from(drop);
+            !drop
+        });
+        let counts = session.enqueue_many(deliveries, self.limits.max_queued_messages);
+        for _ in 0..over {
             self.stats.limit_hit(Limit::QueuedBytes);
             self.stats.dropped();
-            return;
         }
-        match session.enqueue(delivery, self.limits.max_queued_messages) {
-            Enqueued::Queued => {}
-            Enqueued::DroppedQos0 => self.stats.dropped(),
-            Enqueued::DroppedOldest => {
-                self.stats.limit_hit(Limit::QueuedMessages);
-                self.stats.dropped();
-            }
+        for _ in 0..counts.dropped_qos0 {
+            self.stats.dropped();
+        }
+        for _ in 0..counts.dropped_oldest {
+            self.stats.limit_hit(Limit::QueuedMessages);
+            self.stats.dropped();
         }
     }
 
@@ -491,5 +553,90 @@ impl Router {
             }
         }
         kicked
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::state::Outgoing;
+
+    fn router() -> Router {
+        Router::new(RouterLimits {
+            max_queued_messages: 100,
+            max_queued_bytes: 1 << 20,
+        })
+    }
+
+    fn message(topic: &str, payload: &'static [u8]) -> Arc<Message> {
+        let msg = Message::new(
+            topic.into(),
+            Bytes::from_static(payload),
+            QoS::AtLeastOnce,
+            false,
+        );
+        Arc::new(msg)
+    }
+
+    /// Payloads in a session's outbox, in order.
+    fn outbox(session: &SessionState) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        session.take_outgoing(&mut out, 100, false);
+        out.into_iter()
+            .map(|o| match o {
+                Outgoing::Publish { delivery, .. } => delivery.msg.payload.clone(),
+                Outgoing::PubRel { .. } => panic!("no PUBREL expected"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fanout_holds_deliveries_until_delivered_then_each_subscriber_gets_them_in_order() {
+        let router = router();
+        // More subscribers than SCAN_GROUPS, so the fan-out switches to its index on the way.
+        let sessions: Vec<_> = (0..SCAN_GROUPS + 4)
+            .map(|i| {
+                let attached = router.attach(&format!("c{i}"), true, 0, None);
+                router.subscribe(
+                    &attached.session,
+                    "t/#",
+                    SubscriptionOptions::new(QoS::AtLeastOnce),
+                    None,
+                );
+                attached
+            })
+            .collect();
+        let mut fanout = Fanout::default();
+        for payload in [&b"1"[..], b"2", b"3"] {
+            assert_eq!(
+                router.publish_to(message("t/x", payload), &mut fanout),
+                sessions.len()
+            );
+        }
+        // Overlapping subscriptions of one client still deliver once.
+        router.subscribe(
+            &sessions[0].session,
+            "t/x",
+            SubscriptionOptions::new(QoS::AtMostOnce),
+            None,
+        );
+        router.publish_to(message("t/x", b"4"), &mut fanout);
+        assert!(
+            sessions
+                .iter()
+                .all(|a| a.session.inner.lock().queue.is_empty())
+        );
+        router.deliver(&mut fanout);
+        assert!(fanout.is_empty());
+        for a in &sessions {
+            assert_eq!(
+                outbox(&a.session),
+                ["1", "2", "3", "4"].map(|p| Bytes::from_static(p.as_bytes()))
+            );
+        }
+        // A Fanout is reusable.
+        router.publish_to(message("t/y", b"5"), &mut fanout);
+        router.deliver(&mut fanout);
+        assert_eq!(outbox(&sessions[3].session), [Bytes::from_static(b"5")]);
     }
 }

@@ -261,6 +261,15 @@ pub enum Outgoing {
     },
 }
 
+/// What [`SessionState::enqueue_many`] dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EnqueueCounts {
+    /// QoS 0 for an offline or backed-up client.
+    pub dropped_qos0: u64,
+    /// Oldest messages dropped from a full queue to make room.
+    pub dropped_oldest: u64,
+}
+
 /// Result of offering a message to a session's outbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Enqueued {
@@ -367,34 +376,55 @@ impl SessionState {
     ///   connection is attached, that slow connection is closed; the session keeps the newest
     ///   `max_queued` messages for when it comes back.
     pub fn enqueue(&self, delivery: Delivery, max_queued: usize) -> Enqueued {
+        let counts = self.enqueue_many(std::iter::once(delivery), max_queued);
+        if counts.dropped_oldest > 0 {
+            Enqueued::DroppedOldest
+        } else if counts.dropped_qos0 > 0 {
+            Enqueued::DroppedQos0
+        } else {
+            Enqueued::Queued
+        }
+    }
+
+    /// Offers deliveries in order, each as [`SessionState::enqueue`] does, under one lock: a
+    /// publisher's batch of messages costs each subscriber's lock (which its own task, often on
+    /// another core, also takes) once, not once per message.
+    pub fn enqueue_many(
+        &self,
+        deliveries: impl IntoIterator<Item = Delivery>,
+        max_queued: usize,
+    ) -> EnqueueCounts {
+        let mut counts = EnqueueCounts::default();
         let mut inner = self.inner.lock();
         let online = inner.connection.is_some();
         // The connection task drains the whole queue (as far as its in-flight window allows)
         // whenever it wakes, and after every packet it reads: it only needs waking when the queue
         // goes from empty to non-empty. One wake-up per burst, not per message.
         let was_empty = inner.queue.is_empty();
-        let full = inner.queue.len() >= max_queued;
-        let result = if delivery.qos == QoS::AtMostOnce && (full || !online) {
-            Enqueued::DroppedQos0
-        } else if full {
-            inner.queue.pop_front();
-            inner.queue.push_back(delivery);
-            if let Some(link) = &inner.connection {
-                link.kick(crate::protocol::reason::v5::QUOTA_EXCEEDED);
+        for delivery in deliveries {
+            let full = inner.queue.len() >= max_queued;
+            if delivery.qos == QoS::AtMostOnce && (full || !online) {
+                counts.dropped_qos0 += 1;
+            } else if full {
+                inner.queue.pop_front();
+                inner.queue.push_back(delivery);
+                if let Some(link) = &inner.connection {
+                    link.kick(crate::protocol::reason::v5::QUOTA_EXCEEDED);
+                }
+                counts.dropped_oldest += 1;
+            } else {
+                inner.queue.push_back(delivery);
             }
-            Enqueued::DroppedOldest
-        } else {
-            inner.queue.push_back(delivery);
-            if let (true, Some(link)) = (was_empty, &inner.connection) {
-                link.notify();
-            }
-            Enqueued::Queued
-        };
-        drop(inner);
-        if result != Enqueued::Queued {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
         }
-        result
+        if let (true, false, Some(link)) = (was_empty, inner.queue.is_empty(), &inner.connection) {
+            link.notify();
+        }
+        drop(inner);
+        let dropped = counts.dropped_qos0 + counts.dropped_oldest;
+        if dropped > 0 {
+            self.dropped.fetch_add(dropped, Ordering::Relaxed);
+        }
+        counts
     }
 
     /// Moves what may be sent now into `out`: first the in-flight messages a fresh connection
