@@ -200,3 +200,26 @@ async fn messages_queued_while_offline_reach_a_client_that_parks_at_once() {
     broker.parked(2).await;
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn a_fleet_of_parked_subscribers_all_get_the_command() {
+    const FLEET: usize = 100;
+    let broker = TestBroker::start().await;
+    let mut fleet = Vec::new();
+    for i in 0..FLEET {
+        let mut c = RawClient::connected(broker.addr, &format!("device-{i}")).await;
+        assert_eq!(c.subscribe("fleet/cmd", QoS::AtLeastOnce, 1).await, vec![1]);
+        fleet.push(c);
+    }
+    let mut operator = RawClient::connected(broker.addr, "operator").await;
+    broker.parked(FLEET + 1).await;
+    operator
+        .publish("fleet/cmd", b"reboot", QoS::AtLeastOnce, false, 1)
+        .await;
+    for c in &mut fleet {
+        assert_eq!(c.receive().await.payload, Bytes::from_static(b"reboot"));
+    }
+    // All acknowledged, quiet again: every one of them parks again.
+    broker.parked(FLEET + 1).await;
+    broker.stop().await;
+}

@@ -615,3 +615,24 @@ async fn shutdown_closes_connections_still_in_handshake_or_before_connect() {
     );
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn tls_connections_keep_their_task_while_plain_ones_park() {
+    let pki = Pki::generate();
+    let broker = broker(pki.server_tls(WAIT)).await;
+    let mut secure = TlsMqtt::connected(
+        broker.addr_of("tls"),
+        pki.client(&[&rustls::version::TLS13]),
+        "secure",
+        None,
+    )
+    .await;
+    let mut plain = RawClient::connected(broker.addr_of("plain"), "plain").await;
+    broker.parked(1).await;
+    // Idle past the parking delay: still only the plain connection is parked.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(broker.parker.parked(), 1);
+    secure.ping().await;
+    plain.ping().await;
+    broker.stop().await;
+}
