@@ -273,14 +273,9 @@ async fn drive<S: Stream>(mut conn: Connection<S>, mut client: Client, guard: Gu
             return;
         };
         // Not parked (the broker is shutting down): back into tokio's reactor, on as a task.
-        (client, guard) = (idle.client, idle.guard);
-        match S::from_socket(idle.socket) {
-            Ok(stream) => conn = Connection::unpark(stream, idle.conn, max_packet_size),
-            Err(e) => {
-                let why = format!("cannot unpark the connection: {e}");
-                client.close(Exit::Abnormal { why, reason: None });
-                return;
-            }
+        match idle.unpark::<S>() {
+            Some((c, cl, g)) => (conn, client, guard) = (c, cl, g),
+            None => return,
         }
     }
 }
@@ -305,20 +300,29 @@ impl Idle {
     /// Serves the connection on as a task (spawned by the parker when something happened);
     /// `deadline`: its keep-alive deadline, as parked.
     pub async fn resume(self, deadline: Option<Instant>) {
+        if let Some((conn, client, guard)) = self.unpark::<tokio::net::TcpStream>() {
+            drive(conn, client, guard, Start::Resumed { deadline }).await;
+        }
+    }
+
+    /// The socket back in tokio's reactor, as a connection again. `None`: that failed, and the
+    /// connection has ended (will published, session detached).
+    fn unpark<S: Stream>(self) -> Option<(Connection<S>, Client, Guard)> {
         let Idle {
             socket,
             conn,
             mut client,
             guard,
         } = self;
-        match tokio::net::TcpStream::from_std(socket) {
+        match S::from_socket(socket) {
             Ok(stream) => {
                 let conn = Connection::unpark(stream, conn, client.ctx.limits.max_packet_size);
-                drive(conn, client, guard, Start::Resumed { deadline }).await;
+                Some((conn, client, guard))
             }
             Err(e) => {
-                let why = format!("cannot resume the connection: {e}");
+                let why = format!("cannot unpark the connection: {e}");
                 client.close(Exit::Abnormal { why, reason: None });
+                None
             }
         }
     }
@@ -1555,19 +1559,24 @@ impl Client {
         conn: &mut Connection<S>,
         exit: Exit,
     ) {
-        let (reason, why, _) = exit_reason(&exit);
+        let (reason, why, publish_will) = exit_reason(&exit);
         if let (Some(reason), true) = (reason, self.v5) {
             let properties = Some(reason_string(&why));
             conn.queue(&Packet::Disconnect(Disconnect { reason, properties }));
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), conn.shutdown()).await;
-        self.close(exit);
+        self.end(&why, publish_will);
     }
 
-    /// The end of a connection whose socket is closed or gone: log why, publish the will unless
-    /// the client said a normal DISCONNECT, and detach from the router.
+    /// The end of a connection whose socket is gone (see [`Client::end`]).
     fn close(&mut self, exit: Exit) {
         let (_, why, publish_will) = exit_reason(&exit);
+        self.end(&why, publish_will);
+    }
+
+    /// Logs why the connection ended, publishes the will unless the client said a normal
+    /// DISCONNECT, and detaches from the router.
+    fn end(&mut self, why: &str, publish_will: bool) {
         info!(client_id = %self.client_id(), "{why}");
         let will = self.will.take().filter(|_| publish_will);
         if let Some(will) = will {

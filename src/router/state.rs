@@ -270,16 +270,6 @@ pub struct EnqueueCounts {
     pub dropped_oldest: u64,
 }
 
-/// Result of offering a message to a session's outbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Enqueued {
-    Queued,
-    /// QoS 0 for an offline or backed-up client: dropped and counted.
-    DroppedQos0,
-    /// The queue was full: the oldest message was dropped to make room (counted).
-    DroppedOldest,
-}
-
 #[derive(Debug)]
 pub struct SessionInner {
     /// Messages not yet sent, in order.
@@ -367,7 +357,9 @@ impl SessionState {
         self.ended.get_or_init(CancellationToken::new).cancel();
     }
 
-    /// Offers a delivery. Never blocks beyond the session mutex, never awaits.
+    /// Offers deliveries in order under one lock: a publisher's batch of messages costs each
+    /// subscriber's lock (which its own task, often on another core, also takes) once, not once
+    /// per message. Never blocks beyond the session mutex, never awaits. Each delivery:
     ///
     /// - Online, queue below `max_queued`: queued.
     /// - QoS 0 while the queue is full, or while offline: dropped (Mosquitto does not queue QoS 0
@@ -375,20 +367,6 @@ impl SessionState {
     /// - QoS 1/2 while the queue is full: the oldest queued message is dropped (counted) and, if a
     ///   connection is attached, that slow connection is closed; the session keeps the newest
     ///   `max_queued` messages for when it comes back.
-    pub fn enqueue(&self, delivery: Delivery, max_queued: usize) -> Enqueued {
-        let counts = self.enqueue_many(std::iter::once(delivery), max_queued);
-        if counts.dropped_oldest > 0 {
-            Enqueued::DroppedOldest
-        } else if counts.dropped_qos0 > 0 {
-            Enqueued::DroppedQos0
-        } else {
-            Enqueued::Queued
-        }
-    }
-
-    /// Offers deliveries in order, each as [`SessionState::enqueue`] does, under one lock: a
-    /// publisher's batch of messages costs each subscriber's lock (which its own task, often on
-    /// another core, also takes) once, not once per message.
     pub fn enqueue_many(
         &self,
         deliveries: impl IntoIterator<Item = Delivery>,
