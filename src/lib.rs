@@ -32,6 +32,7 @@
 //! - [`server`]: binds listeners, runs until the shutdown token fires, drains; SIGHUP reloads.
 
 pub mod auth;
+pub mod client;
 pub mod config;
 pub mod connection;
 pub mod listener;
@@ -40,6 +41,5 @@ pub mod park;
 pub mod protocol;
 pub mod router;
 pub mod server;
-pub mod session;
 pub mod sys;
 pub mod tls;

@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-use crate::session::{self, Context, Guard, Peer};
+use crate::client::{self, Context, Guard, Peer};
 use crate::sys::Limit;
 use crate::tls::Tls;
 
@@ -83,7 +83,7 @@ impl Listener {
             };
             // Two task types, so a plain connection's task is not sized for rustls' state.
             match self.tls.clone() {
-                None => tokio::spawn(session::serve(socket, peer, ctx, guard)),
+                None => tokio::spawn(client::serve(socket, peer, ctx, guard)),
                 Some(tls) => tokio::spawn(serve_tls(socket, peer, tls, ctx, guard)),
             };
         }
@@ -99,7 +99,7 @@ async fn serve_tls(socket: TcpStream, mut peer: Peer, tls: Tls, ctx: Arc<Context
     match accepted {
         Ok((stream, identity)) => {
             peer.cert_identity = identity;
-            session::serve(stream, peer, ctx, guard).await;
+            client::serve(stream, peer, ctx, guard).await;
         }
         Err(e @ crate::tls::TlsError::HandshakeTimeout(_)) => {
             ctx.router.stats.limit_hit(Limit::HandshakeTimeout);

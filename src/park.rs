@@ -6,7 +6,7 @@
 //! bytes, so an idle connection is *parked* instead (as Mosquitto keeps an idle client as a
 //! context and a descriptor in its poll set):
 //!
-//! - its task hands the connection's state ([`crate::session::Idle`]: the socket, the client's
+//! - its task hands the connection's state ([`crate::client::Idle`]: the socket, the client's
 //!   small state, its read buffer only if a packet is half-read) to the [`Parker`] and ends;
 //! - the socket moves from tokio's reactor to the parker's own `epoll` set (through `mio`), which
 //!   one thread watches for all parked connections;
@@ -34,7 +34,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error};
 
-use crate::session::Idle;
+use crate::client::Idle;
 
 /// How often parked connections are checked against their keep-alive deadline: a silent parked
 /// client is closed at most this much later than 1.5 x its keep alive.

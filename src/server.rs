@@ -13,12 +13,12 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::auth::{Auth, AuthError};
+use crate::client::Context;
 use crate::config::Config;
 use crate::listener::Listener;
 use crate::msglog::MessageLogger;
 use crate::park::Parker;
 use crate::router::{Router, RouterLimits};
-use crate::session::Context;
 use crate::tls::{Tls, TlsError};
 
 /// How long connections get to close after shutdown before the broker exits anyway.

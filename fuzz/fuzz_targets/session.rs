@@ -34,7 +34,7 @@ use mqttd::protocol::{
     self, Connect, LastWill, Packet, Password, ProtocolVersion, QoS, decode, encode,
 };
 use mqttd::router::{Router, RouterLimits};
-use mqttd::session::{self, Context, Peer};
+use mqttd::client::{self, Context, Peer};
 use parking_lot::RwLock;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
@@ -164,7 +164,7 @@ async fn connection(
         allow_anonymous: true,
         cert_identity: None,
     };
-    let serve = tokio::spawn(session::serve(server, peer, ctx.clone()));
+    let serve = tokio::spawn(client::serve(server, peer, ctx.clone()));
     let (rd, mut wr) = tokio::io::split(client);
     let reader = tokio::spawn(drain(rd, connect.0));
     let mut ok = wr.write_all(&connect.1).await.is_ok();

@@ -1,0 +1,233 @@
+//! CONNECT -> client id -> authentication -> attach -> CONNACK.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::{debug, info, warn};
+
+use bytes::Bytes;
+
+use crate::auth::{Auth, AuthOutcome, Credentials};
+use crate::connection::Connection;
+use crate::protocol::reason::{v3, v5};
+use crate::protocol::{ConnAck, Connect, Packet, Properties};
+use crate::sys::Limit;
+
+use super::enhanced::{Reauth, enhanced_login};
+use super::run::RateLimit;
+use super::{Client, Context, Peer, reason_string};
+
+/// The largest Maximum Packet Size the encoding allows (MQTT 5.0 section 3.2.2.3.6).
+pub(super) const MAX_ANNOUNCED_PACKET_SIZE: usize = 268_435_455;
+
+/// A refusal CONNACK in the connection's protocol version, with a reason string for 5.0.
+pub(super) fn refusal(v5: bool, code3: u8, code5: u8, why: &str) -> Packet {
+    let properties = v5.then(|| reason_string(why));
+    let code = if v5 { code5 } else { code3 };
+    Packet::ConnAck(ConnAck {
+        session_present: false,
+        code,
+        properties,
+    })
+}
+
+/// CONNECT -> client id -> auth -> attach -> CONNACK. `None`: refused (CONNACK already written).
+pub(super) async fn admit<S>(
+    conn: &mut Connection<S>,
+    connect: Connect,
+    peer: &Peer,
+    ctx: &Arc<Context>,
+) -> Option<Client>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let v5 = connect.protocol.is_v5();
+    let props = connect.properties.as_deref().cloned().unwrap_or_default();
+    let auth = ctx.current_auth();
+    // Enhanced authentication (5.0 only: 3.1.1 has no properties). Not on listeners that take
+    // the identity from the client certificate, which would override the authenticated name.
+    let method = match props.authentication_method.as_deref() {
+        None => None,
+        Some(name) => match auth.enhanced(name).filter(|_| peer.cert_identity.is_none()) {
+            Some(method) => Some(method),
+            None => {
+                let why = format!("authentication method {name:?} is not supported");
+                info!(peer = %peer.addr, client_id = %connect.client_id, "refused: {why}");
+                let packet = refusal(v5, v3::NOT_AUTHORIZED, v5::BAD_AUTHENTICATION_METHOD, &why);
+                let _ = conn.write_packet(&packet).await;
+                return None;
+            }
+        },
+    };
+    let mut client_id = connect.client_id.clone();
+    let assigned = client_id.is_empty();
+    if assigned {
+        if !connect.clean_start && !v5 {
+            let why = "empty client id without clean session (MQTT-3.1.3-8)";
+            info!(peer = %peer.addr, "refused: {why}");
+            let packet = refusal(
+                v5,
+                v3::IDENTIFIER_REJECTED,
+                v5::CLIENT_IDENTIFIER_NOT_VALID,
+                why,
+            );
+            let _ = conn.write_packet(&packet).await;
+            return None;
+        }
+        client_id = format!("auto-{:016x}", rand::random::<u64>());
+    }
+    if client_id.len() > ctx.limits.max_client_id_length {
+        ctx.router.stats.limit_hit(Limit::ClientIdLength);
+        let why = format!(
+            "client id of {} bytes exceeds limits.max_client_id_length ({})",
+            client_id.len(),
+            ctx.limits.max_client_id_length
+        );
+        info!(peer = %peer.addr, "refused: {why}");
+        let packet = refusal(
+            v5,
+            v3::IDENTIFIER_REJECTED,
+            v5::CLIENT_IDENTIFIER_NOT_VALID,
+            &why,
+        );
+        let _ = conn.write_packet(&packet).await;
+        return None;
+    }
+    // With an Authentication Method, the exchange decides and User Name / Password are ignored.
+    let (username, mut enhanced) = match &method {
+        Some(method) => {
+            let (user, data) =
+                enhanced_login(conn, method.as_ref(), &props, peer, ctx, &auth).await?;
+            (Some(user), Some((method.name(), data)))
+        }
+        None => (
+            password_login(conn, &connect, &client_id, peer, &auth).await?,
+            None,
+        ),
+    };
+
+    // Session Expiry Interval: 3.1.1 clean session = 0 / persistent = forever.
+    let expiry = match (v5, connect.clean_start) {
+        (true, _) => props.session_expiry_interval.unwrap_or(0),
+        (false, true) => 0,
+        (false, false) => u32::MAX,
+    };
+    let max_keepalive = ctx.limits.max_keepalive;
+    let mut keep_alive = connect.keep_alive;
+    let mut server_keep_alive = None;
+    if v5 && max_keepalive < u16::MAX && (keep_alive == 0 || keep_alive > max_keepalive) {
+        keep_alive = max_keepalive;
+        server_keep_alive = Some(max_keepalive);
+    }
+    let attached = ctx
+        .router
+        .attach(&client_id, connect.clean_start, expiry, username.clone());
+    let properties = v5.then(|| {
+        let response_information = (props.request_response_information == Some(1))
+            .then(|| format!("mqttd/response/{client_id}"));
+        let max_packet = ctx.limits.max_packet_size.min(MAX_ANNOUNCED_PACKET_SIZE);
+        Box::new(Properties {
+            assigned_client_identifier: assigned.then(|| client_id.clone()),
+            topic_alias_maximum: Some(ctx.limits.max_topic_alias),
+            maximum_packet_size: u32::try_from(max_packet).ok(),
+            server_keep_alive,
+            response_information,
+            authentication_method: enhanced.as_ref().map(|(m, _)| (*m).to_owned()),
+            authentication_data: enhanced
+                .as_mut()
+                .and_then(|(_, d)| d.take())
+                .map(Bytes::from),
+            ..Properties::default()
+        })
+    });
+    let ack = ConnAck {
+        session_present: attached.present,
+        code: 0,
+        properties,
+    };
+    if let Err(e) = conn.write_packet(&Packet::ConnAck(ack)).await {
+        debug!(client_id = %client_id, "CONNACK write failed: {e}");
+        ctx.router.detach(&attached.session, attached.link.id());
+        return None;
+    }
+    info!(client_id = %client_id, peer = %peer.addr, listener = %peer.listener, user = ?username,
+        version = ?connect.protocol, clean = connect.clean_start, resumed = attached.present,
+        "connected");
+    let generation = ctx.auth_generation.load(Ordering::Acquire);
+    let receive_maximum = props
+        .receive_maximum
+        .map_or(usize::from(u16::MAX), usize::from);
+    Some(Client {
+        keep_alive,
+        will: connect.will.map(Box::new),
+        username,
+        attached,
+        auth: (generation, auth),
+        ctx: ctx.clone(),
+        v5,
+        max_inflight: u16::try_from(ctx.limits.max_inflight.min(receive_maximum))
+            .unwrap_or(u16::MAX),
+        max_packet_out: props.maximum_packet_size,
+        problem_info: props.request_problem_information != Some(0),
+        aliases: None,
+        expiry,
+        rate: ctx
+            .limits
+            .max_publish_rate
+            .map(|rate| Box::new(RateLimit::new(rate))),
+        limits_logged: 0,
+        reauth: enhanced.map(|(method, _)| {
+            Box::new(Reauth {
+                method,
+                ip: peer.addr.ip(),
+                ongoing: None,
+            })
+        }),
+    })
+}
+
+/// The CONNECT's User Name / Password (or certificate identity) checked by [`Auth::authenticate`].
+/// `None`: refused (CONNACK already written); `Some(user)`: let in as `user` (None: anonymous).
+pub(super) async fn password_login<S>(
+    conn: &mut Connection<S>,
+    connect: &Connect,
+    client_id: &str,
+    peer: &Peer,
+    auth: &Auth,
+) -> Option<Option<String>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let v5 = connect.protocol.is_v5();
+    let creds = Credentials {
+        client_id,
+        username: connect.username.as_deref(),
+        password: connect.password.as_ref(),
+        peer: peer.addr,
+        allow_anonymous: peer.allow_anonymous,
+        cert_identity: peer.cert_identity.as_deref(),
+    };
+    match auth.authenticate(&creds).await {
+        AuthOutcome::Allowed { username } => Some(username),
+        outcome => {
+            let (code3, code5, why) = match outcome {
+                AuthOutcome::BadCredentials => (
+                    v3::BAD_USERNAME_OR_PASSWORD,
+                    v5::BAD_USERNAME_OR_PASSWORD,
+                    "bad username or password",
+                ),
+                AuthOutcome::Unavailable => (
+                    v3::SERVER_UNAVAILABLE,
+                    v5::SERVER_UNAVAILABLE,
+                    "server busy verifying passwords",
+                ),
+                _ => (v3::NOT_AUTHORIZED, v5::NOT_AUTHORIZED, "not authorised"),
+            };
+            warn!(client_id = %client_id, peer = %peer.addr, user = ?connect.username,
+                "refused: {why}");
+            let _ = conn.write_packet(&refusal(v5, code3, code5, why)).await;
+            None
+        }
+    }
+}

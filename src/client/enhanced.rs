@@ -1,0 +1,277 @@
+//! MQTT 5.0 enhanced authentication (section 4.12): the exchange during CONNECT and
+//! re-authentication of a connected client.
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::{debug, info};
+
+use bytes::Bytes;
+
+use crate::auth::Auth;
+use crate::auth::enhanced::{AuthExchange, AuthMethod, AuthStep};
+use crate::connection::{Connection, ReadError};
+use crate::protocol::reason::{v3, v5};
+use crate::protocol::{Auth as AuthPacket, Packet, Properties};
+use crate::sys::Limit;
+
+use super::admit::refusal;
+use super::exit::Exit;
+use super::{Client, Context, Peer, Step};
+
+/// Most AUTH round trips one enhanced login may take (SCRAM needs one).
+pub(super) const MAX_AUTH_ROUNDS: usize = 4;
+
+/// Runs an enhanced authentication exchange during CONNECT (MQTT 5.0 section 4.12): each
+/// [`AuthStep::Continue`] goes out as AUTH 0x18 and the client must answer with AUTH 0x18 naming
+/// the same method within `connect_timeout`. Anything else is a protocol error, answered with
+/// CONNACK 0x82 (a DISCONNECT may not precede the CONNACK, MQTT-3.14.0-1). A failed exchange gets
+/// CONNACK 0x87 whatever the cause (wrong proof, unknown user, malformed message, back-off), so
+/// the client learns nothing more than "no". Outcomes feed the password back-off counters.
+///
+/// `None`: refused or gone (CONNACK already written where one is due); else the authenticated
+/// user and the Authentication Data for the CONNACK.
+pub(super) async fn enhanced_login<S>(
+    conn: &mut Connection<S>,
+    method: &dyn AuthMethod,
+    props: &Properties,
+    peer: &Peer,
+    ctx: &Context,
+    auth: &Auth,
+) -> Option<(String, Option<Vec<u8>>)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let ip = peer.addr.ip();
+    let name = method.name();
+    let not_authorised = refusal(
+        true,
+        v3::NOT_AUTHORIZED,
+        v5::NOT_AUTHORIZED,
+        "not authorised",
+    );
+    if auth.ip_backing_off(ip) {
+        info!(%ip, method = name, "login refused: address is backing off");
+        let _ = conn.write_packet(&not_authorised).await;
+        return None;
+    }
+    let mut exchange = method.start();
+    let mut data = props.authentication_data.clone();
+    let mut rounds = 0;
+    loop {
+        let step = exchange.step(data.as_deref());
+        let claimed = exchange.username().unwrap_or_default();
+        if matches!(step, AuthStep::Success { .. } | AuthStep::Fail(_))
+            && auth.user_backing_off(claimed)
+        {
+            info!(%ip, method = name, user = claimed, "login refused: username is backing off");
+            let _ = conn.write_packet(&not_authorised).await;
+            return None;
+        }
+        match step {
+            AuthStep::Success { username, data } => {
+                auth.record_login(ip, &username, true);
+                return Some((username, data));
+            }
+            AuthStep::Fail(why) => {
+                auth.record_login(ip, claimed, false);
+                info!(%ip, method = name, user = claimed, "login failed: {why}");
+                let _ = conn.write_packet(&not_authorised).await;
+                return None;
+            }
+            AuthStep::Continue(_) if rounds == MAX_AUTH_ROUNDS => {
+                auth.record_login(ip, claimed, false);
+                info!(%ip, method = name, user = claimed, "login failed: too many AUTH rounds");
+                let _ = conn.write_packet(&not_authorised).await;
+                return None;
+            }
+            AuthStep::Continue(out) => {
+                rounds += 1;
+                let challenge = auth_packet(v5::CONTINUE_AUTHENTICATION, name, Some(out));
+                let limit = ctx.limits.connect_timeout;
+                match tokio::time::timeout(limit, conn.write_packet(&challenge)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        debug!(%ip, "AUTH write failed: {e}");
+                        return None;
+                    }
+                    Err(_) => {
+                        debug!(%ip, "AUTH write stalled for {limit:?}; closing");
+                        return None;
+                    }
+                }
+                match read_auth(conn, name, ctx).await {
+                    Ok(next) => data = next,
+                    Err(AuthReadError::Gone(why)) => {
+                        info!(%ip, method = name, "authentication abandoned: {why}");
+                        return None;
+                    }
+                    Err(AuthReadError::Refuse(code, why)) => {
+                        info!(%ip, method = name, "refused during authentication: {why}");
+                        let _ = conn.write_packet(&refusal(true, 0, code, &why)).await;
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// An AUTH packet (5.0) with this reason, method and data.
+pub(super) fn auth_packet(reason: u8, method: &str, data: Option<Vec<u8>>) -> Packet {
+    Packet::Auth(AuthPacket {
+        reason,
+        properties: Some(Box::new(Properties {
+            authentication_method: Some(method.to_owned()),
+            authentication_data: data.map(Bytes::from),
+            ..Properties::default()
+        })),
+    })
+}
+
+/// Why no usable AUTH arrived during CONNECT.
+pub(super) enum AuthReadError {
+    /// Closed, timed out, unreadable, or shutdown: nothing more to send.
+    Gone(String),
+    /// Answer with CONNACK carrying this reason code, then close.
+    Refuse(u8, String),
+}
+
+/// The client's next AUTH 0x18 with the same method, within `connect_timeout`; its data.
+pub(super) async fn read_auth<S>(
+    conn: &mut Connection<S>,
+    method: &str,
+    ctx: &Context,
+) -> Result<Option<Bytes>, AuthReadError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let limit = ctx.limits.connect_timeout;
+    let read = tokio::select! {
+        _ = ctx.shutdown.cancelled() => {
+            return Err(AuthReadError::Gone("broker shutting down".into()));
+        }
+        res = tokio::time::timeout(limit, conn.read_packet()) => res,
+    };
+    let auth = match read {
+        Err(_) => {
+            ctx.router.stats.limit_hit(Limit::ConnectTimeout);
+            let why = format!("no AUTH within {limit:?} (limits.connect_timeout)");
+            return Err(AuthReadError::Gone(why));
+        }
+        Ok(Ok(None)) => return Err(AuthReadError::Gone("connection closed".into())),
+        Ok(Err(ReadError::Decode(e))) => {
+            return Err(AuthReadError::Refuse(e.reason_code(), e.to_string()));
+        }
+        Ok(Err(e)) => return Err(AuthReadError::Gone(e.to_string())),
+        Ok(Ok(Some(Packet::Auth(a)))) => a,
+        Ok(Ok(Some(other))) => {
+            let why = format!("{} before the authentication finished", other.name());
+            return Err(AuthReadError::Refuse(v5::PROTOCOL_ERROR, why));
+        }
+    };
+    if auth.reason != v5::CONTINUE_AUTHENTICATION {
+        let why = format!(
+            "AUTH with reason 0x{:02X} during CONNECT; expected 0x18 (section 4.12)",
+            auth.reason
+        );
+        return Err(AuthReadError::Refuse(v5::PROTOCOL_ERROR, why));
+    }
+    let props = auth.properties.map(|p| *p).unwrap_or_default();
+    if props.authentication_method.as_deref() != Some(method) {
+        let why = "AUTH with another authentication method than CONNECT's (MQTT-4.12.0-5)";
+        return Err(AuthReadError::Refuse(v5::PROTOCOL_ERROR, why.into()));
+    }
+    Ok(props.authentication_data)
+}
+
+/// Re-authentication state of a client that logged in with enhanced authentication.
+pub(super) struct Reauth {
+    /// The method it logged in with, the only one it may re-authenticate with.
+    pub(super) method: &'static str,
+    /// The client's address, for the back-off accounting of re-authentications.
+    pub(super) ip: std::net::IpAddr,
+    /// An exchange in progress, and its AUTH round trips so far.
+    pub(super) ongoing: Option<(Box<dyn AuthExchange>, usize)>,
+}
+
+impl Client {
+    /// Re-authentication (MQTT 5.0 section 4.12.1): AUTH 0x19 with the CONNECT's method starts a
+    /// new exchange, answered with AUTH 0x18 per step and AUTH 0x00 on success; the client keeps
+    /// its old authentication meanwhile (its keep alive bounds a stalled exchange). It must prove
+    /// the same identity: failure, or another user, ends the connection with DISCONNECT 0x87.
+    /// The method is taken from the current `Auth`, so a reload's credentials apply.
+    pub(super) fn on_auth<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut Connection<S>,
+        a: AuthPacket,
+    ) -> Step {
+        let Some(name) = self.reauth.as_ref().map(|r| r.method) else {
+            let why = "AUTH without an authentication method in CONNECT (MQTT-4.12.0-1)";
+            return Step::Exit(Exit::protocol(why, v5::PROTOCOL_ERROR));
+        };
+        let props = a.properties.map(|p| *p).unwrap_or_default();
+        if props.authentication_method.as_deref() != Some(name) {
+            let why = "AUTH with another authentication method than CONNECT's (section 4.12.1)";
+            return Step::Exit(Exit::protocol(why, v5::PROTOCOL_ERROR));
+        }
+        let (mut exchange, rounds) = match (
+            a.reason,
+            self.reauth.as_mut().and_then(|r| r.ongoing.take()),
+        ) {
+            (v5::REAUTHENTICATE, None) => match self.acl().enhanced(name) {
+                Some(method) => (method.start(), 0),
+                None => return self.reauth_failed("", "method no longer offered after a reload"),
+            },
+            (v5::CONTINUE_AUTHENTICATION, Some(ongoing)) => ongoing,
+            (reason, _) => {
+                let why = format!("AUTH with reason 0x{reason:02X} out of sequence");
+                return Step::Exit(Exit::protocol(why, v5::PROTOCOL_ERROR));
+            }
+        };
+        let step = exchange.step(props.authentication_data.as_deref());
+        let claimed = exchange.username().unwrap_or_default().to_owned();
+        self.acl(); // refreshes the snapshot after a reload
+        let auth = Arc::clone(&self.auth.1);
+        if !matches!(step, AuthStep::Continue(_)) && auth.user_backing_off(&claimed) {
+            return self.reauth_failed(&claimed, "username is backing off");
+        }
+        match step {
+            AuthStep::Continue(_) if rounds == MAX_AUTH_ROUNDS => {
+                self.reauth_failed(&claimed, "too many AUTH rounds")
+            }
+            AuthStep::Continue(out) => {
+                let packet = auth_packet(v5::CONTINUE_AUTHENTICATION, name, Some(out));
+                self.reply(conn, packet);
+                if let Some(r) = self.reauth.as_mut() {
+                    r.ongoing = Some((exchange, rounds + 1));
+                }
+                Step::Continue
+            }
+            AuthStep::Success { username, .. } if Some(&username) != self.username.as_ref() => {
+                self.reauth_failed(&username, "proved another identity than the connection's")
+            }
+            AuthStep::Success { username, data } => {
+                if let Some(r) = &self.reauth {
+                    auth.record_login(r.ip, &username, true);
+                }
+                debug!(client_id = %self.client_id(), user = %username, "re-authenticated");
+                self.reply(conn, auth_packet(v5::SUCCESS, name, data));
+                Step::Continue
+            }
+            AuthStep::Fail(why) => self.reauth_failed(&claimed, why),
+        }
+    }
+
+    /// Counts a failed re-authentication for the back-off and ends the connection (DISCONNECT
+    /// 0x87, section 4.12.1).
+    pub(super) fn reauth_failed(&mut self, claimed: &str, why: &str) -> Step {
+        let ip = self.reauth.as_ref().map(|r| r.ip);
+        let auth = self.acl();
+        if let (Some(ip), false) = (ip, auth.user_backing_off(claimed)) {
+            auth.record_login(ip, claimed, false);
+        }
+        let why = format!("re-authentication failed: {why}");
+        Step::Exit(Exit::protocol(why, v5::NOT_AUTHORIZED))
+    }
+}

@@ -1,0 +1,129 @@
+//! The end of a connection: why the packet loop ended ([`Exit`]), the 5.0 DISCONNECT that tells the
+//! client, the will (now or after its Will Delay Interval) and detaching from the router.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+use tracing::{debug, info};
+
+use crate::auth::Access;
+use crate::connection::Connection;
+use crate::protocol::reason::v5;
+use crate::protocol::{Disconnect, LastWill, Packet};
+use crate::router::Message;
+
+use super::{Client, reason_string};
+
+/// Why the packet loop ended.
+#[derive(Debug)]
+pub(super) enum Exit {
+    /// The client sent DISCONNECT; `will`: with reason 0x04 ("disconnect with will message").
+    Disconnected { will: bool },
+    /// The broker is shutting down: no will (there is nobody left to receive it).
+    Shutdown,
+    /// Everything else publishes the will. `reason`: the 5.0 DISCONNECT reason to send, if the
+    /// connection is still usable.
+    Abnormal { why: String, reason: Option<u8> },
+    /// Not an end: the connection is idle and may be parked (see [`crate::park`]).
+    Idle { deadline: Option<Instant> },
+}
+
+impl Exit {
+    pub(super) fn protocol(why: impl Into<String>, reason: u8) -> Exit {
+        Exit::Abnormal {
+            why: why.into(),
+            reason: Some(reason),
+        }
+    }
+}
+
+impl Client {
+    /// After the loop: tell a 5.0 client why, publish the will unless the client said a normal
+    /// DISCONNECT, and detach from the router.
+    pub(super) async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut Connection<S>,
+        exit: Exit,
+    ) {
+        let (reason, why, publish_will) = exit_reason(&exit);
+        if let (Some(reason), true) = (reason, self.v5) {
+            let properties = Some(reason_string(&why));
+            conn.queue(&Packet::Disconnect(Disconnect { reason, properties }));
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), conn.shutdown()).await;
+        self.end(&why, publish_will);
+    }
+
+    /// The end of a connection whose socket is gone (see [`Client::end`]).
+    pub(super) fn close(&mut self, exit: Exit) {
+        let (_, why, publish_will) = exit_reason(&exit);
+        self.end(&why, publish_will);
+    }
+
+    /// Logs why the connection ended, publishes the will unless the client said a normal
+    /// DISCONNECT, and detaches from the router.
+    pub(super) fn end(&mut self, why: &str, publish_will: bool) {
+        info!(client_id = %self.client_id(), "{why}");
+        let will = self.will.take().filter(|_| publish_will);
+        if let Some(will) = will {
+            if self.allowed(&will.topic, Access::Write) {
+                self.publish_will(*will);
+            }
+        }
+        self.ctx
+            .router
+            .detach(&self.attached.session, self.attached.link.id());
+    }
+
+    /// Publishes the will now, or after its Will Delay Interval (or when the session ends, if
+    /// sooner: it expires or a Clean Start replaces it) unless the client has come back by then.
+    pub(super) fn publish_will(&self, will: LastWill) {
+        let delay = will
+            .properties
+            .as_ref()
+            .and_then(|p| p.will_delay_interval)
+            .unwrap_or(0);
+        let mut msg = Message::new(will.topic, will.payload, will.qos, will.retain)
+            .with_properties(will.properties);
+        if let Some(p) = msg.properties.as_deref_mut() {
+            p.will_delay_interval = None;
+        }
+        let router = self.ctx.router.clone();
+        let wait = delay.min(self.expiry);
+        if wait == 0 {
+            debug!(client_id = %self.client_id(), topic = %msg.topic, "publishing will");
+            router.publish(Arc::new(msg));
+            return;
+        }
+        let session = self.attached.session.clone();
+        // This connection's attach number, not the session's current one: after a takeover the
+        // new connection has already attached, and must cancel the will too (MQTT-3.1.3-9).
+        let attach_count = self.attached.attach_count;
+        tokio::spawn(async move {
+            // Due when the delay runs out or the session ends, whichever is first (3.1.3.2.2).
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(u64::from(wait))) => {}
+                _ = session.ended().cancelled_owned() => {}
+            }
+            if session.inner.lock().attach_count == attach_count {
+                router.publish(Arc::new(msg));
+            }
+        });
+    }
+}
+
+/// The 5.0 DISCONNECT reason to send (if any), the log line, and whether the will is due.
+pub(super) fn exit_reason(exit: &Exit) -> (Option<u8>, String, bool) {
+    match exit {
+        Exit::Disconnected { will } => (None, "disconnected".to_owned(), *will),
+        Exit::Shutdown => (
+            Some(v5::SERVER_SHUTTING_DOWN),
+            "broker shutting down".into(),
+            false,
+        ),
+        Exit::Abnormal { why, reason } => (*reason, format!("connection lost: {why}"), true),
+        Exit::Idle { .. } => (None, "idle".into(), false),
+    }
+}

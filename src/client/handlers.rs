@@ -1,0 +1,323 @@
+//! One handler per packet type a client sends.
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::info;
+
+use crate::auth::Access;
+use crate::connection::Connection;
+use crate::protocol::reason::{v3, v5};
+use crate::protocol::topic::{split_shared, validate_topic_filter};
+use crate::protocol::{
+    Disconnect, Packet, Properties, Publish, QoS, RetainHandling, SubAck, Subscribe, UnsubAck,
+    Unsubscribe,
+};
+use crate::router::Fanout;
+use crate::router::Message;
+use crate::router::state::{Delivery, OutState};
+use crate::sys::Limit;
+
+use super::exit::Exit;
+use super::{Client, Step};
+
+impl Client {
+    pub(super) fn handle<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut Connection<S>,
+        packet: Packet,
+        fanout: &mut Fanout,
+    ) -> Step {
+        match packet {
+            Packet::Publish(p) => return self.on_publish(conn, p, fanout),
+            Packet::PubAck(r) => {
+                self.session().complete(r.packet_id, OutState::AwaitPubAck);
+            }
+            Packet::PubRec(r) => {
+                // A 5.0 PUBREC with a failure code ends the exchange (no PUBREL).
+                if r.reason >= 0x80 {
+                    self.session().complete(r.packet_id, OutState::AwaitPubRec);
+                } else {
+                    let known = self.session().received(r.packet_id);
+                    let reason = if known {
+                        0
+                    } else {
+                        v5::PACKET_IDENTIFIER_NOT_FOUND
+                    };
+                    let rel = self.ack(r.packet_id, reason, "unknown packet identifier");
+                    self.reply(conn, Packet::PubRel(rel));
+                }
+            }
+            Packet::PubRel(r) => {
+                let known = self.session().inner.lock().qos2_remove(r.packet_id);
+                let reason = if known {
+                    0
+                } else {
+                    v5::PACKET_IDENTIFIER_NOT_FOUND
+                };
+                let comp = self.ack(r.packet_id, reason, "unknown packet identifier");
+                self.reply(conn, Packet::PubComp(comp));
+            }
+            Packet::PubComp(r) => {
+                self.session().complete(r.packet_id, OutState::AwaitPubComp);
+            }
+            Packet::Subscribe(s) => self.on_subscribe(conn, s),
+            Packet::Unsubscribe(u) => self.on_unsubscribe(conn, u),
+            Packet::PingReq => self.reply(conn, Packet::PingResp),
+            Packet::Disconnect(d) => return self.on_disconnect(d),
+            Packet::Connect(_) => {
+                return Step::Exit(Exit::protocol(
+                    "second CONNECT (MQTT-3.1.0-2)",
+                    v5::PROTOCOL_ERROR,
+                ));
+            }
+            Packet::Auth(a) => return self.on_auth(conn, a),
+            other => {
+                let why = format!("{} is not sent by clients", other.name());
+                return Step::Exit(Exit::protocol(why, v5::PROTOCOL_ERROR));
+            }
+        }
+        Step::Continue
+    }
+
+    pub(super) fn on_disconnect(&mut self, d: Disconnect) -> Step {
+        if let Some(expiry) = d
+            .properties
+            .as_ref()
+            .and_then(|p| p.session_expiry_interval)
+        {
+            if self.expiry == 0 && expiry != 0 {
+                let why = "DISCONNECT sets a session expiry after CONNECT had 0 (MQTT-3.14.2-2)";
+                return Step::Exit(Exit::protocol(why, v5::PROTOCOL_ERROR));
+            }
+            self.expiry = expiry;
+            self.session().inner.lock().expiry = expiry;
+        }
+        Step::Exit(Exit::Disconnected {
+            will: d.reason == v5::DISCONNECT_WITH_WILL,
+        })
+    }
+
+    /// 5.0 topic alias resolution on an incoming PUBLISH. Err: the connection must close.
+    pub(super) fn resolve_alias(&mut self, p: &mut Publish) -> Result<(), Exit> {
+        let Some(props) = p.properties.as_deref_mut() else {
+            return Ok(());
+        };
+        if !props.subscription_identifiers.is_empty() {
+            let why = "PUBLISH from a client carries a Subscription Identifier (MQTT-3.3.4-6)";
+            return Err(Exit::protocol(why, v5::PROTOCOL_ERROR));
+        }
+        let Some(alias) = props.topic_alias.take() else {
+            return Ok(());
+        };
+        if alias == 0 || alias > self.ctx.limits.max_topic_alias {
+            let why = format!(
+                "topic alias {alias} outside 1..={}",
+                self.ctx.limits.max_topic_alias
+            );
+            return Err(Exit::protocol(why, v5::TOPIC_ALIAS_INVALID));
+        }
+        let now_empty = *props == Properties::default();
+        if p.topic.is_empty() {
+            match self.aliases.as_ref().and_then(|a| a.get(&alias)) {
+                Some(topic) => p.topic = topic.clone(),
+                None => {
+                    let why = format!("unknown topic alias {alias} (MQTT-3.3.4-7)");
+                    return Err(Exit::protocol(why, v5::PROTOCOL_ERROR));
+                }
+            }
+        } else {
+            self.aliases
+                .get_or_insert_default()
+                .insert(alias, p.topic.clone());
+        }
+        if now_empty {
+            p.properties = None;
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_publish<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut Connection<S>,
+        mut p: Publish,
+        fanout: &mut Fanout,
+    ) -> Step {
+        if let Some(rate) = &mut self.rate {
+            rate.take();
+        }
+        if self.v5 {
+            if let Err(exit) = self.resolve_alias(&mut p) {
+                return Step::Exit(exit);
+            }
+        }
+        let (packet_id, qos) = (p.packet_id, p.qos);
+        let fresh = match qos {
+            QoS::ExactlyOnce => self.session().inner.lock().qos2_insert(packet_id),
+            _ => true,
+        };
+        let mut reason = (v5::SUCCESS, "");
+        if fresh {
+            let utf8_promised = p
+                .properties
+                .as_ref()
+                .and_then(|pr| pr.payload_format_indicator)
+                == Some(1);
+            if !self.topic_within_limits(&p.topic) {
+                reason = (
+                    v5::TOPIC_NAME_INVALID,
+                    "topic exceeds the broker's length or level limit",
+                );
+            } else if utf8_promised && std::str::from_utf8(&p.payload).is_err() {
+                reason = (
+                    v5::PAYLOAD_FORMAT_INVALID,
+                    "payload is not UTF-8 as its format indicator says",
+                );
+            } else if !self.allowed(&p.topic, Access::Write) {
+                info!(client_id = %self.client_id(), topic = %p.topic, "PUBLISH denied by ACL; dropped");
+                reason = (
+                    v5::NOT_AUTHORIZED,
+                    "not authorised to publish to this topic",
+                );
+            } else {
+                if let Some(log) = &self.ctx.msglog {
+                    log.log(&p.topic, &p.payload);
+                }
+                let mut msg =
+                    Message::new(p.topic, p.payload, qos, p.retain).with_properties(p.properties);
+                msg.origin = self.session().id;
+                if self.ctx.router.publish_to(Arc::new(msg), fanout) == 0 {
+                    reason = (v5::NO_MATCHING_SUBSCRIBERS, "");
+                }
+            }
+            if reason.0 >= 0x80 && qos == QoS::ExactlyOnce {
+                self.session().inner.lock().qos2_remove(packet_id);
+            }
+        }
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.reply(
+                conn,
+                Packet::PubAck(self.ack(packet_id, reason.0, reason.1)),
+            ),
+            QoS::ExactlyOnce => self.reply(
+                conn,
+                Packet::PubRec(self.ack(packet_id, reason.0, reason.1)),
+            ),
+        }
+        Step::Continue
+    }
+
+    pub(super) fn on_subscribe<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut Connection<S>,
+        s: Subscribe,
+    ) {
+        let sub_id = s
+            .properties
+            .as_ref()
+            .and_then(|p| p.subscription_identifiers.first().copied());
+        let mut codes = Vec::with_capacity(s.filters.len());
+        let mut retained = Vec::new();
+        for f in &s.filters {
+            let (shared, inner) = match split_shared(&f.filter) {
+                Some((_, inner)) => (true, Some(inner)),
+                None if f.filter.starts_with("$share/") => (true, None),
+                None => (false, Some(f.filter.as_str())),
+            };
+            let Some(inner) = inner.filter(|i| validate_topic_filter(i).is_ok()) else {
+                info!(client_id = %self.client_id(), filter = %f.filter, "invalid topic filter");
+                codes.push(if self.v5 {
+                    v5::TOPIC_FILTER_INVALID
+                } else {
+                    v3::SUBACK_FAILURE
+                });
+                continue;
+            };
+            if !self.topic_within_limits(inner) {
+                codes.push(if self.v5 {
+                    v5::TOPIC_FILTER_INVALID
+                } else {
+                    v3::SUBACK_FAILURE
+                });
+                continue;
+            }
+            let max_subs = self.ctx.limits.max_subscriptions_per_client;
+            let full = {
+                let inner = self.session().inner.lock();
+                inner.subscriptions.len() >= max_subs
+                    && !inner.subscriptions.contains_key(&f.filter)
+            };
+            if full {
+                self.limit(
+                    Limit::Subscriptions,
+                    &format!("{max_subs} subscriptions held"),
+                );
+                codes.push(if self.v5 {
+                    v5::QUOTA_EXCEEDED
+                } else {
+                    v3::SUBACK_FAILURE
+                });
+                continue;
+            }
+            if !self.allowed(inner, Access::Subscribe) {
+                info!(client_id = %self.client_id(), filter = %f.filter, "SUBSCRIBE denied by ACL");
+                codes.push(if self.v5 {
+                    v5::NOT_AUTHORIZED
+                } else {
+                    v3::SUBACK_FAILURE
+                });
+                continue;
+            }
+            let (existed, msgs) =
+                self.ctx
+                    .router
+                    .subscribe(self.session(), &f.filter, f.options, sub_id);
+            codes.push(f.options.qos as u8);
+            let send = match f.options.retain_handling {
+                RetainHandling::SendOnSubscribe => true,
+                RetainHandling::SendIfNew => !existed,
+                RetainHandling::DoNotSend => false,
+            };
+            if send && !shared {
+                retained.extend(msgs.into_iter().map(|m| (m, f.options.qos)));
+            }
+        }
+        let ack = SubAck {
+            packet_id: s.packet_id,
+            return_codes: codes,
+            properties: None,
+        };
+        self.reply(conn, Packet::SubAck(ack));
+        for (msg, granted) in retained {
+            let qos = msg.qos.min(granted);
+            let mut delivery = Delivery::new(msg, qos, true);
+            delivery.sub_ids.extend(sub_id);
+            self.ctx.router.enqueue(self.session(), delivery);
+        }
+    }
+
+    pub(super) fn on_unsubscribe<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut Connection<S>,
+        u: Unsubscribe,
+    ) {
+        let mut reasons = Vec::new();
+        for f in &u.filters {
+            let existed = self.ctx.router.unsubscribe(self.session(), f);
+            if self.v5 {
+                reasons.push(if existed {
+                    v5::SUCCESS
+                } else {
+                    v5::NO_SUBSCRIPTION_EXISTED
+                });
+            }
+        }
+        let ack = UnsubAck {
+            packet_id: u.packet_id,
+            reasons,
+            properties: None,
+        };
+        self.reply(conn, Packet::UnsubAck(ack));
+    }
+}

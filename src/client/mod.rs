@@ -1,0 +1,214 @@
+//! The one connection handler every listener feeds, generic over the stream (TCP and TLS alike).
+//!
+//! 1. The first packet must be CONNECT and must arrive within `connect_timeout`.
+//! 2. Credentials go to [`crate::auth`] before anything reaches the router; a refusal is answered
+//!    with the CONNACK code, then the connection closes. A 5.0 CONNECT naming an Authentication
+//!    Method runs that enhanced authentication exchange instead (AUTH packets, each read under
+//!    `connect_timeout`; see `enhanced_login`), and a client logged in that way may re-authenticate
+//!    later (`Client::on_auth`).
+//! 3. The router attaches the session (taking over an older connection with the same client id)
+//!    and the CONNACK is written (5.0: with the broker's limits as properties).
+//! 4. The packet loop races the socket, the session's outbox, the keep-alive deadline (1.5 x the
+//!    keep alive), a kick (takeover, slow consumer, deleted user) and broker shutdown. Reads are
+//!    cancel-safe (the buffer lives in `Connection`); writes happen in the loop body.
+//! 5. On the way out: a 5.0 client is told why (DISCONNECT reason code), the will is published
+//!    unless the client sent a normal DISCONNECT (after the Will Delay Interval, unless the client
+//!    returns first), and the router detaches the session.
+
+mod admit;
+mod context;
+mod enhanced;
+mod exit;
+mod handlers;
+mod outbound;
+mod park;
+mod run;
+
+pub use context::{Context, Guard, IpSlot, Peer};
+pub use park::Idle;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tracing::{debug, info, warn};
+
+use crate::auth::{Access, Auth};
+use crate::connection::{Connection, ReadError, Stream};
+use crate::protocol::reason::v3;
+use crate::protocol::{ConnAck, DecodeError, LastWill, Packet, Properties};
+use crate::router::Attached;
+use crate::router::state::SessionState;
+use crate::sys::Limit;
+use admit::admit;
+use enhanced::Reauth;
+use exit::Exit;
+use park::{Start, drive};
+use run::RateLimit;
+
+/// Serves one client connection to the end. Never panics on input; every way out is logged.
+pub async fn serve<S: Stream>(stream: S, peer: Peer, ctx: Arc<Context>, guard: Guard) {
+    let mut conn = Connection::new(stream, ctx.limits.max_packet_size);
+    // Shutdown does not wait out connect_timeout, or the drain would stall on silent sockets.
+    let first = tokio::select! {
+        _ = ctx.shutdown.cancelled() => {
+            debug!(peer = %peer.addr, "shutdown before CONNECT; closing");
+            return;
+        }
+        res = tokio::time::timeout(ctx.limits.connect_timeout, conn.read_packet()) => res,
+    };
+    let connect = match first {
+        Err(_) => {
+            ctx.router.stats.limit_hit(Limit::ConnectTimeout);
+            info!(peer = %peer.addr, listener = %peer.listener,
+                "no CONNECT within {:?} (limits.connect_timeout); closing", ctx.limits.connect_timeout);
+            return;
+        }
+        Ok(Ok(Some(Packet::Connect(c)))) => *c,
+        Ok(Ok(Some(other))) => {
+            info!(peer = %peer.addr, "first packet was {}, not CONNECT (MQTT-3.1.0-1); closing",
+                other.name());
+            return;
+        }
+        Ok(Ok(None)) => {
+            debug!(peer = %peer.addr, "closed before CONNECT");
+            return;
+        }
+        Ok(Err(ReadError::Decode(e @ DecodeError::UnsupportedProtocol { .. }))) => {
+            info!(peer = %peer.addr, "refused: {e}");
+            let code = v3::UNACCEPTABLE_PROTOCOL_VERSION;
+            let ack = ConnAck {
+                session_present: false,
+                code,
+                properties: None,
+            };
+            let _ = conn.write_packet(&Packet::ConnAck(ack)).await;
+            let _ = conn.shutdown().await;
+            return;
+        }
+        Ok(Err(e)) => {
+            if let ReadError::Decode(DecodeError::TooLarge { .. }) = e {
+                ctx.router.stats.limit_hit(Limit::PacketSize);
+            }
+            info!(peer = %peer.addr, "bad CONNECT: {e}; closing");
+            return;
+        }
+    };
+    conn.version = connect.protocol;
+    // Boxed: CONNECT handling (authentication, enhanced auth) needs far more state than the packet
+    // loop, and an unboxed future would carry that size for the connection's whole life.
+    let Some(client) = Box::pin(admit(&mut conn, connect, &peer, &ctx)).await else {
+        let _ = tokio::time::timeout(Duration::from_secs(1), conn.shutdown()).await;
+        return;
+    };
+    drop(peer);
+    drive(conn, client, guard, Start::Connected).await;
+}
+
+/// 5.0 properties carrying only a Reason String.
+fn reason_string(why: &str) -> Box<Properties> {
+    Box::new(Properties {
+        reason_string: Some(why.to_owned()),
+        ..Properties::default()
+    })
+}
+
+/// A connected client's loop state.
+///
+/// Kept small: while the client is idle, this is most of what a parked connection holds (see
+/// [`crate::park`]). What few clients use is boxed.
+struct Client {
+    username: Option<String>,
+    /// Keep alive in seconds, as agreed in CONNECT / CONNACK (0: none).
+    keep_alive: u16,
+    will: Option<Box<LastWill>>,
+    attached: Attached,
+    /// Snapshot of the auth state, refreshed when a reload bumps the generation.
+    auth: (u64, Arc<Auth>),
+    ctx: Arc<Context>,
+    v5: bool,
+    /// Outbound QoS 1/2 window: min(limits.max_inflight, the client's Receive Maximum).
+    max_inflight: u16,
+    /// The client's Maximum Packet Size (5.0): larger messages are not sent to it.
+    max_packet_out: Option<u32>,
+    /// Request Problem Information (5.0): reason strings on acks only when true.
+    problem_info: bool,
+    /// Topic aliases the client set up (5.0), alias -> topic.
+    #[allow(
+        clippy::box_collection,
+        reason = "8 bytes per client instead of 48 while unused"
+    )]
+    aliases: Option<Box<HashMap<u16, Arc<str>>>>,
+    /// Session Expiry Interval in force (may be changed by DISCONNECT).
+    expiry: u32,
+    /// `limits.max_publish_rate` for this client.
+    rate: Option<Box<RateLimit>>,
+    /// Which limits were already logged for this client (bit per `Limit`): each is logged once.
+    limits_logged: u32,
+    /// Set for a client that logged in with enhanced authentication (5.0): it may
+    /// re-authenticate; `None`: a client AUTH is a protocol error.
+    reauth: Option<Box<Reauth>>,
+}
+
+/// What handling one packet asks of the loop.
+enum Step {
+    Continue,
+    Exit(Exit),
+}
+
+impl Client {
+    fn session(&self) -> &Arc<SessionState> {
+        &self.attached.session
+    }
+
+    fn client_id(&self) -> &str {
+        &self.attached.session.client_id
+    }
+
+    fn acl(&mut self) -> &Auth {
+        let generation = self.ctx.auth_generation.load(Ordering::Acquire);
+        if generation != self.auth.0 {
+            self.auth = (generation, self.ctx.current_auth());
+        }
+        &self.auth.1
+    }
+
+    /// Counts a limit hit, and logs it the first time for this client.
+    fn limit(&mut self, limit: Limit, detail: &str) {
+        self.ctx.router.stats.limit_hit(limit);
+        let bit = 1u32 << (limit as u32);
+        if self.limits_logged & bit == 0 {
+            self.limits_logged |= bit;
+            warn!(client_id = %self.client_id(), "limits.{} reached: {detail}", limit.name());
+        }
+    }
+
+    /// Checks a topic name or filter against `max_topic_length` and `max_topic_levels`.
+    fn topic_within_limits(&mut self, topic: &str) -> bool {
+        let limits = &self.ctx.limits;
+        let (max_len, max_levels) = (limits.max_topic_length, limits.max_topic_levels);
+        if topic.len() > max_len {
+            self.limit(
+                Limit::TopicLength,
+                &format!("topic of {} bytes (max {max_len})", topic.len()),
+            );
+            return false;
+        }
+        let levels = topic.split('/').count();
+        if levels > max_levels {
+            self.limit(
+                Limit::TopicLevels,
+                &format!("topic of {levels} levels (max {max_levels})"),
+            );
+            return false;
+        }
+        true
+    }
+
+    fn allowed(&mut self, topic: &str, access: Access) -> bool {
+        self.acl(); // refreshes the snapshot after a reload
+        let auth = &self.auth.1;
+        !auth.has_acl() || auth.check(self.username.as_deref(), self.client_id(), topic, access)
+    }
+}

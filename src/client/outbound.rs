@@ -1,0 +1,123 @@
+//! What goes to the client: deliveries from the session's outbox, acks and replies.
+
+use std::sync::atomic::Ordering;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::auth::Access;
+use crate::connection::Connection;
+use crate::protocol::{Packet, Properties, PubResp, PublishView, QoS};
+use crate::router::state::{Delivery, OutState, Outgoing};
+
+use super::{Client, reason_string};
+
+impl Client {
+    /// Moves what the outbox allows into the connection's write buffer.
+    /// `outgoing`: an empty buffer, kept by the caller for reuse.
+    pub(super) fn fill<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut Connection<S>,
+        outgoing: &mut Vec<Outgoing>,
+        resend: bool,
+    ) {
+        self.session()
+            .take_outgoing(outgoing, usize::from(self.max_inflight), resend);
+        let (mut sent, mut publishes) = (0, 0);
+        let mut now = None;
+        for out in outgoing.drain(..) {
+            match out {
+                Outgoing::Publish {
+                    delivery,
+                    packet_id,
+                    dup,
+                } => {
+                    let properties = self.publish_properties(&delivery, &mut now);
+                    let msg = &delivery.msg;
+                    let publish = PublishView {
+                        dup,
+                        qos: delivery.qos,
+                        retain: delivery.retain,
+                        topic: &msg.topic,
+                        packet_id,
+                        payload: &msg.payload,
+                        properties: properties.as_deref(),
+                    };
+                    let too_big = self
+                        .max_packet_out
+                        .is_some_and(|max| publish.encoded_len(conn.version) > max as usize);
+                    if too_big || !self.allowed(&msg.topic, Access::Read) {
+                        // Not for this client: treat it as delivered so the window moves on
+                        // (MQTT-3.1.2-25 for messages over the client's Maximum Packet Size).
+                        if packet_id != 0 {
+                            let state = match delivery.qos {
+                                QoS::AtLeastOnce => OutState::AwaitPubAck,
+                                _ => OutState::AwaitPubRec,
+                            };
+                            self.session().complete(packet_id, state);
+                        }
+                        continue;
+                    }
+                    conn.queue_publish(&publish);
+                    publishes += 1;
+                }
+                Outgoing::PubRel { packet_id } => {
+                    conn.queue(&Packet::PubRel(PubResp::new(packet_id)));
+                }
+            }
+            sent += 1;
+        }
+        // Counted once per batch: these counters are shared by every connection's task.
+        let stats = &self.ctx.router.stats;
+        if publishes > 0 {
+            stats.publish_sent.fetch_add(publishes, Ordering::Relaxed);
+        }
+        if sent > 0 {
+            stats.messages_sent.fetch_add(sent, Ordering::Relaxed);
+        }
+    }
+
+    /// The 5.0 properties of the PUBLISH for one delivery: as published, plus this subscriber's
+    /// subscription identifiers and the remaining message expiry (`now`: read once per batch,
+    /// when first needed). None for 3.1.1 clients and for messages without any.
+    pub(super) fn publish_properties(
+        &self,
+        d: &Delivery,
+        now: &mut Option<std::time::Instant>,
+    ) -> Option<Box<Properties>> {
+        let msg = &d.msg;
+        if !self.v5 || (msg.properties.is_none() && d.sub_ids.is_empty()) {
+            return None;
+        }
+        let mut p = msg.properties.clone().unwrap_or_default();
+        p.subscription_identifiers.clone_from(&d.sub_ids);
+        if msg.expires_at.is_some() {
+            let now = *now.get_or_insert_with(std::time::Instant::now);
+            p.message_expiry_interval = msg.remaining_expiry(now);
+        }
+        Some(p)
+    }
+
+    pub(super) fn reply<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        conn: &mut Connection<S>,
+        packet: Packet,
+    ) {
+        conn.queue(&packet);
+        self.ctx
+            .router
+            .stats
+            .messages_sent
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An ack with a 5.0 reason code (and, if the client allows, a reason string).
+    pub(super) fn ack(&self, packet_id: u16, reason: u8, why: &str) -> PubResp {
+        let properties =
+            (self.v5 && self.problem_info && reason >= 0x80).then(|| reason_string(why));
+        PubResp {
+            packet_id,
+            reason: if self.v5 { reason } else { 0 },
+            properties,
+        }
+    }
+}

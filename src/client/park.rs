@@ -1,0 +1,119 @@
+//! Parking glue: the packet loop's driver ([`drive`]) hands an idle connection to the parker
+//! ([`crate::park`]) as an [`Idle`], which resumes it as a new task when something happens.
+
+use tokio::time::Instant;
+
+use crate::connection::{Connection, Stream};
+
+use super::exit::Exit;
+use super::{Client, Guard};
+
+/// Where the packet loop starts.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Start {
+    /// Just after CONNACK: in-flight messages of a resumed session are re-sent, and the
+    /// connection parks at its first wait (most clients are idle after connecting).
+    Connected,
+    /// Resumed from parking: the keep-alive deadline carries on.
+    Resumed { deadline: Option<Instant> },
+    /// Parking failed: serve on as a task.
+    Unparked { deadline: Option<Instant> },
+}
+
+/// Runs the packet loop until the connection ends or parks.
+pub(super) async fn drive<S: Stream>(
+    mut conn: Connection<S>,
+    mut client: Client,
+    guard: Guard,
+    start: Start,
+) {
+    let (mut guard, mut start) = (guard, start);
+    loop {
+        let exit = client.run(&mut conn, start).await;
+        let Exit::Idle { deadline } = exit else {
+            Box::pin(client.finish(&mut conn, exit)).await;
+            drop(guard);
+            return;
+        };
+        start = Start::Unparked { deadline };
+        let Some(parker) = client.ctx.parker.clone() else {
+            continue;
+        };
+        let max_packet_size = client.ctx.limits.max_packet_size;
+        let (stream, parked) = conn.park();
+        let socket = match stream.into_socket() {
+            Ok(Ok(socket)) => socket,
+            Err(stream) => {
+                conn = Connection::unpark(stream, parked, max_packet_size);
+                continue;
+            }
+            Ok(Err(e)) => {
+                let why = format!("cannot park the connection: {e}");
+                client.close(Exit::Abnormal { why, reason: None });
+                return;
+            }
+        };
+        let idle = Idle {
+            socket,
+            conn: parked,
+            client,
+            guard,
+        };
+        let Err(idle) = parker.park(idle, deadline) else {
+            return;
+        };
+        // Not parked (the broker is shutting down): back into tokio's reactor, on as a task.
+        match idle.unpark::<S>() {
+            Some((c, cl, g)) => (conn, client, guard) = (c, cl, g),
+            None => return,
+        }
+    }
+}
+
+/// A parked connection (see [`crate::park`]): what its task held, without the task.
+pub struct Idle {
+    socket: std::net::TcpStream,
+    conn: crate::connection::Parked,
+    client: Client,
+    guard: Guard,
+}
+
+impl Idle {
+    pub fn socket(&self) -> &std::net::TcpStream {
+        &self.socket
+    }
+
+    pub fn link(&self) -> &crate::router::state::Link {
+        &self.client.attached.link
+    }
+
+    /// Serves the connection on as a task (spawned by the parker when something happened);
+    /// `deadline`: its keep-alive deadline, as parked.
+    pub async fn resume(self, deadline: Option<Instant>) {
+        if let Some((conn, client, guard)) = self.unpark::<tokio::net::TcpStream>() {
+            drive(conn, client, guard, Start::Resumed { deadline }).await;
+        }
+    }
+
+    /// The socket back in tokio's reactor, as a connection again. `None`: that failed, and the
+    /// connection has ended (will published, session detached).
+    pub(super) fn unpark<S: Stream>(self) -> Option<(Connection<S>, Client, Guard)> {
+        let Idle {
+            socket,
+            conn,
+            mut client,
+            guard,
+        } = self;
+        match S::from_socket(socket) {
+            Ok(stream) => {
+                let conn = Connection::unpark(stream, conn, client.ctx.limits.max_packet_size);
+                Some((conn, client, guard))
+            }
+            Err(e) => {
+                let why = format!("cannot unpark the connection: {e}");
+                client.close(Exit::Abnormal { why, reason: None });
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! The packet loop: races the socket, the outbox, keep alive, kicks and shutdown; reads are handled
+//! in batches so their replies and deliveries leave in one write.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use std::future::poll_fn;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+
+use crate::connection::{Connection, ReadError, Stream};
+use crate::protocol::reason::v5;
+use crate::protocol::{DecodeError, Packet};
+use crate::router::Fanout;
+use crate::sys::Limit;
+
+use super::exit::Exit;
+use super::park::Start;
+use super::{Client, Step};
+
+/// A connection quiet this long (nothing read, nothing to send) is parked (see [`crate::park`]).
+pub(super) const PARK_AFTER: Duration = Duration::from_secs(1);
+
+/// Packets handled from one read before the outbox gets its turn.
+pub(super) const BATCH: usize = 256;
+
+/// A token bucket: `rate` PUBLISHes per second, bursts of up to one second's worth.
+pub(super) struct RateLimit {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    pub(super) fn new(rate: u32) -> Self {
+        RateLimit {
+            rate: f64::from(rate),
+            tokens: f64::from(rate),
+            last: Instant::now(),
+        }
+    }
+
+    pub(super) fn refill(&mut self) {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
+        self.last = now;
+    }
+
+    /// One PUBLISH arrived (the bucket may go negative: the debt is paid by pausing).
+    pub(super) fn take(&mut self) {
+        self.refill();
+        self.tokens -= 1.0;
+    }
+
+    /// How long to stop reading so the client is back within its rate.
+    pub(super) fn pause(&mut self) -> Option<Duration> {
+        self.refill();
+        (self.tokens < 0.0).then(|| Duration::from_secs_f64(-self.tokens / self.rate))
+    }
+}
+
+/// What one read's packets leave to do after them: the messages they published, to hand to
+/// subscribers, and `$SYS` counts (shared by every connection: updated once per batch).
+#[derive(Default)]
+pub(super) struct Batch {
+    fanout: Fanout,
+    packets: u64,
+    publishes: u64,
+}
+
+impl Client {
+    /// How long to stop reading from this client: its publish rate, or the broker-wide queue
+    /// budget. The budget pause is taken at most once per packet (`paused`: the previous turn
+    /// paused): publishers are slowed while subscribers catch up, never stopped outright, since
+    /// the subscribers holding the budget may themselves wait for these publishers.
+    pub(super) fn read_pause(&mut self, paused: bool) -> Option<Duration> {
+        if let Some(pause) = self.rate.as_mut().and_then(|r| r.pause()) {
+            let rate = self.ctx.limits.max_publish_rate.unwrap_or_default();
+            self.limit(
+                Limit::PublishRate,
+                &format!("more than {rate} PUBLISH/s; reading paused"),
+            );
+            return Some(pause);
+        }
+        if !paused && self.ctx.router.over_budget() {
+            let detail = format!(
+                "{} bytes queued broker-wide; slowing publishers",
+                self.ctx.router.queued_bytes()
+            );
+            self.limit(Limit::QueuedBytes, &detail);
+            return Some(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Handles the packet just read and then every other one the same read brought in (at most
+    /// [`BATCH`]), before anything is written, so the replies and deliveries they cause leave in
+    /// one write, not one each; bounded, so one busy client cannot starve its own outbox. The
+    /// messages they publish reach each subscriber at once, after the batch. `Some` ends the
+    /// connection.
+    pub(super) fn on_read<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut Connection<S>,
+        first: Result<Option<Packet>, ReadError>,
+        batch: &mut Batch,
+    ) -> Option<Exit> {
+        let mut exit = self.on_packet(conn, first, batch);
+        for _ in 0..BATCH {
+            if exit.is_some() || self.read_pause(true).is_some() {
+                break;
+            }
+            match conn.try_decode() {
+                Ok(None) => break,
+                res => exit = self.on_packet(conn, res.map_err(ReadError::from), batch),
+            }
+        }
+        // Delivered (and counted) before any PUBACK for them is written.
+        let stats = &self.ctx.router.stats;
+        stats
+            .messages_received
+            .fetch_add(std::mem::take(&mut batch.packets), Ordering::Relaxed);
+        stats
+            .publish_received
+            .fetch_add(std::mem::take(&mut batch.publishes), Ordering::Relaxed);
+        if !batch.fanout.is_empty() {
+            self.ctx.router.deliver(&mut batch.fanout);
+        }
+        exit
+    }
+
+    /// Handles one packet read from the client; `Some` ends the connection.
+    pub(super) fn on_packet<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut Connection<S>,
+        res: Result<Option<Packet>, ReadError>,
+        batch: &mut Batch,
+    ) -> Option<Exit> {
+        match res {
+            Ok(Some(packet)) => {
+                batch.packets += 1;
+                if let Packet::Publish(_) = packet {
+                    batch.publishes += 1;
+                }
+                match self.handle(conn, packet, &mut batch.fanout) {
+                    Step::Exit(exit) => Some(exit),
+                    Step::Continue => None,
+                }
+            }
+            Ok(None) => {
+                let why = "connection closed by client without DISCONNECT".into();
+                Some(Exit::Abnormal { why, reason: None })
+            }
+            Err(ReadError::Decode(e)) => {
+                if let DecodeError::TooLarge { .. } = e {
+                    self.limit(Limit::PacketSize, &e.to_string());
+                }
+                Some(Exit::protocol(e.to_string(), e.reason_code()))
+            }
+            Err(e) => Some(Exit::Abnormal {
+                why: e.to_string(),
+                reason: None,
+            }),
+        }
+    }
+
+    /// The packet loop. Returns how the connection ended, or [`Exit::Idle`] when it has been
+    /// quiet long enough to park: at the first wait after CONNACK (most clients are idle after
+    /// connecting; one that is not costs one resume), otherwise after [`PARK_AFTER`] without a
+    /// packet or a message. Only streams that can park ever get `Idle`.
+    pub(super) async fn run<S: Stream>(&mut self, conn: &mut Connection<S>, start: Start) -> Exit {
+        let keep_alive = (self.keep_alive != 0)
+            .then(|| Duration::from_millis(u64::from(self.keep_alive) * 1500));
+        let now = Instant::now();
+        let (mut deadline, mut resend, mut park_at) = match start {
+            Start::Connected => (
+                keep_alive.map(|k| now + k),
+                self.attached.present,
+                Some(now),
+            ),
+            Start::Resumed { deadline } => (deadline, false, Some(now + PARK_AFTER)),
+            Start::Unparked { deadline } => (deadline, false, None),
+        };
+        if !S::PARKABLE || self.ctx.parker.is_none() {
+            park_at = None;
+        }
+        let (mut seen_in, mut seen_out) = (conn.bytes_in, conn.bytes_out);
+        let mut paused = false;
+        let mut outgoing = Vec::new();
+        let mut batch = Batch::default();
+        let link = self.attached.link.clone();
+        loop {
+            self.fill(conn, &mut outgoing, resend);
+            resend = false;
+            if conn.pending() > 0 {
+                tokio::select! {
+                    res = conn.flush() => if let Err(e) = res {
+                        return Exit::Abnormal { why: format!("write failed: {e}"), reason: None };
+                    },
+                    _ = poll_fn(|cx| link.poll_kicked(cx)) => return self.kicked(),
+                    _ = self.ctx.shutdown.cancelled() => return Exit::Shutdown,
+                    // A client that stopped reading blocks this write, and we read nothing from
+                    // it meanwhile: its keep alive runs out like any silent client's.
+                    _ = sleep_until(deadline) => return self.keep_alive_expired(),
+                }
+            }
+            let stats = &self.ctx.router.stats;
+            stats
+                .bytes_received
+                .fetch_add(conn.bytes_in - seen_in, Ordering::Relaxed);
+            stats
+                .bytes_sent
+                .fetch_add(conn.bytes_out - seen_out, Ordering::Relaxed);
+            (seen_in, seen_out) = (conn.bytes_in, conn.bytes_out);
+
+            // Not reading is how a client is slowed down: TCP back-pressure does the rest. The
+            // keep-alive clock stops meanwhile, since the client's PINGREQs go unread.
+            let pause = self.read_pause(paused);
+            paused = pause.is_some();
+            let wake_at = match (deadline, park_at) {
+                (Some(d), Some(p)) => Some(d.min(p)),
+                (d, p) => d.or(p),
+            };
+            tokio::select! {
+                biased;
+                _ = self.ctx.shutdown.cancelled() => return Exit::Shutdown,
+                _ = poll_fn(|cx| link.poll_kicked(cx)) => return self.kicked(),
+                _ = tokio::time::sleep(pause.unwrap_or_default()), if pause.is_some() => {
+                    deadline = keep_alive.map(|k| Instant::now() + k);
+                }
+                res = conn.read_packet(), if pause.is_none() => {
+                    deadline = keep_alive.map(|k| Instant::now() + k);
+                    park_at = park_at.map(|_| Instant::now() + PARK_AFTER);
+                    if let Some(exit) = self.on_read(conn, res, &mut batch) {
+                        return exit;
+                    }
+                }
+                _ = poll_fn(|cx| link.poll_outbox(cx)) => {
+                    park_at = park_at.map(|_| Instant::now() + PARK_AFTER);
+                }
+                _ = sleep_until(wake_at), if pause.is_none() => {
+                    if deadline.is_some_and(|d| d <= Instant::now()) {
+                        return self.keep_alive_expired();
+                    }
+                    return Exit::Idle { deadline };
+                }
+            }
+        }
+    }
+
+    pub(super) fn keep_alive_expired(&self) -> Exit {
+        let why = format!("keep alive timeout ({}s x 1.5)", self.keep_alive);
+        Exit::protocol(why, v5::KEEP_ALIVE_TIMEOUT)
+    }
+
+    pub(super) fn kicked(&self) -> Exit {
+        let reason = self.attached.link.reason();
+        let why = match reason {
+            v5::SESSION_TAKEN_OVER => {
+                "session taken over by a new connection with the same client id"
+            }
+            v5::QUOTA_EXCEEDED => "outbox full: client too slow to read its messages",
+            v5::ADMINISTRATIVE_ACTION => "user removed from the password file",
+            _ => "closed by the broker",
+        };
+        Exit::protocol(
+            why,
+            if reason == 0 {
+                v5::UNSPECIFIED_ERROR
+            } else {
+                reason
+            },
+        )
+    }
+}
+
+pub(super) async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
