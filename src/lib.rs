@@ -41,5 +41,6 @@ pub mod park;
 pub mod protocol;
 pub mod router;
 pub mod server;
+pub mod stats;
 pub mod sys;
 pub mod tls;

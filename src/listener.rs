@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use crate::client::{self, Context, Guard, Peer};
-use crate::sys::Limit;
+use crate::stats::Limit;
 use crate::tls::Tls;
 
 /// A bound listener ready to run.

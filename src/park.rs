@@ -6,7 +6,7 @@
 //! bytes, so an idle connection is *parked* instead (as Mosquitto keeps an idle client as a
 //! context and a descriptor in its poll set):
 //!
-//! - its task hands the connection's state ([`crate::client::Idle`]: the socket, the client's
+//! - its task hands the connection's state (a [`Parkable`]: `client::Idle`: the socket, the client's
 //!   small state, its read buffer only if a packet is half-read) to the [`Parker`] and ends;
 //! - the socket moves from tokio's reactor to the parker's own `epoll` set (through `mio`), which
 //!   one thread watches for all parked connections;
@@ -34,22 +34,32 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error};
 
-use crate::client::Idle;
+use crate::router::state::Link;
+
+/// What a parked connection must offer the parker: its socket to watch, the link the router wakes
+/// it through, and a way to carry on as a task. (`client::Idle` is the one implementation; the
+/// parker knows nothing else of connections.)
+pub trait Parkable: Send + Sized + 'static {
+    fn socket(&self) -> &std::net::TcpStream;
+    fn link(&self) -> &Link;
+    /// Serves the connection on as a task; `deadline`: its keep-alive deadline, as parked.
+    fn resume(self, deadline: Option<Instant>) -> impl Future<Output = ()> + Send + 'static;
+}
 
 /// How often parked connections are checked against their keep-alive deadline: a silent parked
 /// client is closed at most this much later than 1.5 x its keep alive.
 pub const SWEEP: Duration = Duration::from_millis(500);
 
 /// The parked connections of one broker, and the `epoll` set watching their sockets.
-pub struct Parker {
+pub struct Parker<P: Parkable> {
     registry: mio::Registry,
     /// Taken by [`Parker::run`].
     poll: Mutex<Option<Poll>>,
     handle: tokio::runtime::Handle,
-    slots: Mutex<Slots>,
+    slots: Mutex<Slots<P>>,
 }
 
-impl std::fmt::Debug for Parker {
+impl<P: Parkable> std::fmt::Debug for Parker<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Parker")
             .field("parked", &self.parked())
@@ -57,23 +67,23 @@ impl std::fmt::Debug for Parker {
     }
 }
 
-struct Slots {
-    slab: Slab<Arc<Slot>>,
+struct Slots<P: Parkable> {
+    slab: Slab<Arc<Slot<P>>>,
     /// Shut down: nothing parks any more.
     closed: bool,
 }
 
 /// One parked connection. Its `Arc` is the waker the connection's link holds meanwhile.
-struct Slot {
-    parker: Weak<Parker>,
+struct Slot<P: Parkable> {
+    parker: Weak<Parker<P>>,
     key: u32,
     /// Keep-alive deadline (None: no keep alive).
     deadline: Option<Instant>,
     /// Taken by whoever resumes it first.
-    idle: Mutex<Option<Idle>>,
+    idle: Mutex<Option<P>>,
 }
 
-impl Wake for Slot {
+impl<P: Parkable> Wake for Slot<P> {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
@@ -85,9 +95,9 @@ impl Wake for Slot {
     }
 }
 
-impl Parker {
+impl<P: Parkable> Parker<P> {
     /// A parker for connections served on the current tokio runtime.
-    pub fn new() -> std::io::Result<Arc<Parker>> {
+    pub fn new() -> std::io::Result<Arc<Parker<P>>> {
         let poll = Poll::new()?;
         Ok(Arc::new(Parker {
             registry: poll.registry().try_clone()?,
@@ -111,7 +121,7 @@ impl Parker {
         clippy::result_large_err,
         reason = "gives the connection back, by value, as it came"
     )]
-    pub fn park(self: &Arc<Self>, idle: Idle, deadline: Option<Instant>) -> Result<(), Idle> {
+    pub fn park(self: &Arc<Self>, idle: P, deadline: Option<Instant>) -> Result<(), P> {
         let fd = idle.socket().as_raw_fd();
         let link = idle.link().clone();
         let mut slots = self.slots.lock();
@@ -151,7 +161,7 @@ impl Parker {
 
     /// Resumes the connection parked at `key` (if `expected` is given, only if it is still that
     /// one) as a new task. Does nothing if it was resumed already.
-    fn resume(&self, key: usize, expected: Option<&Arc<Slot>>) {
+    fn resume(&self, key: usize, expected: Option<&Arc<Slot<P>>>) {
         let slot = {
             let mut slots = self.slots.lock();
             match slots.slab.get(key) {
@@ -172,7 +182,7 @@ impl Parker {
     /// Resumes every parked connection whose keep-alive deadline has passed.
     fn sweep(&self) {
         let now = Instant::now();
-        let due: Vec<Arc<Slot>> = self
+        let due: Vec<Arc<Slot<P>>> = self
             .slots
             .lock()
             .slab
@@ -230,7 +240,7 @@ const WAKE: Token = Token(usize::MAX);
 
 /// The watcher thread: resumes parked connections whose socket has an event, and sweeps
 /// keep-alive deadlines every [`SWEEP`]. Ends at shutdown (`stop`), or when the broker is gone.
-fn watch(mut poll: Poll, parker: &Weak<Parker>, stop: &AtomicBool) {
+fn watch<P: Parkable>(mut poll: Poll, parker: &Weak<Parker<P>>, stop: &AtomicBool) {
     let mut events = Events::with_capacity(256);
     let mut next_sweep = Instant::now() + SWEEP;
     loop {
@@ -260,7 +270,7 @@ fn watch(mut poll: Poll, parker: &Weak<Parker>, stop: &AtomicBool) {
     }
 }
 
-impl Drop for Parker {
+impl<P: Parkable> Drop for Parker<P> {
     /// Breaks the cycle slot -> idle connection -> link -> waker -> slot of connections still
     /// parked (only when the broker is dropped without shutting down).
     fn drop(&mut self) {

@@ -171,7 +171,7 @@ impl Server {
 
     /// The shared router (for tests and embedding).
     /// Where idle connections park (None if it could not be set up).
-    pub fn parker(&self) -> Option<Arc<Parker>> {
+    pub fn parker(&self) -> Option<Arc<Parker<crate::client::Idle>>> {
         self.ctx.parker.clone()
     }
 

@@ -1,129 +1,15 @@
-//! Broker statistics and their `$SYS` topics (Mosquitto's names), published retained every
-//! `sys.interval` seconds.
+//! The `$SYS` topics (Mosquitto's names): broker statistics ([`crate::stats`]) published retained
+//! every `sys.interval` seconds.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::QoS;
 use crate::router::{Message, Router};
-
-/// A configured limit that was hit; each is counted in `$SYS/broker/limits/<name>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Limit {
-    MaxConnections,
-    ConnectionsPerIp,
-    ConnectTimeout,
-    HandshakeTimeout,
-    PacketSize,
-    ClientIdLength,
-    TopicLength,
-    TopicLevels,
-    Subscriptions,
-    QueuedMessages,
-    QueuedBytes,
-    PublishRate,
-}
-
-impl Limit {
-    pub const ALL: [Limit; 12] = [
-        Limit::MaxConnections,
-        Limit::ConnectionsPerIp,
-        Limit::ConnectTimeout,
-        Limit::HandshakeTimeout,
-        Limit::PacketSize,
-        Limit::ClientIdLength,
-        Limit::TopicLength,
-        Limit::TopicLevels,
-        Limit::Subscriptions,
-        Limit::QueuedMessages,
-        Limit::QueuedBytes,
-        Limit::PublishRate,
-    ];
-
-    /// The config key's name, also the `$SYS/broker/limits/` topic.
-    pub fn name(self) -> &'static str {
-        match self {
-            Limit::MaxConnections => "max_connections",
-            Limit::ConnectionsPerIp => "max_connections_per_ip",
-            Limit::ConnectTimeout => "connect_timeout",
-            Limit::HandshakeTimeout => "handshake_timeout",
-            Limit::PacketSize => "max_packet_size",
-            Limit::ClientIdLength => "max_client_id_length",
-            Limit::TopicLength => "max_topic_length",
-            Limit::TopicLevels => "max_topic_levels",
-            Limit::Subscriptions => "max_subscriptions_per_client",
-            Limit::QueuedMessages => "max_queued_messages",
-            Limit::QueuedBytes => "max_queued_bytes",
-            Limit::PublishRate => "max_publish_rate",
-        }
-    }
-}
-
-/// Counters updated on the hot path with relaxed atomics (no locks).
-#[derive(Debug)]
-pub struct Stats {
-    started: Instant,
-    pub messages_received: AtomicU64,
-    pub messages_sent: AtomicU64,
-    pub publish_received: AtomicU64,
-    pub publish_sent: AtomicU64,
-    pub publish_dropped: AtomicU64,
-    pub bytes_received: AtomicU64,
-    pub bytes_sent: AtomicU64,
-    pub clients_connected: AtomicU64,
-    pub clients_maximum: AtomicU64,
-    /// Hits per [`Limit`], in `Limit::ALL` order.
-    limits: [AtomicU64; 12],
-}
-
-impl Default for Stats {
-    fn default() -> Self {
-        Stats {
-            started: Instant::now(),
-            messages_received: AtomicU64::new(0),
-            messages_sent: AtomicU64::new(0),
-            publish_received: AtomicU64::new(0),
-            publish_sent: AtomicU64::new(0),
-            publish_dropped: AtomicU64::new(0),
-            bytes_received: AtomicU64::new(0),
-            bytes_sent: AtomicU64::new(0),
-            clients_connected: AtomicU64::new(0),
-            clients_maximum: AtomicU64::new(0),
-            limits: Default::default(),
-        }
-    }
-}
-
-impl Stats {
-    pub fn client_connected(&self) {
-        let now = self.clients_connected.fetch_add(1, Ordering::Relaxed) + 1;
-        self.clients_maximum.fetch_max(now, Ordering::Relaxed);
-    }
-    pub fn client_disconnected(&self) {
-        self.clients_connected.fetch_sub(1, Ordering::Relaxed);
-    }
-    pub fn dropped(&self) {
-        self.publish_dropped.fetch_add(1, Ordering::Relaxed);
-    }
-    /// Counts a hit of `limit`.
-    pub fn limit_hit(&self, limit: Limit) {
-        self.limits[limit as usize].fetch_add(1, Ordering::Relaxed);
-    }
-    /// How often `limit` was hit.
-    pub fn limit_hits(&self, limit: Limit) -> u64 {
-        self.limits[limit as usize].load(Ordering::Relaxed)
-    }
-    pub fn uptime(&self) -> Duration {
-        self.started.elapsed()
-    }
-    fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
-    }
-}
+use crate::stats::{Limit, Stats};
 
 /// Exponentially damped moving averages of a rate, as Mosquitto computes its `load/` topics.
 #[derive(Debug, Default)]

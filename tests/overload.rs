@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use common::{RawClient, TestBroker, connect_packet};
 use mqttd::protocol::reason::v3;
 use mqttd::protocol::{Packet, QoS};
-use mqttd::sys::Limit;
+use mqttd::stats::Limit;
 
 fn hits(broker: &TestBroker, limit: Limit) -> u64 {
     broker.router.stats.limit_hits(limit)

@@ -219,7 +219,7 @@ async fn limit_hits_are_counted_in_sys() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let complete = |seen: &std::collections::HashMap<String, String>| {
         seen.get("$SYS/broker/limits/max_client_id_length") == Some(&"1".to_string())
-            && mqttd::sys::Limit::ALL
+            && mqttd::stats::Limit::ALL
                 .iter()
                 .all(|l| seen.contains_key(&format!("$SYS/broker/limits/{}", l.name())))
     };
@@ -235,7 +235,7 @@ async fn limit_hits_are_counted_in_sys() {
             );
         }
     }
-    for limit in mqttd::sys::Limit::ALL {
+    for limit in mqttd::stats::Limit::ALL {
         let topic = format!("$SYS/broker/limits/{}", limit.name());
         assert!(seen.contains_key(&topic), "{topic} missing: {seen:?}");
     }

@@ -491,7 +491,7 @@ async fn silent_connection_is_closed_after_the_handshake_timeout() {
         broker
             .router
             .stats
-            .limit_hits(mqttd::sys::Limit::HandshakeTimeout),
+            .limit_hits(mqttd::stats::Limit::HandshakeTimeout),
         1,
         "counted in $SYS/broker/limits/handshake_timeout"
     );

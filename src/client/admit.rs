@@ -12,7 +12,7 @@ use crate::auth::{Auth, AuthOutcome, Credentials};
 use crate::connection::Connection;
 use crate::protocol::reason::{v3, v5};
 use crate::protocol::{ConnAck, Connect, Packet, Properties};
-use crate::sys::Limit;
+use crate::stats::Limit;
 
 use super::enhanced::{Reauth, enhanced_login};
 use super::run::RateLimit;

@@ -26,7 +26,7 @@ pub struct Context {
     pub msglog: Option<MessageLogger>,
     pub shutdown: CancellationToken,
     /// Where idle connections park; `None`: they keep their task.
-    pub parker: Option<Arc<Parker>>,
+    pub parker: Option<Arc<Parker<super::Idle>>>,
     /// Open connections per client IP, for `limits.max_connections_per_ip`.
     pub connections_per_ip: parking_lot::Mutex<HashMap<std::net::IpAddr, usize>>,
 }

@@ -13,7 +13,7 @@ use crate::auth::enhanced::{AuthExchange, AuthMethod, AuthStep};
 use crate::connection::{Connection, ReadError};
 use crate::protocol::reason::{v3, v5};
 use crate::protocol::{Auth as AuthPacket, Packet, Properties};
-use crate::sys::Limit;
+use crate::stats::Limit;
 
 use super::admit::refusal;
 use super::exit::Exit;

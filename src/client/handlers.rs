@@ -16,7 +16,7 @@ use crate::protocol::{
 use crate::router::Fanout;
 use crate::router::Message;
 use crate::router::state::{Delivery, OutState};
-use crate::sys::Limit;
+use crate::stats::Limit;
 
 use super::exit::Exit;
 use super::{Client, Step};

@@ -40,7 +40,7 @@ use crate::protocol::reason::v3;
 use crate::protocol::{ConnAck, DecodeError, LastWill, Packet, Properties};
 use crate::router::Attached;
 use crate::router::state::SessionState;
-use crate::sys::Limit;
+use crate::stats::Limit;
 use admit::admit;
 use enhanced::Reauth;
 use exit::Exit;

@@ -4,6 +4,7 @@
 use tokio::time::Instant;
 
 use crate::connection::{Connection, Stream};
+use crate::park::Parkable;
 
 use super::exit::Exit;
 use super::{Client, Guard};
@@ -78,23 +79,24 @@ pub struct Idle {
     guard: Guard,
 }
 
-impl Idle {
-    pub fn socket(&self) -> &std::net::TcpStream {
+impl Parkable for Idle {
+    fn socket(&self) -> &std::net::TcpStream {
         &self.socket
     }
 
-    pub fn link(&self) -> &crate::router::state::Link {
+    fn link(&self) -> &crate::router::state::Link {
         &self.client.attached.link
     }
 
-    /// Serves the connection on as a task (spawned by the parker when something happened);
-    /// `deadline`: its keep-alive deadline, as parked.
-    pub async fn resume(self, deadline: Option<Instant>) {
+    /// Serves the connection on as a task (spawned by the parker when something happened).
+    async fn resume(self, deadline: Option<Instant>) {
         if let Some((conn, client, guard)) = self.unpark::<tokio::net::TcpStream>() {
             drive(conn, client, guard, Start::Resumed { deadline }).await;
         }
     }
+}
 
+impl Idle {
     /// The socket back in tokio's reactor, as a connection again. `None`: that failed, and the
     /// connection has ended (will published, session detached).
     pub(super) fn unpark<S: Stream>(self) -> Option<(Connection<S>, Client, Guard)> {

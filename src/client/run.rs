@@ -12,7 +12,7 @@ use crate::connection::{Connection, ReadError, Stream};
 use crate::protocol::reason::v5;
 use crate::protocol::{DecodeError, Packet};
 use crate::router::Fanout;
-use crate::sys::Limit;
+use crate::stats::Limit;
 
 use super::exit::Exit;
 use super::park::Start;

@@ -32,7 +32,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::protocol::reason::v5;
 use crate::protocol::{Properties, QoS, SubscriptionOptions};
-use crate::sys::{Limit, Stats};
+use crate::stats::{Limit, Stats};
 use retained::RetainedStore;
 use state::{Delivery, Link, SessionState};
 use trie::{Match, Subscriber, SubscriptionTrie};

@@ -52,7 +52,7 @@ pub struct TestBroker {
     pub shutdown: CancellationToken,
     pub msglog: Capture,
     pub reloader: mqttd::server::Reloader,
-    pub parker: Arc<mqttd::park::Parker>,
+    pub parker: Arc<mqttd::park::Parker<mqttd::client::Idle>>,
     handle: JoinHandle<()>,
 }
 
