@@ -35,6 +35,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod connection;
+pub mod ingress;
 pub mod listener;
 pub mod msglog;
 pub mod park;

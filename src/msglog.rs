@@ -7,10 +7,14 @@
 //! Payload: 24.3°C
 //! ```
 //!
-//! Writing happens on one dedicated std thread, never on the async runtime: [`MessageLogger::log`]
-//! only `try_send`s a refcounted topic and payload into a bounded channel, so a slow disk or a
-//! blocked terminal can never stall the broker. When the channel is full the message is left out
-//! of the log and counted in [`MessageLogger::dropped`].
+//! The logger is a router subscriber like any other (an *observer* of `#`, see
+//! [`crate::router::subscriber`]): it logs exactly what the router routed, from every source
+//! (clients, wills, HTTP, gateways). Writing happens on one dedicated std thread, never on the
+//! async runtime; fan-out only pushes a refcounted message into the logger's bounded queue (at
+//! most [`DEFAULT_CAPACITY`] messages and [`MAX_QUEUED_BYTES`]), so a slow disk or a blocked
+//! terminal can never stall the broker or slow a publisher. When the queue is full the message is
+//! left out of the log and counted in [`MessageLogger::dropped`]. (`$`-topics such as `$SYS` are
+//! not matched by `#`, so the broker's own statistics stay out of the log.)
 //!
 //! Payloads are shown as UTF-8 (invalid bytes become U+FFFD), cut after [`MAX_PAYLOAD_SHOWN`]
 //! bytes, and control characters (and Unicode line separators / bidi overrides) are escaped, so a
@@ -20,11 +24,13 @@ use std::fmt::Write as _;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::{JoinHandle, Thread};
 
-use bytes::Bytes;
+use crate::protocol::QoS;
+use crate::router::Router;
+use crate::router::subscriber::{DropCounter, SubscriberHandle, SubscriberOptions};
 
 /// Payload bytes shown before the rest is summarised as `... (N bytes)`.
 pub const MAX_PAYLOAD_SHOWN: usize = 512;
@@ -32,16 +38,14 @@ pub const MAX_PAYLOAD_SHOWN: usize = 512;
 /// Messages that may wait for the writer thread before new ones are dropped.
 pub const DEFAULT_CAPACITY: usize = 8192;
 
-struct Entry {
-    topic: Arc<str>,
-    payload: Bytes,
-}
+/// Bytes of messages that may wait for the writer thread (payloads are held whole until
+/// written, though only [`MAX_PAYLOAD_SHOWN`] bytes of each are shown).
+pub const MAX_QUEUED_BYTES: usize = 16 << 20;
 
-/// Handle to the logging thread; share it (e.g. in an `Arc`) between sessions.
+/// Handle to the logging thread, kept by the broker for its lifetime.
 pub struct MessageLogger {
-    /// None once closed, or when the thread could not be started.
-    tx: Option<SyncSender<Entry>>,
-    dropped: AtomicU64,
+    stop: Arc<AtomicBool>,
+    dropped: DropCounter,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -54,72 +58,62 @@ impl std::fmt::Debug for MessageLogger {
 }
 
 impl MessageLogger {
-    /// Starts the writer thread with room for [`DEFAULT_CAPACITY`] waiting messages.
-    pub fn start(sink: Box<dyn Write + Send>) -> MessageLogger {
-        MessageLogger::with_capacity(sink, DEFAULT_CAPACITY)
+    /// Subscribes to every message `router` routes and starts the writer thread, with room for
+    /// [`DEFAULT_CAPACITY`] waiting messages.
+    pub fn start(sink: Box<dyn Write + Send>, router: &Arc<Router>) -> MessageLogger {
+        MessageLogger::with_capacity(sink, router, DEFAULT_CAPACITY)
     }
 
-    /// Starts the writer thread with room for `capacity` (at least 1) waiting messages.
-    pub fn with_capacity(sink: Box<dyn Write + Send>, capacity: usize) -> MessageLogger {
-        let (tx, rx) = sync_channel(capacity.max(1));
-        let spawned = std::thread::Builder::new()
-            .name("mqttd-msglog".into())
-            .spawn(move || write_loop(rx, sink));
-        match spawned {
-            Ok(thread) => MessageLogger {
-                tx: Some(tx),
-                dropped: AtomicU64::new(0),
-                thread: Some(thread),
-            },
-            Err(e) => {
-                // Not worth refusing to start the broker over; every message counts as dropped.
-                tracing::error!("message log disabled: cannot start its thread: {e}");
-                MessageLogger {
-                    tx: None,
-                    dropped: AtomicU64::new(0),
-                    thread: None,
-                }
-            }
+    /// As [`MessageLogger::start`], with room for `capacity` (at least 1) waiting messages.
+    pub fn with_capacity(
+        sink: Box<dyn Write + Send>,
+        router: &Arc<Router>,
+        capacity: usize,
+    ) -> MessageLogger {
+        let options = SubscriberOptions::observer("$msglog", capacity, MAX_QUEUED_BYTES);
+        let mut handle = router.subscriber(options, None);
+        if let Err(e) = handle.subscribe("#", QoS::AtMostOnce) {
+            tracing::error!("message log disabled: {e}");
         }
-    }
-
-    /// Queues one message for the log. Never blocks: when the writer is behind, the message is
-    /// counted as dropped instead.
-    pub fn log(&self, topic: &Arc<str>, payload: &Bytes) {
-        let Some(tx) = &self.tx else {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
+        let dropped = handle.drop_counter();
+        let stop = Arc::new(AtomicBool::new(false));
+        let spawned = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("mqttd-msglog".into())
+                .spawn(move || write_loop(handle, sink, &stop))
         };
-        let entry = Entry {
-            topic: Arc::clone(topic),
-            payload: payload.clone(),
-        };
-        match tx.try_send(entry) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+        let thread = spawned
+            .inspect_err(|e| {
+                // Not worth refusing to start the broker over.
+                tracing::error!("message log disabled: cannot start its thread: {e}");
+            })
+            .ok();
+        MessageLogger {
+            stop,
+            dropped,
+            thread,
         }
     }
 
     /// Messages left out of the log because the writer could not keep up.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.dropped.get()
     }
 
-    /// Stops accepting messages, writes everything already queued, flushes and joins the thread.
-    /// (Dropping the logger does the same.)
+    /// Stops logging new messages, writes everything already queued, flushes and joins the
+    /// thread. (Dropping the logger does the same.)
     pub fn close(mut self) {
         self.shutdown();
     }
 
     fn shutdown(&mut self) {
-        // Dropping the only sender ends the thread's loop once the queue is drained.
-        self.tx = None;
-        if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
-        {
-            tracing::error!("message log thread panicked");
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            if thread.join().is_err() {
+                tracing::error!("message log thread panicked");
+            }
         }
     }
 }
@@ -147,7 +141,21 @@ pub fn open_file(path: &Path) -> io::Result<Box<dyn Write + Send>> {
     Ok(Box::new(options.open(path)?))
 }
 
-fn write_loop(rx: Receiver<Entry>, sink: Box<dyn Write + Send>) {
+/// Wakes the writer thread when the logger's queue gains a message.
+struct Unpark(Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Writes each message the handle receives; flushes whenever the queue is momentarily empty.
+/// Ends once `stop` is set and the queue is empty (and drops the handle: no more subscription).
+fn write_loop(mut handle: SubscriberHandle, sink: Box<dyn Write + Send>, stop: &AtomicBool) {
     let mut out = BufWriter::with_capacity(64 * 1024, sink);
     let mut line = String::new();
     let mut warned = false;
@@ -158,16 +166,29 @@ fn write_loop(rx: Receiver<Entry>, sink: Box<dyn Write + Send>) {
             tracing::warn!("message log write failed (further failures not reported): {e}");
         }
     };
-    // recv() fails only when the logger is closed and the queue is empty.
-    while let Ok(entry) = rx.recv() {
-        format_entry(&mut line, &entry.topic, &entry.payload);
-        report(out.write_all(line.as_bytes()));
-        while let Ok(entry) = rx.try_recv() {
-            format_entry(&mut line, &entry.topic, &entry.payload);
-            report(out.write_all(line.as_bytes()));
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        match handle.poll_recv(&mut cx) {
+            Poll::Ready(Some(r)) => {
+                format_entry(&mut line, &r.msg.topic, &r.msg.payload);
+                report(out.write_all(line.as_bytes()));
+            }
+            Poll::Ready(None) => break,
+            Poll::Pending => {
+                // The queue is momentarily empty: make what we have visible.
+                report(out.flush());
+                if stop.load(Ordering::Acquire) {
+                    // What arrived while flushing is written too.
+                    while let Some(r) = handle.try_recv() {
+                        format_entry(&mut line, &r.msg.topic, &r.msg.payload);
+                        report(out.write_all(line.as_bytes()));
+                    }
+                    break;
+                }
+                std::thread::park();
+            }
         }
-        // The queue is momentarily empty: make what we have visible.
-        report(out.flush());
     }
     report(out.flush());
 }
@@ -228,7 +249,8 @@ fn push_escaped(out: &mut String, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::mpsc::{Sender, channel};
+    use bytes::Bytes;
+    use std::sync::mpsc::{Receiver, Sender, channel};
     use std::time::Duration;
 
     /// An in-memory sink the test can read while the logger owns a clone.
@@ -251,6 +273,19 @@ mod tests {
         }
     }
 
+    fn router() -> Arc<Router> {
+        Arc::new(Router::new(crate::router::RouterLimits {
+            max_queued_messages: 1000,
+            max_queued_bytes: 1 << 30,
+        }))
+    }
+
+    /// Routes a QoS 0 message, as the ingress does after its checks.
+    fn publish(router: &Router, topic: &str, payload: Bytes) {
+        let msg = crate::router::Message::new(topic.into(), payload, QoS::AtMostOnce, false);
+        router.publish(Arc::new(msg));
+    }
+
     fn format(topic: &str, payload: &[u8]) -> String {
         let mut line = String::new();
         format_entry(&mut line, topic, payload);
@@ -260,9 +295,10 @@ mod tests {
     #[test]
     fn exact_format() {
         let sink = Shared::default();
-        let logger = MessageLogger::start(Box::new(sink.clone()));
-        logger.log(&Arc::from("sensors/temperature"), &Bytes::from("24.3°C"));
-        logger.log(&Arc::from("device/status"), &Bytes::from_static(b""));
+        let router = router();
+        let logger = MessageLogger::start(Box::new(sink.clone()), &router);
+        publish(&router, "sensors/temperature", Bytes::from("24.3°C"));
+        publish(&router, "device/status", Bytes::from_static(b""));
         logger.close();
         assert_eq!(
             sink.text(),
@@ -355,22 +391,24 @@ mod tests {
         let sink = Shared::default();
         let (entered_tx, entered) = channel();
         let (open, gate) = channel();
+        let router = router();
         let logger = MessageLogger::with_capacity(
             Box::new(Gated {
                 inner: sink.clone(),
                 entered: entered_tx,
                 gate,
             }),
+            &router,
             2,
         );
-        let topic: Arc<str> = Arc::from("t");
-        logger.log(&topic, &Bytes::from("first"));
+        let topic = "t";
+        publish(&router, topic, Bytes::from("first"));
         // The thread has taken "first" off the queue and is stuck writing it.
         entered
             .recv_timeout(Duration::from_secs(10))
             .expect("writer thread never wrote");
         for payload in ["second", "third", "lost1", "lost2", "lost3"] {
-            logger.log(&topic, &Bytes::from(payload));
+            publish(&router, topic, Bytes::from(payload));
         }
         assert_eq!(logger.dropped(), 3);
         drop(open);
@@ -385,10 +423,11 @@ mod tests {
     #[test]
     fn close_writes_everything_queued() {
         let sink = Shared::default();
-        let logger = MessageLogger::start(Box::new(sink.clone()));
-        let topic: Arc<str> = Arc::from("load/test");
+        let router = router();
+        let logger = MessageLogger::start(Box::new(sink.clone()), &router);
+        let topic = "load/test";
         for i in 0..1000 {
-            logger.log(&topic, &Bytes::from(i.to_string()));
+            publish(&router, topic, Bytes::from(i.to_string()));
         }
         assert_eq!(logger.dropped(), 0);
         logger.close();
@@ -401,8 +440,9 @@ mod tests {
     fn drop_also_flushes() {
         let sink = Shared::default();
         {
-            let logger = MessageLogger::start(Box::new(sink.clone()));
-            logger.log(&Arc::from("a"), &Bytes::from("b"));
+            let router = router();
+            let _logger = MessageLogger::start(Box::new(sink.clone()), &router);
+            publish(&router, "a", Bytes::from("b"));
         }
         assert_eq!(sink.text(), "[MSG] Topic: a\nPayload: b\n");
     }
@@ -412,8 +452,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("messages.log");
         for payload in ["one", "two"] {
-            let logger = MessageLogger::start(open_file(&path).expect("open"));
-            logger.log(&Arc::from("t"), &Bytes::from(payload));
+            let router = router();
+            let logger = MessageLogger::start(open_file(&path).expect("open"), &router);
+            publish(&router, "t", Bytes::from(payload));
             logger.close();
         }
         let text = std::fs::read_to_string(&path).expect("read");

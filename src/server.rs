@@ -3,18 +3,17 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use parking_lot::RwLock;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::auth::{Auth, AuthError};
+use crate::auth::{Auth, AuthCell, AuthError};
 use crate::client::Context;
 use crate::config::Config;
+use crate::ingress::{Ingress, IngressLimits};
 use crate::listener::Listener;
 use crate::msglog::MessageLogger;
 use crate::park::Parker;
@@ -74,22 +73,35 @@ impl Server {
         msglog_sink: Option<Box<dyn std::io::Write + Send>>,
     ) -> Result<Server, StartError> {
         let auth = Auth::load(&config.auth)?;
-        let msglog = match (config.log.messages, msglog_sink) {
-            (false, _) => None,
-            (true, Some(sink)) => Some(MessageLogger::start(sink)),
-            (true, None) => Some(MessageLogger::start(match &config.log.file {
-                Some(path) => crate::msglog::open_file(path).map_err(StartError::MessageLog)?,
-                None => crate::msglog::stdout(),
-            })),
-        };
         let router = Arc::new(Router::new(RouterLimits {
             max_queued_messages: config.limits.max_queued_messages,
             max_queued_bytes: config.limits.max_queued_bytes,
         }));
+        let msglog = match (config.log.messages, msglog_sink) {
+            (false, _) => None,
+            (true, Some(sink)) => Some(MessageLogger::start(sink, &router)),
+            (true, None) => Some(MessageLogger::start(
+                match &config.log.file {
+                    Some(path) => crate::msglog::open_file(path).map_err(StartError::MessageLog)?,
+                    None => crate::msglog::stdout(),
+                },
+                &router,
+            )),
+        };
+        let auth = Arc::new(AuthCell::new(auth));
+        let ingress = Arc::new(Ingress::new(
+            router.clone(),
+            auth.clone(),
+            IngressLimits {
+                max_topic_length: config.limits.max_topic_length,
+                max_topic_levels: config.limits.max_topic_levels,
+                max_packet_size: config.limits.max_packet_size,
+            },
+        ));
         let ctx = Arc::new(Context {
             router,
-            auth: RwLock::new(Arc::new(auth)),
-            auth_generation: AtomicU64::new(0),
+            ingress,
+            auth,
             limits: config.limits.clone(),
             msglog,
             shutdown,
@@ -195,7 +207,7 @@ impl Server {
         if self.sys_interval > 0 {
             let interval = Duration::from_secs(self.sys_interval);
             tracker.spawn(crate::sys::run(
-                self.ctx.router.clone(),
+                self.ctx.ingress.clone(),
                 interval,
                 self.ctx.shutdown.clone(),
             ));

@@ -7,8 +7,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
+use crate::ingress::{Batch, Ingress};
 use crate::protocol::QoS;
-use crate::router::{Message, Router};
+use crate::router::Message;
 use crate::stats::{Limit, Stats};
 
 /// Exponentially damped moving averages of a rate, as Mosquitto computes its `load/` topics.
@@ -33,7 +34,9 @@ impl Load {
 }
 
 /// Publishes `$SYS` topics every `interval` until `shutdown`.
-pub async fn run(router: Arc<Router>, interval: Duration, shutdown: CancellationToken) {
+pub async fn run(ingress: Arc<Ingress>, interval: Duration, shutdown: CancellationToken) {
+    let router = ingress.router().clone();
+    let mut broker = ingress.broker();
     let mut ticker = tokio::time::interval(interval);
     let mut load_recv = Load::default();
     let mut load_sent = Load::default();
@@ -106,6 +109,7 @@ pub async fn run(router: Arc<Router>, interval: Duration, shutdown: Cancellation
                 ));
             }
         }
+        let mut batch = Batch::default();
         for (name, value) in topics {
             let msg = Message::new(
                 format!("$SYS/broker/{name}").into(),
@@ -113,7 +117,8 @@ pub async fn run(router: Arc<Router>, interval: Duration, shutdown: Cancellation
                 QoS::AtMostOnce,
                 true,
             );
-            router.publish(Arc::new(msg));
+            ingress.publish(&mut broker, msg, &mut batch);
         }
+        ingress.flush(&mut batch);
     }
 }

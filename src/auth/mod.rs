@@ -26,6 +26,8 @@
 pub mod acl;
 mod backoff;
 mod cache;
+mod cell;
+pub use cell::{AuthCell, AuthSnapshot};
 pub mod enhanced;
 pub mod passwd;
 pub mod scram;

@@ -1,7 +1,6 @@
 //! CONNECT -> client id -> authentication -> attach -> CONNACK.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, info, warn};
@@ -10,6 +9,7 @@ use bytes::Bytes;
 
 use crate::auth::{Auth, AuthOutcome, Credentials};
 use crate::connection::Connection;
+use crate::ingress::{Publisher, Source};
 use crate::protocol::reason::{v3, v5};
 use crate::protocol::{ConnAck, Connect, Packet, Properties};
 use crate::stats::Limit;
@@ -44,7 +44,9 @@ where
 {
     let v5 = connect.protocol.is_v5();
     let props = connect.properties.as_deref().cloned().unwrap_or_default();
-    let auth = ctx.current_auth();
+    // Generation and auth together: a reload from here on is picked up at the first ACL check.
+    let snapshot = ctx.auth.snapshot();
+    let auth = snapshot.auth().clone();
     // Enhanced authentication (5.0 only: 3.1.1 has no properties). Not on listeners that take
     // the identity from the client certificate, which would override the authenticated name.
     let method = match props.authentication_method.as_deref() {
@@ -154,16 +156,22 @@ where
     info!(client_id = %client_id, peer = %peer.addr, listener = %peer.listener, user = ?username,
         version = ?connect.protocol, clean = connect.clean_start, resumed = attached.present,
         "connected");
-    let generation = ctx.auth_generation.load(Ordering::Acquire);
+    let mut publisher = Publisher::new(
+        attached.session.client_id.clone(),
+        username,
+        Source::Mqtt,
+        snapshot,
+    )
+    .with_peer(peer.listener.clone(), peer.addr);
+    publisher.session_id = attached.session.id;
     let receive_maximum = props
         .receive_maximum
         .map_or(usize::from(u16::MAX), usize::from);
     Some(Client {
         keep_alive,
         will: connect.will.map(Box::new),
-        username,
+        publisher,
         attached,
-        auth: (generation, auth),
         ctx: ctx.clone(),
         v5,
         max_inflight: u16::try_from(ctx.limits.max_inflight.min(receive_maximum))
@@ -176,7 +184,6 @@ where
             .limits
             .max_publish_rate
             .map(|rate| Box::new(RateLimit::new(rate))),
-        limits_logged: 0,
         reauth: enhanced.map(|(method, _)| {
             Box::new(Reauth {
                 method,

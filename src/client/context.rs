@@ -4,13 +4,12 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::RwLock;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Auth;
+use crate::auth::{Auth, AuthCell};
 use crate::config::Limits;
+use crate::ingress::Ingress;
 use crate::msglog::MessageLogger;
 use crate::park::Parker;
 use crate::router::Router;
@@ -19,9 +18,10 @@ use crate::router::Router;
 #[derive(Debug)]
 pub struct Context {
     pub router: Arc<Router>,
-    /// Swapped whole on reload; connections pick up the new one via `auth_generation`.
-    pub auth: RwLock<Arc<Auth>>,
-    pub auth_generation: AtomicU64,
+    /// The one way into the router (every PUBLISH, every will).
+    pub ingress: Arc<Ingress>,
+    /// Swapped whole on reload; connections pick up the new one through their snapshot.
+    pub auth: Arc<AuthCell>,
     pub limits: Limits,
     pub msglog: Option<MessageLogger>,
     pub shutdown: CancellationToken,
@@ -70,13 +70,12 @@ impl Context {
     }
 
     pub fn current_auth(&self) -> Arc<Auth> {
-        self.auth.read().clone()
+        self.auth.current()
     }
 
     /// Installs a newly loaded `Auth` for new connections and for the ACL checks of existing ones.
     pub fn set_auth(&self, auth: Auth) {
-        *self.auth.write() = Arc::new(auth);
-        self.auth_generation.fetch_add(1, Ordering::Release);
+        self.auth.set(auth);
     }
 }
 

@@ -231,8 +231,7 @@ impl Client {
         };
         let step = exchange.step(props.authentication_data.as_deref());
         let claimed = exchange.username().unwrap_or_default().to_owned();
-        self.acl(); // refreshes the snapshot after a reload
-        let auth = Arc::clone(&self.auth.1);
+        let auth = Arc::clone(self.ctx.ingress.current_auth(&mut self.publisher));
         if !matches!(step, AuthStep::Continue(_)) && auth.user_backing_off(&claimed) {
             return self.reauth_failed(&claimed, "username is backing off");
         }
@@ -248,7 +247,9 @@ impl Client {
                 }
                 Step::Continue
             }
-            AuthStep::Success { username, .. } if Some(&username) != self.username.as_ref() => {
+            AuthStep::Success { username, .. }
+                if Some(&username) != self.publisher.username.as_ref() =>
+            {
                 self.reauth_failed(&username, "proved another identity than the connection's")
             }
             AuthStep::Success { username, data } => {

@@ -1,15 +1,14 @@
 //! The end of a connection: why the packet loop ended ([`Exit`]), the 5.0 DISCONNECT that tells the
 //! client, the will (now or after its Will Delay Interval) and detaching from the router.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tracing::{debug, info};
 
-use crate::auth::Access;
 use crate::connection::Connection;
+use crate::ingress::Source;
 use crate::protocol::reason::v5;
 use crate::protocol::{Disconnect, LastWill, Packet};
 use crate::router::Message;
@@ -68,17 +67,16 @@ impl Client {
         info!(client_id = %self.client_id(), "{why}");
         let will = self.will.take().filter(|_| publish_will);
         if let Some(will) = will {
-            if self.allowed(&will.topic, Access::Write) {
-                self.publish_will(*will);
-            }
+            self.publish_will(*will);
         }
         self.ctx
             .router
             .detach(&self.attached.session, self.attached.link.id());
     }
 
-    /// Publishes the will now, or after its Will Delay Interval (or when the session ends, if
-    /// sooner: it expires or a Clean Start replaces it) unless the client has come back by then.
+    /// Publishes the will through the ingress (as the client: its ACL applies) now, or after its
+    /// Will Delay Interval (or when the session ends, if sooner: it expires or a Clean Start
+    /// replaces it) unless the client has come back by then.
     pub(super) fn publish_will(&self, will: LastWill) {
         let delay = will
             .properties
@@ -90,11 +88,13 @@ impl Client {
         if let Some(p) = msg.properties.as_deref_mut() {
             p.will_delay_interval = None;
         }
-        let router = self.ctx.router.clone();
+        let ingress = self.ctx.ingress.clone();
+        let mut publisher = self.publisher.clone();
+        publisher.source = Source::Will;
         let wait = delay.min(self.expiry);
         if wait == 0 {
             debug!(client_id = %self.client_id(), topic = %msg.topic, "publishing will");
-            router.publish(Arc::new(msg));
+            ingress.publish_now(&mut publisher, msg);
             return;
         }
         let session = self.attached.session.clone();
@@ -107,8 +107,8 @@ impl Client {
                 _ = tokio::time::sleep(Duration::from_secs(u64::from(wait))) => {}
                 _ = session.ended().cancelled_owned() => {}
             }
-            if session.inner.lock().attach_count == attach_count {
-                router.publish(Arc::new(msg));
+            if session.attach_count() == attach_count {
+                ingress.publish_now(&mut publisher, msg);
             }
         });
     }

@@ -1,19 +1,17 @@
 //! One handler per packet type a client sends.
 
-use std::sync::Arc;
-
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::info;
 
 use crate::auth::Access;
 use crate::connection::Connection;
+use crate::ingress::{Batch, Outcome};
 use crate::protocol::reason::{v3, v5};
 use crate::protocol::topic::{split_shared, validate_topic_filter};
 use crate::protocol::{
     Disconnect, Packet, Properties, Publish, QoS, RetainHandling, SubAck, Subscribe, UnsubAck,
     Unsubscribe,
 };
-use crate::router::Fanout;
 use crate::router::Message;
 use crate::router::state::{Delivery, OutState};
 use crate::stats::Limit;
@@ -26,10 +24,10 @@ impl Client {
         &mut self,
         conn: &mut Connection<S>,
         packet: Packet,
-        fanout: &mut Fanout,
+        batch: &mut Batch,
     ) -> Step {
         match packet {
-            Packet::Publish(p) => return self.on_publish(conn, p, fanout),
+            Packet::Publish(p) => return self.on_publish(conn, p, batch),
             Packet::PubAck(r) => {
                 self.session().complete(r.packet_id, OutState::AwaitPubAck);
             }
@@ -49,7 +47,7 @@ impl Client {
                 }
             }
             Packet::PubRel(r) => {
-                let known = self.session().inner.lock().qos2_remove(r.packet_id);
+                let known = self.session().qos2_remove(r.packet_id);
                 let reason = if known {
                     0
                 } else {
@@ -91,7 +89,7 @@ impl Client {
                 return Step::Exit(Exit::protocol(why, v5::PROTOCOL_ERROR));
             }
             self.expiry = expiry;
-            self.session().inner.lock().expiry = expiry;
+            self.session().set_expiry(expiry);
         }
         Step::Exit(Exit::Disconnected {
             will: d.reason == v5::DISCONNECT_WITH_WILL,
@@ -141,7 +139,7 @@ impl Client {
         &mut self,
         conn: &mut Connection<S>,
         mut p: Publish,
-        fanout: &mut Fanout,
+        batch: &mut Batch,
     ) -> Step {
         if let Some(rate) = &mut self.rate {
             rate.take();
@@ -153,45 +151,19 @@ impl Client {
         }
         let (packet_id, qos) = (p.packet_id, p.qos);
         let fresh = match qos {
-            QoS::ExactlyOnce => self.session().inner.lock().qos2_insert(packet_id),
+            QoS::ExactlyOnce => self.session().qos2_insert(packet_id),
             _ => true,
         };
         let mut reason = (v5::SUCCESS, "");
         if fresh {
-            let utf8_promised = p
-                .properties
-                .as_ref()
-                .and_then(|pr| pr.payload_format_indicator)
-                == Some(1);
-            if !self.topic_within_limits(&p.topic) {
-                reason = (
-                    v5::TOPIC_NAME_INVALID,
-                    "topic exceeds the broker's length or level limit",
-                );
-            } else if utf8_promised && std::str::from_utf8(&p.payload).is_err() {
-                reason = (
-                    v5::PAYLOAD_FORMAT_INVALID,
-                    "payload is not UTF-8 as its format indicator says",
-                );
-            } else if !self.allowed(&p.topic, Access::Write) {
-                info!(client_id = %self.client_id(), topic = %p.topic, "PUBLISH denied by ACL; dropped");
-                reason = (
-                    v5::NOT_AUTHORIZED,
-                    "not authorised to publish to this topic",
-                );
-            } else {
-                if let Some(log) = &self.ctx.msglog {
-                    log.log(&p.topic, &p.payload);
-                }
-                let mut msg =
-                    Message::new(p.topic, p.payload, qos, p.retain).with_properties(p.properties);
-                msg.origin = self.session().id;
-                if self.ctx.router.publish_to(Arc::new(msg), fanout) == 0 {
-                    reason = (v5::NO_MATCHING_SUBSCRIBERS, "");
-                }
+            let msg = Message::new(p.topic, p.payload, qos, p.retain).with_properties(p.properties);
+            match self.ctx.ingress.publish(&mut self.publisher, msg, batch) {
+                Outcome::Routed { subscribers: 0 } => reason = (v5::NO_MATCHING_SUBSCRIBERS, ""),
+                Outcome::Routed { .. } => {}
+                Outcome::Refused(refusal) => reason = (refusal.reason_code(), refusal.why()),
             }
             if reason.0 >= 0x80 && qos == QoS::ExactlyOnce {
-                self.session().inner.lock().qos2_remove(packet_id);
+                self.session().qos2_remove(packet_id);
             }
         }
         match qos {
@@ -243,12 +215,7 @@ impl Client {
                 continue;
             }
             let max_subs = self.ctx.limits.max_subscriptions_per_client;
-            let full = {
-                let inner = self.session().inner.lock();
-                inner.subscriptions.len() >= max_subs
-                    && !inner.subscriptions.contains_key(&f.filter)
-            };
-            if full {
+            if !self.session().has_room_for(&f.filter, max_subs) {
                 self.limit(
                     Limit::Subscriptions,
                     &format!("{max_subs} subscriptions held"),

@@ -29,13 +29,13 @@ pub use park::Idle;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::auth::{Access, Auth};
 use crate::connection::{Connection, ReadError, Stream};
+use crate::ingress::Publisher;
 use crate::protocol::reason::v3;
 use crate::protocol::{ConnAck, DecodeError, LastWill, Packet, Properties};
 use crate::router::Attached;
@@ -119,13 +119,12 @@ fn reason_string(why: &str) -> Box<Properties> {
 /// Kept small: while the client is idle, this is most of what a parked connection holds (see
 /// [`crate::park`]). What few clients use is boxed.
 struct Client {
-    username: Option<String>,
+    /// Who this client is to the ingress and the ACL (client id, username, auth snapshot).
+    publisher: Publisher,
     /// Keep alive in seconds, as agreed in CONNECT / CONNACK (0: none).
     keep_alive: u16,
     will: Option<Box<LastWill>>,
     attached: Attached,
-    /// Snapshot of the auth state, refreshed when a reload bumps the generation.
-    auth: (u64, Arc<Auth>),
     ctx: Arc<Context>,
     v5: bool,
     /// Outbound QoS 1/2 window: min(limits.max_inflight, the client's Receive Maximum).
@@ -144,8 +143,6 @@ struct Client {
     expiry: u32,
     /// `limits.max_publish_rate` for this client.
     rate: Option<Box<RateLimit>>,
-    /// Which limits were already logged for this client (bit per `Limit`): each is logged once.
-    limits_logged: u32,
     /// Set for a client that logged in with enhanced authentication (5.0): it may
     /// re-authenticate; `None`: a client AUTH is a protocol error.
     reauth: Option<Box<Reauth>>,
@@ -166,49 +163,24 @@ impl Client {
         &self.attached.session.client_id
     }
 
+    /// The auth state in force (this client's snapshot, refreshed after a reload).
     fn acl(&mut self) -> &Auth {
-        let generation = self.ctx.auth_generation.load(Ordering::Acquire);
-        if generation != self.auth.0 {
-            self.auth = (generation, self.ctx.current_auth());
-        }
-        &self.auth.1
+        self.ctx.ingress.current_auth(&mut self.publisher)
     }
 
     /// Counts a limit hit, and logs it the first time for this client.
     fn limit(&mut self, limit: Limit, detail: &str) {
-        self.ctx.router.stats.limit_hit(limit);
-        let bit = 1u32 << (limit as u32);
-        if self.limits_logged & bit == 0 {
-            self.limits_logged |= bit;
-            warn!(client_id = %self.client_id(), "limits.{} reached: {detail}", limit.name());
-        }
+        self.publisher.limit(&self.ctx.router.stats, limit, detail);
     }
 
     /// Checks a topic name or filter against `max_topic_length` and `max_topic_levels`.
     fn topic_within_limits(&mut self, topic: &str) -> bool {
-        let limits = &self.ctx.limits;
-        let (max_len, max_levels) = (limits.max_topic_length, limits.max_topic_levels);
-        if topic.len() > max_len {
-            self.limit(
-                Limit::TopicLength,
-                &format!("topic of {} bytes (max {max_len})", topic.len()),
-            );
-            return false;
-        }
-        let levels = topic.split('/').count();
-        if levels > max_levels {
-            self.limit(
-                Limit::TopicLevels,
-                &format!("topic of {levels} levels (max {max_levels})"),
-            );
-            return false;
-        }
-        true
+        self.ctx
+            .ingress
+            .topic_within_limits(&mut self.publisher, topic)
     }
 
     fn allowed(&mut self, topic: &str, access: Access) -> bool {
-        self.acl(); // refreshes the snapshot after a reload
-        let auth = &self.auth.1;
-        !auth.has_acl() || auth.check(self.username.as_deref(), self.client_id(), topic, access)
+        self.ctx.ingress.allowed(&mut self.publisher, topic, access)
     }
 }

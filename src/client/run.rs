@@ -11,7 +11,6 @@ use tokio::time::Instant;
 use crate::connection::{Connection, ReadError, Stream};
 use crate::protocol::reason::v5;
 use crate::protocol::{DecodeError, Packet};
-use crate::router::Fanout;
 use crate::stats::Limit;
 
 use super::exit::Exit;
@@ -61,12 +60,12 @@ impl RateLimit {
 }
 
 /// What one read's packets leave to do after them: the messages they published, to hand to
-/// subscribers, and `$SYS` counts (shared by every connection: updated once per batch).
+/// subscribers through the ingress, and `$SYS` counts (shared by every connection: updated once
+/// per batch).
 #[derive(Default)]
 pub(super) struct Batch {
-    fanout: Fanout,
+    ingress: crate::ingress::Batch,
     packets: u64,
-    publishes: u64,
 }
 
 impl Client {
@@ -120,12 +119,7 @@ impl Client {
         stats
             .messages_received
             .fetch_add(std::mem::take(&mut batch.packets), Ordering::Relaxed);
-        stats
-            .publish_received
-            .fetch_add(std::mem::take(&mut batch.publishes), Ordering::Relaxed);
-        if !batch.fanout.is_empty() {
-            self.ctx.router.deliver(&mut batch.fanout);
-        }
+        self.ctx.ingress.flush(&mut batch.ingress);
         exit
     }
 
@@ -139,10 +133,7 @@ impl Client {
         match res {
             Ok(Some(packet)) => {
                 batch.packets += 1;
-                if let Packet::Publish(_) = packet {
-                    batch.publishes += 1;
-                }
-                match self.handle(conn, packet, &mut batch.fanout) {
+                match self.handle(conn, packet, &mut batch.ingress) {
                     Step::Exit(exit) => Some(exit),
                     Step::Continue => None,
                 }

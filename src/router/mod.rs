@@ -20,6 +20,7 @@
 
 pub mod retained;
 pub mod state;
+pub mod subscriber;
 pub mod trie;
 
 use std::collections::HashMap;
@@ -178,6 +179,8 @@ pub struct Router {
     next_id: AtomicU64,
     /// Bytes held in all session queues (see [`state::Queue`]).
     queued_bytes: Arc<AtomicUsize>,
+    /// Subscriptions of observers (see [`subscriber`]), left out of `subscription_count`.
+    observer_subscriptions: AtomicUsize,
     pub limits: RouterLimits,
     pub stats: Stats,
 }
@@ -190,6 +193,7 @@ impl Router {
             sessions: Mutex::default(),
             next_id: AtomicU64::new(1),
             queued_bytes: Arc::default(),
+            observer_subscriptions: AtomicUsize::new(0),
             limits,
             stats: Stats::default(),
         }
@@ -342,8 +346,24 @@ impl Router {
         }
         let mut subs = self.subscriptions.write();
         for f in filters {
-            subs.remove(&f, session.id);
+            if subs.remove(&f, session.id) && session.observer {
+                self.observer_subscriptions.fetch_sub(1, Ordering::Relaxed);
+            }
         }
+    }
+
+    /// A [`subscriber::SubscriberHandle`] was dropped: its subscriptions go.
+    fn remove_local(&self, session: &Arc<SessionState>) {
+        let filters: Vec<String> = session
+            .inner
+            .lock()
+            .subscriptions
+            .drain()
+            .map(|(f, _)| f)
+            .collect();
+        session.end();
+        self.remove_subscriptions(session, filters);
+        self.redispatch_shared(session);
     }
 
     /// Moves the unacknowledged and queued messages `session` got through shared subscriptions to
@@ -409,6 +429,9 @@ impl Router {
             sub_id,
         };
         let existed = self.subscriptions.write().insert(filter, sub);
+        if session.observer && !existed {
+            self.observer_subscriptions.fetch_add(1, Ordering::Relaxed);
+        }
         if filter.starts_with("$share/") {
             return (existed, Vec::new());
         }
@@ -421,13 +444,18 @@ impl Router {
     /// Removes `session`'s subscription to `filter`; true if it existed.
     pub fn unsubscribe(&self, session: &Arc<SessionState>, filter: &str) -> bool {
         session.inner.lock().subscriptions.remove(filter);
-        self.subscriptions.write().remove(filter, session.id)
+        let existed = self.subscriptions.write().remove(filter, session.id);
+        if existed && session.observer {
+            self.observer_subscriptions.fetch_sub(1, Ordering::Relaxed);
+        }
+        existed
     }
 
     /// Routes `msg` to every matching subscription (once per session, at the highest granted QoS,
     /// with every matching subscription identifier; one member per shared group) and stores it if
     /// retained. Returns the number of sessions it was offered to.
-    pub fn publish(&self, msg: Arc<Message>) -> usize {
+    #[cfg(test)]
+    pub(crate) fn publish(&self, msg: Arc<Message>) -> usize {
         let mut fanout = Fanout::default();
         let offered = self.publish_to(msg, &mut fanout);
         self.deliver(&mut fanout);
@@ -437,7 +465,8 @@ impl Router {
     /// As [`Router::publish`], but the deliveries are collected in `fanout`, grouped by
     /// subscriber, until [`Router::deliver`]: a connection publishing a batch of messages hands
     /// each subscriber all of its share at once.
-    pub fn publish_to(&self, msg: Arc<Message>, fanout: &mut Fanout) -> usize {
+    /// Only the ingress calls this: every message enters through [`crate::ingress`].
+    pub(crate) fn publish_to(&self, msg: Arc<Message>, fanout: &mut Fanout) -> usize {
         if msg.retain {
             self.retained.write().set(msg.clone());
         }
@@ -476,7 +505,7 @@ impl Router {
             }
             let sub_ids: Vec<u32> = plain[i..j].iter().filter_map(|s| s.sub_id).collect();
             fanout.offer(best, msg.clone(), None, sub_ids);
-            offered += 1;
+            offered += usize::from(!best.session.observer);
             i = j;
         }
         for (key, member) in shared {
@@ -488,7 +517,7 @@ impl Router {
     }
 
     /// Hands every delivery collected in `fanout` to its session, one lock per session.
-    pub fn deliver(&self, fanout: &mut Fanout) {
+    pub(crate) fn deliver(&self, fanout: &mut Fanout) {
         fanout.index.clear();
         for (session, deliveries) in fanout.groups.drain(..) {
             self.enqueue_many(&session, deliveries);
@@ -501,8 +530,10 @@ impl Router {
     }
 
     fn enqueue_many(&self, session: &SessionState, deliveries: impl IntoIterator<Item = Delivery>) {
-        // Over the memory budget, QoS 0 is not queued at all.
-        let over_budget = self.over_budget();
+        // Over the memory budget, QoS 0 is not queued at all. Observers have a bound of their own
+        // and keep their own counts.
+        let observer = session.observer;
+        let over_budget = !observer && self.over_budget();
         let mut over = 0;
         let deliveries = deliveries.into_iter().filter(|d| {
             let drop = over_budget && d.qos == QoS::AtMostOnce;
@@ -510,6 +541,9 @@ impl Router {
             !drop
         });
         let counts = session.enqueue_many(deliveries, self.limits.max_queued_messages);
+        if observer {
+            return;
+        }
         for _ in 0..over {
             self.stats.limit_hit(Limit::QueuedBytes);
             self.stats.dropped();
@@ -525,7 +559,8 @@ impl Router {
 
     /// Number of subscriptions, for `$SYS`.
     pub fn subscription_count(&self) -> usize {
-        self.subscriptions.read().len()
+        let observers = self.observer_subscriptions.load(Ordering::Relaxed);
+        self.subscriptions.read().len().saturating_sub(observers)
     }
 
     /// Number of retained messages, for `$SYS`.
@@ -621,11 +656,7 @@ mod tests {
             None,
         );
         router.publish_to(message("t/x", b"4"), &mut fanout);
-        assert!(
-            sessions
-                .iter()
-                .all(|a| a.session.inner.lock().queue.is_empty())
-        );
+        assert!(sessions.iter().all(|a| a.session.queue_is_empty()));
         router.deliver(&mut fanout);
         assert!(fanout.is_empty());
         for a in &sessions {

@@ -168,6 +168,8 @@ pub struct Queue {
     items: VecDeque<Delivery>,
     bytes: usize,
     total: Arc<AtomicUsize>,
+    /// Bytes this queue may hold (None: bounded by the broker-wide budget only).
+    pub max_bytes: Option<usize>,
 }
 
 impl Queue {
@@ -176,6 +178,7 @@ impl Queue {
             items: VecDeque::new(),
             bytes: 0,
             total,
+            max_bytes: None,
         }
     }
 
@@ -221,6 +224,12 @@ impl Queue {
 
     pub fn len(&self) -> usize {
         self.items.len()
+    }
+
+    /// Whether `d` would take the queue past its byte bound.
+    fn over_bytes(&self, d: &Delivery) -> bool {
+        self.max_bytes
+            .is_some_and(|max| self.bytes + Queue::cost(d) > max)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -271,11 +280,11 @@ pub struct EnqueueCounts {
 }
 
 #[derive(Debug)]
-pub struct SessionInner {
+pub(super) struct SessionInner {
     /// Messages not yet sent, in order.
-    pub queue: Queue,
+    pub(super) queue: Queue,
     /// Outbound QoS 1/2 messages awaiting acknowledgement, in send order (re-sent in this order).
-    pub inflight: VecDeque<(u16, Inflight)>,
+    pub(super) inflight: VecDeque<(u16, Inflight)>,
     /// Index in `inflight` of the first message not yet (re)sent on the current connection. A
     /// reconnect re-sends in-flight messages only as far as the client's Receive Maximum allows
     /// (MQTT-3.3.4-9); the rest follow as acknowledgements free the window, with their original
@@ -291,17 +300,17 @@ pub struct SessionInner {
     )]
     inbound_qos2: Option<Box<HashSet<u16>>>,
     /// Filter -> options and subscription identifier, to clean up the trie.
-    pub subscriptions: HashMap<String, (SubscriptionOptions, Option<u32>)>,
+    pub(super) subscriptions: HashMap<String, (SubscriptionOptions, Option<u32>)>,
     /// Set while a connection serves this session; kicked to close that connection
     /// (takeover, slow consumer, deleted user).
-    pub connection: Option<Link>,
+    pub(super) connection: Option<Link>,
     /// Session Expiry Interval in seconds: 0 ends the session with the connection (3.1.1 clean
     /// session), `u32::MAX` never expires (3.1.1 persistent session).
-    pub expiry: u32,
+    pub(super) expiry: u32,
     /// Incremented by every attach, so delayed work (expiry, will delay) can tell whether the
     /// client came back in the meantime.
-    pub attach_count: u64,
-    pub username: Option<String>,
+    pub(super) attach_count: u64,
+    pub(super) username: Option<String>,
 }
 
 #[derive(Debug)]
@@ -309,9 +318,15 @@ pub struct SessionState {
     pub client_id: Arc<str>,
     /// Unique for this session's lifetime; identifies it in the subscription trie.
     pub id: u64,
-    pub inner: Mutex<SessionInner>,
+    /// Private to the router: everything outside it goes through the methods below, each of
+    /// which takes this lock alone, so the lock order (see [`crate::router`]) lives in one module.
+    pub(super) inner: Mutex<SessionInner>,
     /// Messages dropped for this session (queue full, QoS 0 while backed up).
     pub dropped: AtomicU64,
+    /// A subscriber that watches without taking part (see [`super::subscriber`]).
+    pub observer: bool,
+    /// Queue bound in messages; None: the router's `max_queued_messages`.
+    pub max_queued: Option<usize>,
     /// Cancelled when the session ends (expired, discarded, replaced by a Clean Start): a delayed
     /// will is due then, even if its Will Delay Interval has not run out. Made on first use
     /// (most sessions never need it), see [`SessionState::ended`].
@@ -343,8 +358,37 @@ impl SessionState {
                 username,
             }),
             dropped: AtomicU64::new(0),
+            observer: false,
+            max_queued: None,
             ended: OnceLock::new(),
         }
+    }
+
+    /// The session behind a [`super::subscriber::SubscriberHandle`]: online from the start
+    /// (`link` wakes the handle), never in the client-id map. An observer's queue counts its
+    /// bytes on its own, not in the broker-wide budget.
+    pub fn local(
+        name: Arc<str>,
+        id: u64,
+        link: Link,
+        options: &super::subscriber::SubscriberOptions,
+        queued_bytes: Arc<AtomicUsize>,
+    ) -> Self {
+        let total = if options.observer {
+            Arc::default()
+        } else {
+            queued_bytes
+        };
+        let mut session = SessionState::new(name, id, 0, options.username.clone(), total);
+        session.observer = options.observer;
+        session.max_queued = Some(options.max_queued.max(1));
+        let inner = session.inner.get_mut();
+        inner.connection = Some(link);
+        inner.attach_count = 1;
+        if options.observer {
+            inner.queue.max_bytes = Some(options.max_queued_bytes);
+        }
+        session
     }
 
     /// Cancelled once the session has ended (already cancelled if it has).
@@ -379,8 +423,9 @@ impl SessionState {
         // whenever it wakes, and after every packet it reads: it only needs waking when the queue
         // goes from empty to non-empty. One wake-up per burst, not per message.
         let was_empty = inner.queue.is_empty();
+        let max_queued = self.max_queued.unwrap_or(max_queued);
         for delivery in deliveries {
-            let full = inner.queue.len() >= max_queued;
+            let full = inner.queue.len() >= max_queued || inner.queue.over_bytes(&delivery);
             if delivery.qos == QoS::AtMostOnce && (full || !online) {
                 counts.dropped_qos0 += 1;
             } else if full {
@@ -520,14 +565,52 @@ impl SessionState {
     }
 }
 
+impl SessionState {
+    /// Records an inbound QoS 2 packet id (PUBREC sent); false if it was already recorded.
+    pub fn qos2_insert(&self, packet_id: u16) -> bool {
+        self.inner.lock().qos2_insert(packet_id)
+    }
+
+    /// Forgets an inbound QoS 2 packet id (PUBREL received); false if it was not recorded.
+    pub fn qos2_remove(&self, packet_id: u16) -> bool {
+        self.inner.lock().qos2_remove(packet_id)
+    }
+
+    /// Sets the Session Expiry Interval (a 5.0 DISCONNECT may change it).
+    pub fn set_expiry(&self, expiry: u32) {
+        self.inner.lock().expiry = expiry;
+    }
+
+    /// Whether one more subscription to `filter` fits in `max` (replacing one always does).
+    pub fn has_room_for(&self, filter: &str, max: usize) -> bool {
+        let inner = self.inner.lock();
+        inner.subscriptions.len() < max || inner.subscriptions.contains_key(filter)
+    }
+
+    /// Incremented by every attach (see [`super::Attached::attach_count`]).
+    pub fn attach_count(&self) -> u64 {
+        self.inner.lock().attach_count
+    }
+
+    /// Whether a connection (or a subscriber handle) is attached.
+    pub fn is_connected(&self) -> bool {
+        self.inner.lock().connection.is_some()
+    }
+
+    /// Whether nothing is queued (in-flight messages aside).
+    pub fn queue_is_empty(&self) -> bool {
+        self.inner.lock().queue.is_empty()
+    }
+}
+
 impl SessionInner {
     /// Records an inbound QoS 2 packet id (PUBREC sent); false if it was already recorded.
-    pub fn qos2_insert(&mut self, packet_id: u16) -> bool {
+    fn qos2_insert(&mut self, packet_id: u16) -> bool {
         self.inbound_qos2.get_or_insert_default().insert(packet_id)
     }
 
     /// Forgets an inbound QoS 2 packet id (PUBREL received); false if it was not recorded.
-    pub fn qos2_remove(&mut self, packet_id: u16) -> bool {
+    fn qos2_remove(&mut self, packet_id: u16) -> bool {
         let Some(ids) = self.inbound_qos2.as_mut() else {
             return false;
         };

@@ -37,7 +37,7 @@ impl SharedGroup {
             .filter(|m| m.session.id != exclude);
         let mut fallback = None;
         for m in candidates {
-            if m.session.inner.lock().connection.is_some() {
+            if m.session.is_connected() {
                 return Some(m);
             }
             fallback.get_or_insert(m);

@@ -1,0 +1,321 @@
+//! The one way into the router: every message, whatever its source, enters through
+//! [`Ingress::publish`] with the publisher's identity.
+//!
+//! Sources: an MQTT connection (TCP, TLS, WebSocket), a will, the broker itself (`$SYS`), and next
+//! an HTTP publish, a CoAP request, a bridge or a cluster link. Each front end turns its input into
+//! a [`Message`], hands it in with its [`Publisher`], and maps the typed [`Outcome`] to its own
+//! answer (PUBACK reason code, HTTP status, CoAP code). The ingress applies, in this order:
+//!
+//! 1. topic checks: a valid topic name (front ends whose codec has not checked it already), the
+//!    `limits.max_topic_length` / `max_topic_levels` bounds, and the message size against
+//!    `limits.max_packet_size` (front ends without MQTT framing);
+//! 2. a payload that promises UTF-8 (5.0 Payload Format Indicator 1) must be UTF-8;
+//! 3. the ACL (`Write` for the publisher's username and client id), with the publisher's own
+//!    snapshot of the auth state (one atomic load per message, see [`crate::auth::AuthCell`]);
+//! 4. statistics (`$SYS/broker/publish/messages/received`), counted once per [`Batch`];
+//! 5. routing: retained handling and fan-out ([`Router::publish_to`]); the message logger and
+//!    every other observer are router subscribers, so they see exactly what was routed.
+//!
+//! Hot path: nothing here allocates, takes a shared lock or touches a shared counter per message;
+//! deliveries and counts are collected in a [`Batch`] and handed over by [`Ingress::flush`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tracing::{info, warn};
+
+use crate::auth::{Access, Auth, AuthCell, AuthSnapshot};
+use crate::protocol::reason::v5;
+use crate::protocol::topic::validate_topic_name;
+use crate::router::{Fanout, Message, Router};
+use crate::stats::Limit;
+
+/// What kind of front end a message came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// An MQTT connection (TCP, TLS, WebSocket): its codec has validated the topic and the size.
+    Mqtt,
+    /// A client's will, published by the broker on the client's behalf (its ACL applies).
+    Will,
+    /// The broker itself (`$SYS`): trusted, not counted as received.
+    Broker,
+    Http,
+    Coap,
+    Bridge,
+    Cluster,
+}
+
+impl Source {
+    /// Whether a message from this source arrived from outside (counted as received).
+    fn counted(self) -> bool {
+        !matches!(self, Source::Will | Source::Broker)
+    }
+
+    /// Whether this source's codec has already checked the topic name and the message size.
+    fn prechecked(self) -> bool {
+        matches!(self, Source::Mqtt | Source::Will | Source::Broker)
+    }
+}
+
+/// Who publishes: the identity the ACL, the logs and `No Local` see.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    pub client_id: Arc<str>,
+    /// The authenticated user (None: anonymous).
+    pub username: Option<String>,
+    pub source: Source,
+    /// The listener or gateway name it came through, for logs.
+    pub listener: Option<Arc<str>>,
+    pub peer: Option<SocketAddr>,
+    /// The publisher's session id, so its own No Local subscriptions skip the message (0: none).
+    pub session_id: u64,
+    auth: AuthSnapshot,
+    /// Which limits were already logged for this publisher (bit per [`Limit`]): each once.
+    limits_logged: u32,
+}
+
+impl Publisher {
+    /// A publisher identity; `auth`: a snapshot from the broker's [`AuthCell`].
+    pub fn new(
+        client_id: Arc<str>,
+        username: Option<String>,
+        source: Source,
+        auth: AuthSnapshot,
+    ) -> Self {
+        Publisher {
+            client_id,
+            username,
+            source,
+            listener: None,
+            peer: None,
+            session_id: 0,
+            auth,
+            limits_logged: 0,
+        }
+    }
+
+    pub fn with_peer(mut self, listener: Arc<str>, peer: SocketAddr) -> Self {
+        self.listener = Some(listener);
+        self.peer = Some(peer);
+        self
+    }
+
+    /// Counts a limit hit, and logs it the first time for this publisher.
+    pub fn limit(&mut self, stats: &crate::stats::Stats, limit: Limit, detail: &str) {
+        stats.limit_hit(limit);
+        let bit = 1u32 << (limit as u32);
+        if self.limits_logged & bit == 0 {
+            self.limits_logged |= bit;
+            warn!(client_id = %self.client_id, "limits.{} reached: {detail}", limit.name());
+        }
+    }
+}
+
+/// Why a message was not routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not a valid topic name (empty, wildcards, NUL).
+    TopicInvalid(&'static str),
+    /// Over `limits.max_topic_length` or `max_topic_levels`.
+    TopicLimit,
+    /// Over `limits.max_packet_size`.
+    TooLarge,
+    /// The payload is not UTF-8 though its Payload Format Indicator says so.
+    PayloadFormatInvalid,
+    /// The ACL does not let this publisher write to the topic.
+    NotAuthorized,
+}
+
+impl Refusal {
+    /// The MQTT 5.0 PUBACK / PUBREC reason code.
+    pub fn reason_code(self) -> u8 {
+        match self {
+            Refusal::TopicInvalid(_) | Refusal::TopicLimit => v5::TOPIC_NAME_INVALID,
+            Refusal::TooLarge => v5::PACKET_TOO_LARGE,
+            Refusal::PayloadFormatInvalid => v5::PAYLOAD_FORMAT_INVALID,
+            Refusal::NotAuthorized => v5::NOT_AUTHORIZED,
+        }
+    }
+
+    /// A reason string for the client.
+    pub fn why(self) -> &'static str {
+        match self {
+            Refusal::TopicInvalid(why) => why,
+            Refusal::TopicLimit => "topic exceeds the broker's length or level limit",
+            Refusal::TooLarge => "message exceeds the broker's maximum packet size",
+            Refusal::PayloadFormatInvalid => "payload is not UTF-8 as its format indicator says",
+            Refusal::NotAuthorized => "not authorised to publish to this topic",
+        }
+    }
+}
+
+/// What became of a message handed to the ingress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Routed (and stored, if retained) to this many subscribers (0: 5.0 "no matching
+    /// subscribers", which is still a success).
+    Routed {
+        subscribers: usize,
+    },
+    Refused(Refusal),
+}
+
+/// Deliveries and counts collected over several messages (a connection's batch of PUBLISHes), so
+/// each subscriber's lock and each shared counter is taken once per batch, not per message.
+#[derive(Debug, Default)]
+pub struct Batch {
+    fanout: Fanout,
+    received: u64,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.fanout.is_empty() && self.received == 0
+    }
+}
+
+/// Topic and size bounds the ingress enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct IngressLimits {
+    pub max_topic_length: usize,
+    pub max_topic_levels: usize,
+    pub max_packet_size: usize,
+}
+
+#[derive(Debug)]
+pub struct Ingress {
+    router: Arc<Router>,
+    auth: Arc<AuthCell>,
+    limits: IngressLimits,
+}
+
+impl Ingress {
+    pub fn new(router: Arc<Router>, auth: Arc<AuthCell>, limits: IngressLimits) -> Self {
+        Ingress {
+            router,
+            auth,
+            limits,
+        }
+    }
+
+    pub fn router(&self) -> &Arc<Router> {
+        &self.router
+    }
+
+    pub fn auth(&self) -> &Arc<AuthCell> {
+        &self.auth
+    }
+
+    /// A publisher identity with a fresh auth snapshot.
+    pub fn publisher(
+        &self,
+        client_id: Arc<str>,
+        username: Option<String>,
+        source: Source,
+    ) -> Publisher {
+        Publisher::new(client_id, username, source, self.auth.snapshot())
+    }
+
+    /// The broker itself, as the publisher of `$SYS`.
+    pub fn broker(&self) -> Publisher {
+        self.publisher("$broker".into(), None, Source::Broker)
+    }
+
+    /// The auth state in force for `from` (its snapshot, refreshed after a reload).
+    pub fn current_auth<'a>(&self, from: &'a mut Publisher) -> &'a Arc<Auth> {
+        self.auth.refresh(&mut from.auth)
+    }
+
+    /// Whether `from` may use `topic` as `access` under the ACL in force.
+    pub fn allowed(&self, from: &mut Publisher, topic: &str, access: Access) -> bool {
+        self.auth.refresh(&mut from.auth);
+        from.auth
+            .allowed(from.username.as_deref(), &from.client_id, topic, access)
+    }
+
+    /// Checks a topic name or filter against `max_topic_length` and `max_topic_levels`,
+    /// counting and logging (once per publisher) a limit hit.
+    pub fn topic_within_limits(&self, from: &mut Publisher, topic: &str) -> bool {
+        let (max_len, max_levels) = (self.limits.max_topic_length, self.limits.max_topic_levels);
+        if topic.len() > max_len {
+            let detail = format!("topic of {} bytes (max {max_len})", topic.len());
+            from.limit(&self.router.stats, Limit::TopicLength, &detail);
+            return false;
+        }
+        let levels = topic.split('/').count();
+        if levels > max_levels {
+            let detail = format!("topic of {levels} levels (max {max_levels})");
+            from.limit(&self.router.stats, Limit::TopicLevels, &detail);
+            return false;
+        }
+        true
+    }
+
+    /// Applies the ingress policy to `msg` from `from` and, if it passes, routes it into `batch`
+    /// (delivered to subscribers by [`Ingress::flush`]).
+    pub fn publish(&self, from: &mut Publisher, mut msg: Message, batch: &mut Batch) -> Outcome {
+        if from.source.counted() {
+            batch.received += 1;
+        }
+        if let Err(refusal) = self.check(from, &msg) {
+            if refusal == Refusal::NotAuthorized {
+                info!(client_id = %from.client_id, topic = %msg.topic, source = ?from.source,
+                    "PUBLISH denied by ACL; dropped");
+            }
+            return Outcome::Refused(refusal);
+        }
+        msg.origin = from.session_id;
+        let subscribers = self.router.publish_to(Arc::new(msg), &mut batch.fanout);
+        Outcome::Routed { subscribers }
+    }
+
+    fn check(&self, from: &mut Publisher, msg: &Message) -> Result<(), Refusal> {
+        if from.source == Source::Broker {
+            return Ok(());
+        }
+        if !from.source.prechecked() {
+            validate_topic_name(&msg.topic).map_err(Refusal::TopicInvalid)?;
+            if msg.topic.len() + msg.payload.len() > self.limits.max_packet_size {
+                return Err(Refusal::TooLarge);
+            }
+        }
+        if !self.topic_within_limits(from, &msg.topic) {
+            return Err(Refusal::TopicLimit);
+        }
+        let utf8_promised = msg
+            .properties
+            .as_ref()
+            .and_then(|p| p.payload_format_indicator)
+            == Some(1);
+        if utf8_promised && std::str::from_utf8(&msg.payload).is_err() {
+            return Err(Refusal::PayloadFormatInvalid);
+        }
+        if !self.allowed(from, &msg.topic, Access::Write) {
+            return Err(Refusal::NotAuthorized);
+        }
+        Ok(())
+    }
+
+    /// Hands the batch's deliveries to their subscribers and adds its counts to the statistics.
+    pub fn flush(&self, batch: &mut Batch) {
+        if batch.received > 0 {
+            let received = std::mem::take(&mut batch.received);
+            self.router
+                .stats
+                .publish_received
+                .fetch_add(received, Ordering::Relaxed);
+        }
+        if !batch.fanout.is_empty() {
+            self.router.deliver(&mut batch.fanout);
+        }
+    }
+
+    /// [`Ingress::publish`] and [`Ingress::flush`] for one message.
+    pub fn publish_now(&self, from: &mut Publisher, msg: Message) -> Outcome {
+        let mut batch = Batch::default();
+        let outcome = self.publish(from, msg, &mut batch);
+        self.flush(&mut batch);
+        outcome
+    }
+}
