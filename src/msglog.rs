@@ -101,6 +101,11 @@ impl MessageLogger {
         self.dropped.get()
     }
 
+    /// A counter of [`MessageLogger::dropped`] to keep elsewhere.
+    pub fn drop_counter(&self) -> DropCounter {
+        self.dropped.clone()
+    }
+
     /// Stops logging new messages, writes everything already queued, flushes and joins the
     /// thread. (Dropping the logger does the same.)
     pub fn close(mut self) {

@@ -181,14 +181,24 @@ impl Server {
         self.reloader.clone()
     }
 
-    /// The shared router (for tests and embedding).
     /// Where idle connections park (None if it could not be set up).
     pub fn parker(&self) -> Option<Arc<Parker<crate::client::Idle>>> {
         self.ctx.parker.clone()
     }
 
+    /// The shared router (for tests and embedding).
     pub fn router(&self) -> Arc<Router> {
         self.ctx.router.clone()
+    }
+
+    /// The one way into the router, for publishers that are not MQTT connections (and tests).
+    pub fn ingress(&self) -> Arc<crate::ingress::Ingress> {
+        self.ctx.ingress.clone()
+    }
+
+    /// What the message logger dropped so far (None: the message log is off).
+    pub fn message_log_drops(&self) -> Option<crate::router::subscriber::DropCounter> {
+        self.ctx.msglog.as_ref().map(MessageLogger::drop_counter)
     }
 
     /// Serves until the shutdown token fires, then stops accepting, closes every connection and

@@ -53,6 +53,9 @@ pub struct TestBroker {
     pub msglog: Capture,
     pub reloader: mqttd::server::Reloader,
     pub parker: Arc<mqttd::park::Parker<mqttd::client::Idle>>,
+    pub ingress: Arc<mqttd::ingress::Ingress>,
+    /// What the message logger dropped (None: the message log is off).
+    pub msglog_drops: Option<mqttd::router::subscriber::DropCounter>,
     handle: JoinHandle<()>,
 }
 
@@ -81,17 +84,27 @@ impl TestBroker {
     }
 
     pub async fn start_with(config: Config) -> TestBroker {
+        let msglog = Capture::default();
+        TestBroker::start_with_log(config, Box::new(msglog.clone()), msglog).await
+    }
+
+    /// A broker whose message log (if on) goes to `sink`; `msglog`: what `broker.msglog` shows.
+    pub async fn start_with_log(
+        config: Config,
+        sink: Box<dyn Write + Send>,
+        msglog: Capture,
+    ) -> TestBroker {
         init_tracing();
         let shutdown = CancellationToken::new();
-        let msglog = Capture::default();
-        let server =
-            Server::bind_with_log(config, shutdown.clone(), Some(Box::new(msglog.clone())))
-                .await
-                .expect("broker binds");
+        let server = Server::bind_with_log(config, shutdown.clone(), Some(sink))
+            .await
+            .expect("broker binds");
         let addrs = server.local_addrs().to_vec();
         let router = server.router();
         let reloader = server.reloader();
         let parker = server.parker().expect("the parker is set up");
+        let ingress = server.ingress();
+        let msglog_drops = server.message_log_drops();
         let handle = tokio::spawn(server.run());
         TestBroker {
             addr: addrs[0].1,
@@ -101,6 +114,8 @@ impl TestBroker {
             msglog,
             reloader,
             parker,
+            ingress,
+            msglog_drops,
             handle,
         }
     }
