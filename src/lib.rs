@@ -44,4 +44,5 @@ pub mod router;
 pub mod server;
 pub mod stats;
 pub mod sys;
+pub mod timer;
 pub mod tls;

@@ -14,7 +14,8 @@
 //!
 //! A parked connection resumes, as a new task, when its socket becomes readable (a packet, or the
 //! peer closing), when its outbox gains a message or it is kicked (the link's waker), when its
-//! keep-alive deadline passes (a sweep every [`SWEEP`]), or at shutdown (all of them). The
+//! keep-alive deadline passes (the broker's timer service, [`crate::timer`]), or at shutdown (all
+//! of them). The
 //! packet loop (`session.rs`) parks a connection at its first wait after CONNACK, and later once
 //! it has been quiet for `PARK_AFTER`, so busy connections keep their task.
 //!
@@ -22,9 +23,8 @@
 
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::task::{Wake, Waker};
-use std::time::Duration;
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error};
 
 use crate::router::state::Link;
+use crate::timer::{Timer, TimerKey};
 
 /// What a parked connection must offer the parker: its socket to watch, the link the router wakes
 /// it through, and a way to carry on as a task. (`client::Idle` is the one implementation; the
@@ -46,16 +47,14 @@ pub trait Parkable: Send + Sized + 'static {
     fn resume(self, deadline: Option<Instant>) -> impl Future<Output = ()> + Send + 'static;
 }
 
-/// How often parked connections are checked against their keep-alive deadline: a silent parked
-/// client is closed at most this much later than 1.5 x its keep alive.
-pub const SWEEP: Duration = Duration::from_millis(500);
-
 /// The parked connections of one broker, and the `epoll` set watching their sockets.
 pub struct Parker<P: Parkable> {
     registry: mio::Registry,
     /// Taken by [`Parker::run`].
     poll: Mutex<Option<Poll>>,
     handle: tokio::runtime::Handle,
+    /// Resumes connections whose keep-alive deadline passed.
+    timer: Arc<Timer>,
     slots: Mutex<Slots<P>>,
 }
 
@@ -79,6 +78,8 @@ struct Slot<P: Parkable> {
     key: u32,
     /// Keep-alive deadline (None: no keep alive).
     deadline: Option<Instant>,
+    /// The timer entry for `deadline`, cancelled on resume.
+    timer: OnceLock<TimerKey>,
     /// Taken by whoever resumes it first.
     idle: Mutex<Option<P>>,
 }
@@ -97,12 +98,13 @@ impl<P: Parkable> Wake for Slot<P> {
 
 impl<P: Parkable> Parker<P> {
     /// A parker for connections served on the current tokio runtime.
-    pub fn new() -> std::io::Result<Arc<Parker<P>>> {
+    pub fn new(timer: Arc<Timer>) -> std::io::Result<Arc<Parker<P>>> {
         let poll = Poll::new()?;
         Ok(Arc::new(Parker {
             registry: poll.registry().try_clone()?,
             poll: Mutex::new(Some(poll)),
             handle: tokio::runtime::Handle::try_current().map_err(std::io::Error::other)?,
+            timer,
             slots: Mutex::new(Slots {
                 slab: Slab::new(),
                 closed: false,
@@ -137,6 +139,7 @@ impl<P: Parkable> Parker<P> {
             parker: Arc::downgrade(self),
             key: key32,
             deadline,
+            timer: OnceLock::new(),
             idle: Mutex::new(None),
         });
         // The link wakes the slot from now on. Registered before anything can resume the
@@ -152,6 +155,15 @@ impl<P: Parkable> Parker<P> {
         *slot.idle.lock() = Some(idle);
         entry.insert(slot.clone());
         drop(slots);
+        if let Some(deadline) = deadline {
+            let (parker, target) = (Arc::downgrade(self), Arc::downgrade(&slot));
+            let key = self.timer.schedule(deadline, move || {
+                if let (Some(parker), Some(slot)) = (parker.upgrade(), target.upgrade()) {
+                    parker.resume(slot.key as usize, Some(&slot));
+                }
+            });
+            let _ = slot.timer.set(key);
+        }
         // A kick or message that came before the link knew the slot resumes it now.
         if link.signalled() {
             self.resume(key, Some(&slot));
@@ -169,6 +181,9 @@ impl<P: Parkable> Parker<P> {
                 _ => return,
             }
         };
+        if let Some(key) = slot.timer.get() {
+            self.timer.cancel(*key);
+        }
         let Some(idle) = slot.idle.lock().take() else {
             return;
         };
@@ -177,22 +192,6 @@ impl<P: Parkable> Parker<P> {
             debug!("deregistering a parked socket: {e}");
         }
         self.handle.spawn(idle.resume(slot.deadline));
-    }
-
-    /// Resumes every parked connection whose keep-alive deadline has passed.
-    fn sweep(&self) {
-        let now = Instant::now();
-        let due: Vec<Arc<Slot<P>>> = self
-            .slots
-            .lock()
-            .slab
-            .iter()
-            .filter(|(_, s)| s.deadline.is_some_and(|d| d <= now))
-            .map(|(_, s)| s.clone())
-            .collect();
-        for slot in due {
-            self.resume(slot.key as usize, Some(&slot));
-        }
     }
 
     /// Shutdown: nothing parks any more, and every parked connection resumes (to close).
@@ -238,13 +237,12 @@ impl<P: Parkable> Parker<P> {
 /// The `epoll_wait` token of the watcher's waker (slab keys never get this high).
 const WAKE: Token = Token(usize::MAX);
 
-/// The watcher thread: resumes parked connections whose socket has an event, and sweeps
-/// keep-alive deadlines every [`SWEEP`]. Ends at shutdown (`stop`), or when the broker is gone.
+/// The watcher thread: resumes parked connections whose socket has an event. Ends at shutdown
+/// (`stop`), or when the broker is gone.
 fn watch<P: Parkable>(mut poll: Poll, parker: &Weak<Parker<P>>, stop: &AtomicBool) {
     let mut events = Events::with_capacity(256);
-    let mut next_sweep = Instant::now() + SWEEP;
     loop {
-        if let Err(e) = poll.poll(&mut events, Some(SWEEP)) {
+        if let Err(e) = poll.poll(&mut events, None) {
             if e.kind() == std::io::ErrorKind::Interrupted {
                 continue;
             }
@@ -262,10 +260,6 @@ fn watch<P: Parkable>(mut poll: Poll, parker: &Weak<Parker<P>>, stop: &AtomicBoo
         };
         for event in events.iter().filter(|e| e.token() != WAKE) {
             parker.resume(event.token().0, None);
-        }
-        if Instant::now() >= next_sweep {
-            parker.sweep();
-            next_sweep = Instant::now() + SWEEP;
         }
     }
 }

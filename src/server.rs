@@ -98,6 +98,7 @@ impl Server {
                 max_packet_size: config.limits.max_packet_size,
             },
         ));
+        let timer = router.timer().clone();
         let ctx = Arc::new(Context {
             router,
             ingress,
@@ -105,7 +106,7 @@ impl Server {
             limits: config.limits.clone(),
             msglog,
             shutdown,
-            parker: match Parker::new() {
+            parker: match Parker::new(timer) {
                 Ok(parker) => Some(parker),
                 Err(e) => {
                     warn!("idle connections will not be parked: {e}");
@@ -208,6 +209,13 @@ impl Server {
         for (name, addr) in &self.addrs {
             info!(listener = %name, "listening on {addr}");
         }
+        tracker.spawn(
+            self.ctx
+                .router
+                .timer()
+                .clone()
+                .run(self.ctx.shutdown.clone()),
+        );
         if let Some(parker) = &self.ctx.parker {
             tracker.spawn(parker.clone().run(self.ctx.shutdown.clone()));
         }

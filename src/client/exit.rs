@@ -12,6 +12,7 @@ use crate::ingress::Source;
 use crate::protocol::reason::v5;
 use crate::protocol::{Disconnect, LastWill, Packet};
 use crate::router::Message;
+use crate::timer;
 
 use super::{Client, reason_string};
 
@@ -101,16 +102,17 @@ impl Client {
         // This connection's attach number, not the session's current one: after a takeover the
         // new connection has already attached, and must cancel the will too (MQTT-3.1.3-9).
         let attach_count = self.attached.attach_count;
-        tokio::spawn(async move {
-            // Due when the delay runs out or the session ends, whichever is first (3.1.3.2.2).
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(u64::from(wait))) => {}
-                _ = session.ended().cancelled_owned() => {}
-            }
-            if session.attach_count() == attach_count {
+        // Due when the delay runs out or the session ends, whichever is first (3.1.3.2.2): the
+        // router makes it due at once if the session ends first.
+        let at = timer::wall_after(Duration::from_secs(u64::from(wait)));
+        let router = &self.ctx.router;
+        let target = session.clone();
+        let key = router.timer().schedule(timer::instant_at(at), move || {
+            if target.attach_count() == attach_count {
                 ingress.publish_now(&mut publisher, msg);
             }
         });
+        router.set_will_timer(&session, at, key);
     }
 }
 

@@ -82,7 +82,7 @@ impl Client {
     pub(super) fn publish_properties(
         &self,
         d: &Delivery,
-        now: &mut Option<std::time::Instant>,
+        now: &mut Option<std::time::SystemTime>,
     ) -> Option<Box<Properties>> {
         let msg = &d.msg;
         if !self.v5 || (msg.properties.is_none() && d.sub_ids.is_empty()) {
@@ -91,7 +91,7 @@ impl Client {
         let mut p = msg.properties.clone().unwrap_or_default();
         p.subscription_identifiers.clone_from(&d.sub_ids);
         if msg.expires_at.is_some() {
-            let now = *now.get_or_insert_with(std::time::Instant::now);
+            let now = *now.get_or_insert_with(crate::timer::wall_now);
             p.message_expiry_interval = msg.remaining_expiry(now);
         }
         Some(p)

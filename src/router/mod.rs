@@ -26,7 +26,7 @@ pub mod trie;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
@@ -34,6 +34,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::protocol::reason::v5;
 use crate::protocol::{Properties, QoS, SubscriptionOptions};
 use crate::stats::{Limit, Stats};
+use crate::timer::{self, Timer, TimerKey};
 use retained::RetainedStore;
 use state::{Delivery, Link, SessionState};
 use trie::{Match, Subscriber, SubscriptionTrie};
@@ -51,8 +52,9 @@ pub struct Message {
     pub properties: Option<Box<Properties>>,
     /// Session id of the publisher (0: the broker itself, e.g. `$SYS` or a will).
     pub origin: u64,
-    /// From the 5.0 Message Expiry Interval: not delivered after this.
-    pub expires_at: Option<Instant>,
+    /// From the 5.0 Message Expiry Interval: not delivered after this (wall-clock, see
+    /// [`crate::timer::wall_now`]).
+    pub expires_at: Option<SystemTime>,
 }
 
 impl Message {
@@ -73,22 +75,23 @@ impl Message {
         self.expires_at = properties
             .as_ref()
             .and_then(|p| p.message_expiry_interval)
-            .map(|secs| Instant::now() + Duration::from_secs(u64::from(secs)));
+            .map(|secs| timer::wall_after(Duration::from_secs(u64::from(secs))));
         self.properties = properties;
         self
     }
 
-    pub fn expired(&self, now: Instant) -> bool {
+    pub fn expired(&self, now: SystemTime) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
     }
 
     /// Seconds left of the Message Expiry Interval, as forwarded to subscribers.
     /// Rounded up, as whole seconds elapsed are subtracted: a message forwarded at once keeps
     /// its interval (as Mosquitto does), and one about to expire says 1, never 0.
-    pub fn remaining_expiry(&self, now: Instant) -> Option<u32> {
+    pub fn remaining_expiry(&self, now: SystemTime) -> Option<u32> {
         self.expires_at.map(|at| {
             let left = at
-                .saturating_duration_since(now)
+                .duration_since(now)
+                .unwrap_or_default()
                 .as_millis()
                 .div_ceil(1000)
                 .max(1);
@@ -183,6 +186,8 @@ pub struct Router {
     observer_subscriptions: AtomicUsize,
     pub limits: RouterLimits,
     pub stats: Stats,
+    /// Session expiry and will delay (run by the server, see [`crate::timer`]).
+    timer: Arc<Timer>,
 }
 
 impl Router {
@@ -196,7 +201,13 @@ impl Router {
             observer_subscriptions: AtomicUsize::new(0),
             limits,
             stats: Stats::default(),
+            timer: Timer::new(),
         }
+    }
+
+    /// The timer service the server runs for this router.
+    pub fn timer(&self) -> &Arc<Timer> {
+        &self.timer
     }
 
     /// Bytes currently queued for all sessions.
@@ -235,6 +246,7 @@ impl Router {
                 self.stats.client_disconnected();
             }
             if !clean_start {
+                self.cancel_timers(&mut inner);
                 inner.connection = Some(link.clone());
                 inner.expiry = expiry;
                 inner.attach_count += 1;
@@ -296,12 +308,57 @@ impl Router {
         drop(sessions);
         self.redispatch_shared(session);
         if expiry != u32::MAX {
-            let router = self.clone();
-            let session = session.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_secs(u64::from(expiry))).await;
-                router.expire(&session, attach_count);
+            let at = timer::wall_after(Duration::from_secs(u64::from(expiry)));
+            let (router, target) = (Arc::downgrade(self), session.clone());
+            let key = self.timer.schedule(timer::instant_at(at), move || {
+                if let Some(router) = router.upgrade() {
+                    router.expire(&target, attach_count);
+                }
             });
+            let mut inner = session.inner.lock();
+            if inner.connection.is_some() || inner.ended {
+                // Back (or gone) already: the timer is not needed.
+                self.timer.cancel(key);
+            } else {
+                inner.timers.get_or_insert_default().expiry = Some((at, key));
+            }
+        }
+    }
+
+    /// Records a connection's delayed will (`key`, due at `at`) so that the session's end makes it
+    /// due at once (MQTT 5.0 section 3.1.3.2.2) and a returning client cancels it.
+    pub fn set_will_timer(&self, session: &SessionState, at: SystemTime, key: TimerKey) {
+        let mut inner = session.inner.lock();
+        if inner.ended {
+            self.timer.expedite(key);
+            return;
+        }
+        let timers = inner.timers.get_or_insert_default();
+        if let Some((_, old)) = timers.will.replace((at, key)) {
+            self.timer.cancel(old);
+        }
+    }
+
+    /// A client is back: its session no longer expires, and a delayed will is cancelled.
+    fn cancel_timers(&self, inner: &mut state::SessionInner) {
+        if let Some(timers) = inner.timers.take() {
+            for (_, key) in [timers.expiry, timers.will].into_iter().flatten() {
+                self.timer.cancel(key);
+            }
+        }
+    }
+
+    /// The session has ended: no expiry to wait for, and a delayed will is due now.
+    fn end_session(&self, session: &SessionState) {
+        let mut inner = session.inner.lock();
+        inner.ended = true;
+        if let Some(timers) = inner.timers.take() {
+            if let Some((_, key)) = timers.expiry {
+                self.timer.cancel(key);
+            }
+            if let Some((_, key)) = timers.will {
+                self.timer.expedite(key);
+            }
         }
     }
 
@@ -335,7 +392,7 @@ impl Router {
         {
             sessions.remove(&session.client_id);
         }
-        session.end();
+        self.end_session(session);
         self.remove_subscriptions(session, filters);
         self.redispatch_shared(session);
     }
@@ -361,7 +418,7 @@ impl Router {
             .drain()
             .map(|(f, _)| f)
             .collect();
-        session.end();
+        self.end_session(session);
         self.remove_subscriptions(session, filters);
         self.redispatch_shared(session);
     }
@@ -435,7 +492,7 @@ impl Router {
         if filter.starts_with("$share/") {
             return (existed, Vec::new());
         }
-        let now = Instant::now();
+        let now = timer::wall_now();
         let mut retained = self.retained.read().matching(filter);
         retained.retain(|m| !m.expired(now));
         (existed, retained)

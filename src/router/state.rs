@@ -11,15 +11,16 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use parking_lot::Mutex;
-use tokio_util::sync::CancellationToken;
+
+use std::time::SystemTime;
 
 use super::Message;
 use crate::protocol::{QoS, SubscriptionOptions};
+use crate::timer::TimerKey;
 
 /// One message on its way to one subscriber.
 #[derive(Clone, Debug)]
@@ -311,6 +312,19 @@ pub(super) struct SessionInner {
     /// client came back in the meantime.
     pub(super) attach_count: u64,
     pub(super) username: Option<String>,
+    /// Timers of a session without a connection (see [`crate::timer`]), boxed: most sessions
+    /// never have one.
+    pub(super) timers: Option<Box<SessionTimers>>,
+    /// The session has ended (expired, discarded, replaced by a Clean Start).
+    pub(super) ended: bool,
+}
+
+/// A session's pending deadlines: its expiry and a connection's delayed will. Wall-clock, so they
+/// can be stored and restored; the timer service holds the matching [`TimerKey`]s.
+#[derive(Debug, Default)]
+pub(super) struct SessionTimers {
+    pub(super) expiry: Option<(SystemTime, TimerKey)>,
+    pub(super) will: Option<(SystemTime, TimerKey)>,
 }
 
 #[derive(Debug)]
@@ -327,10 +341,6 @@ pub struct SessionState {
     pub observer: bool,
     /// Queue bound in messages; None: the router's `max_queued_messages`.
     pub max_queued: Option<usize>,
-    /// Cancelled when the session ends (expired, discarded, replaced by a Clean Start): a delayed
-    /// will is due then, even if its Will Delay Interval has not run out. Made on first use
-    /// (most sessions never need it), see [`SessionState::ended`].
-    ended: OnceLock<CancellationToken>,
 }
 
 impl SessionState {
@@ -356,11 +366,12 @@ impl SessionState {
                 expiry,
                 attach_count: 0,
                 username,
+                timers: None,
+                ended: false,
             }),
             dropped: AtomicU64::new(0),
             observer: false,
             max_queued: None,
-            ended: OnceLock::new(),
         }
     }
 
@@ -389,16 +400,6 @@ impl SessionState {
             inner.queue.max_bytes = Some(options.max_queued_bytes);
         }
         session
-    }
-
-    /// Cancelled once the session has ended (already cancelled if it has).
-    pub fn ended(&self) -> CancellationToken {
-        self.ended.get_or_init(CancellationToken::new).clone()
-    }
-
-    /// The session has ended: wakes whoever waits on [`SessionState::ended`].
-    pub fn end(&self) {
-        self.ended.get_or_init(CancellationToken::new).cancel();
     }
 
     /// Offers deliveries in order under one lock: a publisher's batch of messages costs each
@@ -482,7 +483,7 @@ impl SessionState {
             if front.msg.expires_at.is_some()
                 && front
                     .msg
-                    .expired(*now.get_or_insert_with(std::time::Instant::now))
+                    .expired(*now.get_or_insert_with(crate::timer::wall_now))
             {
                 inner.queue.pop_front_deferred(&mut freed);
                 continue;
