@@ -60,6 +60,9 @@ impl Stream for tokio::net::TcpStream {
 
 impl Stream for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {}
 
+/// In-process connections (see [`crate::listener::InMemory`]).
+impl Stream for tokio::io::DuplexStream {}
+
 pub struct Connection<S> {
     stream: S,
     rbuf: BytesMut,

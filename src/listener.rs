@@ -120,3 +120,49 @@ fn refused(ctx: &Context, limit: Limit, listener: &str, peer: std::net::SocketAd
             "limits.{} ({max}) reached; refusing connection ({hits} refused so far)", limit.name());
     }
 }
+
+/// A listener without a socket: each [`InMemory::connect`] is a connection over an in-process
+/// pipe, served by the same connection code as TCP. For tests on paused tokio time (nothing
+/// leaves the runtime, so time only moves when everything waits) and for embedding.
+#[derive(Debug, Clone)]
+pub struct InMemory {
+    ctx: Arc<Context>,
+    name: Arc<str>,
+    allow_anonymous: bool,
+    permits: Arc<Semaphore>,
+    tracker: TaskTracker,
+}
+
+impl InMemory {
+    pub(crate) fn new(ctx: Arc<Context>, allow_anonymous: bool) -> Self {
+        InMemory {
+            ctx,
+            name: "in-memory".into(),
+            allow_anonymous,
+            permits: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
+            tracker: TaskTracker::new(),
+        }
+    }
+
+    /// A new connection: the client's end of the pipe, as from 127.0.0.1. None: refused by
+    /// `limits.max_connections_per_ip`.
+    pub fn connect(&self) -> Option<tokio::io::DuplexStream> {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let ip_slot = self.ctx.ip_slot(addr.ip())?;
+        let permit = self.permits.clone().try_acquire_owned().ok()?;
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let peer = Peer {
+            addr,
+            listener: self.name.clone(),
+            allow_anonymous: self.allow_anonymous,
+            cert_identity: None,
+        };
+        let guard = Guard {
+            permit,
+            ip_slot,
+            tracked: self.tracker.token(),
+        };
+        tokio::spawn(client::serve(server, peer, self.ctx.clone(), guard));
+        Some(client)
+    }
+}

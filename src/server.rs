@@ -192,6 +192,11 @@ impl Server {
         self.ctx.router.clone()
     }
 
+    /// Connections over in-process pipes instead of sockets (see [`crate::listener::InMemory`]).
+    pub fn in_memory(&self, allow_anonymous: bool) -> crate::listener::InMemory {
+        crate::listener::InMemory::new(self.ctx.clone(), allow_anonymous)
+    }
+
     /// The one way into the router, for publishers that are not MQTT connections (and tests).
     pub fn ingress(&self) -> Arc<crate::ingress::Ingress> {
         self.ctx.ingress.clone()

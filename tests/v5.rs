@@ -52,8 +52,8 @@ fn publish_packet(
 }
 
 /// Publishes with properties; for QoS 1 returns the PUBACK (reason code and properties).
-async fn publish_with(
-    c: &mut RawClient,
+async fn publish_with<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    c: &mut RawClient<S>,
     topic: &str,
     payload: &[u8],
     qos: QoS,

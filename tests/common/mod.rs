@@ -16,7 +16,7 @@ use mqttd::protocol::{self, ConnAck, Connect, Disconnect, Packet, Properties, Pr
 use mqttd::router::Router;
 use mqttd::server::Server;
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -54,6 +54,8 @@ pub struct TestBroker {
     pub reloader: mqttd::server::Reloader,
     pub parker: Arc<mqttd::park::Parker<mqttd::client::Idle>>,
     pub ingress: Arc<mqttd::ingress::Ingress>,
+    /// Connections without sockets, for tests on paused time (anonymous allowed).
+    pub memory: mqttd::listener::InMemory,
     /// What the message logger dropped (None: the message log is off).
     pub msglog_drops: Option<mqttd::router::subscriber::DropCounter>,
     handle: JoinHandle<()>,
@@ -104,6 +106,7 @@ impl TestBroker {
         let reloader = server.reloader();
         let parker = server.parker().expect("the parker is set up");
         let ingress = server.ingress();
+        let memory = server.in_memory(true);
         let msglog_drops = server.message_log_drops();
         let handle = tokio::spawn(server.run());
         TestBroker {
@@ -115,9 +118,15 @@ impl TestBroker {
             reloader,
             parker,
             ingress,
+            memory,
             msglog_drops,
             handle,
         }
+    }
+
+    /// A new in-memory connection (see [`mqttd::listener::InMemory`]).
+    pub fn pipe(&self) -> tokio::io::DuplexStream {
+        self.memory.connect().expect("in-memory connection")
     }
 
     /// Waits until exactly `n` connections are parked.
@@ -166,15 +175,15 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 /// A client speaking raw bytes, for malformed input and exact protocol checks.
-pub struct RawClient {
-    pub stream: TcpStream,
+pub struct RawClient<S = TcpStream> {
+    pub stream: S,
     buf: BytesMut,
     pub version: ProtocolVersion,
 }
 
-impl RawClient {
+impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
     /// Wraps an already connected stream (3.1.1 framing).
-    pub fn from_stream(stream: TcpStream) -> RawClient {
+    pub fn from_stream(stream: S) -> RawClient<S> {
         RawClient {
             stream,
             buf: BytesMut::new(),
@@ -182,17 +191,9 @@ impl RawClient {
         }
     }
 
-    pub async fn connect(addr: SocketAddr) -> RawClient {
-        let stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
-            .await
-            .expect("connect in time")
-            .expect("connect");
-        RawClient::from_stream(stream)
-    }
-
-    /// Connects and completes a 3.1.1 CONNECT/CONNACK; asserts the CONNACK code is 0.
-    pub async fn connected(addr: SocketAddr, client_id: &str) -> RawClient {
-        let mut c = RawClient::connect(addr).await;
+    /// Completes a 3.1.1 CONNECT/CONNACK on `stream`; asserts the CONNACK code is 0.
+    pub async fn connected_on(stream: S, client_id: &str) -> RawClient<S> {
+        let mut c = RawClient::from_stream(stream);
         c.send(&Packet::Connect(Box::new(connect_packet(client_id))))
             .await;
         match c.recv().await {
@@ -200,6 +201,17 @@ impl RawClient {
             other => panic!("expected CONNACK, got {other:?}"),
         }
         c
+    }
+
+    /// Sends a 5.0 `connect` on `stream`; returns the client (speaking 5.0) with the CONNACK.
+    pub async fn connect_v5_on(stream: S, connect: Connect) -> (RawClient<S>, ConnAck) {
+        let mut c = RawClient::from_stream(stream);
+        c.version = ProtocolVersion::V5;
+        c.send(&Packet::Connect(Box::new(connect))).await;
+        match c.recv().await {
+            Some(Packet::ConnAck(ack)) => (c, ack),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
     }
 
     pub async fn send_bytes(&mut self, bytes: &[u8]) {
@@ -252,6 +264,28 @@ impl RawClient {
         if let Ok(p) = self.recv_within(limit).await {
             panic!("expected silence, got {p:?}");
         }
+    }
+}
+
+impl RawClient<TcpStream> {
+    pub async fn connect(addr: SocketAddr) -> RawClient {
+        let stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
+            .await
+            .expect("connect in time")
+            .expect("connect");
+        RawClient::from_stream(stream)
+    }
+
+    /// Connects and completes a 3.1.1 CONNECT/CONNACK; asserts the CONNACK code is 0.
+    pub async fn connected(addr: SocketAddr, client_id: &str) -> RawClient {
+        let mut c = RawClient::connect(addr).await;
+        c.send(&Packet::Connect(Box::new(connect_packet(client_id))))
+            .await;
+        match c.recv().await {
+            Some(Packet::ConnAck(ack)) => assert_eq!(ack.code, 0, "CONNACK refused"),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+        c
     }
 }
 
@@ -323,7 +357,7 @@ pub async fn next_publish(
         .expect("client alive")
 }
 
-impl RawClient {
+impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
     /// SUBSCRIBE one filter, returns the SUBACK codes.
     pub async fn subscribe(&mut self, filter: &str, qos: protocol::QoS, packet_id: u16) -> Vec<u8> {
         use protocol::{SubscribeFilter, SubscriptionOptions};
@@ -485,7 +519,7 @@ pub async fn connect_from(addr: SocketAddr, source: std::net::IpAddr) -> RawClie
     RawClient::from_stream(stream)
 }
 
-impl RawClient {
+impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
     /// Sends `connect` (switching this client to its protocol version) and returns the CONNACK
     /// code; panics if anything but a CONNACK comes back.
     pub async fn login(&mut self, connect: Connect) -> u8 {
@@ -703,7 +737,7 @@ pub async fn output_within(child: tokio::process::Child, limit: Duration) -> std
         .expect("process output readable")
 }
 
-impl RawClient {
+impl RawClient<TcpStream> {
     /// Sends a 5.0 `connect` and returns the client (speaking 5.0) with the CONNACK, whatever its
     /// code.
     pub async fn connect_v5_with(addr: SocketAddr, connect: Connect) -> (RawClient, ConnAck) {
@@ -726,7 +760,9 @@ impl RawClient {
         assert_eq!(ack.code, 0, "CONNACK refused: {ack:?}");
         (c, ack)
     }
+}
 
+impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
     /// Asserts the next packet is a DISCONNECT from the broker, followed by the close; returns it.
     pub async fn expect_disconnect(&mut self) -> Disconnect {
         match self.recv().await {

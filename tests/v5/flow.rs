@@ -138,17 +138,19 @@ fn message_expiry(secs: u32) -> Properties {
     }
 }
 
-#[tokio::test]
+/// On paused tokio time over in-memory connections: the expiry is exact and costs no real time.
+#[tokio::test(start_paused = true)]
 async fn expired_messages_are_not_delivered_from_an_offline_session() {
     let broker = TestBroker::start().await;
     let persistent = || Connect {
         clean_start: false,
         ..connect_v5("away", expiry(60))
     };
-    let (mut c, _) = RawClient::connect_v5_with(broker.addr, persistent()).await;
+    let (mut c, _) = RawClient::connect_v5_on(broker.pipe(), persistent()).await;
     c.subscribe("me/#", QoS::AtLeastOnce, 1).await;
     c.disconnect().await;
-    let (mut pubber, _) = RawClient::connected_v5(broker.addr, "pub", Properties::default()).await;
+    let (mut pubber, _) =
+        RawClient::connect_v5_on(broker.pipe(), connect_v5("pub", Properties::default())).await;
     publish_with(
         &mut pubber,
         "me/short",
@@ -169,7 +171,7 @@ async fn expired_messages_are_not_delivered_from_an_offline_session() {
     .await;
     // Let the short expiry interval pass while the session is offline.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (mut c, ack) = RawClient::connect_v5_with(broker.addr, persistent()).await;
+    let (mut c, ack) = RawClient::connect_v5_on(broker.pipe(), persistent()).await;
     assert!(ack.session_present);
     let p = c.receive().await;
     assert_eq!(&p.payload[..], b"long");
@@ -183,10 +185,12 @@ async fn expired_messages_are_not_delivered_from_an_offline_session() {
     broker.stop().await;
 }
 
-#[tokio::test]
+/// On paused tokio time over in-memory connections: the expiry is exact and costs no real time.
+#[tokio::test(start_paused = true)]
 async fn retained_message_expires() {
     let broker = TestBroker::start().await;
-    let (mut pubber, _) = RawClient::connected_v5(broker.addr, "pub", Properties::default()).await;
+    let (mut pubber, _) =
+        RawClient::connect_v5_on(broker.pipe(), connect_v5("pub", Properties::default())).await;
     let mut retained = publish_packet("rme/t", b"fleeting", QoS::AtLeastOnce, 1, message_expiry(1));
     if let Packet::Publish(p) = &mut retained {
         p.retain = true;
@@ -194,7 +198,8 @@ async fn retained_message_expires() {
     pubber.send(&retained).await;
     assert!(matches!(pubber.recv().await, Some(Packet::PubAck(_))));
     // Still there at once, with its remaining expiry.
-    let (mut early, _) = RawClient::connected_v5(broker.addr, "early", Properties::default()).await;
+    let (mut early, _) =
+        RawClient::connect_v5_on(broker.pipe(), connect_v5("early", Properties::default())).await;
     early.subscribe("rme/t", QoS::AtLeastOnce, 1).await;
     let p = early.receive().await;
     assert!(p.retain);
@@ -203,7 +208,8 @@ async fn retained_message_expires() {
         Some(1)
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (mut late, _) = RawClient::connected_v5(broker.addr, "late", Properties::default()).await;
+    let (mut late, _) =
+        RawClient::connect_v5_on(broker.pipe(), connect_v5("late", Properties::default())).await;
     late.subscribe("rme/t", QoS::AtLeastOnce, 1).await;
     late.ping().await;
     late.expect_silence(Duration::from_millis(200)).await;

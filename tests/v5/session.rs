@@ -1,6 +1,9 @@
 //! Session Expiry Interval: at CONNECT, changed at DISCONNECT, and Clean Start.
+//! On paused tokio time over in-memory connections: expiry is exact and costs no real time.
 
 use std::time::Duration;
+
+use tokio::io::DuplexStream;
 
 use mqttd::protocol::reason::v5;
 use mqttd::protocol::{Connect, Disconnect, Packet, QoS};
@@ -10,18 +13,18 @@ use crate::common::{self, RawClient, TestBroker, connect_v5};
 
 /// A 5.0 CONNECT with Clean Start = 0 and the given Session Expiry Interval; returns the client and
 /// "session present".
-async fn resume(broker: &TestBroker, id: &str, secs: u32) -> (RawClient, bool) {
+async fn resume(broker: &TestBroker, id: &str, secs: u32) -> (RawClient<DuplexStream>, bool) {
     let connect = Connect {
         clean_start: false,
         ..connect_v5(id, expiry(secs))
     };
-    let (c, ack) = RawClient::connect_v5_with(broker.addr, connect).await;
+    let (c, ack) = RawClient::connect_v5_on(broker.pipe(), connect).await;
     assert_eq!(ack.code, v5::SUCCESS);
     (c, ack.session_present)
 }
 
 /// Sends DISCONNECT with a Session Expiry Interval and waits for the close.
-async fn disconnect_with_expiry(mut c: RawClient, secs: u32) {
+async fn disconnect_with_expiry(mut c: RawClient<DuplexStream>, secs: u32) {
     let d = Disconnect {
         reason: v5::SUCCESS,
         properties: Some(Box::new(expiry(secs))),
@@ -30,7 +33,7 @@ async fn disconnect_with_expiry(mut c: RawClient, secs: u32) {
     c.expect_closed().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn expiry_zero_ends_the_session_with_the_connection() {
     let broker = TestBroker::start().await;
     let (mut c, _) = resume(&broker, "brief", 0).await;
@@ -39,7 +42,7 @@ async fn expiry_zero_ends_the_session_with_the_connection() {
     common::eventually("session gone", || broker.router.session_count() == 0).await;
     let (mut c, present) = resume(&broker, "brief", 0).await;
     assert!(!present);
-    let mut pubber = RawClient::connected(broker.addr, "pub").await;
+    let mut pubber = RawClient::connected_on(broker.pipe(), "pub").await;
     pubber
         .publish("se0/x", b"lost", QoS::AtLeastOnce, false, 1)
         .await;
@@ -48,14 +51,14 @@ async fn expiry_zero_ends_the_session_with_the_connection() {
     broker.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn expiry_keeps_the_session_for_its_interval_only() {
     let broker = TestBroker::start().await;
     let (mut c, present) = resume(&broker, "two-secs", 2).await;
     assert!(!present);
     c.subscribe("se2/#", QoS::AtLeastOnce, 1).await;
     c.disconnect().await;
-    let mut pubber = RawClient::connected(broker.addr, "pub").await;
+    let mut pubber = RawClient::connected_on(broker.pipe(), "pub").await;
     pubber
         .publish("se2/q", b"queued", QoS::AtLeastOnce, false, 1)
         .await;
@@ -70,8 +73,9 @@ async fn expiry_keeps_the_session_for_its_interval_only() {
     let left = tokio::time::Instant::now();
     common::eventually("session expired", || broker.router.session_count() == 0).await;
     let after = left.elapsed();
+    // Paused time: exact, give or take the polling step of `eventually`.
     assert!(
-        after >= Duration::from_millis(1900),
+        (Duration::from_secs(2)..Duration::from_millis(2050)).contains(&after),
         "expired after {after:?}, not 2 s"
     );
     let (_c, present) = resume(&broker, "two-secs", 2).await;
@@ -79,7 +83,7 @@ async fn expiry_keeps_the_session_for_its_interval_only() {
     broker.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn disconnect_cannot_set_an_expiry_when_connect_had_zero() {
     let broker = TestBroker::start().await;
     let (mut c, _) = resume(&broker, "zero-then-ten", 0).await;
@@ -95,7 +99,7 @@ async fn disconnect_cannot_set_an_expiry_when_connect_had_zero() {
     broker.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn disconnect_with_expiry_zero_discards_the_session() {
     let broker = TestBroker::start().await;
     let (mut c, _) = resume(&broker, "ten-then-zero", 10).await;
@@ -107,19 +111,19 @@ async fn disconnect_with_expiry_zero_discards_the_session() {
     broker.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn clean_start_discards_a_stored_session() {
     let broker = TestBroker::start().await;
     let (mut c, _) = resume(&broker, "fresh", 60).await;
     c.subscribe("cs/#", QoS::AtLeastOnce, 1).await;
     c.disconnect().await;
-    let mut pubber = RawClient::connected(broker.addr, "pub").await;
+    let mut pubber = RawClient::connected_on(broker.pipe(), "pub").await;
     pubber
         .publish("cs/1", b"stored", QoS::AtLeastOnce, false, 1)
         .await;
 
     let (mut c, ack) =
-        RawClient::connect_v5_with(broker.addr, connect_v5("fresh", expiry(60))).await;
+        RawClient::connect_v5_on(broker.pipe(), connect_v5("fresh", expiry(60))).await;
     assert_eq!(ack.code, v5::SUCCESS);
     assert!(!ack.session_present, "Clean Start = 1 never resumes");
     // Neither the queued message nor the subscription survived.

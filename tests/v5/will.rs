@@ -1,6 +1,9 @@
 //! Will messages in 5.0: Will Delay Interval, DISCONNECT with reason 0x04, will properties.
+//! On paused tokio time over in-memory connections: the delays are exact and cost no real time.
 
 use std::time::Duration;
+
+use tokio::io::DuplexStream;
 
 use bytes::Bytes;
 use mqttd::protocol::reason::v5;
@@ -35,18 +38,19 @@ fn connect_with_will(id: &str, topic: &str, will_props: Properties) -> Connect {
     }
 }
 
-async fn watcher(broker: &TestBroker, topic: &str) -> RawClient {
-    let (mut w, _) = RawClient::connected_v5(broker.addr, "watcher", Properties::default()).await;
+async fn watcher(broker: &TestBroker, topic: &str) -> RawClient<DuplexStream> {
+    let (mut w, _) =
+        RawClient::connect_v5_on(broker.pipe(), connect_v5("watcher", Properties::default())).await;
     w.subscribe(topic, QoS::AtLeastOnce, 1).await;
     w
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn delayed_will_is_cancelled_by_a_quick_reconnect() {
     let broker = TestBroker::start().await;
     let mut w = watcher(&broker, "wd/cancel").await;
-    let (c, _) = RawClient::connect_v5_with(
-        broker.addr,
+    let (c, _) = RawClient::connect_v5_on(
+        broker.pipe(),
         connect_with_will("back", "wd/cancel", delay(2)),
     )
     .await;
@@ -56,7 +60,7 @@ async fn delayed_will_is_cancelled_by_a_quick_reconnect() {
         clean_start: false,
         ..connect_v5("back", expiry(10))
     };
-    let (mut c, ack) = RawClient::connect_v5_with(broker.addr, reconnect).await;
+    let (mut c, ack) = RawClient::connect_v5_on(broker.pipe(), reconnect).await;
     assert!(ack.session_present);
     // Past the delay: still no will.
     w.expect_silence(Duration::from_millis(2500)).await;
@@ -64,29 +68,32 @@ async fn delayed_will_is_cancelled_by_a_quick_reconnect() {
     broker.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn delayed_will_is_published_after_the_interval() {
     let broker = TestBroker::start().await;
     let mut w = watcher(&broker, "wd/fire").await;
-    let (c, _) =
-        RawClient::connect_v5_with(broker.addr, connect_with_will("lost", "wd/fire", delay(2)))
-            .await;
+    let (c, _) = RawClient::connect_v5_on(
+        broker.pipe(),
+        connect_with_will("lost", "wd/fire", delay(2)),
+    )
+    .await;
     let start = tokio::time::Instant::now();
     drop(c);
     w.expect_silence(Duration::from_secs(1)).await;
     let p = w.receive().await;
     assert_eq!((&*p.topic, &p.payload[..]), ("wd/fire", &b"gone"[..]));
     let after = start.elapsed();
+    // Paused time: exact, give or take the in-memory round trips.
     assert!(
-        after >= Duration::from_millis(1900),
+        (Duration::from_secs(2)..Duration::from_millis(2050)).contains(&after),
         "will after {after:?}, not 2 s"
     );
     broker.stop().await;
 }
 
 async fn disconnect_with_reason(broker: &TestBroker, id: &str, topic: &str, reason: u8) {
-    let (mut c, _) = RawClient::connect_v5_with(
-        broker.addr,
+    let (mut c, _) = RawClient::connect_v5_on(
+        broker.pipe(),
         connect_with_will(id, topic, Properties::default()),
     )
     .await;
@@ -98,7 +105,7 @@ async fn disconnect_with_reason(broker: &TestBroker, id: &str, topic: &str, reas
     c.expect_closed().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn disconnect_with_will_message_publishes_the_will() {
     let broker = TestBroker::start().await;
     let mut w = watcher(&broker, "wd/04").await;
@@ -108,7 +115,7 @@ async fn disconnect_with_will_message_publishes_the_will() {
     broker.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn normal_disconnect_discards_the_will() {
     let broker = TestBroker::start().await;
     let mut w = watcher(&broker, "wd/00").await;
@@ -117,7 +124,7 @@ async fn normal_disconnect_discards_the_will() {
     broker.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn will_properties_are_forwarded() {
     let broker = TestBroker::start().await;
     let mut w = watcher(&broker, "wd/props").await;
@@ -133,9 +140,11 @@ async fn will_properties_are_forwarded() {
         ],
         ..Properties::default()
     };
-    let (c, _) =
-        RawClient::connect_v5_with(broker.addr, connect_with_will("propped", "wd/props", props))
-            .await;
+    let (c, _) = RawClient::connect_v5_on(
+        broker.pipe(),
+        connect_with_will("propped", "wd/props", props),
+    )
+    .await;
     drop(c);
     let p = w.receive().await;
     assert_eq!(&p.payload[..], b"gone");
@@ -159,12 +168,12 @@ async fn will_properties_are_forwarded() {
     broker.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn delayed_will_is_cancelled_by_a_takeover_that_resumes_the_session() {
     let broker = TestBroker::start().await;
     let mut w = watcher(&broker, "wd/takeover").await;
-    let (mut old, _) = RawClient::connect_v5_with(
-        broker.addr,
+    let (mut old, _) = RawClient::connect_v5_on(
+        broker.pipe(),
         connect_with_will("moved", "wd/takeover", delay(2)),
     )
     .await;
@@ -172,7 +181,7 @@ async fn delayed_will_is_cancelled_by_a_takeover_that_resumes_the_session() {
         clean_start: false,
         ..connect_v5("moved", expiry(10))
     };
-    let (mut new, ack) = RawClient::connect_v5_with(broker.addr, resume).await;
+    let (mut new, ack) = RawClient::connect_v5_on(broker.pipe(), resume).await;
     assert!(ack.session_present);
     assert_eq!(old.expect_disconnect().await.reason, v5::SESSION_TAKEN_OVER);
     // A new connection to the session came before the delay ran out: no will (MQTT-3.1.3-9).
@@ -181,12 +190,12 @@ async fn delayed_will_is_cancelled_by_a_takeover_that_resumes_the_session() {
     broker.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn delayed_will_is_published_when_a_clean_start_ends_the_session() {
     let broker = TestBroker::start().await;
     let mut w = watcher(&broker, "wd/clean").await;
-    let (c, _) = RawClient::connect_v5_with(
-        broker.addr,
+    let (c, _) = RawClient::connect_v5_on(
+        broker.pipe(),
         connect_with_will("restart", "wd/clean", delay(5)),
     )
     .await;
@@ -195,7 +204,7 @@ async fn delayed_will_is_published_when_a_clean_start_ends_the_session() {
     // Clean Start = 1 ends the old session, and the will is due when its session ends.
     let start = tokio::time::Instant::now();
     let (_c, ack) =
-        RawClient::connect_v5_with(broker.addr, connect_v5("restart", expiry(10))).await;
+        RawClient::connect_v5_on(broker.pipe(), connect_v5("restart", expiry(10))).await;
     assert!(!ack.session_present);
     let p = w.receive().await;
     assert_eq!(&p.payload[..], b"gone");
