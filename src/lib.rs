@@ -1,35 +1,63 @@
 //! # mqttd: a secure, fast MQTT broker
 //!
-//! Architecture map (each concern lives in one file or folder):
+//! Architecture map: a PUBLISH from socket to subscriber, one concern per file or folder.
 //!
 //! ```text
-//!  listener.rs   accept loop per [[listener]]: max_connections permit, per-IP slot, TCP_NODELAY,
-//!      |         accept back-off, one task per socket (the TLS handshake runs in that task under
-//!      |         handshake_timeout: tls.rs)
+//!  listener.rs     accept loop per [[listener]]: max_connections permit, per-IP slot, TCP_NODELAY,
+//!      |           one task per socket; the TLS handshake runs in that task (tls.rs). InMemory:
+//!      |           the same without a socket (tests on paused time, embedding).
 //!      v
-//!  session.rs    one task per connection, generic over AsyncRead + AsyncWrite (TCP and TLS alike):
-//!      |         CONNECT within connect_timeout -> auth/ (before anything reaches the router)
-//!      |         -> router attaches the session (takeover, resume) -> CONNACK
-//!      |         -> loop: socket | outbox | keep alive x1.5 | kick | shutdown, writes batched;
-//!      |         MQTT 5.0 per-connection state (aliases, receive maximum, expiry) and limits.
-//!      |         An idle plain-TCP connection parks: its task ends, its socket moves to
-//!      |         park.rs's epoll set, and it resumes as a new task when something happens
+//!  connection.rs   framed, cancel-safe reads and batched writes over any Stream (TCP, TLS, pipe)
 //!      v
-//!  router/       shared broker state, called directly from session tasks (no router task to
-//!                serialise through): subscription trie with shared groups (trie.rs), retained
-//!                trie (retained.rs), sessions by client id, and each session's outbox, in-flight
-//!                and QoS 2 state (state.rs). Fan-out pushes an Arc<Message> into each matching
-//!                session's bounded outbox and wakes its task; it never awaits a socket.
+//!  client/         one MQTT connection:
+//!      |             mod.rs      serve(): CONNECT within connect_timeout, then the loop
+//!      |             admit.rs    client id, password login (auth/), attach, CONNACK
+//!      |             enhanced.rs 5.0 AUTH exchanges (SCRAM) and re-authentication
+//!      |             run.rs      the packet loop: socket | outbox | keep alive | kick | shutdown
+//!      |             handlers.rs one handler per packet type (PUBLISH goes to the ingress)
+//!      |             outbound.rs outbox -> PUBLISH / PUBREL, acks and replies
+//!      |             exit.rs     why it ended, DISCONNECT, the will, detach
+//!      |             park.rs     an idle connection leaves its task (park.rs holds it)
+//!      |             context.rs  what all connections share; per-IP slots
+//!      v
+//!  ingress.rs      THE way in, for every source (MQTT, will, $SYS; next HTTP, CoAP, bridge,
+//!      |           cluster): Publisher identity + Message -> topic checks, limits, ACL Write,
+//!      |           statistics -> router; a typed Outcome back (PUBACK code, HTTP status, ...)
+//!      v
+//!  router/         subscriptions (trie.rs), retained messages (retained.rs), sessions by client
+//!      |           id (mod.rs), each session's queue, in-flight and QoS 2 state (state.rs).
+//!      |           Fan-out pushes an Arc<Message> into each matching subscriber's bounded queue
+//!      |           and wakes it; it never awaits a socket.
+//!      v
+//!  subscribers     an MQTT connection's session (drained by client/outbound.rs), or a
+//!                  router/subscriber.rs handle for everything else: the [MSG] logger (msglog.rs)
+//!                  today; history, dashboard live view, CoAP observers, bridges next.
 //! ```
 //!
+//! Where the next pieces plug in:
+//! - **A new transport** (WebSocket, PROXY protocol): a [`connection::Stream`] made in the
+//!   listener's task; `client/` never knows which transport it has. Parking needs a
+//!   [`park::Parkable`].
+//! - **A new publisher** (HTTP API, CoAP, bridge, cluster link): an [`ingress::Publisher`] with its
+//!   [`ingress::Source`], then [`ingress::Ingress::publish`]; map the [`ingress::Outcome`].
+//! - **A new subscriber kind**: [`router::Router::subscriber`] gives a
+//!   [`router::subscriber::SubscriberHandle`] (filters, bounded queue, acks, ACL identity);
+//!   observers (history, live views) never count as matching subscribers nor slow publishers.
+//! - **A store**: sessions and retained messages live in `router/` behind its methods (the
+//!   session lock is private to the router); deadlines are wall-clock ([`timer::wall_now`]).
+//! - **Time**: [`timer`] runs every deadline (session expiry, will delay, parked keep-alive) on
+//!   tokio's clock.
+//!
+//! The rest:
 //! - [`protocol`]: our strict codec (3.1, 3.1.1, 5.0), packet model, topic rules, reason codes.
-//! - [`connection`]: framed, cancel-safe reads and batched, cancel-safe writes over any stream.
 //! - [`config`]: the TOML file, safe defaults, validation with file:line errors.
 //! - [`auth`]: password file and `mqtt-passwd`'s file handling, argon2 verification pool,
-//!   credential cache, back-off, ACL, SCRAM-SHA-256 enhanced authentication (MQTT 5.0 AUTH).
+//!   credential cache, back-off, ACL, SCRAM-SHA-256 enhanced authentication, the auth state in
+//!   force ([`auth::AuthCell`]).
 //! - [`tls`]: PEM -> one shared rustls `ServerConfig` (aws-lc-rs), reloadable.
-//! - [`sys`]: statistics, limit counters and `$SYS`; [`msglog`]: the `[MSG]` message logger.
+//! - [`stats`]: counters and limit hits (a leaf); [`sys`]: publishes them as `$SYS`.
 //! - [`server`]: binds listeners, runs until the shutdown token fires, drains; SIGHUP reloads.
+#![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod client;

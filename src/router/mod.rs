@@ -277,8 +277,9 @@ impl Router {
             inner.attach_count = 1;
         }
         sessions.insert(session.client_id.clone(), session.clone());
-        drop(sessions);
+        // Counted before another attach can take this connection over (and count it gone).
         self.stats.client_connected();
+        drop(sessions);
         Attached {
             session,
             present: false,
@@ -348,10 +349,14 @@ impl Router {
         }
     }
 
-    /// The session has ended: no expiry to wait for, and a delayed will is due now.
-    fn end_session(&self, session: &SessionState) {
+    /// The session has ended: no expiry to wait for, a delayed will is due now, and its
+    /// subscriptions (returned, for the caller to take out of the trie) are gone. Under the
+    /// session's lock at once, so a concurrent [`Router::subscribe`] either comes before (and its
+    /// filter is returned here) or sees the session ended (and adds nothing).
+    fn end_session(&self, session: &SessionState) -> Vec<String> {
         let mut inner = session.inner.lock();
         inner.ended = true;
+        let filters = inner.subscriptions.drain().map(|(f, _)| f).collect();
         if let Some(timers) = inner.timers.take() {
             if let Some((_, key)) = timers.expiry {
                 self.timer.cancel(key);
@@ -360,6 +365,7 @@ impl Router {
                 self.timer.expedite(key);
             }
         }
+        filters
     }
 
     /// Ends `session` if the client has not come back since attach number `attach_count`.
@@ -379,20 +385,13 @@ impl Router {
         sessions: &mut HashMap<Arc<str>, Arc<SessionState>>,
         session: &Arc<SessionState>,
     ) {
-        let filters: Vec<String> = session
-            .inner
-            .lock()
-            .subscriptions
-            .drain()
-            .map(|(f, _)| f)
-            .collect();
         if sessions
             .get(&session.client_id)
             .is_some_and(|s| Arc::ptr_eq(s, session))
         {
             sessions.remove(&session.client_id);
         }
-        self.end_session(session);
+        let filters = self.end_session(session);
         self.remove_subscriptions(session, filters);
         self.redispatch_shared(session);
     }
@@ -411,14 +410,7 @@ impl Router {
 
     /// A [`subscriber::SubscriberHandle`] was dropped: its subscriptions go.
     fn remove_local(&self, session: &Arc<SessionState>) {
-        let filters: Vec<String> = session
-            .inner
-            .lock()
-            .subscriptions
-            .drain()
-            .map(|(f, _)| f)
-            .collect();
-        self.end_session(session);
+        let filters = self.end_session(session);
         self.remove_subscriptions(session, filters);
         self.redispatch_shared(session);
     }
@@ -475,17 +467,25 @@ impl Router {
         options: SubscriptionOptions,
         sub_id: Option<u32>,
     ) -> (bool, Vec<Arc<Message>>) {
-        session
-            .inner
-            .lock()
-            .subscriptions
-            .insert(filter.to_owned(), (options, sub_id));
         let sub = Subscriber {
             session: session.clone(),
             options,
             sub_id,
         };
-        let existed = self.subscriptions.write().insert(filter, sub);
+        // The trie's lock, then the session's (the router's lock order): the session's map and
+        // the trie change together, and never for a session that has ended (see `end_session`).
+        let mut trie = self.subscriptions.write();
+        {
+            let mut inner = session.inner.lock();
+            if inner.ended {
+                return (false, Vec::new());
+            }
+            inner
+                .subscriptions
+                .insert(filter.to_owned(), (options, sub_id));
+        }
+        let existed = trie.insert(filter, sub);
+        drop(trie);
         if session.observer && !existed {
             self.observer_subscriptions.fetch_add(1, Ordering::Relaxed);
         }
@@ -726,5 +726,49 @@ mod tests {
         router.publish_to(message("t/y", b"5"), &mut fanout);
         router.deliver(&mut fanout);
         assert_eq!(outbox(&sessions[3].session), [Bytes::from_static(b"5")]);
+    }
+
+    /// Issue: a SUBSCRIBE racing a clean-start takeover's `discard` left a trie entry for a
+    /// session that had ended, queueing its messages forever. Subscribes on one thread, clean
+    /// start takeovers of the same client id on another; afterwards every session is gone, so no
+    /// subscription may be left.
+    #[test]
+    fn subscribe_racing_a_takeover_leaves_no_orphan() {
+        let router = Arc::new(router());
+        let rounds = 2_000;
+        let subscriber = {
+            let router = router.clone();
+            std::thread::spawn(move || {
+                for i in 0..rounds {
+                    let attached = router.attach("c", true, 0, None);
+                    for f in 0..4 {
+                        router.subscribe(
+                            &attached.session,
+                            &format!("t/{i}/{f}"),
+                            SubscriptionOptions::new(QoS::AtLeastOnce),
+                            None,
+                        );
+                    }
+                }
+            })
+        };
+        let taker = {
+            let router = router.clone();
+            std::thread::spawn(move || {
+                for _ in 0..rounds {
+                    let attached = router.attach("c", true, 0, None);
+                    std::thread::yield_now();
+                    router.detach(&attached.session, attached.link.id());
+                }
+            })
+        };
+        subscriber.join().unwrap();
+        taker.join().unwrap();
+        // End whatever session is left.
+        let last = router.attach("c", true, 0, None);
+        router.detach(&last.session, last.link.id());
+        assert_eq!(router.session_count(), 0);
+        assert_eq!(router.subscription_count(), 0, "orphaned subscriptions");
+        assert_eq!(router.stats.clients_connected.load(Ordering::Relaxed), 0);
     }
 }
