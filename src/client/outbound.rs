@@ -11,6 +11,10 @@ use crate::router::state::{Delivery, OutState, Outgoing};
 
 use super::{Client, reason_string};
 
+/// About how many bytes of messages one turn of the loop moves from the outbox into the write
+/// buffer (then it writes them): a client that stops reading pins its queue, not a copy of it.
+const FILL_BYTES: usize = 256 * 1024;
+
 impl Client {
     /// Moves what the outbox allows into the connection's write buffer.
     /// `outgoing`: an empty buffer, kept by the caller for reuse.
@@ -21,7 +25,7 @@ impl Client {
         resend: bool,
     ) {
         self.session()
-            .take_outgoing(outgoing, usize::from(self.max_inflight), resend);
+            .take_outgoing(outgoing, usize::from(self.max_inflight), resend, FILL_BYTES);
         let (mut sent, mut publishes) = (0, 0);
         let mut now = None;
         for out in outgoing.drain(..) {

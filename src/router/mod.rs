@@ -673,7 +673,7 @@ mod tests {
     /// Payloads in a session's outbox, in order.
     fn outbox(session: &SessionState) -> Vec<Bytes> {
         let mut out = Vec::new();
-        session.take_outgoing(&mut out, 100, false);
+        session.take_outgoing(&mut out, 100, false, usize::MAX);
         out.into_iter()
             .map(|o| match o {
                 Outgoing::Publish { delivery, .. } => delivery.msg.payload.clone(),

@@ -453,9 +453,17 @@ impl SessionState {
 
     /// Moves what may be sent now into `out`: first the in-flight messages a fresh connection
     /// (`resend`) must get again (PUBLISH with DUP, or PUBREL), as far as the window allows; then
-    /// queued messages while the window allows. Expired messages (5.0 Message Expiry Interval) are
-    /// dropped on the way.
-    pub fn take_outgoing(&self, out: &mut Vec<Outgoing>, max_inflight: usize, resend: bool) {
+    /// queued messages while the window allows, and until about `max_bytes` were taken (at least
+    /// one message: what a connection copies into its write buffer at once stays bounded, so a
+    /// client that stops reading pins little more than its queue). Expired messages (5.0 Message
+    /// Expiry Interval) are dropped on the way.
+    pub fn take_outgoing(
+        &self,
+        out: &mut Vec<Outgoing>,
+        max_inflight: usize,
+        resend: bool,
+        max_bytes: usize,
+    ) {
         let mut inner = self.inner.lock();
         let mut now = None;
         let mut freed = 0;
@@ -479,6 +487,13 @@ impl SessionState {
             inner.resend_next += 1;
         }
         while let Some(front) = inner.queue.front() {
+            if freed >= max_bytes {
+                // More is waiting: the connection comes back for it once this is written.
+                if let Some(link) = &inner.connection {
+                    link.notify();
+                }
+                break;
+            }
             // Expired messages (5.0 Message Expiry Interval) are dropped on the way out.
             if front.msg.expires_at.is_some()
                 && front

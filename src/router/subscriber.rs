@@ -213,7 +213,7 @@ impl SubscriberHandle {
         loop {
             if self.pending.is_empty() {
                 self.session
-                    .take_outgoing(&mut self.scratch, self.max_inflight, false);
+                    .take_outgoing(&mut self.scratch, self.max_inflight, false, usize::MAX);
                 self.pending.extend(self.scratch.drain(..));
             }
             let Outgoing::Publish {
