@@ -206,6 +206,40 @@ pub struct Limits {
     /// dropped). Unset: no per-client rate limit.
     #[serde(default)]
     pub max_publish_rate: Option<u32>,
+    /// Bytes queued per client (payload + topic + overhead, approximate), next to
+    /// `max_queued_messages`: bounds what one stuck subscriber of large messages can pin.
+    #[serde(default = "default_max_queued_bytes_per_client")]
+    pub max_queued_bytes_per_client: usize,
+    /// A subscriber whose queue is full and that has taken nothing from it for this long is a
+    /// slow consumer: QoS 0 is dropped for it (QoS 1/2 overflow disconnects it). Until then a
+    /// subscriber that keeps draining slows its publishers (their sockets are read later) instead
+    /// of losing QoS 0 messages.
+    #[serde(
+        default = "default_slow_subscriber_timeout",
+        deserialize_with = "duration"
+    )]
+    pub slow_subscriber_timeout: Duration,
+    /// Receive Maximum announced to 5.0 clients: QoS 2 PUBLISHes a client may have awaiting
+    /// PUBREL; one more gets DISCONNECT 0x93 (MQTT-3.3.4-7).
+    #[serde(default = "default_max_inflight_in")]
+    pub max_inflight_in: u16,
+    /// Use topic aliases towards 5.0 clients that allow them (Topic Alias Maximum in CONNECT):
+    /// a topic sent again costs 3 bytes instead of its length.
+    #[serde(default = "default_true")]
+    pub outbound_topic_aliases: bool,
+}
+
+fn default_max_queued_bytes_per_client() -> usize {
+    4 * 1024 * 1024
+}
+fn default_slow_subscriber_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_max_inflight_in() -> u16 {
+    1024
+}
+fn default_true() -> bool {
+    true
 }
 
 impl Default for Limits {
@@ -224,6 +258,10 @@ impl Default for Limits {
             max_client_id_length: default_max_client_id_length(),
             max_queued_bytes: default_max_queued_bytes(),
             max_publish_rate: None,
+            max_queued_bytes_per_client: default_max_queued_bytes_per_client(),
+            slow_subscriber_timeout: default_slow_subscriber_timeout(),
+            max_inflight_in: default_max_inflight_in(),
+            outbound_topic_aliases: true,
         }
     }
 }
@@ -442,6 +480,11 @@ impl Config {
             ("max_topic_levels", lim.max_topic_levels),
             ("max_client_id_length", lim.max_client_id_length),
             ("max_queued_bytes", lim.max_queued_bytes),
+            (
+                "max_queued_bytes_per_client",
+                lim.max_queued_bytes_per_client,
+            ),
+            ("max_inflight_in", usize::from(lim.max_inflight_in)),
             (
                 "max_connections_per_ip",
                 lim.max_connections_per_ip.unwrap_or(1),

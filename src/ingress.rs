@@ -173,6 +173,13 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.fanout.is_empty() && self.received == 0
     }
+
+    /// After [`Ingress::flush`]: the subscribers this batch congested (their queues went past
+    /// their bound while they keep draining them), whom the publisher should wait for before
+    /// sending more (see [`Router::congested`]).
+    pub fn take_congested(&mut self) -> Vec<Arc<crate::router::state::SessionState>> {
+        std::mem::take(&mut self.fanout.congested)
+    }
 }
 
 /// Topic and size bounds the ingress enforces.

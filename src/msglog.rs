@@ -282,6 +282,8 @@ mod tests {
         Arc::new(Router::new(crate::router::RouterLimits {
             max_queued_messages: 1000,
             max_queued_bytes: 1 << 30,
+            max_queued_bytes_per_client: 1 << 30,
+            slow_subscriber_timeout: std::time::Duration::from_secs(1),
         }))
     }
 

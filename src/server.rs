@@ -76,6 +76,8 @@ impl Server {
         let router = Arc::new(Router::new(RouterLimits {
             max_queued_messages: config.limits.max_queued_messages,
             max_queued_bytes: config.limits.max_queued_bytes,
+            max_queued_bytes_per_client: config.limits.max_queued_bytes_per_client,
+            slow_subscriber_timeout: config.limits.slow_subscriber_timeout,
         }));
         let msglog = match (config.log.messages, msglog_sink) {
             (false, _) => None,

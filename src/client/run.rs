@@ -1,6 +1,7 @@
 //! The packet loop: races the socket, the outbox, keep alive, kicks and shutdown; reads are handled
 //! in batches so their replies and deliveries leave in one write.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use tokio::time::Instant;
 use crate::connection::{Connection, ReadError, Stream};
 use crate::protocol::reason::v5;
 use crate::protocol::{DecodeError, Packet};
+use crate::router::state::SessionState;
 use crate::stats::Limit;
 
 use super::exit::Exit;
@@ -59,6 +61,9 @@ impl RateLimit {
     }
 }
 
+/// How long a publisher waits before looking again at the subscribers it congested.
+const CONGESTION_PAUSE: Duration = Duration::from_millis(1);
+
 /// What one read's packets leave to do after them: the messages they published, to hand to
 /// subscribers through the ingress, and `$SYS` counts (shared by every connection: updated once
 /// per batch).
@@ -66,6 +71,8 @@ impl RateLimit {
 pub(super) struct Batch {
     ingress: crate::ingress::Batch,
     packets: u64,
+    /// Subscribers to wait for (see [`Client::read_pause`]).
+    waiting: Vec<Arc<SessionState>>,
 }
 
 impl Client {
@@ -73,7 +80,23 @@ impl Client {
     /// budget. The budget pause is taken at most once per packet (`paused`: the previous turn
     /// paused): publishers are slowed while subscribers catch up, never stopped outright, since
     /// the subscribers holding the budget may themselves wait for these publishers.
-    pub(super) fn read_pause(&mut self, paused: bool) -> Option<Duration> {
+    ///
+    /// And, first of all, subscribers this client's messages congested (`waiting`: their queues
+    /// went past their bound while they keep draining them, see `limits.slow_subscriber_timeout`):
+    /// the client is not read again until they are back under half their bound, so QoS 0 is not
+    /// lost to a subscriber that is reading as fast as it can.
+    pub(super) fn read_pause(
+        &mut self,
+        paused: bool,
+        waiting: &mut Vec<Arc<SessionState>>,
+    ) -> Option<Duration> {
+        if !waiting.is_empty() {
+            let router = &self.ctx.router;
+            waiting.retain(|s| router.congested(s));
+            if !waiting.is_empty() {
+                return Some(CONGESTION_PAUSE);
+            }
+        }
         if let Some(pause) = self.rate.as_mut().and_then(|r| r.pause()) {
             let rate = self.ctx.limits.max_publish_rate.unwrap_or_default();
             self.limit(
@@ -106,7 +129,7 @@ impl Client {
     ) -> Option<Exit> {
         let mut exit = self.on_packet(conn, first, batch);
         for _ in 0..BATCH {
-            if exit.is_some() || self.read_pause(true).is_some() {
+            if exit.is_some() || self.read_pause(true, &mut batch.waiting).is_some() {
                 break;
             }
             match conn.try_decode() {
@@ -120,6 +143,11 @@ impl Client {
             .messages_received
             .fetch_add(std::mem::take(&mut batch.packets), Ordering::Relaxed);
         self.ctx.ingress.flush(&mut batch.ingress);
+        for congested in batch.ingress.take_congested() {
+            if !batch.waiting.iter().any(|s| Arc::ptr_eq(s, &congested)) {
+                batch.waiting.push(congested);
+            }
+        }
         exit
     }
 
@@ -206,7 +234,7 @@ impl Client {
 
             // Not reading is how a client is slowed down: TCP back-pressure does the rest. The
             // keep-alive clock stops meanwhile, since the client's PINGREQs go unread.
-            let pause = self.read_pause(paused);
+            let pause = self.read_pause(paused, &mut batch.waiting);
             paused = pause.is_some();
             let wake_at = match (deadline, park_at) {
                 (Some(d), Some(p)) => Some(d.min(p)),

@@ -36,7 +36,7 @@ use crate::protocol::{Properties, QoS, SubscriptionOptions};
 use crate::stats::{Limit, Stats};
 use crate::timer::{self, Timer, TimerKey};
 use retained::RetainedStore;
-use state::{Delivery, Link, SessionState};
+use state::{Delivery, Link, QueuePolicy, SessionState};
 use trie::{Match, Subscriber, SubscriptionTrie};
 
 /// An application message as the broker holds it: built once per PUBLISH and shared by every
@@ -106,6 +106,11 @@ pub struct RouterLimits {
     pub max_queued_messages: usize,
     /// Budget for all queued messages together (see `limits.max_queued_bytes`).
     pub max_queued_bytes: usize,
+    /// Bytes one session's queue may hold (see `limits.max_queued_bytes_per_client`).
+    pub max_queued_bytes_per_client: usize,
+    /// A subscriber whose queue is full and that took nothing from it for this long is a slow
+    /// consumer (QoS 0 dropped for it); until then its publishers are slowed instead.
+    pub slow_subscriber_timeout: Duration,
 }
 
 /// Up to this many subscribers, [`Fanout`] finds a subscriber's group by scanning.
@@ -117,6 +122,9 @@ pub struct Fanout {
     groups: Vec<(Arc<SessionState>, Vec<Delivery>)>,
     /// Session id -> index in `groups`, once there are more than [`SCAN_GROUPS`].
     index: HashMap<u64, usize>,
+    /// Subscribers whose queues went past their bound while they keep draining: whoever
+    /// published this batch should wait for them (see [`Router::congested`]).
+    pub congested: Vec<Arc<SessionState>>,
 }
 
 impl Fanout {
@@ -275,6 +283,7 @@ impl Router {
             let mut inner = session.inner.lock();
             inner.connection = Some(link.clone());
             inner.attach_count = 1;
+            inner.queue.max_bytes = Some(self.limits.max_queued_bytes_per_client);
         }
         sessions.insert(session.client_id.clone(), session.clone());
         // Counted before another attach can take this connection over (and count it gone).
@@ -577,8 +586,24 @@ impl Router {
     pub(crate) fn deliver(&self, fanout: &mut Fanout) {
         fanout.index.clear();
         for (session, deliveries) in fanout.groups.drain(..) {
-            self.enqueue_many(&session, deliveries);
+            if self.enqueue_many(&session, deliveries) {
+                fanout.congested.push(session);
+            }
         }
+    }
+
+    /// The policy for `session`'s queue.
+    fn queue_policy(&self, session: &SessionState) -> QueuePolicy {
+        QueuePolicy {
+            max_queued: self.limits.max_queued_messages,
+            stall: (!session.observer).then_some(self.limits.slow_subscriber_timeout),
+        }
+    }
+
+    /// Whether a publisher should still wait for `session` (its queue is over half full and it
+    /// keeps draining it).
+    pub fn congested(&self, session: &SessionState) -> bool {
+        session.congested(self.queue_policy(session))
     }
 
     /// Offers one delivery to `session`'s outbox (see [`SessionState::enqueue`]), counting drops.
@@ -586,7 +611,12 @@ impl Router {
         self.enqueue_many(session, std::iter::once(delivery));
     }
 
-    fn enqueue_many(&self, session: &SessionState, deliveries: impl IntoIterator<Item = Delivery>) {
+    /// Queues for `session`, counting drops; true if its publisher should slow down.
+    fn enqueue_many(
+        &self,
+        session: &SessionState,
+        deliveries: impl IntoIterator<Item = Delivery>,
+    ) -> bool {
         // Over the memory budget, QoS 0 is not queued at all. Observers have a bound of their own
         // and keep their own counts.
         let observer = session.observer;
@@ -597,9 +627,9 @@ impl Router {
             over += u64::from(drop);
             !drop
         });
-        let counts = session.enqueue_many(deliveries, self.limits.max_queued_messages);
+        let counts = session.enqueue_many(deliveries, self.queue_policy(session));
         if observer {
-            return;
+            return false;
         }
         for _ in 0..over {
             self.stats.limit_hit(Limit::QueuedBytes);
@@ -612,6 +642,7 @@ impl Router {
             self.stats.limit_hit(Limit::QueuedMessages);
             self.stats.dropped();
         }
+        counts.congested > 0
     }
 
     /// Number of subscriptions, for `$SYS`.
@@ -657,6 +688,8 @@ mod tests {
         Router::new(RouterLimits {
             max_queued_messages: 100,
             max_queued_bytes: 1 << 20,
+            max_queued_bytes_per_client: 1 << 20,
+            slow_subscriber_timeout: Duration::from_secs(1),
         })
     }
 

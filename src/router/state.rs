@@ -227,6 +227,12 @@ impl Queue {
         self.items.len()
     }
 
+    /// Whether `d` would take the queue past twice its byte bound.
+    fn over_bytes_twice(&self, d: &Delivery) -> bool {
+        self.max_bytes
+            .is_some_and(|max| self.bytes + Queue::cost(d) > 2 * max)
+    }
+
     /// Whether `d` would take the queue past its byte bound.
     fn over_bytes(&self, d: &Delivery) -> bool {
         self.max_bytes
@@ -278,6 +284,19 @@ pub struct EnqueueCounts {
     pub dropped_qos0: u64,
     /// Oldest messages dropped from a full queue to make room.
     pub dropped_oldest: u64,
+    /// QoS 0 queued past the bound for a subscriber that keeps draining: its publishers should
+    /// slow down (see [`SessionState::enqueue_many`]).
+    pub congested: u64,
+}
+
+/// How a full queue is treated (see [`SessionState::enqueue_many`]).
+#[derive(Debug, Clone, Copy)]
+pub struct QueuePolicy {
+    /// Messages a session's queue holds (unless it has its own bound).
+    pub max_queued: usize,
+    /// A subscriber with a full queue that took nothing from it for this long is a slow consumer.
+    /// None: never wait for this subscriber (observers), a full queue drops QoS 0.
+    pub stall: Option<std::time::Duration>,
 }
 
 #[derive(Debug)]
@@ -317,6 +336,10 @@ pub(super) struct SessionInner {
     pub(super) timers: Option<Box<SessionTimers>>,
     /// The session has ended (expired, discarded, replaced by a Clean Start).
     pub(super) ended: bool,
+    /// Messages taken from the queue so far: progress, without reading a clock per message.
+    taken: u64,
+    /// Since when the queue has been full, and `taken` then (None: not full).
+    full_since: Option<(std::time::Instant, u64)>,
 }
 
 /// A session's pending deadlines: its expiry and a connection's delayed will. Wall-clock, so they
@@ -368,6 +391,8 @@ impl SessionState {
                 username,
                 timers: None,
                 ended: false,
+                taken: 0,
+                full_since: None,
             }),
             dropped: AtomicU64::new(0),
             observer: false,
@@ -406,16 +431,21 @@ impl SessionState {
     /// subscriber's lock (which its own task, often on another core, also takes) once, not once
     /// per message. Never blocks beyond the session mutex, never awaits. Each delivery:
     ///
-    /// - Online, queue below `max_queued`: queued.
-    /// - QoS 0 while the queue is full, or while offline: dropped (Mosquitto does not queue QoS 0
-    ///   for offline clients either).
+    /// - Online, queue below its bound (`max_queued` messages, and its byte bound if it has one):
+    ///   queued.
+    /// - QoS 0 while offline: dropped (Mosquitto does not queue QoS 0 for offline clients either).
+    /// - QoS 0 while the queue is full and the subscriber keeps draining it (it took something
+    ///   within `stall`): queued anyway, up to twice the bound, and counted as `congested` so the
+    ///   publisher slows down instead of the message being lost.
+    /// - QoS 0 while the queue is full and the subscriber has stalled (a slow consumer), or past
+    ///   twice the bound: dropped.
     /// - QoS 1/2 while the queue is full: the oldest queued message is dropped (counted) and, if a
     ///   connection is attached, that slow connection is closed; the session keeps the newest
     ///   `max_queued` messages for when it comes back.
     pub fn enqueue_many(
         &self,
         deliveries: impl IntoIterator<Item = Delivery>,
-        max_queued: usize,
+        policy: QueuePolicy,
     ) -> EnqueueCounts {
         let mut counts = EnqueueCounts::default();
         let mut inner = self.inner.lock();
@@ -424,18 +454,35 @@ impl SessionState {
         // whenever it wakes, and after every packet it reads: it only needs waking when the queue
         // goes from empty to non-empty. One wake-up per burst, not per message.
         let was_empty = inner.queue.is_empty();
-        let max_queued = self.max_queued.unwrap_or(max_queued);
+        let max_queued = self.max_queued.unwrap_or(policy.max_queued);
+        let mut draining = None;
         for delivery in deliveries {
-            let full = inner.queue.len() >= max_queued || inner.queue.over_bytes(&delivery);
+            let len = inner.queue.len();
+            let full = len >= max_queued || inner.queue.over_bytes(&delivery);
             if delivery.qos == QoS::AtMostOnce && (full || !online) {
-                counts.dropped_qos0 += 1;
+                let room =
+                    online && len < 2 * max_queued && !inner.queue.over_bytes_twice(&delivery);
+                let stall = policy.stall.filter(|_| room);
+                if stall.is_some_and(|stall| *draining.get_or_insert_with(|| inner.draining(stall)))
+                {
+                    inner.queue.push_back(delivery);
+                    counts.congested += 1;
+                } else {
+                    counts.dropped_qos0 += 1;
+                }
             } else if full {
-                inner.queue.pop_front();
+                // Oldest out until the newest fits (one, unless the byte bound needs more).
+                loop {
+                    inner.queue.pop_front();
+                    counts.dropped_oldest += 1;
+                    if !inner.queue.over_bytes(&delivery) || inner.queue.is_empty() {
+                        break;
+                    }
+                }
                 inner.queue.push_back(delivery);
                 if let Some(link) = &inner.connection {
                     link.kick(crate::protocol::reason::v5::QUOTA_EXCEEDED);
                 }
-                counts.dropped_oldest += 1;
             } else {
                 inner.queue.push_back(delivery);
             }
@@ -449,6 +496,16 @@ impl SessionState {
             self.dropped.fetch_add(dropped, Ordering::Relaxed);
         }
         counts
+    }
+
+    /// Whether the queue holds more than half its bound while the subscriber keeps draining it:
+    /// its publishers should wait (see [`EnqueueCounts::congested`]).
+    pub fn congested(&self, policy: QueuePolicy) -> bool {
+        let mut inner = self.inner.lock();
+        let max_queued = self.max_queued.unwrap_or(policy.max_queued);
+        inner.connection.is_some()
+            && inner.queue.len() > max_queued / 2
+            && policy.stall.is_some_and(|stall| inner.draining(stall))
     }
 
     /// Moves what may be sent now into `out`: first the in-flight messages a fresh connection
@@ -517,6 +574,7 @@ impl SessionState {
             let Some(delivery) = inner.queue.pop_front_deferred(&mut freed) else {
                 break;
             };
+            inner.taken += 1;
             if packet_id == 0 {
                 out.push(Outgoing::Publish {
                     delivery,
@@ -620,6 +678,19 @@ impl SessionState {
 }
 
 impl SessionInner {
+    /// Whether the subscriber took something from its queue within `stall` (counted from when
+    /// the queue first filled up, or from its last progress since).
+    fn draining(&mut self, stall: std::time::Duration) -> bool {
+        let now = std::time::Instant::now();
+        match self.full_since {
+            Some((since, taken)) if taken == self.taken => now.duration_since(since) <= stall,
+            _ => {
+                self.full_since = Some((now, self.taken));
+                true
+            }
+        }
+    }
+
     /// Records an inbound QoS 2 packet id (PUBREC sent); false if it was already recorded.
     fn qos2_insert(&mut self, packet_id: u16) -> bool {
         self.inbound_qos2.get_or_insert_default().insert(packet_id)
