@@ -10,6 +10,9 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use thiserror::Error;
 
+/// Upper bound on `auth.verify_threads` (each running argon2 holds its memory cost).
+pub const MAX_VERIFY_THREADS: usize = 1024;
+
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read: {source}")]
@@ -490,11 +493,11 @@ impl Config {
         }
         if auth
             .verify_threads
-            .is_some_and(|n| !(1..=crate::auth::MAX_VERIFY_THREADS).contains(&n))
+            .is_some_and(|n| !(1..=MAX_VERIFY_THREADS).contains(&n))
         {
             return Err(format!(
                 "auth.verify_threads must be between 1 and {}",
-                crate::auth::MAX_VERIFY_THREADS
+                MAX_VERIFY_THREADS
             ));
         }
         if auth.verify_wait.is_zero() || auth.verify_wait > Duration::from_secs(60) {

@@ -12,7 +12,7 @@ use common::{
     BrokerProcess, FAST_ARGON2, RawClient, TestBroker, config, listener, login_packet,
     set_passwords, try_login,
 };
-use mqttd::auth::passwd::Argon2Params;
+use mqttd::auth::credentials::Argon2Params;
 use mqttd::config::Config;
 use mqttd::protocol::ProtocolVersion;
 use mqttd::protocol::reason::{v3, v5};

@@ -28,6 +28,7 @@ mod backoff;
 mod cache;
 mod cell;
 pub use cell::{AuthCell, AuthSnapshot};
+pub mod credentials;
 pub mod enhanced;
 pub mod passwd;
 pub mod scram;
@@ -44,13 +45,14 @@ use parking_lot::RwLock;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use zeroize::Zeroizing;
 
-use crate::config::AuthConfig;
+use crate::config::{AuthConfig, MAX_VERIFY_THREADS};
 use crate::protocol::Password;
 
 use backoff::Backoff;
 use cache::CredentialCache;
+use credentials::{Argon2Params, PasswordHash};
 use enhanced::AuthMethod;
-use passwd::{Argon2Params, PasswdError, PasswordFile, PasswordHash};
+use passwd::{PasswdError, PasswordFile};
 
 /// What the CONNECT offered, plus where it came from.
 #[derive(Debug)]
@@ -101,8 +103,11 @@ impl From<PasswdError> for AuthError {
     }
 }
 
-/// Upper bound on `verify_threads` (each running argon2 holds its memory cost).
-pub const MAX_VERIFY_THREADS: usize = 1024;
+impl From<credentials::CredentialError> for AuthError {
+    fn from(e: credentials::CredentialError) -> Self {
+        AuthError::Load(e.to_string())
+    }
+}
 
 /// The authentication and authorization state of the broker. Built by [`Auth::load`]; a reload
 /// builds a new one (which also empties the credential cache and the back-off counters).
@@ -354,7 +359,9 @@ impl Auth {
 
 impl Users {
     /// The users, and the SCRAM credentials of those who have them.
-    fn load(path: &Path) -> Result<(Users, HashMap<String, scram::ScramCredentials>), AuthError> {
+    fn load(
+        path: &Path,
+    ) -> Result<(Users, HashMap<String, credentials::ScramCredentials>), AuthError> {
         let file = PasswordFile::load(path)?;
         let scram = file
             .entries()
@@ -368,7 +375,7 @@ impl Users {
         // The dummy costs what most users' hashes cost, so an unknown name is not faster.
         let dummy_params = most_common_argon2id_params(&file).unwrap_or(rehash_to);
         let dummy_password: [u8; 16] = rand::random();
-        let dummy = passwd::hash_argon2id(&dummy_password, dummy_params)?;
+        let dummy = credentials::hash_argon2id(&dummy_password, dummy_params)?;
         let users = Users {
             path: path.to_owned(),
             hashes: RwLock::new(hashes),
@@ -410,15 +417,15 @@ impl Inner {
         let entry = users.hashes.read().get(username).cloned();
         self.verifications.fetch_add(1, Ordering::Relaxed);
         let ok = match &entry {
-            Some(hash) => passwd::verify(hash, password),
+            Some(hash) => credentials::verify(hash, password),
             None => {
-                let _ = passwd::verify(&users.dummy, password);
+                let _ = credentials::verify(&users.dummy, password);
                 false
             }
         };
         if ok
             && let Some(old) = entry
-            && passwd::needs_rehash(&old, users.rehash_to)
+            && credentials::needs_rehash(&old, users.rehash_to)
         {
             users.rehash(permit, username, password, &old);
         }
@@ -437,7 +444,7 @@ impl Users {
         password: &[u8],
         old: &PasswordHash,
     ) {
-        let new = match passwd::hash_argon2id(password, self.rehash_to) {
+        let new = match credentials::hash_argon2id(password, self.rehash_to) {
             Ok(h) => h,
             Err(e) => {
                 tracing::warn!(username, "could not re-hash password: {e}");

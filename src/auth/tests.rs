@@ -9,7 +9,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use sha2::Sha512;
 
-use super::passwd::{Argon2Params, HashKind, PasswordFile, hash_argon2id};
+use super::credentials::{Argon2Params, HashKind, hash_argon2id};
+use super::passwd::PasswordFile;
 use super::*;
 
 const FAST: Argon2Params = Argon2Params {
@@ -400,7 +401,7 @@ async fn saturated_pool_answers_unavailable_after_the_wait() {
 async fn legacy_hashes_are_rehashed_on_login() {
     let dir = tempfile::tempdir().unwrap();
     // leg also has SCRAM credentials, which the re-hash must keep (same password).
-    let scram = super::scram::ScramCredentials::derive(b"old", b"scram-salt", 4096);
+    let scram = super::credentials::ScramCredentials::derive(b"old", b"scram-salt", 4096);
     let text = format!(
         "# migrated\nleg:{}:{}\nweak:{}",
         mosq7("old", 101),
