@@ -107,16 +107,19 @@ pub struct AuthConfig {
     /// Most usernames held in that cache (memory bound). Default 10000.
     #[serde(default = "default_cache_size")]
     pub cache_size: usize,
-    /// Failed logins tolerated per client IP and per username within `failure_window` before
-    /// further attempts are refused (CONNACK "not authorized") for a back-off period. Default 5.
+    /// Failed logins per client IP and per username within `failure_window` before back-off
+    /// starts; also the most password checks one address runs at once. An address backing off is
+    /// slowed (its logins take turns, ever later), never refused; a username backing off is
+    /// refused except for cached credentials. Exact rules: `auth/backoff.rs`. Default 5.
     #[serde(default = "default_max_failures")]
     pub max_failures: u32,
-    /// Failures older than this (counted from the last failure or the end of the last back-off)
-    /// are forgotten. Default 60s.
+    /// Failures older than this (counted from the last failure or the end of the last delay)
+    /// are forgotten; failed credentials are remembered this long (repeats are not counted).
+    /// Default 60s.
     #[serde(default = "default_failure_window", deserialize_with = "duration")]
     pub failure_window: Duration,
-    /// Longest back-off: it starts at 1s after `max_failures` failures and doubles with each
-    /// further failure up to this. Default 60s.
+    /// Longest back-off delay (it starts at 1s after `max_failures` failures and doubles with each
+    /// further failure), and the longest a login waits for its address's turn. Default 60s.
     #[serde(default = "default_backoff_max", deserialize_with = "duration")]
     pub backoff_max: Duration,
     /// Password hashes verified at once (each argon2 run holds ~19 MiB and a CPU). Default: one per
