@@ -284,15 +284,18 @@ impl Reloader {
 
     /// Re-reads the password file, ACL and certificates. Each is parsed fully before it replaces
     /// the old one; on error the old one stays in force and the error is returned (and logged).
+    ///
+    /// The new password file is installed first, then the sessions of users it no longer has are
+    /// kicked: a login that authenticated against the old file and attaches after the kick sees
+    /// the new generation and re-checks its user (`client/admit.rs`). So once this returns, no
+    /// connection of a deleted user survives: each is closing or is refused before its CONNACK.
     pub fn reload(&self) -> Result<(), String> {
         let mut errors = Vec::new();
         match Auth::load(&self.config.auth) {
             Ok(auth) => {
-                let kicked = {
-                    let keep = |user: &str| !auth.has_password_file() || auth.has_user(user);
-                    self.ctx.router.kick_users(keep)
-                };
                 self.ctx.set_auth(auth);
+                let current = self.ctx.current_auth();
+                let kicked = self.ctx.router.kick_users(|user| current.keeps_user(user));
                 info!(
                     "reloaded authentication (password file, ACL); disconnected {kicked} client(s) of removed users"
                 );

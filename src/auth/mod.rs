@@ -336,6 +336,13 @@ impl Auth {
         self.acl.is_some()
     }
 
+    /// May a session that logged in as `name` with a password (or enhanced authentication) stay
+    /// under this `Auth`? Everyone without a password file; else only users in it. A reload kicks
+    /// the sessions for which this is false.
+    pub fn keeps_user(&self, name: &str) -> bool {
+        !self.has_password_file() || self.has_user(name)
+    }
+
     /// Is `name` in the password file? (After a reload, sessions of deleted users can be closed.)
     /// False without a password file.
     pub fn has_user(&self, name: &str) -> bool {

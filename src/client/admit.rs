@@ -125,6 +125,14 @@ where
     let attached = ctx
         .router
         .attach(&client_id, connect.clean_start, expiry, username.clone());
+    if deleted_meanwhile(ctx, snapshot.generation(), username.as_deref(), peer) {
+        ctx.router.detach(&attached.session, attached.link.id());
+        let why = "user deleted by a reload during the login";
+        info!(client_id = %client_id, peer = %peer.addr, user = ?username, "refused: {why}");
+        let packet = refusal(v5, v3::NOT_AUTHORIZED, v5::NOT_AUTHORIZED, "not authorised");
+        let _ = conn.write_packet(&packet).await;
+        return None;
+    }
     let properties = v5.then(|| {
         let response_information = (props.request_response_information == Some(1))
             .then(|| format!("mqttd/response/{client_id}"));
@@ -192,6 +200,17 @@ where
             })
         }),
     })
+}
+
+/// Did a reload delete `username` after this login took its auth snapshot (at `generation`)?
+/// Checked after attaching: a reload installs the new password file, then kicks the deleted
+/// users' sessions, so a login that attached after that kick sees the new generation here (the
+/// router's lock orders the two) and must not stay. Certificate identities are not password users.
+fn deleted_meanwhile(ctx: &Context, generation: u64, username: Option<&str>, peer: &Peer) -> bool {
+    let Some(name) = username.filter(|_| peer.cert_identity.is_none()) else {
+        return false;
+    };
+    ctx.auth.generation() != generation && !ctx.current_auth().keeps_user(name)
 }
 
 /// The CONNECT's User Name / Password (or certificate identity) checked by [`Auth::authenticate`].
