@@ -104,7 +104,7 @@ where
             (Some(user), Some((method.name(), data)))
         }
         None => (
-            password_login(conn, &connect, &client_id, peer, &auth).await?,
+            password_login(conn, &connect, &client_id, peer, ctx, &auth).await?,
             None,
         ),
     };
@@ -220,6 +220,7 @@ pub(super) async fn password_login<S>(
     connect: &Connect,
     client_id: &str,
     peer: &Peer,
+    ctx: &Context,
     auth: &Auth,
 ) -> Option<Option<String>>
 where
@@ -234,7 +235,12 @@ where
         allow_anonymous: peer.allow_anonymous,
         cert_identity: peer.cert_identity.as_deref(),
     };
-    match auth.authenticate(&creds).await {
+    // A login may wait up to `backoff_max` for its address's turn: not past shutdown.
+    let outcome = tokio::select! {
+        _ = ctx.shutdown.cancelled() => AuthOutcome::Unavailable,
+        outcome = auth.authenticate(&creds) => outcome,
+    };
+    match outcome {
         AuthOutcome::Allowed { username } => Some(username),
         outcome => {
             let (code3, code5, why) = match outcome {
@@ -246,7 +252,7 @@ where
                 AuthOutcome::Unavailable => (
                     v3::SERVER_UNAVAILABLE,
                     v5::SERVER_UNAVAILABLE,
-                    "server busy verifying passwords",
+                    "server busy: retry later",
                 ),
                 _ => (v3::NOT_AUTHORIZED, v5::NOT_AUTHORIZED, "not authorised"),
             };
