@@ -1,7 +1,13 @@
 //! Configuration: the TOML file, its safe defaults, and validation.
 //!
 //! Every struct denies unknown keys so a typo is an error naming the file, line and key rather than
-//! a silently ignored setting.
+//! a silently ignored setting; [`Config::validate`] (in `config/validate.rs`) checks ranges and
+//! combinations, naming the line of the key at fault. A leaf of the crate: nothing here depends
+//! on the rest of it.
+
+mod validate;
+
+pub use validate::Locations;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,6 +15,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 use thiserror::Error;
+
+/// Upper bound on `auth.verify_threads` (each running argon2 holds its memory cost).
+pub const MAX_VERIFY_THREADS: usize = 1024;
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -24,8 +33,12 @@ pub enum ConfigError {
         column: usize,
         message: String,
     },
-    #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+    #[error("{path}{}: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Invalid {
+        path: PathBuf,
+        line: Option<usize>,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -42,13 +55,13 @@ pub struct Config {
     pub sys: SysConfig,
     #[serde(default)]
     pub log: LogConfig,
-    /// Reserved for the persistence issue; accepted so configs can already name it.
-    #[serde(default)]
-    pub persistence: Option<PersistenceConfig>,
     /// Where the file was loaded from; relative paths in it are resolved against the working directory
     /// (as Mosquitto does).
     #[serde(skip)]
     pub source: Option<PathBuf>,
+    /// The line of each key in that file, for errors found after parsing.
+    #[serde(skip)]
+    pub locations: Locations,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -104,16 +117,19 @@ pub struct AuthConfig {
     /// Most usernames held in that cache (memory bound). Default 10000.
     #[serde(default = "default_cache_size")]
     pub cache_size: usize,
-    /// Failed logins tolerated per client IP and per username within `failure_window` before
-    /// further attempts are refused (CONNACK "not authorized") for a back-off period. Default 5.
+    /// Failed logins per client IP and per username within `failure_window` before back-off
+    /// starts; also the most password checks one address runs at once. An address backing off is
+    /// slowed (its logins take turns, ever later), never refused; a username backing off is
+    /// refused except for cached credentials. Exact rules: `auth/backoff.rs`. Default 5.
     #[serde(default = "default_max_failures")]
     pub max_failures: u32,
-    /// Failures older than this (counted from the last failure or the end of the last back-off)
-    /// are forgotten. Default 60s.
+    /// Failures older than this (counted from the last failure or the end of the last delay)
+    /// are forgotten; failed credentials are remembered this long (repeats are not counted).
+    /// Default 60s.
     #[serde(default = "default_failure_window", deserialize_with = "duration")]
     pub failure_window: Duration,
-    /// Longest back-off: it starts at 1s after `max_failures` failures and doubles with each
-    /// further failure up to this. Default 60s.
+    /// Longest back-off delay (it starts at 1s after `max_failures` failures and doubles with each
+    /// further failure), and the longest a login waits for its address's turn. Default 60s.
     #[serde(default = "default_backoff_max", deserialize_with = "duration")]
     pub backoff_max: Duration,
     /// Password hashes verified at once (each argon2 run holds ~19 MiB and a CPU). Default: one per
@@ -306,12 +322,6 @@ impl Default for LogConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PersistenceConfig {
-    pub path: PathBuf,
-}
-
 fn default_listeners() -> Vec<ListenerConfig> {
     vec![ListenerConfig {
         name: default_listener_name(),
@@ -412,8 +422,8 @@ impl Default for Config {
             limits: Limits::default(),
             sys: SysConfig::default(),
             log: LogConfig::default(),
-            persistence: None,
             source: None,
+            locations: Locations::default(),
         }
     }
 }
@@ -430,7 +440,7 @@ impl Config {
 
     /// Parses and validates `text`; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let mut config: Config = toml::from_str(text).map_err(|e| {
+        let parse_error = |e: toml::de::Error| {
             let (line, column) = e
                 .span()
                 .map(|span| line_col(text, span.start))
@@ -441,116 +451,28 @@ impl Config {
                 column,
                 message: e.message().to_owned(),
             }
-        })?;
-        config.source = Some(path.to_owned());
-        config.validate().map_err(|message| ConfigError::Invalid {
-            path: path.to_owned(),
-            message,
-        })?;
-        Ok(config)
-    }
-
-    /// Checks what serde cannot: ranges and combinations. 0 never means "unlimited".
-    pub fn validate(&self) -> Result<(), String> {
-        if self.listeners.is_empty() {
-            return Err("at least one [[listener]] is required".into());
-        }
-        let mut names = std::collections::HashSet::new();
-        for l in &self.listeners {
-            if !names.insert(&l.name) {
-                return Err(format!("listener name {:?} is used twice", l.name));
-            }
-            if l.max_connections == 0 {
-                return Err(format!(
-                    "listener {:?}: max_connections must be at least 1",
-                    l.name
-                ));
-            }
-        }
-        let lim = &self.limits;
-        if !(16..=268_435_460).contains(&lim.max_packet_size) {
-            return Err("limits.max_packet_size must be between 16 and 268435460 bytes".into());
-        }
-        let positive = [
-            (
-                "max_subscriptions_per_client",
-                lim.max_subscriptions_per_client,
-            ),
-            ("max_topic_length", lim.max_topic_length),
-            ("max_topic_levels", lim.max_topic_levels),
-            ("max_client_id_length", lim.max_client_id_length),
-            ("max_queued_bytes", lim.max_queued_bytes),
-            (
-                "max_queued_bytes_per_client",
-                lim.max_queued_bytes_per_client,
-            ),
-            ("max_inflight_in", usize::from(lim.max_inflight_in)),
-            (
-                "max_connections_per_ip",
-                lim.max_connections_per_ip.unwrap_or(1),
-            ),
-            (
-                "max_publish_rate",
-                lim.max_publish_rate.map_or(1, |r| r as usize),
-            ),
-        ];
-        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
-            return Err(format!(
-                "limits.{name} must be at least 1 (0 never means unlimited)"
-            ));
-        }
-        if lim.max_topic_length > 65535 || lim.max_client_id_length > 65535 {
-            return Err(
-                "limits.max_topic_length and max_client_id_length are at most 65535".into(),
-            );
-        }
-        if lim.max_keepalive == 0 {
-            return Err("limits.max_keepalive must be at least 1 second".into());
-        }
-        if lim.max_inflight == 0 || lim.max_inflight > 65_535 {
-            return Err("limits.max_inflight must be between 1 and 65535".into());
-        }
-        if lim.max_queued_messages == 0 {
-            return Err("limits.max_queued_messages must be at least 1".into());
-        }
-        if lim.connect_timeout.is_zero() {
-            return Err("limits.connect_timeout must be greater than zero".into());
-        }
-        let auth = &self.auth;
-        if auth.cache_size == 0 {
-            return Err(
-                "auth.cache_size must be at least 1 (use cache_ttl = \"0s\" to turn the cache off)"
-                    .into(),
-            );
-        }
-        if auth.max_failures == 0 {
-            return Err("auth.max_failures must be at least 1".into());
-        }
-        if auth.failure_window.is_zero() || auth.backoff_max.is_zero() {
-            return Err(
-                "auth.failure_window and auth.backoff_max must be greater than zero".into(),
-            );
-        }
-        if auth
-            .verify_threads
-            .is_some_and(|n| !(1..=crate::auth::MAX_VERIFY_THREADS).contains(&n))
+        };
+        let doc = toml::de::DeTable::parse(text).map_err(parse_error)?;
+        if let Some((key, _)) = doc
+            .get_ref()
+            .iter()
+            .find(|(k, _)| k.get_ref() == "persistence")
         {
-            return Err(format!(
-                "auth.verify_threads must be between 1 and {}",
-                crate::auth::MAX_VERIFY_THREADS
-            ));
-        }
-        if auth.verify_wait.is_zero() || auth.verify_wait > Duration::from_secs(60) {
-            return Err("auth.verify_wait must be greater than zero and at most 60s".into());
-        }
-        let day = Duration::from_secs(86_400);
-        if auth.cache_ttl > day || auth.failure_window > day || auth.backoff_max > day {
-            return Err(
-                "auth.cache_ttl, auth.failure_window and auth.backoff_max must be at most 24h"
+            let (line, column) = line_col(text, key.span().start);
+            return Err(ConfigError::Parse {
+                path: path.to_owned(),
+                line,
+                column,
+                message: "[persistence] is not implemented yet: messages and sessions do not \
+                          survive a restart; remove the table"
                     .into(),
-            );
+            });
         }
-        Ok(())
+        let mut config: Config = toml::from_str(text).map_err(parse_error)?;
+        config.source = Some(path.to_owned());
+        config.locations = Locations::of(text, doc.get_ref());
+        config.validate()?;
+        Ok(config)
     }
 
     /// Listeners reachable from beyond loopback that still allow anonymous access (explicitly
@@ -575,71 +497,4 @@ fn line_col(text: &str, at: usize) -> (usize, usize) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unknown_key_names_file_line_and_key() {
-        let err = Config::parse(
-            "[limits]\nmax_inflight = 4\nbogus = 1\n",
-            Path::new("x.toml"),
-        )
-        .unwrap_err();
-        let msg = err.to_string();
-        assert!(msg.starts_with("x.toml:3:"), "{msg}");
-        assert!(msg.contains("bogus"), "{msg}");
-    }
-
-    #[test]
-    fn defaults_are_local_only() {
-        let c = Config::parse("", Path::new("empty.toml")).unwrap();
-        assert_eq!(c.listeners.len(), 1);
-        assert!(c.listeners[0].bind.ip().is_loopback());
-        assert_eq!(c.limits.connect_timeout, Duration::from_secs(10));
-    }
-
-    #[test]
-    fn durations_accept_text_and_seconds() {
-        let c = Config::parse("[limits]\nconnect_timeout = \"250ms\"\n", Path::new("a")).unwrap();
-        assert_eq!(c.limits.connect_timeout, Duration::from_millis(250));
-        let c = Config::parse("[limits]\nconnect_timeout = 3\n", Path::new("a")).unwrap();
-        assert_eq!(c.limits.connect_timeout, Duration::from_secs(3));
-    }
-
-    #[test]
-    fn zero_is_never_unlimited() {
-        assert!(Config::parse("[limits]\nmax_queued_messages = 0\n", Path::new("a")).is_err());
-    }
-
-    #[test]
-    fn auth_tuning_defaults_and_overrides() {
-        let c = Config::parse("", Path::new("a")).unwrap();
-        assert_eq!(c.auth.cache_ttl, Duration::from_secs(300));
-        assert_eq!(c.auth.max_failures, 5);
-        let c = Config::parse(
-            "[auth]\ncache_ttl = \"0s\"\nverify_threads = 2\nverify_wait = \"500ms\"\n",
-            Path::new("a"),
-        )
-        .unwrap();
-        assert!(c.auth.cache_ttl.is_zero());
-        assert_eq!(c.auth.verify_threads, Some(2));
-        assert!(Config::parse("[auth]\nverify_threads = 0\n", Path::new("a")).is_err());
-        assert!(Config::parse("[auth]\nmax_failures = 0\n", Path::new("a")).is_err());
-        assert!(Config::parse("[auth]\nbackoff_max = \"1000y\"\n", Path::new("a")).is_err());
-        assert!(Config::parse("[auth]\nverify_threads = 100000\n", Path::new("a")).is_err());
-    }
-
-    #[test]
-    fn anonymous_defaults_off_with_password_file_or_beyond_loopback() {
-        let c = Config::parse("[auth]\npassword_file = \"p\"\n", Path::new("a")).unwrap();
-        assert!(!c.listener_allows_anonymous(&c.listeners[0]));
-        let c = Config::parse("[[listener]]\nbind = \"0.0.0.0:1883\"\n", Path::new("a")).unwrap();
-        assert!(!c.listener_allows_anonymous(&c.listeners[0]));
-        let c = Config::parse("", Path::new("a")).unwrap();
-        assert!(c.listener_allows_anonymous(&c.listeners[0]));
-        let text = "[[listener]]\nbind = \"0.0.0.0:1883\"\n[auth]\nallow_anonymous = true\n";
-        let c = Config::parse(text, Path::new("a")).unwrap();
-        assert!(c.listener_allows_anonymous(&c.listeners[0]));
-        assert_eq!(c.anonymous_listeners_beyond_loopback().len(), 1);
-    }
-}
+mod tests;

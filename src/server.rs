@@ -23,22 +23,97 @@ use crate::tls::{Tls, TlsError};
 /// How long connections get to close after shutdown before the broker exits anyway.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
 
+/// Why the broker cannot start. Each names the configuration file and the line of the setting at
+/// fault (`at`), then the problem, which names its own file and line where it has one (a PEM file,
+/// the password file, the ACL).
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     // The causes are part of each message and deliberately not `source`s: the binary prints the
     // error chain, which would repeat them.
-    #[error("listener {name:?}: cannot bind {addr}: {error}")]
+    #[error("{at}: listener {name:?}: cannot bind {addr}: {error}")]
     Bind {
+        at: String,
         name: String,
         addr: SocketAddr,
         error: std::io::Error,
     },
-    #[error("listener {name:?}: {error}")]
-    Tls { name: String, error: TlsError },
-    #[error(transparent)]
-    Auth(#[from] AuthError),
-    #[error("log.file: {0}")]
-    MessageLog(std::io::Error),
+    #[error("{at}: listener {name:?}: {error}")]
+    Tls {
+        at: String,
+        name: String,
+        error: TlsError,
+    },
+    #[error("{at}: {error}")]
+    Auth { at: String, error: AuthError },
+    #[error("{at}: log.file {path}: {error}")]
+    LogFile {
+        at: String,
+        path: std::path::PathBuf,
+        error: std::io::Error,
+    },
+}
+
+/// Everything start-up loads from the files a configuration names: the password file and ACL,
+/// each TLS listener's certificates and key, and the log file (checked, not created). `mqttd
+/// --check-config` loads the same, so a file that would stop the start fails the check; only
+/// binding the ports is left to the start.
+pub struct Resources {
+    auth: Auth,
+    /// One per listener, in order: `Some` for TLS listeners.
+    tls: Vec<Option<Tls>>,
+}
+
+impl Resources {
+    /// Loads and checks everything `config` names. Blocking (file I/O and one argon2 run).
+    pub fn load(config: &Config) -> Result<Resources, StartError> {
+        let auth = Auth::load(&config.auth).map_err(|error| StartError::Auth {
+            at: config.locate("auth"),
+            error,
+        })?;
+        let mut tls = Vec::new();
+        for (i, l) in config.listeners.iter().enumerate() {
+            let loaded = match &l.tls {
+                Some(t) => Some(Tls::load(t).map_err(|error| StartError::Tls {
+                    at: config.locate(&format!("listener.{i}.tls")),
+                    name: l.name.clone(),
+                    error,
+                })?),
+                None => None,
+            };
+            tls.push(loaded);
+        }
+        if let Some(path) = &config.log.file {
+            check_log_file(path).map_err(|error| StartError::LogFile {
+                at: config.locate("log.file"),
+                path: path.clone(),
+                error,
+            })?;
+        }
+        Ok(Resources { auth, tls })
+    }
+}
+
+/// Can `path` be appended to? An existing file is opened (not written); a missing one needs an
+/// existing directory to be created in.
+fn check_log_file(path: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::OpenOptions::new().append(true).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => std::path::Path::new("."),
+            };
+            if std::fs::metadata(dir)?.is_dir() {
+                Ok(())
+            } else {
+                Err(std::io::Error::other(format!(
+                    "{} is not a directory",
+                    dir.display()
+                )))
+            }
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// A bound, ready broker.
@@ -72,7 +147,7 @@ impl Server {
         shutdown: CancellationToken,
         msglog_sink: Option<Box<dyn std::io::Write + Send>>,
     ) -> Result<Server, StartError> {
-        let auth = Auth::load(&config.auth)?;
+        let Resources { auth, tls } = Resources::load(&config)?;
         let router = Arc::new(Router::new(RouterLimits {
             max_queued_messages: config.limits.max_queued_messages,
             max_queued_bytes: config.limits.max_queued_bytes,
@@ -84,7 +159,13 @@ impl Server {
             (true, Some(sink)) => Some(MessageLogger::start(sink, &router)),
             (true, None) => Some(MessageLogger::start(
                 match &config.log.file {
-                    Some(path) => crate::msglog::open_file(path).map_err(StartError::MessageLog)?,
+                    Some(path) => {
+                        crate::msglog::open_file(path).map_err(|error| StartError::LogFile {
+                            at: config.locate("log.file"),
+                            path: path.clone(),
+                            error,
+                        })?
+                    }
                     None => crate::msglog::stdout(),
                 },
                 &router,
@@ -120,28 +201,18 @@ impl Server {
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
         let mut tls_list = Vec::new();
-        for l in &config.listeners {
-            let tls = match &l.tls {
-                Some(t) => {
-                    let tls = Tls::load(t).map_err(|error| StartError::Tls {
-                        name: l.name.clone(),
-                        error,
-                    })?;
-                    tls_list.push((l.name.clone(), tls.clone()));
-                    Some(tls)
-                }
-                None => None,
+        for (i, (l, tls)) in config.listeners.iter().zip(tls).enumerate() {
+            if let Some(tls) = &tls {
+                tls_list.push((l.name.clone(), tls.clone()));
+            }
+            let bind_error = |error| StartError::Bind {
+                at: config.locate(&format!("listener.{i}.bind")),
+                name: l.name.clone(),
+                addr: l.bind,
+                error,
             };
-            let tcp = bind_tcp(l.bind).map_err(|error| StartError::Bind {
-                name: l.name.clone(),
-                addr: l.bind,
-                error,
-            })?;
-            let local = tcp.local_addr().map_err(|error| StartError::Bind {
-                name: l.name.clone(),
-                addr: l.bind,
-                error,
-            })?;
+            let tcp = bind_tcp(l.bind).map_err(bind_error)?;
+            let local = tcp.local_addr().map_err(bind_error)?;
             let allow_anonymous = config.listener_allows_anonymous(l);
             if allow_anonymous && !l.bind.ip().is_loopback() {
                 warn!(listener = %l.name, "anonymous access is allowed on {local}, which is reachable beyond loopback");
@@ -286,15 +357,18 @@ impl Reloader {
 
     /// Re-reads the password file, ACL and certificates. Each is parsed fully before it replaces
     /// the old one; on error the old one stays in force and the error is returned (and logged).
+    ///
+    /// The new password file is installed first, then the sessions of users it no longer has are
+    /// kicked: a login that authenticated against the old file and attaches after the kick sees
+    /// the new generation and re-checks its user (`client/admit.rs`). So once this returns, no
+    /// connection of a deleted user survives: each is closing or is refused before its CONNACK.
     pub fn reload(&self) -> Result<(), String> {
         let mut errors = Vec::new();
         match Auth::load(&self.config.auth) {
             Ok(auth) => {
-                let kicked = {
-                    let keep = |user: &str| !auth.has_password_file() || auth.has_user(user);
-                    self.ctx.router.kick_users(keep)
-                };
                 self.ctx.set_auth(auth);
+                let current = self.ctx.current_auth();
+                let kicked = self.ctx.router.kick_users(|user| current.keeps_user(user));
                 info!(
                     "reloaded authentication (password file, ACL); disconnected {kicked} client(s) of removed users"
                 );

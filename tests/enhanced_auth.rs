@@ -11,8 +11,8 @@ use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use common::{FAST_ARGON2, RawClient, TestBroker, config, connect_v5, login_packet, try_login};
 use hmac::{Hmac, KeyInit, Mac};
-use mqttd::auth::passwd::{PasswdError, PasswordFile, hash_argon2id};
-use mqttd::auth::scram::ScramCredentials;
+use mqttd::auth::credentials::{ScramCredentials, hash_argon2id};
+use mqttd::auth::passwd::{PasswdError, PasswordFile};
 use mqttd::config::Config;
 use mqttd::protocol::reason::{v3, v5};
 use mqttd::protocol::{Auth, ConnAck, Packet, Properties, ProtocolVersion};
@@ -437,8 +437,10 @@ async fn auth_after_a_password_login_or_with_another_method_is_a_protocol_error(
     broker.stop().await;
 }
 
-/// SCRAM failures count towards the password back-off: after `max_failures` the address is
-/// refused at once, before any AUTH exchange.
+/// SCRAM failures count towards the password back-off, and its verdicts go through the same
+/// rules: after `max_failures` failures alice's username is refused at the verdict (0x87) even with
+/// the right proof, while dave, from the same address, gets in once the address's next turn comes
+/// (1 s later): the address is slowed, never locked.
 #[tokio::test]
 async fn scram_failures_back_off() {
     let dir = tempfile::tempdir().unwrap();
@@ -449,10 +451,16 @@ async fn scram_failures_back_off() {
         let (_, ack) = scram_login(broker.addr, "alice", b"wrong").await;
         assert_eq!(ack.code, v5::NOT_AUTHORIZED);
     }
-    let scram = ScramClient::new("alice", ALICE_PW);
-    let connect = connect_v5("c", auth_props(METHOD, Some(scram.client_first())));
-    let (mut c, ack) = RawClient::connect_v5_with(broker.addr, connect).await;
-    assert_eq!(ack.code, v5::NOT_AUTHORIZED);
+    let slowed = std::time::Instant::now();
+    let (mut c, ack) = scram_login(broker.addr, "alice", ALICE_PW).await;
+    assert_eq!(ack.code, v5::NOT_AUTHORIZED, "alice's username backs off");
     c.expect_closed().await;
+    let (_dave, ack) = scram_login(broker.addr, "dave", DAVE_PW).await;
+    assert_eq!(ack.code, v5::SUCCESS, "the address is slowed, not locked");
+    let waited = slowed.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(900),
+        "dave's verdict waited for the address's next turn: {waited:?}"
+    );
     broker.stop().await;
 }

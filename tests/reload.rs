@@ -264,3 +264,84 @@ async fn sighup_reloads_the_password_file_of_the_running_binary() {
     let log = broker.stop().await;
     assert!(!log.contains("carol-secret"), "{log}");
 }
+
+/// Usernames of the sessions that have a connection (including ones kicked but not yet gone).
+fn connected_users(broker: &TestBroker) -> Vec<String> {
+    let seen = parking_lot::Mutex::new(Vec::new());
+    broker.router.kick_users(|user| {
+        seen.lock().push(user.to_owned());
+        true
+    });
+    seen.into_inner()
+}
+
+/// Issue 11 item 4: a login that took its auth snapshot before a reload deleting its user, and
+/// attached after the reload's kick, used to stay connected as the deleted user. A stress loop
+/// (bounded: 10 rounds): four clients keep logging in as `victim` (each login hashes: no cache,
+/// argon2 at its default cost, so logins are mid-verification when the reload runs) while the
+/// user is deleted and the file reloaded. Every connection that got CONNACK 0 must then be closed
+/// by the broker, and no connected session of `victim` may remain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_racing_a_reload_that_deletes_the_user_do_not_survive_it() {
+    use mqttd::auth::credentials::Argon2Params;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let f = files();
+    let mut config = secured(&f);
+    config.auth.cache_ttl = std::time::Duration::ZERO;
+    let broker = TestBroker::start_with(config).await;
+    let addr = broker.addr;
+    let reload = async |broker: &TestBroker| {
+        let r = broker.reloader.clone();
+        tokio::task::spawn_blocking(move || r.reload())
+            .await
+            .unwrap()
+            .expect("reload succeeds");
+    };
+    let mut survivors_checked = 0;
+    for round in 0..10 {
+        set_passwords(&f.passwd, &[("victim", b"victim")], Argon2Params::default());
+        reload(&broker).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let loggers: Vec<_> = (0..4)
+            .map(|k| {
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    let mut accepted = Vec::new();
+                    let mut i = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        i += 1;
+                        let id = format!("victim-{round}-{k}-{i}");
+                        let connect = login_packet(&id, Some("victim"), Some(b"victim"));
+                        let (c, code) = try_login(addr, connect).await;
+                        if code == v3::ACCEPTED {
+                            accepted.push(c);
+                        }
+                    }
+                    accepted
+                })
+            })
+            .collect();
+        // Let the logins get going, at a different phase each round.
+        tokio::time::sleep(std::time::Duration::from_millis(40 + 17 * round)).await;
+        delete_user(&f.passwd, "victim");
+        reload(&broker).await;
+        stop.store(true, Ordering::Relaxed);
+        for logger in loggers {
+            for mut c in logger.await.unwrap() {
+                c.expect_closed().await;
+                survivors_checked += 1;
+            }
+        }
+        common::eventually("no connected session of victim", || {
+            !connected_users(&broker).iter().any(|u| u == "victim")
+        })
+        .await;
+    }
+    assert!(
+        survivors_checked > 0,
+        "some logins got in before the reloads"
+    );
+    broker.stop().await;
+}

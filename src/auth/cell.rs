@@ -68,6 +68,11 @@ impl AuthCell {
 }
 
 impl AuthSnapshot {
+    /// The [`AuthCell::generation`] this snapshot was taken at.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// The auth as of this snapshot (see [`AuthCell::refresh`] to bring it up to date).
     pub fn auth(&self) -> &Arc<Auth> {
         &self.auth

@@ -4,21 +4,26 @@
 //! file never half-applies. The session calls [`Auth::authenticate`] with the CONNECT credentials
 //! *before* anything reaches the router, and the ACL checks on every PUBLISH / SUBSCRIBE / delivery.
 //!
-//! Password checks, in order (see [`Auth::authenticate`]):
-//! 1. a client IP in back-off is refused at once (`backoff.rs` documents the exact rules);
+//! Password checks, in order (see [`Auth::authenticate`]; `backoff.rs` documents the back-off
+//! rules exactly):
+//! 1. no password: refused (bad credentials) at once, not counted as a guess;
 //! 2. a hit in the credential cache (same username and password verified within `cache_ttl`) is let
 //!    in without hashing; a cache hit proves the password, so it is honoured even while the
 //!    *username* backs off (otherwise anyone could lock a busy account out by guessing at it);
-//! 3. a username in back-off is refused at once;
-//! 4. otherwise the hash is verified on the blocking pool, at most `verify_threads` at a time,
-//!    waiting at most `verify_wait` for a slot. Unknown users are verified against a dummy argon2id
-//!    hash so they cost the same as a known user's wrong password.
+//! 3. the same username and password that already failed from this address within
+//!    `failure_window`: refused (bad credentials) at once, not counted again;
+//! 4. a username in back-off is refused at once (not authorised);
+//! 5. the login waits for a turn of its address (an address that keeps failing gets its turns
+//!    one at a time and ever later; never refused for it unless the wait would exceed
+//!    `backoff_max`: then "server unavailable");
+//! 6. the hash is verified on the blocking pool, at most `verify_threads` at a time, waiting at
+//!    most `verify_wait` for a slot. Unknown users are verified against a dummy argon2id hash so
+//!    they cost the same as a known user's wrong password.
 //!
 //! MQTT 5.0 enhanced authentication ([`enhanced`]) is offered with a password file: SCRAM-SHA-256
-//! ([`scram`]) for users whose line carries SCRAM credentials. The session runs the exchange (it
-//! owns the socket) and reports the outcome here for the same back-off accounting
-//! ([`Auth::enhanced`], [`Auth::ip_backing_off`], [`Auth::user_backing_off`],
-//! [`Auth::record_login`]).
+//! ([`scram`]) for users whose line carries SCRAM credentials. The connection code runs the
+//! exchange (it owns the socket) and goes through the same rules with a [`LoginAttempt`]: it asks
+//! before giving a verdict and records the outcome.
 //!
 //! A successful login with a Mosquitto (`$7$`/`$6$`) or weaker-than-default argon2 hash re-hashes
 //! the password to argon2id and atomically rewrites the password file (failure only logs).
@@ -28,13 +33,14 @@ mod backoff;
 mod cache;
 mod cell;
 pub use cell::{AuthCell, AuthSnapshot};
+pub mod credentials;
 pub mod enhanced;
 pub mod passwd;
 pub mod scram;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,13 +50,14 @@ use parking_lot::RwLock;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use zeroize::Zeroizing;
 
-use crate::config::AuthConfig;
+use crate::config::{AuthConfig, MAX_VERIFY_THREADS};
 use crate::protocol::Password;
 
-use backoff::Backoff;
-use cache::CredentialCache;
+use backoff::{Backoff, Turn};
+use cache::{CredentialCache, FailedLogins};
+use credentials::{Argon2Params, PasswordHash};
 use enhanced::AuthMethod;
-use passwd::{Argon2Params, PasswdError, PasswordFile, PasswordHash};
+use passwd::{PasswdError, PasswordFile};
 
 /// What the CONNECT offered, plus where it came from.
 #[derive(Debug)]
@@ -101,8 +108,11 @@ impl From<PasswdError> for AuthError {
     }
 }
 
-/// Upper bound on `verify_threads` (each running argon2 holds its memory cost).
-pub const MAX_VERIFY_THREADS: usize = 1024;
+impl From<credentials::CredentialError> for AuthError {
+    fn from(e: credentials::CredentialError) -> Self {
+        AuthError::Load(e.to_string())
+    }
+}
 
 /// The authentication and authorization state of the broker. Built by [`Auth::load`]; a reload
 /// builds a new one (which also empties the credential cache and the back-off counters).
@@ -121,7 +131,9 @@ struct Inner {
     pool_size: usize,
     verify_wait: Duration,
     cache: CredentialCache,
-    backoff: Backoff,
+    /// Credentials that failed recently, per address: repeats are not guesses.
+    failed: FailedLogins,
+    backoff: Arc<Backoff>,
     /// Password hashes computed so far (including dummy runs for unknown users).
     verifications: AtomicU64,
 }
@@ -182,11 +194,12 @@ impl Auth {
                 pool_size,
                 verify_wait: config.verify_wait,
                 cache: CredentialCache::new(config.cache_ttl, config.cache_size),
-                backoff: Backoff::new(
+                failed: FailedLogins::new(config.failure_window, config.cache_size),
+                backoff: Arc::new(Backoff::new(
                     config.max_failures,
                     config.failure_window,
                     config.backoff_max,
-                ),
+                )),
                 verifications: AtomicU64::new(0),
             }),
             acl,
@@ -200,23 +213,13 @@ impl Auth {
         self.methods.iter().find(|m| m.name() == method).cloned()
     }
 
-    /// Is this client address backing off after failed logins? (Enhanced authentication checks
-    /// this before starting an exchange, as [`Auth::authenticate`] does.)
-    pub fn ip_backing_off(&self, ip: std::net::IpAddr) -> bool {
-        self.inner.backoff.ip_blocked(ip)
-    }
-
-    /// Is this username backing off after failed logins?
-    pub fn user_backing_off(&self, username: &str) -> bool {
-        self.inner.backoff.user_blocked(username)
-    }
-
-    /// Counts the outcome of an enhanced authentication for the back-off rules.
-    pub fn record_login(&self, ip: std::net::IpAddr, username: &str, ok: bool) {
-        if ok {
-            self.inner.backoff.record_success(username);
-        } else {
-            self.inner.backoff.record_failure(ip, username);
+    /// A login from `ip` whose verdict the caller decides (enhanced authentication), under the
+    /// same back-off rules as [`Auth::authenticate`].
+    pub fn login_attempt(&self, ip: IpAddr) -> LoginAttempt {
+        LoginAttempt {
+            backoff: Arc::clone(&self.inner.backoff),
+            ip,
+            turn: None,
         }
     }
 
@@ -253,23 +256,24 @@ impl Auth {
             };
         }
         let ip = creds.peer.ip();
-        if inner.backoff.ip_blocked(ip) {
-            tracing::debug!(%ip, username, "login refused: address is backing off");
-            return AuthOutcome::NotAuthorized;
-        }
         let Some(password) = creds.password else {
-            inner.backoff.record_failure(ip, username);
+            tracing::info!(%ip, username, "login failed: no password");
             return AuthOutcome::BadCredentials;
         };
-        if inner.cache.hit(username, password.as_bytes()) {
+        let password = password.as_bytes();
+        if inner.cache.hit(username, password) {
             inner.backoff.record_success(username);
             return AuthOutcome::Allowed {
                 username: Some(username.to_owned()),
             };
         }
-        if inner.backoff.user_blocked(username) {
-            tracing::debug!(%ip, username, "login refused: username is backing off");
-            return AuthOutcome::NotAuthorized;
+        if inner.failed.contains(ip, username, password) {
+            tracing::info!(%ip, username, "login failed: the same bad credentials again");
+            return AuthOutcome::BadCredentials;
+        }
+        let mut attempt = self.login_attempt(ip);
+        if let Err(refusal) = attempt.proceed(username).await {
+            return refusal;
         }
         let permit =
             match tokio::time::timeout(inner.verify_wait, Arc::clone(&inner.pool).acquire_owned())
@@ -283,21 +287,22 @@ impl Auth {
             };
         let task_inner = Arc::clone(inner);
         let task_user = username.to_owned();
-        let task_password = Zeroizing::new(password.as_bytes().to_vec());
+        let task_password = Zeroizing::new(password.to_vec());
         let verified = tokio::task::spawn_blocking(move || {
             task_inner.verify_blocking(permit, &task_user, &task_password)
         })
         .await;
         match verified {
             Ok(true) => {
-                inner.cache.insert(username, password.as_bytes());
-                inner.backoff.record_success(username);
+                inner.cache.insert(username, password);
+                attempt.succeeded(username);
                 AuthOutcome::Allowed {
                     username: Some(username.to_owned()),
                 }
             }
             Ok(false) => {
-                inner.backoff.record_failure(ip, username);
+                inner.failed.insert(ip, username, password);
+                attempt.failed(username);
                 tracing::info!(%ip, username, "login failed: bad username or password");
                 AuthOutcome::BadCredentials
             }
@@ -331,6 +336,13 @@ impl Auth {
         self.acl.is_some()
     }
 
+    /// May a session that logged in as `name` with a password (or enhanced authentication) stay
+    /// under this `Auth`? Everyone without a password file; else only users in it. A reload kicks
+    /// the sessions for which this is false.
+    pub fn keeps_user(&self, name: &str) -> bool {
+        !self.has_password_file() || self.has_user(name)
+    }
+
     /// Is `name` in the password file? (After a reload, sessions of deleted users can be closed.)
     /// False without a password file.
     pub fn has_user(&self, name: &str) -> bool {
@@ -352,9 +364,72 @@ impl Auth {
     }
 }
 
+/// One login going through the back-off rules (`backoff.rs`) for code that decides the verdict
+/// itself: MQTT 5.0 enhanced authentication. Ask [`LoginAttempt::proceed`] before revealing a
+/// verdict, then record it with [`LoginAttempt::succeeded`] or [`LoginAttempt::failed`].
+/// Dropped without an outcome (the client went away), it counts nothing.
+#[derive(Debug)]
+pub struct LoginAttempt {
+    backoff: Arc<Backoff>,
+    ip: IpAddr,
+    /// The address's turn, once [`LoginAttempt::proceed`] got it.
+    turn: Option<Turn>,
+}
+
+impl LoginAttempt {
+    /// May a verdict about `username` be given? Refused at once (NotAuthorized) while the
+    /// username backs off; otherwise waits for a turn of the client's address, which an address
+    /// that keeps failing gets ever later (Unavailable if it would not come within `backoff_max`).
+    /// Cancel-safe.
+    pub async fn proceed(&mut self, username: &str) -> Result<(), AuthOutcome> {
+        let ip = self.ip;
+        self.may_proceed_now(username)?;
+        if self.turn.is_none() {
+            match self.backoff.turn(ip).await {
+                Ok(turn) => self.turn = Some(turn),
+                Err(backoff::Busy) => {
+                    tracing::warn!(%ip, username, "login refused: the address's turn did not come within backoff_max");
+                    return Err(AuthOutcome::Unavailable);
+                }
+            }
+        }
+        // The username may have started backing off while this login waited.
+        self.may_proceed_now(username)
+    }
+
+    /// The username rule alone, without waiting (re-authentication, inside the packet loop: it
+    /// needs an authenticated connection, which each failure closes).
+    pub fn may_proceed_now(&self, username: &str) -> Result<(), AuthOutcome> {
+        if self.backoff.user_blocked(username) {
+            tracing::info!(ip = %self.ip, username, "login refused: username is backing off");
+            return Err(AuthOutcome::NotAuthorized);
+        }
+        Ok(())
+    }
+
+    /// `username` proved its credentials: its failures are forgotten.
+    pub fn succeeded(mut self, username: &str) {
+        match self.turn.take() {
+            Some(turn) => turn.succeeded(username),
+            None => self.backoff.record_success(username),
+        }
+    }
+
+    /// The credentials claimed for `username` were wrong: one failure for the address and the
+    /// username.
+    pub fn failed(mut self, username: &str) {
+        match self.turn.take() {
+            Some(turn) => turn.failed(username),
+            None => self.backoff.record_failure(self.ip, username),
+        }
+    }
+}
+
 impl Users {
     /// The users, and the SCRAM credentials of those who have them.
-    fn load(path: &Path) -> Result<(Users, HashMap<String, scram::ScramCredentials>), AuthError> {
+    fn load(
+        path: &Path,
+    ) -> Result<(Users, HashMap<String, credentials::ScramCredentials>), AuthError> {
         let file = PasswordFile::load(path)?;
         let scram = file
             .entries()
@@ -368,7 +443,7 @@ impl Users {
         // The dummy costs what most users' hashes cost, so an unknown name is not faster.
         let dummy_params = most_common_argon2id_params(&file).unwrap_or(rehash_to);
         let dummy_password: [u8; 16] = rand::random();
-        let dummy = passwd::hash_argon2id(&dummy_password, dummy_params)?;
+        let dummy = credentials::hash_argon2id(&dummy_password, dummy_params)?;
         let users = Users {
             path: path.to_owned(),
             hashes: RwLock::new(hashes),
@@ -410,15 +485,15 @@ impl Inner {
         let entry = users.hashes.read().get(username).cloned();
         self.verifications.fetch_add(1, Ordering::Relaxed);
         let ok = match &entry {
-            Some(hash) => passwd::verify(hash, password),
+            Some(hash) => credentials::verify(hash, password),
             None => {
-                let _ = passwd::verify(&users.dummy, password);
+                let _ = credentials::verify(&users.dummy, password);
                 false
             }
         };
         if ok
             && let Some(old) = entry
-            && passwd::needs_rehash(&old, users.rehash_to)
+            && credentials::needs_rehash(&old, users.rehash_to)
         {
             users.rehash(permit, username, password, &old);
         }
@@ -437,7 +512,7 @@ impl Users {
         password: &[u8],
         old: &PasswordHash,
     ) {
-        let new = match passwd::hash_argon2id(password, self.rehash_to) {
+        let new = match credentials::hash_argon2id(password, self.rehash_to) {
             Ok(h) => h,
             Err(e) => {
                 tracing::warn!(username, "could not re-hash password: {e}");

@@ -21,177 +21,25 @@
 //! not normalise either (ASCII passwords are unaffected).
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+use super::credentials::ScramCredentials;
+use super::credentials::scram::{DEFAULT_ITERATIONS, hmac, sha256};
 use super::enhanced::{AuthExchange, AuthMethod, AuthStep};
-use super::passwd::{PasswdError, caps};
 
 /// The MQTT Authentication Method name (the SASL mechanism name).
 pub const METHOD: &str = "SCRAM-SHA-256";
-
-/// Iterations for new credentials: RFC 7677's minimum.
-pub const DEFAULT_ITERATIONS: u32 = 4096;
-
-/// Prefix of the credentials field in the password file.
-pub const PREFIX: &str = "$scram-sha-256$";
 
 /// Longest SCRAM message accepted from a client (a username is at most 65535 bytes).
 const MAX_MESSAGE_LEN: usize = 70_000;
 
 /// Longest client nonce accepted.
 const MAX_NONCE_LEN: usize = 256;
-
-type HmacSha256 = Hmac<Sha256>;
-
-fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    // HMAC takes keys of any length, so this cannot fail.
-    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key).expect("HMAC accepts any key");
-    for p in parts {
-        mac.update(p);
-    }
-    mac.finalize().into_bytes().into()
-}
-
-fn sha256(data: &[u8]) -> [u8; 32] {
-    Sha256::digest(data).into()
-}
-
-/// One user's SCRAM-SHA-256 credentials:
-/// `$scram-sha-256$<iterations>$<base64 salt>$<base64 StoredKey>$<base64 ServerKey>`.
-/// `Debug` shows only the iteration count.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ScramCredentials {
-    encoded: String,
-    iterations: u32,
-    salt: Vec<u8>,
-    stored_key: [u8; 32],
-    server_key: [u8; 32],
-}
-
-impl fmt::Debug for ScramCredentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ScramCredentials(i={}, <redacted>)", self.iterations)
-    }
-}
-
-/// Client and server keys from the password (RFC 5802 section 3).
-struct Keys {
-    client_key: Zeroizing<[u8; 32]>,
-    server_key: [u8; 32],
-}
-
-fn derive_keys(password: &[u8], salt: &[u8], iterations: u32) -> Keys {
-    let mut salted = Zeroizing::new([0u8; 32]);
-    pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, salted.as_mut_slice());
-    Keys {
-        client_key: Zeroizing::new(hmac(salted.as_slice(), &[b"Client Key"])),
-        server_key: hmac(salted.as_slice(), &[b"Server Key"]),
-    }
-}
-
-impl ScramCredentials {
-    /// Parses and checks the field as written in the password file.
-    pub fn parse(s: &str) -> Result<ScramCredentials, String> {
-        let Some(rest) = s.strip_prefix(PREFIX) else {
-            return Err(format!("SCRAM credentials must start with {PREFIX}"));
-        };
-        let [iterations, salt, stored, server] = rest.split('$').collect::<Vec<_>>()[..] else {
-            return Err(format!(
-                "SCRAM credentials must be {PREFIX}<iterations>$<salt>$<StoredKey>$<ServerKey>"
-            ));
-        };
-        let iterations: u32 = iterations
-            .parse()
-            .map_err(|_| format!("SCRAM iterations {iterations:?} is not a number"))?;
-        if iterations == 0 || iterations > caps::PBKDF2_MAX_ITERATIONS {
-            return Err(format!(
-                "SCRAM iterations {iterations} outside 1..={}",
-                caps::PBKDF2_MAX_ITERATIONS
-            ));
-        }
-        let decode = |v: &str, what: &str| {
-            STANDARD
-                .decode(v)
-                .map_err(|e| format!("SCRAM {what} is not valid base64: {e}"))
-        };
-        let salt = decode(salt, "salt")?;
-        if salt.is_empty() || salt.len() > caps::MAX_SALT_LEN {
-            return Err(format!(
-                "SCRAM salt of {} bytes (must be 1..={})",
-                salt.len(),
-                caps::MAX_SALT_LEN
-            ));
-        }
-        let key = |v: &str, what: &str| -> Result<[u8; 32], String> {
-            decode(v, what)?
-                .try_into()
-                .map_err(|_| format!("SCRAM {what} must be 32 bytes (SHA-256)"))
-        };
-        Ok(ScramCredentials {
-            encoded: s.to_owned(),
-            iterations,
-            stored_key: key(stored, "StoredKey")?,
-            server_key: key(server, "ServerKey")?,
-            salt,
-        })
-    }
-
-    /// Derives credentials from `password` with this salt and iteration count (PBKDF2: slow on
-    /// purpose, keep it off the async runtime).
-    pub fn derive(password: &[u8], salt: &[u8], iterations: u32) -> ScramCredentials {
-        let keys = derive_keys(password, salt, iterations);
-        let stored_key = sha256(keys.client_key.as_slice());
-        let encoded = format!(
-            "{PREFIX}{iterations}${}${}${}",
-            STANDARD.encode(salt),
-            STANDARD.encode(stored_key),
-            STANDARD.encode(keys.server_key)
-        );
-        ScramCredentials {
-            encoded,
-            iterations,
-            salt: salt.to_vec(),
-            stored_key,
-            server_key: keys.server_key,
-        }
-    }
-
-    /// Fresh credentials for `password`: a random 16-byte salt and `iterations` (at least
-    /// [`DEFAULT_ITERATIONS`], the RFC 7677 minimum).
-    pub fn generate(password: &[u8], iterations: u32) -> Result<ScramCredentials, PasswdError> {
-        if !(DEFAULT_ITERATIONS..=caps::PBKDF2_MAX_ITERATIONS).contains(&iterations) {
-            return Err(PasswdError::Params(format!(
-                "SCRAM iterations {iterations} (must be {DEFAULT_ITERATIONS}..={})",
-                caps::PBKDF2_MAX_ITERATIONS
-            )));
-        }
-        let salt: [u8; 16] = rand::random();
-        Ok(ScramCredentials::derive(password, &salt, iterations))
-    }
-
-    /// Were these credentials derived from `password`? Constant-time; slow (PBKDF2).
-    pub fn matches(&self, password: &[u8]) -> bool {
-        let keys = derive_keys(password, &self.salt, self.iterations);
-        bool::from(sha256(keys.client_key.as_slice()).ct_eq(&self.stored_key))
-    }
-
-    /// The field as written in the file.
-    pub fn as_str(&self) -> &str {
-        &self.encoded
-    }
-
-    pub fn iterations(&self) -> u32 {
-        self.iterations
-    }
-}
 
 /// The server side of SCRAM-SHA-256 over a snapshot of the password file's SCRAM credentials.
 pub struct ScramSha256 {
@@ -428,6 +276,7 @@ fn valid_nonce(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::credentials::scram::derive_keys;
 
     /// RFC 7677 section 3: user "user", password "pencil", 4096 iterations.
     const SALT_B64: &str = "W22ZaJ0SNY7soEsUEjb6gQ==";
@@ -564,24 +413,5 @@ mod tests {
         assert_eq!(decode_saslname("a=2"), None);
         assert_eq!(decode_saslname("a=41"), None);
         assert_eq!(decode_saslname(""), None);
-    }
-
-    #[test]
-    fn credentials_parse_and_debug() {
-        let c = rfc_credentials();
-        assert_eq!(ScramCredentials::parse(c.as_str()).unwrap(), c);
-        assert!(!format!("{c:?}").contains(SALT_B64));
-        let bad = [
-            "$scram-sha-256$0$AAAA$AAAA$AAAA",
-            "$scram-sha-256$4096$$AAAA$AAAA",
-            "$scram-sha-256$4096$AAAA$AAAA$AAAA",
-            "$scram-sha-256$x$AAAA$AAAA$AAAA",
-            "$scram-sha-256$4096$AAAA",
-            "$scram-sha-1$4096$AAAA$AAAA$AAAA",
-        ];
-        for s in bad {
-            assert!(ScramCredentials::parse(s).is_err(), "{s}");
-        }
-        assert!(ScramCredentials::generate(b"pw", 4095).is_err());
     }
 }

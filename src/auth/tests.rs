@@ -9,7 +9,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use sha2::Sha512;
 
-use super::passwd::{Argon2Params, HashKind, PasswordFile, hash_argon2id};
+use super::credentials::{Argon2Params, HashKind, hash_argon2id};
+use super::passwd::PasswordFile;
 use super::*;
 
 const FAST: Argon2Params = Argon2Params {
@@ -222,11 +223,12 @@ async fn cache_ttl_zero_disables_it() {
     assert_eq!(auth.verifications(), 2);
 }
 
-/// Wall times of `n` failing logins as `user`, sorted.
+/// Wall times of `n` failing logins as `user`, sorted. Each with another wrong password: a
+/// repeat would be answered from memory, without a hash.
 async fn timings(auth: &Auth, user: &str, n: usize) -> Vec<Duration> {
-    let bad = pw("wrong");
     let mut times = Vec::new();
     for _ in 0..n {
+        let bad = pw(&format!("wrong-{}", rand::random::<u64>()));
         let t = Instant::now();
         let outcome = auth.authenticate(&creds(Some(user), Some(&bad), 1)).await;
         assert_eq!(outcome, AuthOutcome::BadCredentials);
@@ -261,64 +263,61 @@ async fn unknown_users_cost_as_much_as_wrong_passwords() {
     assert_eq!(auth.verifications(), 18);
 }
 
-#[tokio::test]
-async fn failures_back_off_per_ip_and_username() {
+/// The back-off rules through [`Auth::authenticate`] (paused time; the hashes run on the blocking
+/// pool, which holds the clock still): failures from an address slow it down but never refuse a
+/// right password; a username that keeps failing is refused from anywhere; repeats and missing
+/// passwords are not counted.
+#[tokio::test(start_paused = true)]
+async fn failures_slow_the_address_and_block_the_username() {
     let dir = tempfile::tempdir().unwrap();
     let text = format!("{}{}", line("alice", "a", FAST), line("bob", "b", FAST));
     let (_, mut config) = setup(dir.path(), &text);
     config.max_failures = 3;
-    config.backoff_max = Duration::from_millis(600);
+    config.cache_ttl = Duration::ZERO;
     let auth = Auth::load(&config).unwrap();
-    let (a, b, wrong) = (pw("a"), pw("b"), pw("x"));
-    // bob logs in once, so he is in the cache.
-    assert_eq!(
-        auth.authenticate(&creds(Some("bob"), Some(&b), 9)).await,
-        allowed("bob")
-    );
-    for _ in 0..3 {
-        assert_eq!(
-            auth.authenticate(&creds(Some("alice"), Some(&wrong), 1))
-                .await,
-            AuthOutcome::BadCredentials
-        );
+    let (a, b) = (pw("a"), pw("b"));
+    let t0 = tokio::time::Instant::now();
+    for i in 0..3 {
+        let wrong = pw(&format!("x{i}"));
+        let c = creds(Some("alice"), Some(&wrong), 1);
+        assert_eq!(auth.authenticate(&c).await, AuthOutcome::BadCredentials);
     }
+    // Repeats and missing passwords: refused without a hash, not counted.
     let hashed = auth.verifications();
-    // The address is now refused outright, even with the right password, without hashing.
-    assert_eq!(
-        auth.authenticate(&creds(Some("alice"), Some(&a), 1)).await,
-        AuthOutcome::NotAuthorized
-    );
-    assert_eq!(
-        auth.authenticate(&creds(Some("bob"), Some(&b), 1)).await,
-        AuthOutcome::NotAuthorized
-    );
-    // So is the username, from anywhere...
-    assert_eq!(
-        auth.authenticate(&creds(Some("alice"), Some(&a), 2)).await,
-        AuthOutcome::NotAuthorized
-    );
-    assert_eq!(auth.verifications(), hashed, "refusals run no hash");
-    // ...while other users from other addresses are unaffected.
-    assert_eq!(
-        auth.authenticate(&creds(Some("bob"), Some(&b), 3)).await,
-        allowed("bob")
-    );
-    // After the back-off (1s capped to 600ms here), the right password works and clears alice.
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(
-        auth.authenticate(&creds(Some("alice"), Some(&a), 1)).await,
-        allowed("alice")
-    );
-    // The address keeps its count: the next failure from it blocks it again at once.
-    assert_eq!(
-        auth.authenticate(&creds(Some("alice"), Some(&wrong), 1))
-            .await,
-        AuthOutcome::BadCredentials
-    );
-    assert_eq!(
-        auth.authenticate(&creds(Some("bob"), Some(&b), 1)).await,
-        AuthOutcome::NotAuthorized
-    );
+    for _ in 0..5 {
+        let wrong = pw("x0");
+        let c = creds(Some("alice"), Some(&wrong), 1);
+        assert_eq!(auth.authenticate(&c).await, AuthOutcome::BadCredentials);
+        let c = creds(Some("bob"), None, 1);
+        assert_eq!(auth.authenticate(&c).await, AuthOutcome::BadCredentials);
+    }
+    assert_eq!(auth.verifications(), hashed);
+    assert_eq!(t0.elapsed(), Duration::ZERO, "nothing waited so far");
+    // The username is refused from anywhere, at once and without a hash...
+    let c = creds(Some("alice"), Some(&a), 2);
+    assert_eq!(auth.authenticate(&c).await, AuthOutcome::NotAuthorized);
+    assert_eq!(auth.verifications(), hashed);
+    // ...while bob, from the failing address, gets in after its 1s delay.
+    let c = creds(Some("bob"), Some(&b), 1);
+    assert_eq!(auth.authenticate(&c).await, allowed("bob"));
+    assert_eq!(t0.elapsed(), Duration::from_secs(1));
+    // His success adds no delay; from elsewhere nothing waits.
+    let c = creds(Some("bob"), Some(&b), 1);
+    assert_eq!(auth.authenticate(&c).await, allowed("bob"));
+    let c = creds(Some("bob"), Some(&b), 3);
+    assert_eq!(auth.authenticate(&c).await, allowed("bob"));
+    assert_eq!(t0.elapsed(), Duration::from_secs(1));
+    // A fourth distinct failure from the address: its next turn waits 2s.
+    let wrong = pw("y");
+    let c = creds(Some("carol"), Some(&wrong), 1);
+    assert_eq!(auth.authenticate(&c).await, AuthOutcome::BadCredentials);
+    let failed_at = tokio::time::Instant::now();
+    let c = creds(Some("bob"), Some(&b), 1);
+    assert_eq!(auth.authenticate(&c).await, allowed("bob"));
+    assert_eq!(failed_at.elapsed(), Duration::from_secs(2));
+    // alice's block (1s from her third failure) is long over: her right password works.
+    let c = creds(Some("alice"), Some(&a), 2);
+    assert_eq!(auth.authenticate(&c).await, allowed("alice"));
 }
 
 #[tokio::test]
@@ -400,7 +399,7 @@ async fn saturated_pool_answers_unavailable_after_the_wait() {
 async fn legacy_hashes_are_rehashed_on_login() {
     let dir = tempfile::tempdir().unwrap();
     // leg also has SCRAM credentials, which the re-hash must keep (same password).
-    let scram = super::scram::ScramCredentials::derive(b"old", b"scram-salt", 4096);
+    let scram = super::credentials::ScramCredentials::derive(b"old", b"scram-salt", 4096);
     let text = format!(
         "# migrated\nleg:{}:{}\nweak:{}",
         mosq7("old", 101),

@@ -10,10 +10,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use mqttd::auth::passwd::{
-    Argon2Params, PasswdError, PasswordFile, hash_argon2id, needs_rehash, validate_username,
-};
-use mqttd::auth::scram::{self, ScramCredentials};
+use mqttd::auth::credentials::scram::{self, ScramCredentials};
+use mqttd::auth::credentials::{Argon2Params, hash_argon2id, needs_rehash};
+use mqttd::auth::passwd::{PasswdError, PasswordFile, validate_username};
 use zeroize::Zeroizing;
 
 #[derive(Parser)]

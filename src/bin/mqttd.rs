@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 use mqttd::config::Config;
-use mqttd::server::Server;
+use mqttd::server::{Resources, Server};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -18,7 +18,9 @@ struct Args {
     /// Configuration file (TOML). Without it: 127.0.0.1:1883 only, anonymous (local-only mode).
     #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Validate FILE and exit: 0 if it is valid, 1 (with file, line and problem) if not.
+    /// Validate FILE and everything it names (password file, ACL, certificates and keys, log
+    /// file), as start-up would, and exit: 0 if all is well, 1 (with file, line and problem) if
+    /// not. Only binding the listeners' ports is left to the start.
     #[arg(long, value_name = "FILE", conflicts_with = "config")]
     check_config: Option<PathBuf>,
 }
@@ -26,8 +28,8 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(path) = &args.check_config {
-        return match Config::load(path) {
-            Ok(_) => {
+        return match check_config(path) {
+            Ok(()) => {
                 println!("{}: configuration is valid", path.display());
                 ExitCode::SUCCESS
             }
@@ -79,6 +81,13 @@ fn main() -> ExitCode {
     }
 }
 
+/// The configuration and every file it names, loaded as start-up loads them.
+fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    Resources::load(&config)?;
+    Ok(())
+}
+
 async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let server = Server::bind(config, shutdown.clone()).await?;
@@ -125,7 +134,10 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
                 .create(true)
                 .append(true)
                 .open(path)
-                .with_context(|| format!("log.file {}", path.display()))?;
+                .with_context(|| {
+                    let at = config.locate("log.file");
+                    format!("{at}: log.file {}", path.display())
+                })?;
             builder
                 .with_ansi(false)
                 .with_writer(std::sync::Mutex::new(file))

@@ -104,7 +104,7 @@ where
             (Some(user), Some((method.name(), data)))
         }
         None => (
-            password_login(conn, &connect, &client_id, peer, &auth).await?,
+            password_login(conn, &connect, &client_id, peer, ctx, &auth).await?,
             None,
         ),
     };
@@ -125,6 +125,14 @@ where
     let attached = ctx
         .router
         .attach(&client_id, connect.clean_start, expiry, username.clone());
+    if deleted_meanwhile(ctx, snapshot.generation(), username.as_deref(), peer) {
+        ctx.router.detach(&attached.session, attached.link.id());
+        let why = "user deleted by a reload during the login";
+        info!(client_id = %client_id, peer = %peer.addr, user = ?username, "refused: {why}");
+        let packet = refusal(v5, v3::NOT_AUTHORIZED, v5::NOT_AUTHORIZED, "not authorised");
+        let _ = conn.write_packet(&packet).await;
+        return None;
+    }
     let properties = v5.then(|| {
         let response_information = (props.request_response_information == Some(1))
             .then(|| format!("mqttd/response/{client_id}"));
@@ -194,6 +202,17 @@ where
     })
 }
 
+/// Did a reload delete `username` after this login took its auth snapshot (at `generation`)?
+/// Checked after attaching: a reload installs the new password file, then kicks the deleted
+/// users' sessions, so a login that attached after that kick sees the new generation here (the
+/// router's lock orders the two) and must not stay. Certificate identities are not password users.
+fn deleted_meanwhile(ctx: &Context, generation: u64, username: Option<&str>, peer: &Peer) -> bool {
+    let Some(name) = username.filter(|_| peer.cert_identity.is_none()) else {
+        return false;
+    };
+    ctx.auth.generation() != generation && !ctx.current_auth().keeps_user(name)
+}
+
 /// The CONNECT's User Name / Password (or certificate identity) checked by [`Auth::authenticate`].
 /// `None`: refused (CONNACK already written); `Some(user)`: let in as `user` (None: anonymous).
 pub(super) async fn password_login<S>(
@@ -201,6 +220,7 @@ pub(super) async fn password_login<S>(
     connect: &Connect,
     client_id: &str,
     peer: &Peer,
+    ctx: &Context,
     auth: &Auth,
 ) -> Option<Option<String>>
 where
@@ -215,7 +235,12 @@ where
         allow_anonymous: peer.allow_anonymous,
         cert_identity: peer.cert_identity.as_deref(),
     };
-    match auth.authenticate(&creds).await {
+    // A login may wait up to `backoff_max` for its address's turn: not past shutdown.
+    let outcome = tokio::select! {
+        _ = ctx.shutdown.cancelled() => AuthOutcome::Unavailable,
+        outcome = auth.authenticate(&creds) => outcome,
+    };
+    match outcome {
         AuthOutcome::Allowed { username } => Some(username),
         outcome => {
             let (code3, code5, why) = match outcome {
@@ -227,7 +252,7 @@ where
                 AuthOutcome::Unavailable => (
                     v3::SERVER_UNAVAILABLE,
                     v5::SERVER_UNAVAILABLE,
-                    "server busy verifying passwords",
+                    "server busy: retry later",
                 ),
                 _ => (v3::NOT_AUTHORIZED, v5::NOT_AUTHORIZED, "not authorised"),
             };

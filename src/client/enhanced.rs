@@ -1,15 +1,13 @@
 //! MQTT 5.0 enhanced authentication (section 4.12): the exchange during CONNECT and
 //! re-authentication of a connected client.
 
-use std::sync::Arc;
-
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, info};
 
 use bytes::Bytes;
 
-use crate::auth::Auth;
 use crate::auth::enhanced::{AuthExchange, AuthMethod, AuthStep};
+use crate::auth::{Auth, AuthOutcome, LoginAttempt};
 use crate::connection::{Connection, ReadError};
 use crate::protocol::reason::{v3, v5};
 use crate::protocol::{Auth as AuthPacket, Packet, Properties};
@@ -19,6 +17,9 @@ use super::admit::refusal;
 use super::exit::Exit;
 use super::{Client, Context, Peer, Step};
 
+/// What a client whose re-authentication failed is told (the cause only goes to the log).
+const REAUTH_FAILED: &str = "re-authentication failed";
+
 /// Most AUTH round trips one enhanced login may take (SCRAM needs one).
 pub(super) const MAX_AUTH_ROUNDS: usize = 4;
 
@@ -26,8 +27,10 @@ pub(super) const MAX_AUTH_ROUNDS: usize = 4;
 /// [`AuthStep::Continue`] goes out as AUTH 0x18 and the client must answer with AUTH 0x18 naming
 /// the same method within `connect_timeout`. Anything else is a protocol error, answered with
 /// CONNACK 0x82 (a DISCONNECT may not precede the CONNACK, MQTT-3.14.0-1). A failed exchange gets
-/// CONNACK 0x87 whatever the cause (wrong proof, unknown user, malformed message, back-off), so
-/// the client learns nothing more than "no". Outcomes feed the password back-off counters.
+/// CONNACK 0x87 whatever the cause (wrong proof, unknown user, malformed message, username
+/// back-off), so the client learns nothing more than "no". The verdict goes through the password
+/// back-off rules ([`crate::auth::LoginAttempt`]): it waits for a turn of the client's address
+/// (0x88 if that would take longer than `backoff_max`) and is recorded.
 ///
 /// `None`: refused or gone (CONNACK already written where one is due); else the authenticated
 /// user and the Authentication Data for the CONNACK.
@@ -50,37 +53,46 @@ where
         v5::NOT_AUTHORIZED,
         "not authorised",
     );
-    if auth.ip_backing_off(ip) {
-        info!(%ip, method = name, "login refused: address is backing off");
-        let _ = conn.write_packet(&not_authorised).await;
-        return None;
-    }
+    let mut attempt = auth.login_attempt(ip);
     let mut exchange = method.start();
     let mut data = props.authentication_data.clone();
     let mut rounds = 0;
     loop {
         let step = exchange.step(data.as_deref());
         let claimed = exchange.username().unwrap_or_default();
-        if matches!(step, AuthStep::Success { .. } | AuthStep::Fail(_))
-            && auth.user_backing_off(claimed)
-        {
-            info!(%ip, method = name, user = claimed, "login refused: username is backing off");
-            let _ = conn.write_packet(&not_authorised).await;
-            return None;
+        let verdict = !matches!(step, AuthStep::Continue(_)) || rounds == MAX_AUTH_ROUNDS;
+        if verdict {
+            let proceed = tokio::select! {
+                _ = ctx.shutdown.cancelled() => return None,
+                proceed = attempt.proceed(claimed) => proceed,
+            };
+            if let Err(outcome) = proceed {
+                let packet = match outcome {
+                    AuthOutcome::Unavailable => refusal(
+                        true,
+                        v3::SERVER_UNAVAILABLE,
+                        v5::SERVER_UNAVAILABLE,
+                        "server busy: retry later",
+                    ),
+                    _ => not_authorised,
+                };
+                let _ = conn.write_packet(&packet).await;
+                return None;
+            }
         }
         match step {
             AuthStep::Success { username, data } => {
-                auth.record_login(ip, &username, true);
+                attempt.succeeded(&username);
                 return Some((username, data));
             }
             AuthStep::Fail(why) => {
-                auth.record_login(ip, claimed, false);
+                attempt.failed(claimed);
                 info!(%ip, method = name, user = claimed, "login failed: {why}");
                 let _ = conn.write_packet(&not_authorised).await;
                 return None;
             }
             AuthStep::Continue(_) if rounds == MAX_AUTH_ROUNDS => {
-                auth.record_login(ip, claimed, false);
+                attempt.failed(claimed);
                 info!(%ip, method = name, user = claimed, "login failed: too many AUTH rounds");
                 let _ = conn.write_packet(&not_authorised).await;
                 return None;
@@ -231,9 +243,18 @@ impl Client {
         };
         let step = exchange.step(props.authentication_data.as_deref());
         let claimed = exchange.username().unwrap_or_default().to_owned();
-        let auth = Arc::clone(self.ctx.ingress.current_auth(&mut self.publisher));
-        if !matches!(step, AuthStep::Continue(_)) && auth.user_backing_off(&claimed) {
-            return self.reauth_failed(&claimed, "username is backing off");
+        let verdict = !matches!(step, AuthStep::Continue(_)) || rounds == MAX_AUTH_ROUNDS;
+        // No waiting for the address's turn here (this runs inside the packet loop): a
+        // re-authentication needs a connection that already logged in, each failure closes it,
+        // and every client learns the same "re-authentication failed" (see `reauth_failed`).
+        if verdict
+            && self
+                .login_attempt()
+                .is_some_and(|a| a.may_proceed_now(&claimed).is_err())
+        {
+            let why = format!("re-authentication failed: {claimed:?} is backing off");
+            info!(client_id = %self.client_id(), "{why}");
+            return Step::Exit(Exit::protocol(REAUTH_FAILED, v5::NOT_AUTHORIZED));
         }
         match step {
             AuthStep::Continue(_) if rounds == MAX_AUTH_ROUNDS => {
@@ -253,8 +274,8 @@ impl Client {
                 self.reauth_failed(&username, "proved another identity than the connection's")
             }
             AuthStep::Success { username, data } => {
-                if let Some(r) = &self.reauth {
-                    auth.record_login(r.ip, &username, true);
+                if let Some(attempt) = self.login_attempt() {
+                    attempt.succeeded(&username);
                 }
                 debug!(client_id = %self.client_id(), user = %username, "re-authenticated");
                 self.reply(conn, auth_packet(v5::SUCCESS, name, data));
@@ -265,14 +286,22 @@ impl Client {
     }
 
     /// Counts a failed re-authentication for the back-off and ends the connection (DISCONNECT
-    /// 0x87, section 4.12.1).
+    /// 0x87, section 4.12.1). The client is told only [`REAUTH_FAILED`], whatever the cause: a
+    /// different text for "right proof, another identity" would tell it whether a guessed
+    /// password for that other user was right. The cause is logged.
     pub(super) fn reauth_failed(&mut self, claimed: &str, why: &str) -> Step {
-        let ip = self.reauth.as_ref().map(|r| r.ip);
-        let auth = self.acl();
-        if let (Some(ip), false) = (ip, auth.user_backing_off(claimed)) {
-            auth.record_login(ip, claimed, false);
+        info!(client_id = %self.client_id(), user = claimed, "re-authentication failed: {why}");
+        if let Some(attempt) = self.login_attempt() {
+            attempt.failed(claimed);
         }
-        let why = format!("re-authentication failed: {why}");
-        Step::Exit(Exit::protocol(why, v5::NOT_AUTHORIZED))
+        Step::Exit(Exit::protocol(REAUTH_FAILED, v5::NOT_AUTHORIZED))
+    }
+
+    /// A back-off handle for this client's address under the current `Auth`.
+    /// (`None` for a client that did not log in with enhanced authentication.)
+    fn login_attempt(&mut self) -> Option<LoginAttempt> {
+        let ip = self.reauth.as_ref()?.ip;
+        // `acl()` refreshes the snapshot after a reload.
+        Some(self.acl().login_attempt(ip))
     }
 }

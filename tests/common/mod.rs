@@ -464,20 +464,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
 
 /// Cheap argon2id cost for tests that are not about hashing cost (the broker re-hashes such
 /// entries to its defaults on a user's first successful login).
-pub const FAST_ARGON2: mqttd::auth::passwd::Argon2Params = mqttd::auth::passwd::Argon2Params {
-    m_cost: 1024,
-    t_cost: 1,
-    p_cost: 1,
-};
+pub const FAST_ARGON2: mqttd::auth::credentials::Argon2Params =
+    mqttd::auth::credentials::Argon2Params {
+        m_cost: 1024,
+        t_cost: 1,
+        p_cost: 1,
+    };
 
 /// Adds (or changes) `users` in the password file at `path`, creating it if needed, through the
 /// same locked atomic rewrite `mqtt-passwd` uses.
 pub fn set_passwords(
     path: &std::path::Path,
     users: &[(&str, &[u8])],
-    params: mqttd::auth::passwd::Argon2Params,
+    params: mqttd::auth::credentials::Argon2Params,
 ) {
-    use mqttd::auth::passwd::{PasswdError, PasswordFile, hash_argon2id};
+    use mqttd::auth::credentials::hash_argon2id;
+    use mqttd::auth::passwd::{PasswdError, PasswordFile};
     PasswordFile::update::<_, PasswdError>(path, true, |file| {
         for (user, password) in users {
             file.set(user, hash_argon2id(password, params)?)?;

@@ -1,0 +1,123 @@
+//! Parsing, defaults and validation of the configuration file.
+
+use super::*;
+
+#[test]
+fn unknown_key_names_file_line_and_key() {
+    let err = Config::parse(
+        "[limits]\nmax_inflight = 4\nbogus = 1\n",
+        Path::new("x.toml"),
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.starts_with("x.toml:3:"), "{msg}");
+    assert!(msg.contains("bogus"), "{msg}");
+}
+
+#[test]
+fn defaults_are_local_only() {
+    let c = Config::parse("", Path::new("empty.toml")).unwrap();
+    assert_eq!(c.listeners.len(), 1);
+    assert!(c.listeners[0].bind.ip().is_loopback());
+    assert_eq!(c.limits.connect_timeout, Duration::from_secs(10));
+}
+
+#[test]
+fn durations_accept_text_and_seconds() {
+    let c = Config::parse("[limits]\nconnect_timeout = \"250ms\"\n", Path::new("a")).unwrap();
+    assert_eq!(c.limits.connect_timeout, Duration::from_millis(250));
+    let c = Config::parse("[limits]\nconnect_timeout = 3\n", Path::new("a")).unwrap();
+    assert_eq!(c.limits.connect_timeout, Duration::from_secs(3));
+}
+
+#[test]
+fn zero_is_never_unlimited() {
+    assert!(Config::parse("[limits]\nmax_queued_messages = 0\n", Path::new("a")).is_err());
+}
+
+#[test]
+fn auth_tuning_defaults_and_overrides() {
+    let c = Config::parse("", Path::new("a")).unwrap();
+    assert_eq!(c.auth.cache_ttl, Duration::from_secs(300));
+    assert_eq!(c.auth.max_failures, 5);
+    let c = Config::parse(
+        "[auth]\ncache_ttl = \"0s\"\nverify_threads = 2\nverify_wait = \"500ms\"\n",
+        Path::new("a"),
+    )
+    .unwrap();
+    assert!(c.auth.cache_ttl.is_zero());
+    assert_eq!(c.auth.verify_threads, Some(2));
+    assert!(Config::parse("[auth]\nverify_threads = 0\n", Path::new("a")).is_err());
+    assert!(Config::parse("[auth]\nmax_failures = 0\n", Path::new("a")).is_err());
+    assert!(Config::parse("[auth]\nbackoff_max = \"1000y\"\n", Path::new("a")).is_err());
+    assert!(Config::parse("[auth]\nverify_threads = 100000\n", Path::new("a")).is_err());
+}
+
+#[test]
+fn anonymous_defaults_off_with_password_file_or_beyond_loopback() {
+    let c = Config::parse("[auth]\npassword_file = \"p\"\n", Path::new("a")).unwrap();
+    assert!(!c.listener_allows_anonymous(&c.listeners[0]));
+    let c = Config::parse("[[listener]]\nbind = \"0.0.0.0:1883\"\n", Path::new("a")).unwrap();
+    assert!(!c.listener_allows_anonymous(&c.listeners[0]));
+    let c = Config::parse("", Path::new("a")).unwrap();
+    assert!(c.listener_allows_anonymous(&c.listeners[0]));
+    let text = "[[listener]]\nbind = \"0.0.0.0:1883\"\n[auth]\nallow_anonymous = true\n";
+    let c = Config::parse(text, Path::new("a")).unwrap();
+    assert!(c.listener_allows_anonymous(&c.listeners[0]));
+    assert_eq!(c.anonymous_listeners_beyond_loopback().len(), 1);
+}
+
+fn invalid(text: &str) -> String {
+    Config::parse(text, Path::new("m.toml"))
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn invalid_values_name_the_line_of_their_key() {
+    let e = invalid("[limits]\nmax_inflight = 4\n\nmax_queued_messages = 0\n");
+    assert!(e.starts_with("m.toml:4: limits.max_queued_messages"), "{e}");
+    let e = invalid("# c\n[auth]\nverify_wait = \"2m\"\n");
+    assert!(e.starts_with("m.toml:3: auth.verify_wait"), "{e}");
+    let e = invalid("[log]\nlevel = \"no such=level=x\"\n");
+    assert!(e.starts_with("m.toml:2: log.level"), "{e}");
+    let two = "[[listener]]\nbind = \"127.0.0.1:1\"\n\n[[listener]]\nbind = \"127.0.0.1:2\"\n";
+    let e = invalid(two);
+    assert!(
+        e.starts_with("m.toml:4:") && e.contains("used twice"),
+        "{e}"
+    );
+}
+
+#[test]
+fn client_certificate_options_need_a_client_ca() {
+    for option in ["require_client_cert", "use_identity_as_username"] {
+        let text = format!(
+            "[[listener]]\nname = \"tls\"\nbind = \"127.0.0.1:8883\"\n\
+             [listener.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n{option} = true\n"
+        );
+        let e = invalid(&text);
+        assert!(e.starts_with("m.toml:7: listener \"tls\""), "{e}");
+        assert!(e.contains(option) && e.contains("client_ca"), "{e}");
+    }
+    // Inline tables are located too (at their key).
+    let inline = "[[listener]]\nbind = \"127.0.0.1:8883\"\n\
+                  tls = { cert = \"c\", key = \"k\", handshake_timeout = \"0s\" }\n";
+    let e = invalid(inline);
+    assert!(
+        e.starts_with("m.toml:3:") && e.contains("handshake_timeout"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_persistence_table_is_refused_as_not_implemented() {
+    let e = invalid("[sys]\ninterval = 0\n\n[persistence]\npath = \"data/\"\n");
+    assert!(e.starts_with("m.toml:4:"), "{e}");
+    assert!(e.contains("[persistence] is not implemented yet"), "{e}");
+    let e = invalid("persistence = { path = \"x\" }\n");
+    assert!(
+        e.starts_with("m.toml:1:") && e.contains("not implemented"),
+        "{e}"
+    );
+}
