@@ -246,7 +246,7 @@ pub struct Limits {
 }
 
 fn default_max_queued_bytes_per_client() -> usize {
-    4 * 1024 * 1024
+    2 * 1024 * 1024
 }
 fn default_slow_subscriber_timeout() -> Duration {
     Duration::from_secs(1)

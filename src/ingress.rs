@@ -167,11 +167,19 @@ pub enum Outcome {
 pub struct Batch {
     fanout: Fanout,
     received: u64,
+    /// Payload and topic bytes routed into this batch so far.
+    bytes: usize,
 }
 
 impl Batch {
     pub fn is_empty(&self) -> bool {
         self.fanout.is_empty() && self.received == 0
+    }
+
+    /// Payload and topic bytes routed into this batch so far: a front end ends its batch after
+    /// some, so subscribers' queues (and their congestion signal) keep up with large messages.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// After [`Ingress::flush`]: the subscribers this batch congested (their queues went past
@@ -273,6 +281,7 @@ impl Ingress {
             return Outcome::Refused(refusal);
         }
         msg.origin = from.session_id;
+        batch.bytes += msg.payload.len() + msg.topic.len();
         let subscribers = self.router.publish_to(Arc::new(msg), &mut batch.fanout);
         Outcome::Routed { subscribers }
     }
@@ -306,6 +315,7 @@ impl Ingress {
 
     /// Hands the batch's deliveries to their subscribers and adds its counts to the statistics.
     pub fn flush(&self, batch: &mut Batch) {
+        batch.bytes = 0;
         if batch.received > 0 {
             let received = std::mem::take(&mut batch.received);
             self.router

@@ -44,6 +44,19 @@ fn the_main_example_matches_the_built_in_defaults() {
         default.limits.max_queued_messages
     );
     assert_eq!(file.limits.connect_timeout, default.limits.connect_timeout);
+    assert_eq!(
+        file.limits.max_queued_bytes_per_client,
+        default.limits.max_queued_bytes_per_client
+    );
+    assert_eq!(
+        file.limits.slow_subscriber_timeout,
+        default.limits.slow_subscriber_timeout
+    );
+    assert_eq!(file.limits.max_inflight_in, default.limits.max_inflight_in);
+    assert_eq!(
+        file.limits.outbound_topic_aliases,
+        default.limits.outbound_topic_aliases
+    );
     assert_eq!(file.sys.interval, default.sys.interval);
     assert_eq!(file.log.level, default.log.level);
     assert_eq!(file.log.messages, default.log.messages);

@@ -61,6 +61,10 @@ impl RateLimit {
     }
 }
 
+/// Message bytes one batch routes at most (with [`BATCH`] packets): large messages reach their
+/// subscribers, and congestion reaches their publishers, a few at a time.
+const BATCH_BYTES: usize = 64 * 1024;
+
 /// How long a publisher waits before looking again at the subscribers it congested.
 const CONGESTION_PAUSE: Duration = Duration::from_millis(1);
 
@@ -129,7 +133,10 @@ impl Client {
     ) -> Option<Exit> {
         let mut exit = self.on_packet(conn, first, batch);
         for _ in 0..BATCH {
-            if exit.is_some() || self.read_pause(true, &mut batch.waiting).is_some() {
+            if exit.is_some()
+                || batch.ingress.bytes() >= BATCH_BYTES
+                || self.read_pause(true, &mut batch.waiting).is_some()
+            {
                 break;
             }
             match conn.try_decode() {

@@ -227,10 +227,16 @@ impl Queue {
         self.items.len()
     }
 
-    /// Whether `d` would take the queue past twice its byte bound.
-    fn over_bytes_twice(&self, d: &Delivery) -> bool {
+    /// Whether the queue holds more bytes than its bound.
+    fn over_bound(&self) -> bool {
+        self.max_bytes.is_some_and(|max| self.bytes > max)
+    }
+
+    /// Whether `d` would take the queue past the room a draining subscriber gets over its byte
+    /// bound (the bound again, at most [`CONGESTED_BYTES`]).
+    fn over_congested_room(&self, d: &Delivery) -> bool {
         self.max_bytes
-            .is_some_and(|max| self.bytes + Queue::cost(d) > 2 * max)
+            .is_some_and(|max| self.bytes + Queue::cost(d) > max + max.min(CONGESTED_BYTES))
     }
 
     /// Whether `d` would take the queue past its byte bound.
@@ -288,6 +294,14 @@ pub struct EnqueueCounts {
     /// slow down (see [`SessionState::enqueue_many`]).
     pub congested: u64,
 }
+
+/// QoS 0 messages a draining subscriber may have queued past its bound at least: publishers
+/// learn of the congestion only after their batch (up to 256 PUBLISHes each) was routed, and
+/// several publish at once; this room takes their batches without losing a message.
+pub const CONGESTED_ROOM: usize = 4096;
+
+/// Bytes a draining subscriber may have queued past its byte bound at most.
+pub const CONGESTED_BYTES: usize = 256 << 10;
 
 /// How a full queue is treated (see [`SessionState::enqueue_many`]).
 #[derive(Debug, Clone, Copy)]
@@ -435,10 +449,11 @@ impl SessionState {
     ///   queued.
     /// - QoS 0 while offline: dropped (Mosquitto does not queue QoS 0 for offline clients either).
     /// - QoS 0 while the queue is full and the subscriber keeps draining it (it took something
-    ///   within `stall`): queued anyway, up to twice the bound, and counted as `congested` so the
-    ///   publisher slows down instead of the message being lost.
+    ///   within `stall`): queued anyway, up to twice the bound (at least [`CONGESTED_ROOM`] more
+    ///   messages; at most [`CONGESTED_BYTES`] past the byte bound), and counted as `congested` so the publisher
+    ///   slows down instead of the message being lost.
     /// - QoS 0 while the queue is full and the subscriber has stalled (a slow consumer), or past
-    ///   twice the bound: dropped.
+    ///   that room: dropped; a slow consumer's queue is trimmed back to its bound.
     /// - QoS 1/2 while the queue is full: the oldest queued message is dropped (counted) and, if a
     ///   connection is attached, that slow connection is closed; the session keeps the newest
     ///   `max_queued` messages for when it comes back.
@@ -460,15 +475,22 @@ impl SessionState {
             let len = inner.queue.len();
             let full = len >= max_queued || inner.queue.over_bytes(&delivery);
             if delivery.qos == QoS::AtMostOnce && (full || !online) {
-                let room =
-                    online && len < 2 * max_queued && !inner.queue.over_bytes_twice(&delivery);
-                let stall = policy.stall.filter(|_| room);
-                if stall.is_some_and(|stall| *draining.get_or_insert_with(|| inner.draining(stall)))
-                {
+                let keeps_draining = online
+                    && *draining.get_or_insert_with(|| match policy.stall {
+                        Some(stall) => inner.draining(stall),
+                        None => false,
+                    });
+                let room = len < max_queued + max_queued.max(CONGESTED_ROOM)
+                    && !inner.queue.over_congested_room(&delivery);
+                if keeps_draining && room {
                     inner.queue.push_back(delivery);
                     counts.congested += 1;
                 } else {
                     counts.dropped_qos0 += 1;
+                    if online && !keeps_draining {
+                        // A slow consumer keeps no more than its bound.
+                        counts.dropped_qos0 += inner.trim_qos0(max_queued);
+                    }
                 }
             } else if full {
                 // Oldest out until the newest fits (one, unless the byte bound needs more).
@@ -498,13 +520,19 @@ impl SessionState {
         counts
     }
 
-    /// Whether the queue holds more than half its bound while the subscriber keeps draining it:
+    /// Whether the queue holds more than half its bound (in messages or bytes) while the
+    /// subscriber keeps draining it:
     /// its publishers should wait (see [`EnqueueCounts::congested`]).
     pub fn congested(&self, policy: QueuePolicy) -> bool {
         let mut inner = self.inner.lock();
         let max_queued = self.max_queued.unwrap_or(policy.max_queued);
+        let over_half = inner.queue.len() > max_queued / 2
+            || inner
+                .queue
+                .max_bytes
+                .is_some_and(|max| inner.queue.bytes > max / 2);
         inner.connection.is_some()
-            && inner.queue.len() > max_queued / 2
+            && over_half
             && policy.stall.is_some_and(|stall| inner.draining(stall))
     }
 
@@ -678,6 +706,19 @@ impl SessionState {
 }
 
 impl SessionInner {
+    /// Drops the oldest queued QoS 0 messages until the queue is within its bounds again (what a
+    /// draining subscriber was allowed past them); returns how many.
+    fn trim_qos0(&mut self, max_queued: usize) -> u64 {
+        let mut dropped = 0;
+        while (self.queue.len() > max_queued || self.queue.over_bound())
+            && self.queue.front().is_some_and(|d| d.qos == QoS::AtMostOnce)
+        {
+            self.queue.pop_front();
+            dropped += 1;
+        }
+        dropped
+    }
+
     /// Whether the subscriber took something from its queue within `stall` (counted from when
     /// the queue first filled up, or from its last progress since).
     fn draining(&mut self, stall: std::time::Duration) -> bool {
