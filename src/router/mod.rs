@@ -18,6 +18,9 @@
 //! Fan-out never awaits a subscriber: it pushes an `Arc<Message>` (payload shared as `Bytes`, never
 //! copied per subscriber) into the subscriber's bounded outbox and wakes its task.
 
+mod link;
+mod message;
+mod queue;
 pub mod retained;
 pub mod state;
 pub mod subscriber;
@@ -28,77 +31,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 
 use crate::protocol::reason::v5;
-use crate::protocol::{Properties, QoS, SubscriptionOptions};
+use crate::protocol::{QoS, SubscriptionOptions};
 use crate::stats::{Limit, Stats};
 use crate::timer::{self, Timer, TimerKey};
+pub use message::Message;
 use retained::RetainedStore;
 use state::{Delivery, Link, QueuePolicy, SessionState};
 use trie::{Match, Subscriber, SubscriptionTrie};
-
-/// An application message as the broker holds it: built once per PUBLISH and shared by every
-/// subscriber it goes to.
-#[derive(Debug)]
-pub struct Message {
-    pub topic: Arc<str>,
-    pub payload: Bytes,
-    pub qos: QoS,
-    pub retain: bool,
-    /// MQTT 5.0 properties to forward (None for 3.1.1 publishers). Topic Alias and Subscription
-    /// Identifiers are never stored here: they are per connection.
-    pub properties: Option<Box<Properties>>,
-    /// Session id of the publisher (0: the broker itself, e.g. `$SYS` or a will).
-    pub origin: u64,
-    /// From the 5.0 Message Expiry Interval: not delivered after this (wall-clock, see
-    /// [`crate::timer::wall_now`]).
-    pub expires_at: Option<SystemTime>,
-}
-
-impl Message {
-    pub fn new(topic: Arc<str>, payload: Bytes, qos: QoS, retain: bool) -> Self {
-        Message {
-            topic,
-            payload,
-            qos,
-            retain,
-            properties: None,
-            origin: 0,
-            expires_at: None,
-        }
-    }
-
-    /// Sets `properties`, and the expiry time from their Message Expiry Interval.
-    pub fn with_properties(mut self, properties: Option<Box<Properties>>) -> Self {
-        self.expires_at = properties
-            .as_ref()
-            .and_then(|p| p.message_expiry_interval)
-            .map(|secs| timer::wall_after(Duration::from_secs(u64::from(secs))));
-        self.properties = properties;
-        self
-    }
-
-    pub fn expired(&self, now: SystemTime) -> bool {
-        self.expires_at.is_some_and(|at| at <= now)
-    }
-
-    /// Seconds left of the Message Expiry Interval, as forwarded to subscribers.
-    /// Rounded up, as whole seconds elapsed are subtracted: a message forwarded at once keeps
-    /// its interval (as Mosquitto does), and one about to expire says 1, never 0.
-    pub fn remaining_expiry(&self, now: SystemTime) -> Option<u32> {
-        self.expires_at.map(|at| {
-            let left = at
-                .duration_since(now)
-                .unwrap_or_default()
-                .as_millis()
-                .div_ceil(1000)
-                .max(1);
-            u32::try_from(left).unwrap_or(u32::MAX)
-        })
-    }
-}
 
 /// Per-client bounds the router enforces.
 #[derive(Debug, Clone, Copy)]
@@ -680,128 +622,4 @@ impl Router {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::router::state::Outgoing;
-
-    fn router() -> Router {
-        Router::new(RouterLimits {
-            max_queued_messages: 100,
-            max_queued_bytes: 1 << 20,
-            max_queued_bytes_per_client: 1 << 20,
-            slow_subscriber_timeout: Duration::from_secs(1),
-        })
-    }
-
-    fn message(topic: &str, payload: &'static [u8]) -> Arc<Message> {
-        let msg = Message::new(
-            topic.into(),
-            Bytes::from_static(payload),
-            QoS::AtLeastOnce,
-            false,
-        );
-        Arc::new(msg)
-    }
-
-    /// Payloads in a session's outbox, in order.
-    fn outbox(session: &SessionState) -> Vec<Bytes> {
-        let mut out = Vec::new();
-        session.take_outgoing(&mut out, 100, false, usize::MAX);
-        out.into_iter()
-            .map(|o| match o {
-                Outgoing::Publish { delivery, .. } => delivery.msg.payload.clone(),
-                Outgoing::PubRel { .. } => panic!("no PUBREL expected"),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn fanout_holds_deliveries_until_delivered_then_each_subscriber_gets_them_in_order() {
-        let router = router();
-        // More subscribers than SCAN_GROUPS, so the fan-out switches to its index on the way.
-        let sessions: Vec<_> = (0..SCAN_GROUPS + 4)
-            .map(|i| {
-                let attached = router.attach(&format!("c{i}"), true, 0, None);
-                router.subscribe(
-                    &attached.session,
-                    "t/#",
-                    SubscriptionOptions::new(QoS::AtLeastOnce),
-                    None,
-                );
-                attached
-            })
-            .collect();
-        let mut fanout = Fanout::default();
-        for payload in [&b"1"[..], b"2", b"3"] {
-            assert_eq!(
-                router.publish_to(message("t/x", payload), &mut fanout),
-                sessions.len()
-            );
-        }
-        // Overlapping subscriptions of one client still deliver once.
-        router.subscribe(
-            &sessions[0].session,
-            "t/x",
-            SubscriptionOptions::new(QoS::AtMostOnce),
-            None,
-        );
-        router.publish_to(message("t/x", b"4"), &mut fanout);
-        assert!(sessions.iter().all(|a| a.session.queue_is_empty()));
-        router.deliver(&mut fanout);
-        assert!(fanout.is_empty());
-        for a in &sessions {
-            assert_eq!(
-                outbox(&a.session),
-                ["1", "2", "3", "4"].map(|p| Bytes::from_static(p.as_bytes()))
-            );
-        }
-        // A Fanout is reusable.
-        router.publish_to(message("t/y", b"5"), &mut fanout);
-        router.deliver(&mut fanout);
-        assert_eq!(outbox(&sessions[3].session), [Bytes::from_static(b"5")]);
-    }
-
-    /// Issue: a SUBSCRIBE racing a clean-start takeover's `discard` left a trie entry for a
-    /// session that had ended, queueing its messages forever. Subscribes on one thread, clean
-    /// start takeovers of the same client id on another; afterwards every session is gone, so no
-    /// subscription may be left.
-    #[test]
-    fn subscribe_racing_a_takeover_leaves_no_orphan() {
-        let router = Arc::new(router());
-        let rounds = 2_000;
-        let subscriber = {
-            let router = router.clone();
-            std::thread::spawn(move || {
-                for i in 0..rounds {
-                    let attached = router.attach("c", true, 0, None);
-                    for f in 0..4 {
-                        router.subscribe(
-                            &attached.session,
-                            &format!("t/{i}/{f}"),
-                            SubscriptionOptions::new(QoS::AtLeastOnce),
-                            None,
-                        );
-                    }
-                }
-            })
-        };
-        let taker = {
-            let router = router.clone();
-            std::thread::spawn(move || {
-                for _ in 0..rounds {
-                    let attached = router.attach("c", true, 0, None);
-                    std::thread::yield_now();
-                    router.detach(&attached.session, attached.link.id());
-                }
-            })
-        };
-        subscriber.join().unwrap();
-        taker.join().unwrap();
-        // End whatever session is left.
-        let last = router.attach("c", true, 0, None);
-        router.detach(&last.session, last.link.id());
-        assert_eq!(router.session_count(), 0);
-        assert_eq!(router.subscription_count(), 0, "orphaned subscriptions");
-        assert_eq!(router.stats.clients_connected.load(Ordering::Relaxed), 0);
-    }
-}
+mod tests;

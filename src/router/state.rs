@@ -11,14 +11,15 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll, Waker};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
 use std::time::SystemTime;
 
 use super::Message;
+pub use super::link::Link;
+pub use super::queue::Queue;
 use crate::protocol::{QoS, SubscriptionOptions};
 use crate::timer::TimerKey;
 
@@ -49,102 +50,6 @@ impl Delivery {
     }
 }
 
-/// The link between a session and the connection serving it. The router uses it to wake that
-/// connection: when its outbox goes from empty to non-empty, and when it must close (kicked:
-/// takeover, slow consumer, deleted user, shutdown), recording why so the connection can tell the
-/// client (5.0 DISCONNECT reason code) and the log.
-///
-/// One small allocation per connection, with a single waker slot: the connection's task while it
-/// runs, or its parked entry (see [`crate::park`]) while it is idle.
-#[derive(Debug, Clone)]
-pub struct Link(Arc<LinkShared>);
-
-#[derive(Debug)]
-struct LinkShared {
-    id: u64,
-    /// Why the link was kicked; 0 while it was not.
-    reason: AtomicU8,
-    /// The outbox gained a message since the connection last looked.
-    outbox: AtomicBool,
-    waker: Mutex<Option<Waker>>,
-}
-
-impl Link {
-    pub fn new(id: u64) -> Self {
-        Link(Arc::new(LinkShared {
-            id,
-            reason: AtomicU8::new(0),
-            outbox: AtomicBool::new(false),
-            waker: Mutex::new(None),
-        }))
-    }
-
-    pub fn id(&self) -> u64 {
-        self.0.id
-    }
-
-    /// Closes the connection with a 5.0 reason code (0x8E taken over, 0x97 quota, 0x98 admin,
-    /// 0x8B shutdown). The first reason given is the one reported.
-    pub fn kick(&self, reason: u8) {
-        let _ = self
-            .0
-            .reason
-            .compare_exchange(0, reason, Ordering::AcqRel, Ordering::Acquire);
-        self.wake();
-    }
-
-    /// Why the link was kicked (0 if it was not).
-    pub fn reason(&self) -> u8 {
-        self.0.reason.load(Ordering::Acquire)
-    }
-
-    /// The outbox went from empty to non-empty: wake the connection.
-    pub fn notify(&self) {
-        self.0.outbox.store(true, Ordering::Release);
-        self.wake();
-    }
-
-    fn wake(&self) {
-        let waker = self.0.waker.lock().take();
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-    }
-
-    /// Wakes `waker` at the next kick or outbox notification (replacing any earlier waker).
-    pub fn register(&self, waker: &Waker) {
-        let mut slot = self.0.waker.lock();
-        if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
-            *slot = Some(waker.clone());
-        }
-    }
-
-    /// Ready once the link is kicked.
-    pub fn poll_kicked(&self, cx: &mut Context<'_>) -> Poll<()> {
-        self.register(cx.waker());
-        if self.reason() != 0 {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    }
-
-    /// Ready when the outbox gained a message since the last time this returned Ready.
-    pub fn poll_outbox(&self, cx: &mut Context<'_>) -> Poll<()> {
-        self.register(cx.waker());
-        if self.0.outbox.swap(false, Ordering::AcqRel) {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    }
-
-    /// Was anything signalled (a kick, or an outbox notification not yet taken)?
-    pub fn signalled(&self) -> bool {
-        self.reason() != 0 || self.0.outbox.load(Ordering::Acquire)
-    }
-}
-
 /// Where an outbound QoS 1/2 message stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutState {
@@ -160,114 +65,6 @@ pub enum OutState {
 pub struct Inflight {
     pub delivery: Delivery,
     pub state: OutState,
-}
-
-/// A session's queue of deliveries not yet sent, with its memory cost counted both here and in
-/// the broker-wide total that `limits.max_queued_bytes` bounds. Dropping it gives its bytes back.
-#[derive(Debug)]
-pub struct Queue {
-    items: VecDeque<Delivery>,
-    bytes: usize,
-    total: Arc<AtomicUsize>,
-    /// Bytes this queue may hold (None: bounded by the broker-wide budget only).
-    pub max_bytes: Option<usize>,
-}
-
-impl Queue {
-    pub fn new(total: Arc<AtomicUsize>) -> Self {
-        Queue {
-            items: VecDeque::new(),
-            bytes: 0,
-            total,
-            max_bytes: None,
-        }
-    }
-
-    /// Approximate memory held for one queued delivery. The payload is shared between
-    /// subscribers, but each queue keeps it alive, so each counts it (an upper bound).
-    fn cost(d: &Delivery) -> usize {
-        d.msg.payload.len() + d.msg.topic.len() + 96
-    }
-
-    pub fn push_back(&mut self, d: Delivery) {
-        let cost = Queue::cost(&d);
-        self.bytes += cost;
-        self.total.fetch_add(cost, Ordering::Relaxed);
-        self.items.push_back(d);
-    }
-
-    pub fn pop_front(&mut self) -> Option<Delivery> {
-        let mut freed = 0;
-        let d = self.pop_front_deferred(&mut freed);
-        self.settle(freed);
-        d
-    }
-
-    /// Pops without updating the broker-wide total: the cost is added to `freed`, to be given
-    /// back with one [`Queue::settle`] for a whole batch (that total is shared by every core).
-    fn pop_front_deferred(&mut self, freed: &mut usize) -> Option<Delivery> {
-        let d = self.items.pop_front()?;
-        let cost = Queue::cost(&d);
-        self.bytes -= cost;
-        *freed += cost;
-        Some(d)
-    }
-
-    fn settle(&self, freed: usize) {
-        if freed > 0 {
-            self.total.fetch_sub(freed, Ordering::Relaxed);
-        }
-    }
-
-    pub fn front(&self) -> Option<&Delivery> {
-        self.items.front()
-    }
-
-    pub fn len(&self) -> usize {
-        self.items.len()
-    }
-
-    /// Whether the queue holds more bytes than its bound.
-    fn over_bound(&self) -> bool {
-        self.max_bytes.is_some_and(|max| self.bytes > max)
-    }
-
-    /// Whether `d` would take the queue past the room a draining subscriber gets over its byte
-    /// bound (the bound again, at most [`CONGESTED_BYTES`]).
-    fn over_congested_room(&self, d: &Delivery) -> bool {
-        self.max_bytes
-            .is_some_and(|max| self.bytes + Queue::cost(d) > max + max.min(CONGESTED_BYTES))
-    }
-
-    /// Whether `d` would take the queue past its byte bound.
-    fn over_bytes(&self, d: &Delivery) -> bool {
-        self.max_bytes
-            .is_some_and(|max| self.bytes + Queue::cost(d) > max)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
-    /// Keeps the deliveries for which `keep` returns true.
-    pub fn retain(&mut self, mut keep: impl FnMut(&Delivery) -> bool) {
-        let mut freed = 0;
-        self.items.retain(|d| {
-            let k = keep(d);
-            if !k {
-                freed += Queue::cost(d);
-            }
-            k
-        });
-        self.bytes -= freed;
-        self.total.fetch_sub(freed, Ordering::Relaxed);
-    }
-}
-
-impl Drop for Queue {
-    fn drop(&mut self) {
-        self.total.fetch_sub(self.bytes, Ordering::Relaxed);
-    }
 }
 
 /// What the connection task should put on the wire.
