@@ -19,6 +19,11 @@ mod strategies;
 #[path = "codec/wire.rs"]
 mod wire;
 
+#[path = "codec/bounded.rs"]
+mod bounded;
+#[path = "codec/encoding.rs"]
+mod encoding;
+
 use strategies::{v5_packet, v311_packet};
 use wire::{cat, connect_body, malformed_v5, malformed_v311, pkt, s};
 

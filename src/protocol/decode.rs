@@ -11,6 +11,10 @@ use bytes::BytesMut;
 
 use super::cursor::{Reader, read_varint};
 use super::properties::{self, PropCtx};
+use super::reason::{
+    AuthReason, ConnAckReason, ConnectReturnCode, DisconnectReason, PubAckReason, PubRelReason,
+    SubAckReason, UnknownReason, UnsubAckReason,
+};
 use super::topic::validate_topic_name;
 use super::{
     Auth, ConnAck, Connect, DecodeError, Disconnect, LastWill, Packet, Password, ProtocolVersion,
@@ -108,10 +112,10 @@ fn parse_body(first: u8, r: &mut Reader, version: ProtocolVersion) -> Result<Pac
         1 => Packet::Connect(Box::new(connect(r)?)),
         2 => Packet::ConnAck(connack(r, v5)?),
         3 => Packet::Publish(publish(first, r, v5)?),
-        4 => Packet::PubAck(pub_resp(r, v5, PUBACK_CODES)?),
-        5 => Packet::PubRec(pub_resp(r, v5, PUBACK_CODES)?),
-        6 => Packet::PubRel(pub_resp(r, v5, PUBREL_CODES)?),
-        7 => Packet::PubComp(pub_resp(r, v5, PUBREL_CODES)?),
+        4 => Packet::PubAck(pub_resp(r, v5, known::<PubAckReason>)?),
+        5 => Packet::PubRec(pub_resp(r, v5, known::<PubAckReason>)?),
+        6 => Packet::PubRel(pub_resp(r, v5, known::<PubRelReason>)?),
+        7 => Packet::PubComp(pub_resp(r, v5, known::<PubRelReason>)?),
         8 => Packet::Subscribe(subscribe(r, v5)?),
         9 => Packet::SubAck(suback(r, v5)?),
         10 => Packet::Unsubscribe(unsubscribe(r, v5)?),
@@ -120,7 +124,7 @@ fn parse_body(first: u8, r: &mut Reader, version: ProtocolVersion) -> Result<Pac
         13 => Packet::PingResp,
         14 => {
             let (reason, properties) = if v5 {
-                reason_and_props(r, DISCONNECT_CODES, PropCtx::Disconnect)?
+                reason_and_props(r, known::<DisconnectReason>, PropCtx::Disconnect)?
             } else {
                 (0, None)
             };
@@ -128,7 +132,7 @@ fn parse_body(first: u8, r: &mut Reader, version: ProtocolVersion) -> Result<Pac
         }
         // 15 only passes `check_first_byte` for 5.0.
         _ => {
-            let (reason, properties) = reason_and_props(r, AUTH_CODES, PropCtx::Auth)?;
+            let (reason, properties) = reason_and_props(r, known::<AuthReason>, PropCtx::Auth)?;
             Packet::Auth(Auth { reason, properties })
         }
     })
@@ -248,14 +252,14 @@ fn connack(r: &mut Reader, v5: bool) -> Result<ConnAck> {
     }
     let code = r.u8()?;
     let properties = if v5 {
-        if !CONNACK_CODES.contains(&code) {
+        if !known::<ConnAckReason>(code) {
             return Err(DecodeError::Malformed(
                 "MQTT-3.2.2-8: invalid CONNACK reason code",
             ));
         }
         properties::read(r, PropCtx::ConnAck)?
     } else {
-        if code > 5 {
+        if !known::<ConnectReturnCode>(code) {
             return Err(DecodeError::Malformed(
                 "MQTT-3.2.2.3: invalid CONNACK return code",
             ));
@@ -298,27 +302,14 @@ fn publish(first: u8, r: &mut Reader, v5: bool) -> Result<Publish> {
     })
 }
 
-/// PUBACK/PUBREC reason codes (3.4.2.1, 3.5.2.1).
-const PUBACK_CODES: &[u8] = &[0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99];
-/// PUBREL/PUBCOMP reason codes (3.6.2.1, 3.7.2.1).
-const PUBREL_CODES: &[u8] = &[0x00, 0x92];
-const CONNACK_CODES: &[u8] = &[
-    0x00, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8C, 0x90, 0x95, 0x97,
-    0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9F,
-];
-const SUBACK_CODES: &[u8] = &[
-    0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2,
-];
-const UNSUBACK_CODES: &[u8] = &[0x00, 0x11, 0x80, 0x83, 0x87, 0x8F, 0x91];
-const DISCONNECT_CODES: &[u8] = &[
-    0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F, 0x90, 0x93, 0x94, 0x95,
-    0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2,
-];
-const AUTH_CODES: &[u8] = &[0x00, 0x18, 0x19];
+/// Whether `code` belongs to the reason code family `R`.
+fn known<R: TryFrom<u8, Error = UnknownReason>>(code: u8) -> bool {
+    R::try_from(code).is_ok()
+}
 
-fn reason_code(r: &mut Reader, allowed: &[u8]) -> Result<u8> {
+fn reason_code(r: &mut Reader, known: fn(u8) -> bool) -> Result<u8> {
     let code = r.u8()?;
-    if allowed.contains(&code) {
+    if known(code) {
         Ok(code)
     } else {
         Err(DecodeError::Malformed(
@@ -329,7 +320,7 @@ fn reason_code(r: &mut Reader, allowed: &[u8]) -> Result<u8> {
 
 /// PUBACK, PUBREC, PUBREL, PUBCOMP. In 5.0 a body of 2 bytes means reason 0 and no properties,
 /// 3 bytes means no properties (3.4.2.1).
-fn pub_resp(r: &mut Reader, v5: bool, codes: &[u8]) -> Result<PubResp> {
+fn pub_resp(r: &mut Reader, v5: bool, codes: fn(u8) -> bool) -> Result<PubResp> {
     let packet_id = packet_id(r)?;
     let (reason, properties) = if v5 && !r.is_empty() {
         let reason = reason_code(r, codes)?;
@@ -352,7 +343,7 @@ fn pub_resp(r: &mut Reader, v5: bool, codes: &[u8]) -> Result<PubResp> {
 /// DISCONNECT and AUTH (5.0): an empty body means reason 0; no property length means none.
 fn reason_and_props(
     r: &mut Reader,
-    codes: &[u8],
+    codes: fn(u8) -> bool,
     ctx: PropCtx,
 ) -> Result<(u8, Option<Box<super::Properties>>)> {
     if r.is_empty() {
@@ -428,13 +419,18 @@ fn subscription_options(byte: u8, v5: bool) -> Result<SubscriptionOptions> {
 
 fn suback(r: &mut Reader, v5: bool) -> Result<SubAck> {
     let packet_id = packet_id(r)?;
-    let (properties, codes): (_, &[u8]) = if v5 {
-        (properties::read(r, PropCtx::SubAck)?, SUBACK_CODES)
+    let properties = if v5 {
+        properties::read(r, PropCtx::SubAck)?
     } else {
-        (None, &[0x00, 0x01, 0x02, 0x80])
+        None
+    };
+    // 3.1.1 knows the granted QoS and 0x80 (Failure) only.
+    let allowed = |&c: &u8| match SubAckReason::try_from(c) {
+        Ok(code) => v5 || code.v3() == c,
+        Err(_) => false,
     };
     let return_codes = r.rest().to_vec();
-    if return_codes.iter().any(|c| !codes.contains(c)) {
+    if !return_codes.iter().all(allowed) {
         return Err(DecodeError::Malformed(
             "MQTT-3.9.3-2: invalid SUBACK return code",
         ));
@@ -480,7 +476,7 @@ fn unsuback(r: &mut Reader, v5: bool) -> Result<UnsubAck> {
     }
     let properties = properties::read(r, PropCtx::UnsubAck)?;
     let reasons = r.rest().to_vec();
-    if reasons.iter().any(|c| !UNSUBACK_CODES.contains(c)) {
+    if !reasons.iter().all(|&c| known::<UnsubAckReason>(c)) {
         return Err(DecodeError::Malformed(
             "MQTT-3.11.3: invalid UNSUBACK reason code",
         ));

@@ -46,7 +46,8 @@ pub fn v311_packet() -> impl Strategy<Value = Packet> {
         connect_v3(),
         (any::<bool>(), 0u8..=5).prop_map(|(session_present, code)| {
             Packet::ConnAck(ConnAck {
-                session_present,
+                // Session Present only with success (MQTT-3.2.2-4): the encoder enforces it.
+                session_present: session_present && code == 0,
                 code,
                 properties: None,
             })
@@ -342,7 +343,7 @@ pub fn v5_packet() -> impl Strategy<Value = Packet> {
         (any::<bool>(), reason(connack_codes), props(Ctx::ConnAck)).prop_map(
             |(session_present, code, properties)| {
                 Packet::ConnAck(ConnAck {
-                    session_present,
+                    session_present: session_present && code == 0,
                     code,
                     properties,
                 })
