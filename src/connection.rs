@@ -15,7 +15,6 @@ use std::num::NonZeroU32;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tracing::debug;
 
 use crate::protocol::{self, DecodeError, EncodeError, Packet, ProtocolVersion};
 
@@ -202,22 +201,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Appends a packet to the write buffer without writing, within the peer's Maximum Packet
     /// Size (its Reason String and User Properties are left out if that makes it fit). `Err`:
     /// it cannot be sent at all, and nothing was queued.
-    pub fn try_queue(&mut self, packet: &Packet) -> Result<(), EncodeError> {
+    pub fn queue(&mut self, packet: &Packet) -> Result<(), EncodeError> {
         let limit = self.write_limit();
         protocol::encode_within(packet, self.version, limit, &mut self.wbuf).map(drop)
-    }
-
-    /// [`Connection::try_queue`], dropping (with a debug line) what cannot be sent.
-    pub fn queue(&mut self, packet: &Packet) {
-        if let Err(e) = self.try_queue(packet) {
-            debug!("not sent: {e}");
-        }
     }
 
     /// Appends a PUBLISH to the write buffer without writing. `Err`: it exceeds the peer's
     /// Maximum Packet Size (or cannot be encoded); nothing was queued, and the caller must
     /// behave as if it had been sent (MQTT-3.1.2-25).
-    pub fn try_queue_publish(
+    pub fn queue_publish(
         &mut self,
         publish: &protocol::PublishView<'_>,
     ) -> Result<(), EncodeError> {
@@ -225,13 +217,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         publish
             .encode(self.version, limit, &mut self.wbuf)
             .map(drop)
-    }
-
-    /// [`Connection::try_queue_publish`], dropping (with a debug line) what cannot be sent.
-    pub fn queue_publish(&mut self, publish: &protocol::PublishView<'_>) {
-        if let Err(e) = self.try_queue_publish(publish) {
-            debug!("not sent: {e}");
-        }
     }
 
     /// Bytes waiting in the write buffer.
@@ -262,7 +247,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Packet Size is an `InvalidInput` error (wrapping the [`EncodeError`]); what was queued
     /// before it is still flushed.
     pub async fn write_packet(&mut self, packet: &Packet) -> io::Result<()> {
-        let queued = self.try_queue(packet);
+        let queued = self.queue(packet);
         self.flush().await?;
         queued.map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
     }
@@ -280,12 +265,12 @@ mod tests {
     use tokio::io::AsyncReadExt;
 
     use super::*;
-    use crate::protocol::{Properties, PubResp, PublishView, QoS};
+    use crate::protocol::{Properties, PubAckReason, PubResp, PublishView, QoS, SubAckReason};
 
     fn ack_with_reason(why: &str) -> Packet {
         Packet::PubAck(PubResp {
             packet_id: 1,
-            reason: 0x80,
+            reason: PubAckReason::UnspecifiedError,
             properties: Some(Box::new(Properties {
                 reason_string: Some(why.to_owned()),
                 ..Properties::default()
@@ -320,16 +305,16 @@ mod tests {
             properties: None,
         };
         assert!(matches!(
-            conn.try_queue_publish(&publish),
+            conn.queue_publish(&publish),
             Err(EncodeError::TooLarge { max: 16, .. })
         ));
         assert_eq!(conn.pending(), 0);
 
         // write_packet reports what it could not send, after flushing what was queued.
-        conn.queue(&Packet::PingResp);
+        conn.queue(&Packet::PingResp).unwrap();
         let subscribe_ack = Packet::SubAck(crate::protocol::SubAck {
             packet_id: 1,
-            return_codes: vec![0; 20],
+            return_codes: vec![SubAckReason::GrantedQos0; 20],
             properties: None,
         });
         let e = conn.write_packet(&subscribe_ack).await.unwrap_err();
@@ -357,8 +342,8 @@ mod tests {
             payload: &big,
             properties: None,
         };
-        assert!(conn.try_queue_publish(&publish).is_err());
+        assert!(conn.queue_publish(&publish).is_err());
         conn.set_peer_max_packet_size(None);
-        assert!(conn.try_queue_publish(&publish).is_ok());
+        assert!(conn.queue_publish(&publish).is_ok());
     }
 }

@@ -218,7 +218,11 @@ async fn connect_unknown_protocol_name_closes() {
         match c.recv().await {
             None => {}
             Some(Packet::ConnAck(ack)) => {
-                assert_eq!(ack.code, 0x01, "CONNACK for protocol name {name:?}");
+                assert_eq!(
+                    c.wire_code(&ack),
+                    0x01,
+                    "CONNACK for protocol name {name:?}"
+                );
                 c.expect_eof().await;
             }
             Some(other) => panic!("protocol name {name:?}: got {other:?}"),
@@ -395,7 +399,7 @@ async fn v5_close_reasons(broker: &TestBroker, bytes: &[u8]) -> Vec<u8> {
     let mut got = Vec::new();
     loop {
         match c.recv_within(WAIT).await {
-            Ok(Some(Packet::Disconnect(d))) => got.push(d.reason),
+            Ok(Some(Packet::Disconnect(d))) => got.push(d.reason.into()),
             Ok(Some(p)) => panic!("expected only DISCONNECT, got {p:?}"),
             Ok(None) => return got,
             Err(()) => panic!("broker did not close; got {got:?}"),

@@ -12,8 +12,7 @@ use bytes::BytesMut;
 use super::cursor::{Reader, read_varint};
 use super::properties::{self, PropCtx};
 use super::reason::{
-    AuthReason, ConnAckReason, ConnectReturnCode, DisconnectReason, PubAckReason, PubRelReason,
-    SubAckReason, UnknownReason, UnsubAckReason,
+    ConnAckReason, ConnectReturnCode, DisconnectReason, SubAckReason, UnknownReason, UnsubAckReason,
 };
 use super::topic::validate_topic_name;
 use super::{
@@ -112,10 +111,10 @@ fn parse_body(first: u8, r: &mut Reader, version: ProtocolVersion) -> Result<Pac
         1 => Packet::Connect(Box::new(connect(r)?)),
         2 => Packet::ConnAck(connack(r, v5)?),
         3 => Packet::Publish(publish(first, r, v5)?),
-        4 => Packet::PubAck(pub_resp(r, v5, known::<PubAckReason>)?),
-        5 => Packet::PubRec(pub_resp(r, v5, known::<PubAckReason>)?),
-        6 => Packet::PubRel(pub_resp(r, v5, known::<PubRelReason>)?),
-        7 => Packet::PubComp(pub_resp(r, v5, known::<PubRelReason>)?),
+        4 => Packet::PubAck(pub_resp(r, v5)?),
+        5 => Packet::PubRec(pub_resp(r, v5)?),
+        6 => Packet::PubRel(pub_resp(r, v5)?),
+        7 => Packet::PubComp(pub_resp(r, v5)?),
         8 => Packet::Subscribe(subscribe(r, v5)?),
         9 => Packet::SubAck(suback(r, v5)?),
         10 => Packet::Unsubscribe(unsubscribe(r, v5)?),
@@ -124,15 +123,15 @@ fn parse_body(first: u8, r: &mut Reader, version: ProtocolVersion) -> Result<Pac
         13 => Packet::PingResp,
         14 => {
             let (reason, properties) = if v5 {
-                reason_and_props(r, known::<DisconnectReason>, PropCtx::Disconnect)?
+                reason_and_props(r, PropCtx::Disconnect)?
             } else {
-                (0, None)
+                (DisconnectReason::default(), None)
             };
             Packet::Disconnect(Disconnect { reason, properties })
         }
         // 15 only passes `check_first_byte` for 5.0.
         _ => {
-            let (reason, properties) = reason_and_props(r, known::<AuthReason>, PropCtx::Auth)?;
+            let (reason, properties) = reason_and_props(r, PropCtx::Auth)?;
             Packet::Auth(Auth { reason, properties })
         }
     })
@@ -251,23 +250,23 @@ fn connack(r: &mut Reader, v5: bool) -> Result<ConnAck> {
         ));
     }
     let code = r.u8()?;
-    let properties = if v5 {
-        if !known::<ConnAckReason>(code) {
-            return Err(DecodeError::Malformed(
-                "MQTT-3.2.2-8: invalid CONNACK reason code",
-            ));
-        }
-        properties::read(r, PropCtx::ConnAck)?
+    let (code, properties) = if v5 {
+        let code = ConnAckReason::try_from(code)
+            .map_err(|_| DecodeError::Malformed("MQTT-3.2.2-8: invalid CONNACK reason code"))?;
+        (code, properties::read(r, PropCtx::ConnAck)?)
     } else {
-        if !known::<ConnectReturnCode>(code) {
-            return Err(DecodeError::Malformed(
-                "MQTT-3.2.2.3: invalid CONNACK return code",
-            ));
-        }
-        None
+        let code = ConnectReturnCode::try_from(code)
+            .map_err(|_| DecodeError::Malformed("MQTT-3.2.2.3: invalid CONNACK return code"))?;
+        (ConnAckReason::from(code), None)
     };
+    let session_present = flags & 0x01 != 0;
+    if session_present && code != ConnAckReason::Success {
+        return Err(DecodeError::Malformed(
+            "MQTT-3.2.2-6: Session Present set on a refusal",
+        ));
+    }
     Ok(ConnAck {
-        session_present: flags & 0x01 != 0,
+        session_present,
         code,
         properties,
     })
@@ -302,28 +301,21 @@ fn publish(first: u8, r: &mut Reader, v5: bool) -> Result<Publish> {
     })
 }
 
-/// Whether `code` belongs to the reason code family `R`.
-fn known<R: TryFrom<u8, Error = UnknownReason>>(code: u8) -> bool {
-    R::try_from(code).is_ok()
-}
-
-fn reason_code(r: &mut Reader, known: fn(u8) -> bool) -> Result<u8> {
-    let code = r.u8()?;
-    if known(code) {
-        Ok(code)
-    } else {
-        Err(DecodeError::Malformed(
-            "MQTT-2.4: reason code not valid for this packet",
-        ))
-    }
+/// A reason code of the family `R`; any other byte is malformed (section 2.4).
+fn reason_code<R: TryFrom<u8, Error = UnknownReason>>(r: &mut Reader) -> Result<R> {
+    R::try_from(r.u8()?)
+        .map_err(|_| DecodeError::Malformed("MQTT-2.4: reason code not valid for this packet"))
 }
 
 /// PUBACK, PUBREC, PUBREL, PUBCOMP. In 5.0 a body of 2 bytes means reason 0 and no properties,
 /// 3 bytes means no properties (3.4.2.1).
-fn pub_resp(r: &mut Reader, v5: bool, codes: fn(u8) -> bool) -> Result<PubResp> {
+fn pub_resp<R>(r: &mut Reader, v5: bool) -> Result<PubResp<R>>
+where
+    R: TryFrom<u8, Error = UnknownReason> + Default,
+{
     let packet_id = packet_id(r)?;
     let (reason, properties) = if v5 && !r.is_empty() {
-        let reason = reason_code(r, codes)?;
+        let reason = reason_code(r)?;
         let props = if r.is_empty() {
             None
         } else {
@@ -331,7 +323,7 @@ fn pub_resp(r: &mut Reader, v5: bool, codes: fn(u8) -> bool) -> Result<PubResp> 
         };
         (reason, props)
     } else {
-        (0, None)
+        (R::default(), None)
     };
     Ok(PubResp {
         packet_id,
@@ -341,15 +333,14 @@ fn pub_resp(r: &mut Reader, v5: bool, codes: fn(u8) -> bool) -> Result<PubResp> 
 }
 
 /// DISCONNECT and AUTH (5.0): an empty body means reason 0; no property length means none.
-fn reason_and_props(
-    r: &mut Reader,
-    codes: fn(u8) -> bool,
-    ctx: PropCtx,
-) -> Result<(u8, Option<Box<super::Properties>>)> {
+fn reason_and_props<R>(r: &mut Reader, ctx: PropCtx) -> Result<(R, Option<Box<super::Properties>>)>
+where
+    R: TryFrom<u8, Error = UnknownReason> + Default,
+{
     if r.is_empty() {
-        return Ok((0, None));
+        return Ok((R::default(), None));
     }
-    let reason = reason_code(r, codes)?;
+    let reason = reason_code(r)?;
     if r.is_empty() {
         return Ok((reason, None));
     }
@@ -425,16 +416,16 @@ fn suback(r: &mut Reader, v5: bool) -> Result<SubAck> {
         None
     };
     // 3.1.1 knows the granted QoS and 0x80 (Failure) only.
-    let allowed = |&c: &u8| match SubAckReason::try_from(c) {
-        Ok(code) => v5 || code.v3() == c,
-        Err(_) => false,
-    };
-    let return_codes = r.rest().to_vec();
-    if !return_codes.iter().all(allowed) {
-        return Err(DecodeError::Malformed(
-            "MQTT-3.9.3-2: invalid SUBACK return code",
-        ));
-    }
+    let return_codes = r
+        .rest()
+        .iter()
+        .map(|&c| match SubAckReason::try_from(c) {
+            Ok(code) if v5 || code.v3() == c => Ok(code),
+            _ => Err(DecodeError::Malformed(
+                "MQTT-3.9.3-2: invalid SUBACK return code",
+            )),
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok(SubAck {
         packet_id,
         return_codes,
@@ -475,12 +466,14 @@ fn unsuback(r: &mut Reader, v5: bool) -> Result<UnsubAck> {
         });
     }
     let properties = properties::read(r, PropCtx::UnsubAck)?;
-    let reasons = r.rest().to_vec();
-    if !reasons.iter().all(|&c| known::<UnsubAckReason>(c)) {
-        return Err(DecodeError::Malformed(
-            "MQTT-3.11.3: invalid UNSUBACK reason code",
-        ));
-    }
+    let reasons = r
+        .rest()
+        .iter()
+        .map(|&c| {
+            UnsubAckReason::try_from(c)
+                .map_err(|_| DecodeError::Malformed("MQTT-3.11.3: invalid UNSUBACK reason code"))
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok(UnsubAck {
         packet_id,
         reasons,
@@ -506,21 +499,34 @@ mod tests {
 
     #[test]
     fn pub_resp_short_forms() {
-        let resp = |reason| PubResp {
-            packet_id: 1,
-            reason,
-            properties: None,
-        };
-        assert_eq!(v5(&[0x40, 2, 0, 1]), Ok(Some(Packet::PubAck(resp(0)))));
+        fn resp<R>(reason: R) -> PubResp<R> {
+            PubResp {
+                packet_id: 1,
+                reason,
+                properties: None,
+            }
+        }
+        use crate::protocol::{PubAckReason, PubRelReason};
+        assert_eq!(
+            v5(&[0x40, 2, 0, 1]),
+            Ok(Some(Packet::PubAck(resp(PubAckReason::Success))))
+        );
         assert_eq!(
             v5(&[0x50, 3, 0, 1, 0x10]),
-            Ok(Some(Packet::PubRec(resp(0x10))))
+            Ok(Some(Packet::PubRec(resp(
+                PubAckReason::NoMatchingSubscribers
+            ))))
         );
         assert_eq!(
             v5(&[0x62, 4, 0, 1, 0x92, 0]),
-            Ok(Some(Packet::PubRel(resp(0x92))))
+            Ok(Some(Packet::PubRel(resp(
+                PubRelReason::PacketIdentifierNotFound
+            ))))
         );
-        assert_eq!(v5(&[0x70, 3, 0, 1, 0]), Ok(Some(Packet::PubComp(resp(0)))));
+        assert_eq!(
+            v5(&[0x70, 3, 0, 1, 0]),
+            Ok(Some(Packet::PubComp(resp(PubRelReason::Success))))
+        );
         // Codes from the wrong table, and a property PUBACK may not carry.
         assert!(malformed(v5(&[0x40, 3, 0, 1, 0x92])));
         assert!(malformed(v5(&[0x62, 3, 0, 1, 0x10])));
@@ -536,7 +542,7 @@ mod tests {
             Ok(Some(Packet::Disconnect(Disconnect::default())))
         );
         let d = Disconnect {
-            reason: 0x04,
+            reason: DisconnectReason::DisconnectWithWillMessage,
             properties: None,
         };
         assert_eq!(v5(&[0xE0, 1, 0x04]), Ok(Some(Packet::Disconnect(d))));

@@ -15,8 +15,9 @@
 //!   ([`EncodeError::TooLarge`]) for the caller to skip (MQTT-3.1.2-25).
 //! - Structure: packet identifiers non-zero where required, SUBSCRIBE and UNSUBSCRIBE with a
 //!   filter, a PUBLISH topic (or a Topic Alias), DUP never on QoS 0, Session Present only on
-//!   success, reason codes of the packet's own family, 3.1.1's narrower CONNACK and SUBACK codes,
-//!   only the properties the packet may carry (see `properties::write`).
+//!   success, no AUTH before 5.0, only the properties the packet may carry (see
+//!   `properties::write`). Reason codes are typed per packet family, so a packet cannot carry
+//!   another family's; 3.1.1 gets the narrower CONNACK and SUBACK forms.
 //!
 //! String *content* is the model's invariant, not checked here: UTF-8 by type, no U+0000 and no
 //! wildcards in topic names. The decoder enforces it on everything that comes in and
@@ -27,10 +28,7 @@ use bytes::{BufMut, BytesMut};
 
 use super::cursor::{Counter, Sink, VARINT_MAX, varint_len};
 use super::properties::{self, Omit, PropCtx};
-use super::reason::{
-    AuthReason, ConnAckReason, ConnectReturnCode, DisconnectReason, PubAckReason, PubRelReason,
-    SubAckReason, UnsubAckReason,
-};
+use super::reason::ConnAckReason;
 use super::{
     Auth, ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion, PubResp, Publish, QoS,
     SubAck, Subscribe, UnsubAck, Unsubscribe,
@@ -62,10 +60,14 @@ pub enum EncodeError {
     },
 }
 
-/// Appends `packet` encoded for `version` to `out`, within the protocol's limits only; a packet
-/// that cannot be written (see [`encode_within`]) is not.
-pub fn encode(packet: &Packet, version: ProtocolVersion, out: &mut BytesMut) {
-    let _ = encode_within(packet, version, MAX_PACKET_SIZE, out);
+/// Appends `packet` encoded for `version` to `out`, bounded by the protocol's limits only;
+/// returns the bytes written. See [`encode_within`].
+pub fn encode(
+    packet: &Packet,
+    version: ProtocolVersion,
+    out: &mut BytesMut,
+) -> Result<usize, EncodeError> {
+    encode_within(packet, version, MAX_PACKET_SIZE, out)
 }
 
 /// Appends `packet` encoded for `version` to `out` if it fits in `max` bytes (the peer's Maximum
@@ -274,10 +276,6 @@ fn check(packet: &Packet, version: ProtocolVersion) -> Result<(), EncodeError> {
         0 => Err(invalid("MQTT-2.3.1-1: packet identifier 0")),
         _ => Ok(()),
     };
-    let code = |known: bool| match known {
-        true => Ok(()),
-        false => Err(invalid("MQTT-2.4: reason code not valid for this packet")),
-    };
     let v5 = version.is_v5();
     match packet {
         Packet::Connect(c) => {
@@ -288,45 +286,26 @@ fn check(packet: &Packet, version: ProtocolVersion) -> Result<(), EncodeError> {
                 return Err(invalid("MQTT-4.7.3-1: empty will topic"));
             }
         }
-        Packet::ConnAck(c) if v5 => code(ConnAckReason::try_from(c.code).is_ok())?,
-        Packet::ConnAck(c) => code(ConnectReturnCode::try_from(c.code).is_ok())?,
+        Packet::ConnAck(_) | Packet::PingReq | Packet::PingResp | Packet::Disconnect(_) => {}
         Packet::Publish(p) => PublishView::from(p).check(version)?,
-        Packet::PubAck(r) | Packet::PubRec(r) => {
-            id(r.packet_id)?;
-            code(PubAckReason::try_from(r.reason).is_ok())?;
-        }
-        Packet::PubRel(r) | Packet::PubComp(r) => {
-            id(r.packet_id)?;
-            code(PubRelReason::try_from(r.reason).is_ok())?;
-        }
+        Packet::PubAck(r) | Packet::PubRec(r) => id(r.packet_id)?,
+        Packet::PubRel(r) | Packet::PubComp(r) => id(r.packet_id)?,
         Packet::Subscribe(s) => {
             id(s.packet_id)?;
             if s.filters.is_empty() {
                 return Err(invalid("MQTT-3.8.3-3: SUBSCRIBE without topic filters"));
             }
         }
-        Packet::SubAck(s) => {
-            id(s.packet_id)?;
-            for &c in &s.return_codes {
-                code(SubAckReason::try_from(c).is_ok())?;
-            }
-        }
+        Packet::SubAck(s) => id(s.packet_id)?,
         Packet::Unsubscribe(u) => {
             id(u.packet_id)?;
             if u.filters.is_empty() {
                 return Err(invalid("MQTT-3.10.3-2: UNSUBSCRIBE without topic filters"));
             }
         }
-        Packet::UnsubAck(u) => {
-            id(u.packet_id)?;
-            for &c in &u.reasons {
-                code(UnsubAckReason::try_from(c).is_ok())?;
-            }
-        }
-        Packet::PingReq | Packet::PingResp => {}
-        Packet::Disconnect(d) => code(DisconnectReason::try_from(d.reason).is_ok())?,
+        Packet::UnsubAck(u) => id(u.packet_id)?,
         Packet::Auth(_) if !v5 => return Err(invalid("MQTT-2.2.1: AUTH exists only in 5.0")),
-        Packet::Auth(a) => code(AuthReason::try_from(a.reason).is_ok())?,
+        Packet::Auth(_) => {}
     }
     Ok(())
 }
@@ -337,9 +316,8 @@ fn write_body<S: Sink>(out: &mut S, packet: &Packet, version: ProtocolVersion, o
         Packet::Connect(c) => connect(out, c),
         Packet::ConnAck(c) => connack(out, c, v5, omit),
         Packet::Publish(p) => publish_body(out, &PublishView::from(p), v5),
-        Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
-            pub_resp(out, r, v5, omit)
-        }
+        Packet::PubAck(r) | Packet::PubRec(r) => pub_resp(out, r, v5, omit),
+        Packet::PubRel(r) | Packet::PubComp(r) => pub_resp(out, r, v5, omit),
         Packet::Subscribe(s) => subscribe(out, s, v5),
         Packet::SubAck(s) => suback(out, s, v5, omit),
         Packet::Unsubscribe(u) => unsubscribe(out, u, v5),
@@ -347,12 +325,12 @@ fn write_body<S: Sink>(out: &mut S, packet: &Packet, version: ProtocolVersion, o
         Packet::PingReq | Packet::PingResp => {}
         Packet::Disconnect(Disconnect { reason, properties }) if v5 => {
             let props = properties.as_deref();
-            reason_and_props::<_, { PropCtx::Disconnect.bit() }>(out, *reason, props, omit)
+            reason_and_props::<_, { PropCtx::Disconnect.bit() }>(out, (*reason).into(), props, omit)
         }
         Packet::Disconnect(_) => {}
         Packet::Auth(Auth { reason, properties }) => {
             let props = properties.as_deref();
-            reason_and_props::<_, { PropCtx::Auth.bit() }>(out, *reason, props, omit)
+            reason_and_props::<_, { PropCtx::Auth.bit() }>(out, (*reason).into(), props, omit)
         }
     }
 }
@@ -410,8 +388,14 @@ fn connect<S: Sink>(out: &mut S, c: &Connect) {
 
 fn connack<S: Sink>(out: &mut S, c: &ConnAck, v5: bool, omit: Omit) {
     // Session Present only with success (MQTT-3.2.2-4, MQTT-3.2.2-6).
-    out.u8(u8::from(c.session_present && c.code == 0));
-    out.u8(c.code);
+    out.u8(u8::from(
+        c.session_present && c.code == ConnAckReason::Success,
+    ));
+    out.u8(if v5 {
+        c.code.into()
+    } else {
+        c.code.v3().into()
+    });
     if v5 {
         properties::write::<_, { PropCtx::ConnAck.bit() }>(out, c.properties.as_deref(), omit);
     }
@@ -436,15 +420,16 @@ fn some_props<const CTX: u16>(props: Option<&Properties>, omit: Omit) -> Option<
 
 /// PUBACK..PUBCOMP: 5.0 omits the reason code when it is 0 without properties, and the property
 /// length when there are no properties (3.4.2.1).
-fn pub_resp<S: Sink>(out: &mut S, r: &PubResp, v5: bool, omit: Omit) {
+fn pub_resp<S: Sink, R: Copy + Into<u8>>(out: &mut S, r: &PubResp<R>, v5: bool, omit: Omit) {
     out.u16(r.packet_id);
     if !v5 {
         return;
     }
     const CTX: u16 = PropCtx::PubResp.bit();
     let props = some_props::<CTX>(r.properties.as_deref(), omit);
-    if r.reason != 0 || props.is_some() {
-        out.u8(r.reason);
+    let reason: u8 = r.reason.into();
+    if reason != 0 || props.is_some() {
+        out.u8(reason);
         if props.is_some() {
             properties::write::<_, CTX>(out, props, omit);
         }
@@ -495,11 +480,12 @@ fn suback<S: Sink>(out: &mut S, s: &SubAck, v5: bool, omit: Omit) {
     out.u16(s.packet_id);
     if v5 {
         properties::write::<_, { PropCtx::SubAck.bit() }>(out, s.properties.as_deref(), omit);
-        out.slice(&s.return_codes);
+        for &code in &s.return_codes {
+            out.u8(code.into());
+        }
     } else {
         for &code in &s.return_codes {
-            // `check` let only SUBACK codes through.
-            out.u8(SubAckReason::try_from(code).map_or(0x80, SubAckReason::v3));
+            out.u8(code.v3());
         }
     }
 }
@@ -522,6 +508,8 @@ fn unsuback<S: Sink>(out: &mut S, u: &UnsubAck, v5: bool, omit: Omit) {
     out.u16(u.packet_id);
     if v5 {
         properties::write::<_, { PropCtx::UnsubAck.bit() }>(out, u.properties.as_deref(), omit);
-        out.slice(&u.reasons);
+        for &code in &u.reasons {
+            out.u8(code.into());
+        }
     }
 }

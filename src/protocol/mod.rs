@@ -28,3 +28,7 @@ pub use decode::decode;
 pub use encode::{EncodeError, MAX_PACKET_SIZE, PublishView, encode, encode_within, encoded_len};
 pub use error::DecodeError;
 pub use packet::*;
+pub use reason::{
+    AuthReason, ConnAckReason, ConnectReturnCode, DisconnectReason, PubAckReason, PubRelReason,
+    ReasonCode, SubAckReason, UnknownReason, UnsubAckReason,
+};

@@ -7,6 +7,17 @@
 
 use std::fmt;
 
+/// What every reason code enum offers, for code generic over the family (one ack builder for
+/// PUBACK and PUBCOMP, one decoder for all four acknowledgements).
+pub trait ReasonCode:
+    Copy + Into<u8> + TryFrom<u8, Error = UnknownReason> + fmt::Display + fmt::Debug
+{
+    /// Whether the code reports a failure.
+    fn is_error(self) -> bool;
+    /// The spec's name of the code, for logs.
+    fn name(self) -> &'static str;
+}
+
 /// A code that the packet family does not define (MQTT 5.0 section 2.4: a Malformed Packet).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("reason code {code:#04x} is not valid in {packet}")]
@@ -44,6 +55,15 @@ macro_rules! reason_enum {
             /// Whether the code reports a failure.
             pub fn is_error(self) -> bool {
                 self as u8 >= $first_error
+            }
+        }
+
+        impl ReasonCode for $name {
+            fn is_error(self) -> bool {
+                $name::is_error(self)
+            }
+            fn name(self) -> &'static str {
+                $name::name(self)
             }
         }
 
@@ -291,7 +311,8 @@ default_is!(
     AuthReason::Success
 );
 
-/// CONNACK return codes of MQTT 3.1 / 3.1.1, as bytes (see [`ConnectReturnCode`]).
+/// CONNACK return codes of MQTT 3.1 / 3.1.1 as wire bytes, for byte-level tests and tools that
+/// check what went over the wire; the broker itself uses [`ConnectReturnCode`] / [`ConnAckReason`].
 pub mod v3 {
     pub const ACCEPTED: u8 = 0x00;
     pub const UNACCEPTABLE_PROTOCOL_VERSION: u8 = 0x01;
@@ -303,7 +324,8 @@ pub mod v3 {
     pub const SUBACK_FAILURE: u8 = 0x80;
 }
 
-/// MQTT 5.0 reason codes, as bytes (see the enums above).
+/// MQTT 5.0 reason codes as wire bytes, for byte-level tests and tools; the broker itself uses the
+/// enums above, so that no packet can carry another family's code.
 pub mod v5 {
     pub const SUCCESS: u8 = 0x00;
     pub const GRANTED_QOS_1: u8 = 0x01;

@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 
-use crate::protocol::reason::v5;
+use crate::protocol::DisconnectReason;
 use crate::protocol::{Properties, QoS, SubscriptionOptions};
 use crate::stats::{Limit, Stats};
 use crate::timer::{self, Timer, TimerKey};
@@ -250,7 +250,7 @@ impl Router {
             let mut inner = existing.inner.lock();
             if let Some(old) = inner.connection.take() {
                 // Takeover: the old connection closes; its detach will find itself superseded.
-                old.kick(v5::SESSION_TAKEN_OVER);
+                old.kick(DisconnectReason::SessionTakenOver);
                 self.stats.client_disconnected();
             }
             if !clean_start {
@@ -670,7 +670,7 @@ impl Router {
             let inner = s.inner.lock();
             if let (Some(user), Some(link)) = (&inner.username, &inner.connection) {
                 if !keep(user) {
-                    link.kick(v5::ADMINISTRATIVE_ACTION);
+                    link.kick(DisconnectReason::AdministrativeAction);
                     kicked += 1;
                 }
             }
