@@ -196,6 +196,7 @@ impl PublishView<'_> {
     /// Appends this PUBLISH, encoded for `version`, to `out` if it fits in `max` bytes (see
     /// [`encode_within`]; nothing is ever left out of a PUBLISH). Returns the bytes written; on
     /// `Err` nothing was written, and the caller skips the message (MQTT-3.1.2-25).
+    #[inline]
     pub fn encode(
         &self,
         version: ProtocolVersion,

@@ -11,8 +11,9 @@
 //! - [`reason`] holds the return/reason codes, one enum per packet family.
 //! - [`text`] makes client-supplied text fit for a log line or a Reason String.
 //!
-//! Inside, dependencies run one way: `reason` and `text` depend on nothing; `cursor` on `error`;
-//! `properties` on `cursor`; `decode` and `encode` on both.
+//! Inside, dependencies run one way: `reason`, `text` and `topic` depend on nothing; `error` and
+//! `packet` on `reason` (and `text`); `cursor` (checked reads, and the `Sink` both directions
+//! write through) on `error`; `properties` on `cursor`; `decode` and `encode` on `properties`.
 
 mod cursor;
 pub mod decode;
