@@ -4,13 +4,19 @@
 //! drops it half-way, no bytes are lost and the next call resumes. Writes are batched: callers
 //! [`Connection::queue`] any number of packets and [`Connection::flush`] once, one syscall for many
 //! packets.
+//!
+//! Everything written goes through the bounded encoder ([`protocol::encode_within`]) with the
+//! peer's Maximum Packet Size (MQTT 5.0 section 3.1.2.11.4), set from its CONNECT with
+//! [`Connection::set_peer_max_packet_size`]: no packet the peer would have to refuse, and no
+//! malformed one, ever reaches the socket.
 
 use std::io;
+use std::num::NonZeroU32;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::protocol::{self, DecodeError, Packet, ProtocolVersion};
+use crate::protocol::{self, DecodeError, EncodeError, Packet, ProtocolVersion};
 
 /// Initial read buffer; grows on demand up to the largest packet allowed.
 /// Reads start small, so an idle connection holds little memory, and double (up to
@@ -73,6 +79,9 @@ pub struct Connection<S> {
     pub version: ProtocolVersion,
     /// Largest packet accepted from the peer (whole packet, bytes).
     pub max_packet_size: usize,
+    /// Largest packet the peer accepts (its CONNECT's Maximum Packet Size; `None`: only the
+    /// protocol's limit).
+    peer_max_packet_size: Option<NonZeroU32>,
     /// Bytes read and written, for `$SYS`.
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -83,15 +92,33 @@ impl<S> Connection<S> {
         &self.stream
     }
 
+    /// The peer's Maximum Packet Size, from its CONNECT: every packet queued from now on fits it
+    /// or is not written. `None` (or 0, which a CONNECT cannot carry): no bound but the
+    /// protocol's.
+    pub fn set_peer_max_packet_size(&mut self, max: Option<u32>) {
+        self.peer_max_packet_size = max.and_then(NonZeroU32::new);
+    }
+
+    pub fn peer_max_packet_size(&self) -> Option<u32> {
+        self.peer_max_packet_size.map(NonZeroU32::get)
+    }
+
+    /// The bound the encoder is given.
+    fn write_limit(&self) -> usize {
+        self.peer_max_packet_size
+            .map_or(protocol::MAX_PACKET_SIZE, |max| max.get() as usize)
+    }
+
     /// Splits the connection into its stream and what else must survive while it is parked:
-    /// only its protocol version and any half-read packet or unsent bytes (usually none, so
-    /// no memory at all). Byte counters restart from 0.
+    /// only its protocol version, the peer's Maximum Packet Size and any half-read packet or
+    /// unsent bytes (usually none, so no memory at all). Byte counters restart from 0.
     pub fn park(self) -> (S, Parked) {
         let buffers = (!self.rbuf.is_empty() || !self.wbuf.is_empty())
             .then(|| Box::new((self.rbuf, self.wbuf)));
         let parked = Parked {
             buffers,
             version: self.version,
+            peer_max_packet_size: self.peer_max_packet_size,
         };
         (self.stream, parked)
     }
@@ -106,6 +133,7 @@ impl<S> Connection<S> {
             wbuf,
             version: parked.version,
             max_packet_size,
+            peer_max_packet_size: parked.peer_max_packet_size,
             bytes_in: 0,
             bytes_out: 0,
         }
@@ -117,6 +145,7 @@ impl<S> Connection<S> {
 pub struct Parked {
     buffers: Option<Box<(BytesMut, BytesMut)>>,
     version: ProtocolVersion,
+    peer_max_packet_size: Option<NonZeroU32>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -128,6 +157,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             wbuf: BytesMut::new(),
             version: ProtocolVersion::V311,
             max_packet_size,
+            peer_max_packet_size: None,
             bytes_in: 0,
             bytes_out: 0,
         }
@@ -168,14 +198,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
-    /// Appends a packet to the write buffer without writing.
-    pub fn queue(&mut self, packet: &Packet) {
-        protocol::encode(packet, self.version, &mut self.wbuf);
+    /// Appends a packet to the write buffer without writing, within the peer's Maximum Packet
+    /// Size (its Reason String and User Properties are left out if that makes it fit). `Err`:
+    /// it cannot be sent at all, and nothing was queued.
+    pub fn queue(&mut self, packet: &Packet) -> Result<(), EncodeError> {
+        let limit = self.write_limit();
+        protocol::encode_within(packet, self.version, limit, &mut self.wbuf).map(drop)
     }
 
-    /// Appends a PUBLISH to the write buffer without writing.
-    pub fn queue_publish(&mut self, publish: &protocol::PublishView<'_>) {
-        publish.encode(self.version, &mut self.wbuf);
+    /// Appends a PUBLISH to the write buffer without writing. `Err`: it exceeds the peer's
+    /// Maximum Packet Size (or cannot be encoded); nothing was queued, and the caller must
+    /// behave as if it had been sent (MQTT-3.1.2-25).
+    pub fn queue_publish(
+        &mut self,
+        publish: &protocol::PublishView<'_>,
+    ) -> Result<(), EncodeError> {
+        let limit = self.write_limit();
+        publish
+            .encode(self.version, limit, &mut self.wbuf)
+            .map(drop)
     }
 
     /// Bytes waiting in the write buffer.
@@ -202,15 +243,107 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.stream.flush().await
     }
 
-    /// Queues and flushes one packet.
+    /// Queues and flushes one packet. A packet that cannot be sent within the peer's Maximum
+    /// Packet Size is an `InvalidInput` error (wrapping the [`EncodeError`]); what was queued
+    /// before it is still flushed.
     pub async fn write_packet(&mut self, packet: &Packet) -> io::Result<()> {
-        self.queue(packet);
-        self.flush().await
+        let queued = self.queue(packet);
+        self.flush().await?;
+        queued.map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
     }
 
     /// Flushes, then shuts the write side down (TLS: close_notify).
     pub async fn shutdown(&mut self) -> io::Result<()> {
         self.flush().await?;
         self.stream.shutdown().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+    use crate::protocol::{Properties, PubAckReason, PubResp, PublishView, QoS, SubAckReason};
+
+    fn ack_with_reason(why: &str) -> Packet {
+        Packet::PubAck(PubResp {
+            packet_id: 1,
+            reason: PubAckReason::UnspecifiedError,
+            properties: Some(Box::new(Properties {
+                reason_string: Some(why.to_owned()),
+                ..Properties::default()
+            })),
+        })
+    }
+
+    #[tokio::test]
+    async fn writes_fit_the_peer_maximum_packet_size() {
+        let (ours, mut theirs) = tokio::io::duplex(4096);
+        let mut conn = Connection::new(ours, 1024);
+        conn.version = ProtocolVersion::V5;
+        conn.set_peer_max_packet_size(Some(16));
+        assert_eq!(conn.peer_max_packet_size(), Some(16));
+
+        // The Reason String goes; the PUBACK stays.
+        conn.write_packet(&ack_with_reason("far too long for sixteen bytes"))
+            .await
+            .unwrap();
+        let mut got = [0; 5];
+        theirs.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, [0x40, 3, 0, 1, 0x80]);
+
+        // A PUBLISH is never cut down: it is refused, and nothing is queued.
+        let publish = PublishView {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: "t",
+            packet_id: 0,
+            payload: &[0; 12],
+            properties: None,
+        };
+        assert!(matches!(
+            conn.queue_publish(&publish),
+            Err(EncodeError::TooLarge { max: 16, .. })
+        ));
+        assert_eq!(conn.pending(), 0);
+
+        // write_packet reports what it could not send, after flushing what was queued.
+        conn.queue(&Packet::PingResp).unwrap();
+        let subscribe_ack = Packet::SubAck(crate::protocol::SubAck {
+            packet_id: 1,
+            return_codes: vec![SubAckReason::GrantedQos0; 20],
+            properties: None,
+        });
+        let e = conn.write_packet(&subscribe_ack).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        let mut ping = [0; 2];
+        theirs.read_exact(&mut ping).await.unwrap();
+        assert_eq!(ping, [0xD0, 0]);
+    }
+
+    #[tokio::test]
+    async fn parking_keeps_the_peer_maximum() {
+        let (ours, _theirs) = tokio::io::duplex(64);
+        let mut conn = Connection::new(ours, 1024);
+        conn.set_peer_max_packet_size(Some(100));
+        let (stream, parked) = conn.park();
+        let mut conn = Connection::unpark(stream, parked, 1024);
+        assert_eq!(conn.peer_max_packet_size(), Some(100));
+        let big = Bytes::from(vec![0; 200]);
+        let publish = PublishView {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: "t",
+            packet_id: 0,
+            payload: &big,
+            properties: None,
+        };
+        assert!(conn.queue_publish(&publish).is_err());
+        conn.set_peer_max_packet_size(None);
+        assert!(conn.queue_publish(&publish).is_ok());
     }
 }

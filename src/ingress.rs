@@ -26,8 +26,8 @@ use std::sync::atomic::Ordering;
 use tracing::{info, warn};
 
 use crate::auth::{Access, Auth, AuthCell, AuthSnapshot};
-use crate::protocol::reason::v5;
 use crate::protocol::topic::validate_topic_name;
+use crate::protocol::{PubAckReason, text};
 use crate::router::{Fanout, Message, Router};
 use crate::stats::Limit;
 
@@ -129,12 +129,16 @@ pub enum Refusal {
 
 impl Refusal {
     /// The MQTT 5.0 PUBACK / PUBREC reason code.
-    pub fn reason_code(self) -> u8 {
+    ///
+    /// "Packet too large" is not a PUBACK code: a PUBLISH over the broker's maximum closes the
+    /// connection in the decoder, so `TooLarge` only meets other publishers (HTTP, bridges) and
+    /// is answered with "Quota exceeded" should it ever reach an acknowledgement.
+    pub fn reason_code(self) -> PubAckReason {
         match self {
-            Refusal::TopicInvalid(_) | Refusal::TopicLimit => v5::TOPIC_NAME_INVALID,
-            Refusal::TooLarge => v5::PACKET_TOO_LARGE,
-            Refusal::PayloadFormatInvalid => v5::PAYLOAD_FORMAT_INVALID,
-            Refusal::NotAuthorized => v5::NOT_AUTHORIZED,
+            Refusal::TopicInvalid(_) | Refusal::TopicLimit => PubAckReason::TopicNameInvalid,
+            Refusal::TooLarge => PubAckReason::QuotaExceeded,
+            Refusal::PayloadFormatInvalid => PubAckReason::PayloadFormatInvalid,
+            Refusal::NotAuthorized => PubAckReason::NotAuthorized,
         }
     }
 
@@ -275,7 +279,8 @@ impl Ingress {
         }
         if let Err(refusal) = self.check(from, &msg) {
             if refusal == Refusal::NotAuthorized {
-                info!(client_id = %from.client_id, topic = %msg.topic, source = ?from.source,
+                info!(client_id = %text::cut(&from.client_id), topic = %text::cut(&msg.topic),
+                    source = ?from.source,
                     "PUBLISH denied by ACL; dropped");
             }
             return Outcome::Refused(refusal);

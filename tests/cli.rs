@@ -269,9 +269,10 @@ async fn broker_with_stuck_subscriber(dir: &Path) -> (Broker, RawClient) {
             payload: payload.clone(),
             properties: None,
         };
-        protocol::encode(&Packet::Publish(publish), ProtocolVersion::V311, &mut bytes);
+        protocol::encode(&Packet::Publish(publish), ProtocolVersion::V311, &mut bytes)
+            .expect("encode PUBLISH");
     }
-    protocol::encode(&Packet::PingReq, ProtocolVersion::V311, &mut bytes);
+    protocol::encode(&Packet::PingReq, ProtocolVersion::V311, &mut bytes).expect("encode PINGREQ");
     tokio::time::timeout(WAIT, publisher.send_bytes(&bytes))
         .await
         .expect("flood sent in time");

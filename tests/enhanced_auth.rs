@@ -15,7 +15,7 @@ use mqttd::auth::credentials::{ScramCredentials, hash_argon2id};
 use mqttd::auth::passwd::{PasswdError, PasswordFile};
 use mqttd::config::Config;
 use mqttd::protocol::reason::{v3, v5};
-use mqttd::protocol::{Auth, ConnAck, Packet, Properties, ProtocolVersion};
+use mqttd::protocol::{Auth, AuthReason, ConnAck, Packet, Properties, ProtocolVersion};
 use sha2::{Digest, Sha256};
 
 const METHOD: &str = "SCRAM-SHA-256";
@@ -109,7 +109,7 @@ fn auth_props(method: &str, data: Option<Vec<u8>>) -> Properties {
 
 fn auth_packet(reason: u8, props: Properties) -> Packet {
     Packet::Auth(Auth {
-        reason,
+        reason: AuthReason::try_from(reason).expect("an AUTH reason code"),
         properties: Some(Box::new(props)),
     })
 }
@@ -144,7 +144,7 @@ async fn start_scram(addr: std::net::SocketAddr, scram: &ScramClient) -> (RawCli
     c.send(&Packet::Connect(Box::new(connect))).await;
     match c.recv().await {
         Some(Packet::Auth(a)) => {
-            assert_eq!(a.reason, v5::CONTINUE_AUTHENTICATION);
+            assert_eq!(u8::from(a.reason), v5::CONTINUE_AUTHENTICATION);
             let p = a.properties.unwrap();
             assert_eq!(p.authentication_method.as_deref(), Some(METHOD));
             (c, p.authentication_data.unwrap().to_vec())
@@ -163,7 +163,7 @@ async fn scram_login(addr: std::net::SocketAddr, user: &str, pw: &[u8]) -> (RawC
         .await;
     match c.recv().await {
         Some(Packet::ConnAck(ack)) => {
-            if ack.code == v5::SUCCESS {
+            if u8::from(ack.code) == v5::SUCCESS {
                 let p = ack.properties.as_deref().unwrap();
                 assert_eq!(p.authentication_method.as_deref(), Some(METHOD));
                 scram.verify_server_final(p.authentication_data.as_deref().unwrap());
@@ -179,7 +179,7 @@ async fn scram_login_succeeds_and_the_server_proves_itself() {
     let dir = tempfile::tempdir().unwrap();
     let broker = TestBroker::start_with(secured(users(dir.path()))).await;
     let (mut c, ack) = scram_login(broker.addr, "alice", ALICE_PW).await;
-    assert_eq!(ack.code, v5::SUCCESS);
+    assert_eq!(u8::from(ack.code), v5::SUCCESS);
     c.ping().await;
     // The password login still works on the same file.
     let (_, code) = try_login(
@@ -203,7 +203,7 @@ async fn wrong_password_unknown_user_and_no_scram_credentials_fail_alike() {
         ("bob", b"bob-password"),
     ] {
         let (mut c, ack) = scram_login(broker.addr, user, pw).await;
-        assert_eq!(ack.code, v5::NOT_AUTHORIZED, "{user}");
+        assert_eq!(u8::from(ack.code), v5::NOT_AUTHORIZED, "{user}");
         c.expect_closed().await;
     }
     // An unknown user is shown a stable salt and the usual iteration count.
@@ -224,7 +224,7 @@ async fn unknown_method_gets_0x8c() {
     let broker = TestBroker::start_with(secured(users(dir.path()))).await;
     let connect = connect_v5("c", auth_props("SCRAM-SHA-1", Some(b"n,,n=a,r=b".to_vec())));
     let (mut c, ack) = RawClient::connect_v5_with(broker.addr, connect).await;
-    assert_eq!(ack.code, v5::BAD_AUTHENTICATION_METHOD);
+    assert_eq!(u8::from(ack.code), v5::BAD_AUTHENTICATION_METHOD);
     c.expect_closed().await;
     broker.stop().await;
 }
@@ -234,7 +234,7 @@ async fn no_password_file_offers_no_method() {
     let broker = TestBroker::start().await;
     let connect = connect_v5("c", auth_props(METHOD, Some(b"n,,n=a,r=b".to_vec())));
     let (mut c, ack) = RawClient::connect_v5_with(broker.addr, connect).await;
-    assert_eq!(ack.code, v5::BAD_AUTHENTICATION_METHOD);
+    assert_eq!(u8::from(ack.code), v5::BAD_AUTHENTICATION_METHOD);
     c.expect_closed().await;
     broker.stop().await;
 }
@@ -258,7 +258,9 @@ async fn protocol_errors_during_the_exchange_get_connack_0x82() {
         let (mut c, _) = start_scram(broker.addr, &scram).await;
         c.send(&packet).await;
         match c.recv().await {
-            Some(Packet::ConnAck(ack)) => assert_eq!(ack.code, v5::PROTOCOL_ERROR, "{packet:?}"),
+            Some(Packet::ConnAck(ack)) => {
+                assert_eq!(u8::from(ack.code), v5::PROTOCOL_ERROR, "{packet:?}")
+            }
             other => panic!("expected CONNACK 0x82 for {packet:?}, got {other:?}"),
         }
         c.expect_closed().await;
@@ -277,7 +279,7 @@ async fn malformed_client_first_fails_with_0x87() {
     ] {
         let connect = connect_v5("c", auth_props(METHOD, data.clone()));
         let (mut c, ack) = RawClient::connect_v5_with(broker.addr, connect).await;
-        assert_eq!(ack.code, v5::NOT_AUTHORIZED, "{data:?}");
+        assert_eq!(u8::from(ack.code), v5::NOT_AUTHORIZED, "{data:?}");
         c.expect_closed().await;
     }
     broker.stop().await;
@@ -314,7 +316,7 @@ async fn passwd_tool_add_scram_writes_usable_credentials() {
     assert!(entry.verify(b"carol-pw"));
     let broker = TestBroker::start_with(secured(path.clone())).await;
     let (_, ack) = scram_login(broker.addr, "carol", b"carol-pw").await;
-    assert_eq!(ack.code, v5::SUCCESS);
+    assert_eq!(u8::from(ack.code), v5::SUCCESS);
     broker.stop().await;
     // Changing the password without --scram drops the stale SCRAM credentials.
     let out = common::run_tool(
@@ -351,7 +353,7 @@ async fn reauthenticate(c: &mut RawClient, scram: &mut ScramClient) -> Option<Pa
     c.send(&auth_packet(v5::REAUTHENTICATE, props)).await;
     let server_first = match c.recv().await {
         Some(Packet::Auth(a)) => {
-            assert_eq!(a.reason, v5::CONTINUE_AUTHENTICATION);
+            assert_eq!(u8::from(a.reason), v5::CONTINUE_AUTHENTICATION);
             a.properties.unwrap().authentication_data.unwrap().to_vec()
         }
         other => panic!("expected AUTH 0x18, got {other:?}"),
@@ -368,11 +370,11 @@ async fn reauthentication_succeeds_with_the_same_identity() {
     let dir = tempfile::tempdir().unwrap();
     let broker = TestBroker::start_with(secured(users(dir.path()))).await;
     let (mut c, ack) = scram_login(broker.addr, "alice", ALICE_PW).await;
-    assert_eq!(ack.code, v5::SUCCESS);
+    assert_eq!(u8::from(ack.code), v5::SUCCESS);
     let mut scram = ScramClient::new("alice", ALICE_PW);
     match reauthenticate(&mut c, &mut scram).await {
         Some(Packet::Auth(a)) => {
-            assert_eq!(a.reason, v5::SUCCESS);
+            assert_eq!(u8::from(a.reason), v5::SUCCESS);
             let p = a.properties.unwrap();
             assert_eq!(p.authentication_method.as_deref(), Some(METHOD));
             scram.verify_server_final(&p.authentication_data.unwrap());
@@ -391,7 +393,7 @@ async fn failed_reauthentication_disconnects_with_0x87() {
     let (mut c, _) = scram_login(broker.addr, "alice", ALICE_PW).await;
     let mut scram = ScramClient::new("alice", b"wrong");
     match reauthenticate(&mut c, &mut scram).await {
-        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, v5::NOT_AUTHORIZED),
+        Some(Packet::Disconnect(d)) => assert_eq!(u8::from(d.reason), v5::NOT_AUTHORIZED),
         other => panic!("expected DISCONNECT 0x87, got {other:?}"),
     }
     c.expect_closed().await;
@@ -399,7 +401,7 @@ async fn failed_reauthentication_disconnects_with_0x87() {
     let (mut c, _) = scram_login(broker.addr, "alice", ALICE_PW).await;
     let mut scram = ScramClient::new("dave", DAVE_PW);
     match reauthenticate(&mut c, &mut scram).await {
-        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, v5::NOT_AUTHORIZED),
+        Some(Packet::Disconnect(d)) => assert_eq!(u8::from(d.reason), v5::NOT_AUTHORIZED),
         other => panic!("expected DISCONNECT 0x87, got {other:?}"),
     }
     c.expect_closed().await;
@@ -417,15 +419,21 @@ async fn auth_after_a_password_login_or_with_another_method_is_a_protocol_error(
         ..connect_v5("pw", Properties::default())
     };
     let (mut c, ack) = RawClient::connect_v5_with(broker.addr, connect).await;
-    assert_eq!(ack.code, v5::SUCCESS);
+    assert_eq!(u8::from(ack.code), v5::SUCCESS);
     c.send(&auth_packet(v5::REAUTHENTICATE, auth_props(METHOD, None)))
         .await;
-    assert_eq!(c.expect_disconnect().await.reason, v5::PROTOCOL_ERROR);
+    assert_eq!(
+        u8::from(c.expect_disconnect().await.reason),
+        v5::PROTOCOL_ERROR
+    );
     // A SCRAM login re-authenticating with another method.
     let (mut c, _) = scram_login(broker.addr, "alice", ALICE_PW).await;
     c.send(&auth_packet(v5::REAUTHENTICATE, auth_props("PLAIN", None)))
         .await;
-    assert_eq!(c.expect_disconnect().await.reason, v5::PROTOCOL_ERROR);
+    assert_eq!(
+        u8::from(c.expect_disconnect().await.reason),
+        v5::PROTOCOL_ERROR
+    );
     // Continue without a re-authentication in progress.
     let (mut c, _) = scram_login(broker.addr, "alice", ALICE_PW).await;
     c.send(&auth_packet(
@@ -433,7 +441,10 @@ async fn auth_after_a_password_login_or_with_another_method_is_a_protocol_error(
         auth_props(METHOD, None),
     ))
     .await;
-    assert_eq!(c.expect_disconnect().await.reason, v5::PROTOCOL_ERROR);
+    assert_eq!(
+        u8::from(c.expect_disconnect().await.reason),
+        v5::PROTOCOL_ERROR
+    );
     broker.stop().await;
 }
 
@@ -449,14 +460,22 @@ async fn scram_failures_back_off() {
     let broker = TestBroker::start_with(config).await;
     for _ in 0..2 {
         let (_, ack) = scram_login(broker.addr, "alice", b"wrong").await;
-        assert_eq!(ack.code, v5::NOT_AUTHORIZED);
+        assert_eq!(u8::from(ack.code), v5::NOT_AUTHORIZED);
     }
     let slowed = std::time::Instant::now();
     let (mut c, ack) = scram_login(broker.addr, "alice", ALICE_PW).await;
-    assert_eq!(ack.code, v5::NOT_AUTHORIZED, "alice's username backs off");
+    assert_eq!(
+        u8::from(ack.code),
+        v5::NOT_AUTHORIZED,
+        "alice's username backs off"
+    );
     c.expect_closed().await;
     let (_dave, ack) = scram_login(broker.addr, "dave", DAVE_PW).await;
-    assert_eq!(ack.code, v5::SUCCESS, "the address is slowed, not locked");
+    assert_eq!(
+        u8::from(ack.code),
+        v5::SUCCESS,
+        "the address is slowed, not locked"
+    );
     let waited = slowed.elapsed();
     assert!(
         waited >= std::time::Duration::from_millis(900),

@@ -25,7 +25,7 @@ async fn try_connect(broker: &TestBroker, client_id: &str) -> Option<RawClient> 
     let _ = c.stream.write_all(&connect_311(client_id)).await;
     match c.recv_within(WAIT).await {
         Ok(Some(Packet::ConnAck(ack))) => {
-            assert_eq!(ack.code, 0, "CONNACK code");
+            assert_eq!(u8::from(ack.code), 0, "CONNACK code");
             Some(c)
         }
         Ok(None) => None,

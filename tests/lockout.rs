@@ -61,7 +61,10 @@ async fn login_from(addr: SocketAddr, source: IpAddr, connect: Connect) -> (RawC
     c.version = connect.protocol;
     c.send(&Packet::Connect(Box::new(connect))).await;
     match c.recv_within(LONG).await {
-        Ok(Some(Packet::ConnAck(ack))) => (c, ack.code),
+        Ok(Some(Packet::ConnAck(ack))) => {
+            let code = c.wire_code(&ack);
+            (c, code)
+        }
         other => panic!("expected CONNACK, got {other:?}"),
     }
 }
@@ -357,13 +360,15 @@ async fn tls_login(addr: SocketAddr, pki: &Pki) -> u8 {
         &Packet::Connect(Box::new(connect)),
         ProtocolVersion::V311,
         &mut out,
-    );
+    )
+    .expect("encode CONNECT");
     tls.write_all(&out).await.expect("write");
     let mut buf = BytesMut::new();
     loop {
         if let Some(p) = protocol::decode(&mut buf, ProtocolVersion::V311, 1 << 20).unwrap() {
             match p {
-                Packet::ConnAck(ack) => return ack.code,
+                // A 3.1.1 connection: its return code.
+                Packet::ConnAck(ack) => return ack.code.v3().into(),
                 other => panic!("expected CONNACK, got {other:?}"),
             }
         }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::wire::{connect_311, connect_bytes, packet, string};
 use common::{RawClient, TestBroker, WAIT, config};
-use mqttd::protocol::{Connect, Packet, ProtocolVersion, QoS};
+use mqttd::protocol::{ConnAckReason, Connect, Packet, ProtocolVersion, QoS};
 use tokio::time::Instant;
 
 /// Two healthy clients connected before the faulty one: one subscribed, one publishing to it.
@@ -218,7 +218,11 @@ async fn connect_unknown_protocol_name_closes() {
         match c.recv().await {
             None => {}
             Some(Packet::ConnAck(ack)) => {
-                assert_eq!(ack.code, 0x01, "CONNACK for protocol name {name:?}");
+                assert_eq!(
+                    c.wire_code(&ack),
+                    0x01,
+                    "CONNACK for protocol name {name:?}"
+                );
                 c.expect_eof().await;
             }
             Some(other) => panic!("protocol name {name:?}: got {other:?}"),
@@ -395,7 +399,7 @@ async fn v5_close_reasons(broker: &TestBroker, bytes: &[u8]) -> Vec<u8> {
     let mut got = Vec::new();
     loop {
         match c.recv_within(WAIT).await {
-            Ok(Some(Packet::Disconnect(d))) => got.push(d.reason),
+            Ok(Some(Packet::Disconnect(d))) => got.push(d.reason.into()),
             Ok(Some(p)) => panic!("expected only DISCONNECT, got {p:?}"),
             Ok(None) => return got,
             Err(()) => panic!("broker did not close; got {got:?}"),
@@ -462,5 +466,56 @@ async fn malformed_close_publishes_the_will() {
         (&*will.topic, &will.payload[..]),
         ("wills/doomed", &b"gone"[..])
     );
+    broker.stop().await;
+}
+
+/// Issue 11 item 2: a 5.0 CONNECT whose Authentication Method is 30,000 bytes of U+0001 got a
+/// CONNACK whose Reason String quoted the method Debug-escaped (150,040 bytes) behind a length
+/// wrapped at 16 bits: a malformed packet. Now the CONNACK decodes with our strict decoder (the
+/// harness's), and the Reason String shows a short, escaped, marked cut of the method.
+#[tokio::test]
+async fn huge_authentication_method_gets_a_short_reason_string() {
+    let broker = TestBroker::start_with(config()).await;
+    let mut bystanders = Bystanders::connect(&broker).await;
+    let method = "\u{1}".repeat(30_000);
+    let props = mqttd::protocol::Properties {
+        authentication_method: Some(method),
+        ..Default::default()
+    };
+    let connect = common::connect_v5("long-method", props);
+    let (mut c, ack) = RawClient::connect_v5_with(broker.addr, connect).await;
+    assert_eq!(ack.code, ConnAckReason::BadAuthenticationMethod);
+    let why = ack
+        .properties
+        .and_then(|p| p.reason_string)
+        .expect("a Reason String");
+    assert!(why.len() <= 300, "{} bytes: {why}", why.len());
+    assert!(
+        why.starts_with(r#"authentication method "\x01\x01"#),
+        "{why}"
+    );
+    assert!(why.contains("…(+29"), "the cut is marked: {why}");
+    c.expect_closed().await;
+    bystanders.still_served().await;
+    broker.stop().await;
+}
+
+/// The client's Maximum Packet Size bounds the CONNACK too (MQTT-3.1.2-24): a refusal that would
+/// not fit with its Reason String goes out without it (3.2.2.3.7), still saying why in its code.
+#[tokio::test]
+async fn refusal_fits_the_client_maximum_packet_size() {
+    let broker = TestBroker::start_with(config()).await;
+    let props = mqttd::protocol::Properties {
+        authentication_method: Some("NOT-OFFERED".into()),
+        maximum_packet_size: Some(16),
+        ..Default::default()
+    };
+    let connect = common::connect_v5("tiny-max", props);
+    let (mut c, ack) = RawClient::connect_v5_with(broker.addr, connect).await;
+    assert_eq!(ack.code, ConnAckReason::BadAuthenticationMethod);
+    assert_eq!(ack.properties, None, "the Reason String does not fit");
+    let size = mqttd::protocol::encoded_len(&Packet::ConnAck(ack), ProtocolVersion::V5);
+    assert!(size <= 16, "{size} bytes");
+    c.expect_closed().await;
     broker.stop().await;
 }

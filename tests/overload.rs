@@ -134,7 +134,8 @@ async fn publish_rate_limit_slows_the_publisher_without_dropping() {
             payload: bytes::Bytes::from(i.to_string()),
             properties: None,
         };
-        mqttd::protocol::encode(&Packet::Publish(p), pubber.version, &mut burst);
+        mqttd::protocol::encode(&Packet::Publish(p), pubber.version, &mut burst)
+            .expect("encode PUBLISH");
     }
     pubber.send_bytes(&burst).await;
     for i in 0..250u16 {
@@ -270,7 +271,7 @@ async fn five_thousand_clients_at_once() {
             )))))
             .await;
             match c.recv_within(Duration::from_secs(20)).await {
-                Ok(Some(Packet::ConnAck(a))) => (Some(a.code), Some(c)),
+                Ok(Some(Packet::ConnAck(a))) => (Some(u8::from(a.code)), Some(c)),
                 Ok(_) => (None, Some(c)), // closed: refused
                 Err(()) => panic!("client {i} got neither CONNACK nor a close"),
             }

@@ -90,7 +90,7 @@ async fn parked_connection_is_taken_over() {
     let (mut new, _) =
         RawClient::connected_v5(broker.addr, "device-7", Properties::default()).await;
     let d = old.expect_disconnect().await;
-    assert_eq!(d.reason, v5::SESSION_TAKEN_OVER);
+    assert_eq!(u8::from(d.reason), v5::SESSION_TAKEN_OVER);
     new.ping().await;
     broker.stop().await;
 }
@@ -131,7 +131,7 @@ async fn half_read_packet_survives_parking() {
         }],
         properties: None,
     });
-    protocol::encode(&packet, c.version, &mut sub);
+    protocol::encode(&packet, c.version, &mut sub).expect("encode SUBSCRIBE");
     let (head, tail) = sub.split_at(4);
     c.send_bytes(head).await;
     // Read, kept in the parked connection's buffer; then quiet long enough to park.
@@ -158,7 +158,10 @@ async fn shutdown_closes_parked_connections_with_0x8b() {
         started.elapsed() < WAIT,
         "the drain waited for parked connections"
     );
-    assert_eq!(c.expect_disconnect().await.reason, v5::SERVER_SHUTTING_DOWN);
+    assert_eq!(
+        u8::from(c.expect_disconnect().await.reason),
+        v5::SERVER_SHUTTING_DOWN
+    );
     c3.expect_closed().await;
     assert_eq!(parker.parked(), 0);
 }
@@ -175,7 +178,7 @@ async fn messages_queued_while_offline_reach_a_client_that_parks_at_once() {
     let (mut c, _) = RawClient::connect_v5_with(broker.addr, connect.clone()).await;
     c.subscribe("q/#", QoS::AtLeastOnce, 1).await;
     c.send(&Packet::Disconnect(protocol::Disconnect {
-        reason: 0,
+        reason: protocol::DisconnectReason::NormalDisconnection,
         properties: None,
     }))
     .await;

@@ -15,7 +15,7 @@ async fn connect_persistent(broker: &TestBroker, id: &str) -> (RawClient, bool) 
     c.send(&Packet::Connect(Box::new(connect))).await;
     match c.recv().await {
         Some(Packet::ConnAck(a)) => {
-            assert_eq!(a.code, 0);
+            assert_eq!(u8::from(a.code), 0);
             (c, a.session_present)
         }
         other => panic!("expected CONNACK, got {other:?}"),
@@ -222,10 +222,10 @@ async fn one_disconnect_after_a_malformed_packet() {
         ..connect_packet("malformed")
     };
     c.send(&Packet::Connect(Box::new(connect))).await;
-    assert!(matches!(c.recv().await, Some(Packet::ConnAck(a)) if a.code == 0));
+    assert!(matches!(c.recv().await, Some(Packet::ConnAck(a)) if u8::from(a.code) == 0));
     c.send_bytes(&[0x00, 0x00]).await; // reserved packet type 0
     match c.recv().await {
-        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, 0x81, "Malformed Packet"),
+        Some(Packet::Disconnect(d)) => assert_eq!(u8::from(d.reason), 0x81, "Malformed Packet"),
         other => panic!("expected DISCONNECT 0x81, got {other:?}"),
     }
     assert_eq!(c.recv().await, None, "nothing after the DISCONNECT");
@@ -246,14 +246,14 @@ async fn second_connect_with_an_unknown_protocol_is_a_protocol_error() {
         ..connect_packet("twice")
     };
     c.send(&Packet::Connect(Box::new(connect))).await;
-    assert!(matches!(c.recv().await, Some(Packet::ConnAck(a)) if a.code == 0));
+    assert!(matches!(c.recv().await, Some(Packet::ConnAck(a)) if u8::from(a.code) == 0));
     // CONNECT, protocol name "sport" (as the fuzzer had it), level 4, clean, keep alive 60, id "c".
     c.send_bytes(&[
         0x10, 14, 0, 5, b's', b'p', b'o', b'r', b't', 4, 0x02, 0, 60, 0, 1, b'c',
     ])
     .await;
     match c.recv().await {
-        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, 0x82, "Protocol Error"),
+        Some(Packet::Disconnect(d)) => assert_eq!(u8::from(d.reason), 0x82, "Protocol Error"),
         other => panic!("expected DISCONNECT 0x82, got {other:?}"),
     }
     assert_eq!(c.recv().await, None);

@@ -61,7 +61,8 @@ async fn qos0_fan_in_to_a_subscriber_that_keeps_reading_loses_nothing() {
                         payload: bytes::Bytes::copy_from_slice(&payload),
                         properties: None,
                     });
-                    mqttd::protocol::encode(&publish, c.version, &mut bytes);
+                    mqttd::protocol::encode(&publish, c.version, &mut bytes)
+                        .expect("encode PUBLISH");
                 }
                 c.send_bytes(&bytes).await;
                 let _ = chunk;

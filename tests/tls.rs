@@ -170,7 +170,7 @@ impl TlsMqtt {
         connect.username = username.map(Into::into);
         c.send(&Packet::Connect(Box::new(connect))).await;
         match c.recv().await {
-            Some(Packet::ConnAck(ack)) => assert_eq!(ack.code, 0, "CONNACK refused"),
+            Some(Packet::ConnAck(ack)) => assert_eq!(u8::from(ack.code), 0, "CONNACK refused"),
             other => panic!("expected CONNACK, got {other:?}"),
         }
         c
@@ -178,7 +178,7 @@ impl TlsMqtt {
 
     async fn send(&mut self, packet: &Packet) {
         let mut out = BytesMut::new();
-        protocol::encode(packet, ProtocolVersion::V311, &mut out);
+        protocol::encode(packet, ProtocolVersion::V311, &mut out).expect("encode");
         self.stream.write_all(&out).await.expect("TLS write");
         self.stream.flush().await.expect("TLS flush");
     }
@@ -341,7 +341,8 @@ async fn plain_mqtt_on_the_tls_port_gets_no_connack() {
         &Packet::Connect(Box::new(connect_packet("plain-on-tls"))),
         ProtocolVersion::V311,
         &mut connect,
-    );
+    )
+    .expect("encode CONNECT");
     raw.send_bytes(&connect).await;
     let started = tokio::time::Instant::now();
     let mut reply = Vec::new();

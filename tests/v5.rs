@@ -9,7 +9,7 @@ mod common;
 
 use bytes::Bytes;
 use common::RawClient;
-use mqttd::protocol::{Packet, Properties, PubResp, Publish, QoS};
+use mqttd::protocol::{Packet, Properties, PubAckReason, PubResp, Publish, QoS};
 
 #[path = "v5/connect.rs"]
 mod connect;
@@ -59,7 +59,7 @@ async fn publish_with<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     qos: QoS,
     packet_id: u16,
     props: Properties,
-) -> Option<PubResp> {
+) -> Option<PubResp<PubAckReason>> {
     c.send(&publish_packet(topic, payload, qos, packet_id, props))
         .await;
     match qos {

@@ -21,7 +21,7 @@ async fn with_will(broker: &TestBroker, id: &str, keep_alive: u16) -> RawClient 
         properties: None,
     });
     c.send(&Packet::Connect(Box::new(connect))).await;
-    assert!(matches!(c.recv().await, Some(Packet::ConnAck(a)) if a.code == 0));
+    assert!(matches!(c.recv().await, Some(Packet::ConnAck(a)) if u8::from(a.code) == 0));
     c
 }
 

@@ -27,7 +27,11 @@ pub fn run(data: &[u8], version: ProtocolVersion) {
             Ok(Some(packet)) => {
                 assert!(buf.len() + 2 <= before, "a packet consumed under 2 bytes");
                 let mut out = BytesMut::new();
-                encode(&packet, version, &mut out);
+                // Whatever the decoder accepts, the encoder writes back (nothing it checks can
+                // fail for a decoded packet within the protocol's limits).
+                let n = encode(&packet, version, &mut out)
+                    .unwrap_or_else(|e| panic!("decoded {packet:?} but cannot encode it: {e}"));
+                assert_eq!(n, out.len());
                 assert_eq!(out.len(), encoded_len(&packet, version), "{packet:?}");
                 let mut again = out.clone();
                 match decode(&mut again, version, UNLIMITED) {

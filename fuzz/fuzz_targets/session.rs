@@ -115,7 +115,7 @@ fn connect_bytes(flags: u8, keep_alive: u8, clean: bool) -> (ProtocolVersion, Ve
         properties: None,
     };
     let mut out = BytesMut::new();
-    encode(&Packet::Connect(Box::new(connect)), protocol, &mut out);
+    encode(&Packet::Connect(Box::new(connect)), protocol, &mut out).expect("a small CONNECT");
     (protocol, out.to_vec())
 }
 

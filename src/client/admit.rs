@@ -10,8 +10,7 @@ use bytes::Bytes;
 use crate::auth::{Auth, AuthOutcome, Credentials};
 use crate::connection::Connection;
 use crate::ingress::{Publisher, Source};
-use crate::protocol::reason::{v3, v5};
-use crate::protocol::{ConnAck, Connect, Packet, Properties};
+use crate::protocol::{ConnAck, ConnAckReason, Connect, Packet, Properties, text};
 use crate::stats::Limit;
 
 use super::enhanced::{Reauth, enhanced_login};
@@ -21,10 +20,10 @@ use super::{Client, Context, Peer, reason_string};
 /// The largest Maximum Packet Size the encoding allows (MQTT 5.0 section 3.2.2.3.6).
 pub(super) const MAX_ANNOUNCED_PACKET_SIZE: usize = 268_435_455;
 
-/// A refusal CONNACK in the connection's protocol version, with a reason string for 5.0.
-pub(super) fn refusal(v5: bool, code3: u8, code5: u8, why: &str) -> Packet {
+/// A refusal CONNACK, with a reason string for 5.0 (3.1.1 gets the return code the encoder maps
+/// `code` to, see [`ConnAckReason::v3`]).
+pub(super) fn refusal(v5: bool, code: ConnAckReason, why: &str) -> Packet {
     let properties = v5.then(|| reason_string(why));
-    let code = if v5 { code5 } else { code3 };
     Packet::ConnAck(ConnAck {
         session_present: false,
         code,
@@ -44,6 +43,9 @@ where
 {
     let v5 = connect.protocol.is_v5();
     let props = connect.properties.as_deref().cloned().unwrap_or_default();
+    // Everything from the CONNACK on fits the client's Maximum Packet Size, or is not sent
+    // (MQTT-3.1.2-24, MQTT-3.1.2-25).
+    conn.set_peer_max_packet_size(props.maximum_packet_size);
     // Generation and auth together: a reload from here on is picked up at the first ACL check.
     let snapshot = ctx.auth.snapshot();
     let auth = snapshot.auth().clone();
@@ -54,9 +56,13 @@ where
         Some(name) => match auth.enhanced(name).filter(|_| peer.cert_identity.is_none()) {
             Some(method) => Some(method),
             None => {
-                let why = format!("authentication method {name:?} is not supported");
-                info!(peer = %peer.addr, client_id = %connect.client_id, "refused: {why}");
-                let packet = refusal(v5, v3::NOT_AUTHORIZED, v5::BAD_AUTHENTICATION_METHOD, &why);
+                let why = format!(
+                    "authentication method \"{}\" is not supported",
+                    text::cut(name)
+                );
+                info!(peer = %peer.addr, client_id = %text::cut(&connect.client_id),
+                    "refused: {why}");
+                let packet = refusal(v5, ConnAckReason::BadAuthenticationMethod, &why);
                 let _ = conn.write_packet(&packet).await;
                 return None;
             }
@@ -68,12 +74,7 @@ where
         if !connect.clean_start && !v5 {
             let why = "empty client id without clean session (MQTT-3.1.3-8)";
             info!(peer = %peer.addr, "refused: {why}");
-            let packet = refusal(
-                v5,
-                v3::IDENTIFIER_REJECTED,
-                v5::CLIENT_IDENTIFIER_NOT_VALID,
-                why,
-            );
+            let packet = refusal(v5, ConnAckReason::ClientIdentifierNotValid, why);
             let _ = conn.write_packet(&packet).await;
             return None;
         }
@@ -87,12 +88,7 @@ where
             ctx.limits.max_client_id_length
         );
         info!(peer = %peer.addr, "refused: {why}");
-        let packet = refusal(
-            v5,
-            v3::IDENTIFIER_REJECTED,
-            v5::CLIENT_IDENTIFIER_NOT_VALID,
-            &why,
-        );
+        let packet = refusal(v5, ConnAckReason::ClientIdentifierNotValid, &why);
         let _ = conn.write_packet(&packet).await;
         return None;
     }
@@ -128,8 +124,9 @@ where
     if deleted_meanwhile(ctx, snapshot.generation(), username.as_deref(), peer) {
         ctx.router.detach(&attached.session, attached.link.id());
         let why = "user deleted by a reload during the login";
-        info!(client_id = %client_id, peer = %peer.addr, user = ?username, "refused: {why}");
-        let packet = refusal(v5, v3::NOT_AUTHORIZED, v5::NOT_AUTHORIZED, "not authorised");
+        info!(client_id = %text::cut(&client_id), peer = %peer.addr,
+            user = ?username.as_deref().map(text::cut), "refused: {why}");
+        let packet = refusal(v5, ConnAckReason::NotAuthorized, "not authorised");
         let _ = conn.write_packet(&packet).await;
         return None;
     }
@@ -153,15 +150,16 @@ where
     });
     let ack = ConnAck {
         session_present: attached.present,
-        code: 0,
+        code: ConnAckReason::Success,
         properties,
     };
     if let Err(e) = conn.write_packet(&Packet::ConnAck(ack)).await {
-        debug!(client_id = %client_id, "CONNACK write failed: {e}");
+        debug!(client_id = %text::cut(&client_id), "CONNACK write failed: {e}");
         ctx.router.detach(&attached.session, attached.link.id());
         return None;
     }
-    info!(client_id = %client_id, peer = %peer.addr, listener = %peer.listener, user = ?username,
+    info!(client_id = %text::cut(&client_id), peer = %peer.addr, listener = %peer.listener,
+        user = ?username.as_deref().map(text::cut),
         version = ?connect.protocol, clean = connect.clean_start, resumed = attached.present,
         "connected");
     let mut publisher = Publisher::new(
@@ -184,7 +182,6 @@ where
         v5,
         max_inflight: u16::try_from(ctx.limits.max_inflight.min(receive_maximum))
             .unwrap_or(u16::MAX),
-        max_packet_out: props.maximum_packet_size,
         problem_info: props.request_problem_information != Some(0),
         aliases: None,
         expiry,
@@ -243,22 +240,19 @@ where
     match outcome {
         AuthOutcome::Allowed { username } => Some(username),
         outcome => {
-            let (code3, code5, why) = match outcome {
+            let (code, why) = match outcome {
                 AuthOutcome::BadCredentials => (
-                    v3::BAD_USERNAME_OR_PASSWORD,
-                    v5::BAD_USERNAME_OR_PASSWORD,
+                    ConnAckReason::BadUsernameOrPassword,
                     "bad username or password",
                 ),
-                AuthOutcome::Unavailable => (
-                    v3::SERVER_UNAVAILABLE,
-                    v5::SERVER_UNAVAILABLE,
-                    "server busy: retry later",
-                ),
-                _ => (v3::NOT_AUTHORIZED, v5::NOT_AUTHORIZED, "not authorised"),
+                AuthOutcome::Unavailable => {
+                    (ConnAckReason::ServerUnavailable, "server busy: retry later")
+                }
+                _ => (ConnAckReason::NotAuthorized, "not authorised"),
             };
-            warn!(client_id = %client_id, peer = %peer.addr, user = ?connect.username,
-                "refused: {why}");
-            let _ = conn.write_packet(&refusal(v5, code3, code5, why)).await;
+            warn!(client_id = %text::cut(client_id), peer = %peer.addr,
+                user = ?connect.username.as_deref().map(text::cut), "refused: {why}");
+            let _ = conn.write_packet(&refusal(v5, code, why)).await;
             None
         }
     }

@@ -9,8 +9,9 @@ use bytes::Bytes;
 use crate::auth::enhanced::{AuthExchange, AuthMethod, AuthStep};
 use crate::auth::{Auth, AuthOutcome, LoginAttempt};
 use crate::connection::{Connection, ReadError};
-use crate::protocol::reason::{v3, v5};
-use crate::protocol::{Auth as AuthPacket, Packet, Properties};
+use crate::protocol::{
+    Auth as AuthPacket, AuthReason, ConnAckReason, DisconnectReason, Packet, Properties, text,
+};
 use crate::stats::Limit;
 
 use super::admit::refusal;
@@ -47,12 +48,7 @@ where
 {
     let ip = peer.addr.ip();
     let name = method.name();
-    let not_authorised = refusal(
-        true,
-        v3::NOT_AUTHORIZED,
-        v5::NOT_AUTHORIZED,
-        "not authorised",
-    );
+    let not_authorised = refusal(true, ConnAckReason::NotAuthorized, "not authorised");
     let mut attempt = auth.login_attempt(ip);
     let mut exchange = method.start();
     let mut data = props.authentication_data.clone();
@@ -70,8 +66,7 @@ where
                 let packet = match outcome {
                     AuthOutcome::Unavailable => refusal(
                         true,
-                        v3::SERVER_UNAVAILABLE,
-                        v5::SERVER_UNAVAILABLE,
+                        ConnAckReason::ServerUnavailable,
                         "server busy: retry later",
                     ),
                     _ => not_authorised,
@@ -87,19 +82,20 @@ where
             }
             AuthStep::Fail(why) => {
                 attempt.failed(claimed);
-                info!(%ip, method = name, user = claimed, "login failed: {why}");
+                info!(%ip, method = name, user = %text::cut(claimed), "login failed: {why}");
                 let _ = conn.write_packet(&not_authorised).await;
                 return None;
             }
             AuthStep::Continue(_) if rounds == MAX_AUTH_ROUNDS => {
                 attempt.failed(claimed);
-                info!(%ip, method = name, user = claimed, "login failed: too many AUTH rounds");
+                info!(%ip, method = name, user = %text::cut(claimed),
+                    "login failed: too many AUTH rounds");
                 let _ = conn.write_packet(&not_authorised).await;
                 return None;
             }
             AuthStep::Continue(out) => {
                 rounds += 1;
-                let challenge = auth_packet(v5::CONTINUE_AUTHENTICATION, name, Some(out));
+                let challenge = auth_packet(AuthReason::ContinueAuthentication, name, Some(out));
                 let limit = ctx.limits.connect_timeout;
                 match tokio::time::timeout(limit, conn.write_packet(&challenge)).await {
                     Ok(Ok(())) => {}
@@ -120,7 +116,7 @@ where
                     }
                     Err(AuthReadError::Refuse(code, why)) => {
                         info!(%ip, method = name, "refused during authentication: {why}");
-                        let _ = conn.write_packet(&refusal(true, 0, code, &why)).await;
+                        let _ = conn.write_packet(&refusal(true, code, &why)).await;
                         return None;
                     }
                 }
@@ -130,7 +126,7 @@ where
 }
 
 /// An AUTH packet (5.0) with this reason, method and data.
-pub(super) fn auth_packet(reason: u8, method: &str, data: Option<Vec<u8>>) -> Packet {
+pub(super) fn auth_packet(reason: AuthReason, method: &str, data: Option<Vec<u8>>) -> Packet {
     Packet::Auth(AuthPacket {
         reason,
         properties: Some(Box::new(Properties {
@@ -146,7 +142,7 @@ pub(super) enum AuthReadError {
     /// Closed, timed out, unreadable, or shutdown: nothing more to send.
     Gone(String),
     /// Answer with CONNACK carrying this reason code, then close.
-    Refuse(u8, String),
+    Refuse(ConnAckReason, String),
 }
 
 /// The client's next AUTH 0x18 with the same method, within `connect_timeout`; its data.
@@ -173,26 +169,29 @@ where
         }
         Ok(Ok(None)) => return Err(AuthReadError::Gone("connection closed".into())),
         Ok(Err(ReadError::Decode(e))) => {
-            return Err(AuthReadError::Refuse(e.reason_code(), e.to_string()));
+            return Err(AuthReadError::Refuse(e.connack_reason(), e.to_string()));
         }
         Ok(Err(e)) => return Err(AuthReadError::Gone(e.to_string())),
         Ok(Ok(Some(Packet::Auth(a)))) => a,
         Ok(Ok(Some(other))) => {
             let why = format!("{} before the authentication finished", other.name());
-            return Err(AuthReadError::Refuse(v5::PROTOCOL_ERROR, why));
+            return Err(AuthReadError::Refuse(ConnAckReason::ProtocolError, why));
         }
     };
-    if auth.reason != v5::CONTINUE_AUTHENTICATION {
+    if auth.reason != AuthReason::ContinueAuthentication {
         let why = format!(
-            "AUTH with reason 0x{:02X} during CONNECT; expected 0x18 (section 4.12)",
+            "AUTH with reason {} during CONNECT; expected 0x18 (section 4.12)",
             auth.reason
         );
-        return Err(AuthReadError::Refuse(v5::PROTOCOL_ERROR, why));
+        return Err(AuthReadError::Refuse(ConnAckReason::ProtocolError, why));
     }
     let props = auth.properties.map(|p| *p).unwrap_or_default();
     if props.authentication_method.as_deref() != Some(method) {
         let why = "AUTH with another authentication method than CONNECT's (MQTT-4.12.0-5)";
-        return Err(AuthReadError::Refuse(v5::PROTOCOL_ERROR, why.into()));
+        return Err(AuthReadError::Refuse(
+            ConnAckReason::ProtocolError,
+            why.into(),
+        ));
     }
     Ok(props.authentication_data)
 }
@@ -220,25 +219,25 @@ impl Client {
     ) -> Step {
         let Some(name) = self.reauth.as_ref().map(|r| r.method) else {
             let why = "AUTH without an authentication method in CONNECT (MQTT-4.12.0-1)";
-            return Step::Exit(Exit::protocol(why, v5::PROTOCOL_ERROR));
+            return Step::Exit(Exit::protocol(why, DisconnectReason::ProtocolError));
         };
         let props = a.properties.map(|p| *p).unwrap_or_default();
         if props.authentication_method.as_deref() != Some(name) {
             let why = "AUTH with another authentication method than CONNECT's (section 4.12.1)";
-            return Step::Exit(Exit::protocol(why, v5::PROTOCOL_ERROR));
+            return Step::Exit(Exit::protocol(why, DisconnectReason::ProtocolError));
         }
         let (mut exchange, rounds) = match (
             a.reason,
             self.reauth.as_mut().and_then(|r| r.ongoing.take()),
         ) {
-            (v5::REAUTHENTICATE, None) => match self.acl().enhanced(name) {
+            (AuthReason::ReAuthenticate, None) => match self.acl().enhanced(name) {
                 Some(method) => (method.start(), 0),
                 None => return self.reauth_failed("", "method no longer offered after a reload"),
             },
-            (v5::CONTINUE_AUTHENTICATION, Some(ongoing)) => ongoing,
+            (AuthReason::ContinueAuthentication, Some(ongoing)) => ongoing,
             (reason, _) => {
-                let why = format!("AUTH with reason 0x{reason:02X} out of sequence");
-                return Step::Exit(Exit::protocol(why, v5::PROTOCOL_ERROR));
+                let why = format!("AUTH with reason {reason} out of sequence");
+                return Step::Exit(Exit::protocol(why, DisconnectReason::ProtocolError));
             }
         };
         let step = exchange.step(props.authentication_data.as_deref());
@@ -252,16 +251,22 @@ impl Client {
                 .login_attempt()
                 .is_some_and(|a| a.may_proceed_now(&claimed).is_err())
         {
-            let why = format!("re-authentication failed: {claimed:?} is backing off");
-            info!(client_id = %self.client_id(), "{why}");
-            return Step::Exit(Exit::protocol(REAUTH_FAILED, v5::NOT_AUTHORIZED));
+            let why = format!(
+                "re-authentication failed: \"{}\" is backing off",
+                text::cut(&claimed)
+            );
+            info!(client_id = %text::cut(self.client_id()), "{why}");
+            return Step::Exit(Exit::protocol(
+                REAUTH_FAILED,
+                DisconnectReason::NotAuthorized,
+            ));
         }
         match step {
             AuthStep::Continue(_) if rounds == MAX_AUTH_ROUNDS => {
                 self.reauth_failed(&claimed, "too many AUTH rounds")
             }
             AuthStep::Continue(out) => {
-                let packet = auth_packet(v5::CONTINUE_AUTHENTICATION, name, Some(out));
+                let packet = auth_packet(AuthReason::ContinueAuthentication, name, Some(out));
                 self.reply(conn, packet);
                 if let Some(r) = self.reauth.as_mut() {
                     r.ongoing = Some((exchange, rounds + 1));
@@ -277,8 +282,9 @@ impl Client {
                 if let Some(attempt) = self.login_attempt() {
                     attempt.succeeded(&username);
                 }
-                debug!(client_id = %self.client_id(), user = %username, "re-authenticated");
-                self.reply(conn, auth_packet(v5::SUCCESS, name, data));
+                debug!(client_id = %text::cut(self.client_id()), user = %text::cut(&username),
+                    "re-authenticated");
+                self.reply(conn, auth_packet(AuthReason::Success, name, data));
                 Step::Continue
             }
             AuthStep::Fail(why) => self.reauth_failed(&claimed, why),
@@ -290,11 +296,15 @@ impl Client {
     /// different text for "right proof, another identity" would tell it whether a guessed
     /// password for that other user was right. The cause is logged.
     pub(super) fn reauth_failed(&mut self, claimed: &str, why: &str) -> Step {
-        info!(client_id = %self.client_id(), user = claimed, "re-authentication failed: {why}");
+        info!(client_id = %text::cut(self.client_id()), user = %text::cut(claimed),
+            "re-authentication failed: {why}");
         if let Some(attempt) = self.login_attempt() {
             attempt.failed(claimed);
         }
-        Step::Exit(Exit::protocol(REAUTH_FAILED, v5::NOT_AUTHORIZED))
+        Step::Exit(Exit::protocol(
+            REAUTH_FAILED,
+            DisconnectReason::NotAuthorized,
+        ))
     }
 
     /// A back-off handle for this client's address under the current `Auth`.

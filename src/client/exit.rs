@@ -9,8 +9,7 @@ use tracing::{debug, info};
 
 use crate::connection::Connection;
 use crate::ingress::Source;
-use crate::protocol::reason::v5;
-use crate::protocol::{Disconnect, LastWill, Packet};
+use crate::protocol::{Disconnect, DisconnectReason, LastWill, Packet, text};
 use crate::router::Message;
 use crate::timer;
 
@@ -25,13 +24,16 @@ pub(super) enum Exit {
     Shutdown,
     /// Everything else publishes the will. `reason`: the 5.0 DISCONNECT reason to send, if the
     /// connection is still usable.
-    Abnormal { why: String, reason: Option<u8> },
+    Abnormal {
+        why: String,
+        reason: Option<DisconnectReason>,
+    },
     /// Not an end: the connection is idle and may be parked (see [`crate::park`]).
     Idle { deadline: Option<Instant> },
 }
 
 impl Exit {
-    pub(super) fn protocol(why: impl Into<String>, reason: u8) -> Exit {
+    pub(super) fn protocol(why: impl Into<String>, reason: DisconnectReason) -> Exit {
         Exit::Abnormal {
             why: why.into(),
             reason: Some(reason),
@@ -50,7 +52,9 @@ impl Client {
         let (reason, why, publish_will) = exit_reason(&exit);
         if let (Some(reason), true) = (reason, self.v5) {
             let properties = Some(reason_string(&why));
-            conn.queue(&Packet::Disconnect(Disconnect { reason, properties }));
+            // Too large for the client even without its Reason String: it goes unsent, and
+            // the connection closes all the same.
+            let _ = conn.queue(&Packet::Disconnect(Disconnect { reason, properties }));
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), conn.shutdown()).await;
         self.end(&why, publish_will);
@@ -65,7 +69,7 @@ impl Client {
     /// Logs why the connection ended, publishes the will unless the client said a normal
     /// DISCONNECT, and detaches from the router.
     pub(super) fn end(&mut self, why: &str, publish_will: bool) {
-        info!(client_id = %self.client_id(), "{why}");
+        info!(client_id = %text::cut(self.client_id()), "{why}");
         let will = self.will.take().filter(|_| publish_will);
         if let Some(will) = will {
             self.publish_will(*will);
@@ -94,7 +98,8 @@ impl Client {
         publisher.source = Source::Will;
         let wait = delay.min(self.expiry);
         if wait == 0 {
-            debug!(client_id = %self.client_id(), topic = %msg.topic, "publishing will");
+            debug!(client_id = %text::cut(self.client_id()), topic = %text::cut(&msg.topic),
+                "publishing will");
             ingress.publish_now(&mut publisher, msg);
             return;
         }
@@ -117,11 +122,11 @@ impl Client {
 }
 
 /// The 5.0 DISCONNECT reason to send (if any), the log line, and whether the will is due.
-pub(super) fn exit_reason(exit: &Exit) -> (Option<u8>, String, bool) {
+pub(super) fn exit_reason(exit: &Exit) -> (Option<DisconnectReason>, String, bool) {
     match exit {
         Exit::Disconnected { will } => (None, "disconnected".to_owned(), *will),
         Exit::Shutdown => (
-            Some(v5::SERVER_SHUTTING_DOWN),
+            Some(DisconnectReason::ServerShuttingDown),
             "broker shutting down".into(),
             false,
         ),

@@ -6,11 +6,10 @@ use tracing::info;
 use crate::auth::Access;
 use crate::connection::Connection;
 use crate::ingress::{Batch, Outcome};
-use crate::protocol::reason::{v3, v5};
 use crate::protocol::topic::{split_shared, validate_topic_filter};
 use crate::protocol::{
-    Disconnect, Packet, Properties, Publish, QoS, RetainHandling, SubAck, Subscribe, UnsubAck,
-    Unsubscribe,
+    Disconnect, DisconnectReason, Packet, Properties, PubAckReason, PubRelReason, Publish, QoS,
+    RetainHandling, SubAck, SubAckReason, Subscribe, UnsubAck, UnsubAckReason, Unsubscribe, text,
 };
 use crate::router::Message;
 use crate::router::state::{Delivery, OutState};
@@ -33,14 +32,14 @@ impl Client {
             }
             Packet::PubRec(r) => {
                 // A 5.0 PUBREC with a failure code ends the exchange (no PUBREL).
-                if r.reason >= 0x80 {
+                if r.reason.is_error() {
                     self.session().complete(r.packet_id, OutState::AwaitPubRec);
                 } else {
                     let known = self.session().received(r.packet_id);
                     let reason = if known {
-                        0
+                        PubRelReason::Success
                     } else {
-                        v5::PACKET_IDENTIFIER_NOT_FOUND
+                        PubRelReason::PacketIdentifierNotFound
                     };
                     let rel = self.ack(r.packet_id, reason, "unknown packet identifier");
                     self.reply(conn, Packet::PubRel(rel));
@@ -49,9 +48,9 @@ impl Client {
             Packet::PubRel(r) => {
                 let known = self.session().qos2_remove(r.packet_id);
                 let reason = if known {
-                    0
+                    PubRelReason::Success
                 } else {
-                    v5::PACKET_IDENTIFIER_NOT_FOUND
+                    PubRelReason::PacketIdentifierNotFound
                 };
                 let comp = self.ack(r.packet_id, reason, "unknown packet identifier");
                 self.reply(conn, Packet::PubComp(comp));
@@ -66,13 +65,13 @@ impl Client {
             Packet::Connect(_) => {
                 return Step::Exit(Exit::protocol(
                     "second CONNECT (MQTT-3.1.0-2)",
-                    v5::PROTOCOL_ERROR,
+                    DisconnectReason::ProtocolError,
                 ));
             }
             Packet::Auth(a) => return self.on_auth(conn, a),
             other => {
                 let why = format!("{} is not sent by clients", other.name());
-                return Step::Exit(Exit::protocol(why, v5::PROTOCOL_ERROR));
+                return Step::Exit(Exit::protocol(why, DisconnectReason::ProtocolError));
             }
         }
         Step::Continue
@@ -86,13 +85,13 @@ impl Client {
         {
             if self.expiry == 0 && expiry != 0 {
                 let why = "DISCONNECT sets a session expiry after CONNECT had 0 (MQTT-3.14.2-2)";
-                return Step::Exit(Exit::protocol(why, v5::PROTOCOL_ERROR));
+                return Step::Exit(Exit::protocol(why, DisconnectReason::ProtocolError));
             }
             self.expiry = expiry;
             self.session().set_expiry(expiry);
         }
         Step::Exit(Exit::Disconnected {
-            will: d.reason == v5::DISCONNECT_WITH_WILL,
+            will: d.reason == DisconnectReason::DisconnectWithWillMessage,
         })
     }
 
@@ -103,7 +102,7 @@ impl Client {
         };
         if !props.subscription_identifiers.is_empty() {
             let why = "PUBLISH from a client carries a Subscription Identifier (MQTT-3.3.4-6)";
-            return Err(Exit::protocol(why, v5::PROTOCOL_ERROR));
+            return Err(Exit::protocol(why, DisconnectReason::ProtocolError));
         }
         let Some(alias) = props.topic_alias.take() else {
             return Ok(());
@@ -113,7 +112,7 @@ impl Client {
                 "topic alias {alias} outside 1..={}",
                 self.ctx.limits.max_topic_alias
             );
-            return Err(Exit::protocol(why, v5::TOPIC_ALIAS_INVALID));
+            return Err(Exit::protocol(why, DisconnectReason::TopicAliasInvalid));
         }
         let now_empty = *props == Properties::default();
         if p.topic.is_empty() {
@@ -121,7 +120,7 @@ impl Client {
                 Some(topic) => p.topic = topic.clone(),
                 None => {
                     let why = format!("unknown topic alias {alias} (MQTT-3.3.4-7)");
-                    return Err(Exit::protocol(why, v5::PROTOCOL_ERROR));
+                    return Err(Exit::protocol(why, DisconnectReason::ProtocolError));
                 }
             }
         } else {
@@ -154,15 +153,17 @@ impl Client {
             QoS::ExactlyOnce => self.session().qos2_insert(packet_id),
             _ => true,
         };
-        let mut reason = (v5::SUCCESS, "");
+        let mut reason = (PubAckReason::Success, "");
         if fresh {
             let msg = Message::new(p.topic, p.payload, qos, p.retain).with_properties(p.properties);
             match self.ctx.ingress.publish(&mut self.publisher, msg, batch) {
-                Outcome::Routed { subscribers: 0 } => reason = (v5::NO_MATCHING_SUBSCRIBERS, ""),
+                Outcome::Routed { subscribers: 0 } => {
+                    reason = (PubAckReason::NoMatchingSubscribers, "")
+                }
                 Outcome::Routed { .. } => {}
                 Outcome::Refused(refusal) => reason = (refusal.reason_code(), refusal.why()),
             }
-            if reason.0 >= 0x80 && qos == QoS::ExactlyOnce {
+            if reason.0.is_error() && qos == QoS::ExactlyOnce {
                 self.session().qos2_remove(packet_id);
             }
         }
@@ -198,20 +199,14 @@ impl Client {
                 None => (false, Some(f.filter.as_str())),
             };
             let Some(inner) = inner.filter(|i| validate_topic_filter(i).is_ok()) else {
-                info!(client_id = %self.client_id(), filter = %f.filter, "invalid topic filter");
-                codes.push(if self.v5 {
-                    v5::TOPIC_FILTER_INVALID
-                } else {
-                    v3::SUBACK_FAILURE
-                });
+                info!(client_id = %text::cut(self.client_id()), filter = %text::cut(&f.filter),
+                    "invalid topic filter");
+                // 3.1.1 gets every refusal as 0x80 (the encoder's doing).
+                codes.push(SubAckReason::TopicFilterInvalid);
                 continue;
             };
             if !self.topic_within_limits(inner) {
-                codes.push(if self.v5 {
-                    v5::TOPIC_FILTER_INVALID
-                } else {
-                    v3::SUBACK_FAILURE
-                });
+                codes.push(SubAckReason::TopicFilterInvalid);
                 continue;
             }
             let max_subs = self.ctx.limits.max_subscriptions_per_client;
@@ -220,27 +215,20 @@ impl Client {
                     Limit::Subscriptions,
                     &format!("{max_subs} subscriptions held"),
                 );
-                codes.push(if self.v5 {
-                    v5::QUOTA_EXCEEDED
-                } else {
-                    v3::SUBACK_FAILURE
-                });
+                codes.push(SubAckReason::QuotaExceeded);
                 continue;
             }
             if !self.allowed(inner, Access::Subscribe) {
-                info!(client_id = %self.client_id(), filter = %f.filter, "SUBSCRIBE denied by ACL");
-                codes.push(if self.v5 {
-                    v5::NOT_AUTHORIZED
-                } else {
-                    v3::SUBACK_FAILURE
-                });
+                info!(client_id = %text::cut(self.client_id()), filter = %text::cut(&f.filter),
+                    "SUBSCRIBE denied by ACL");
+                codes.push(SubAckReason::NotAuthorized);
                 continue;
             }
             let (existed, msgs) =
                 self.ctx
                     .router
                     .subscribe(self.session(), &f.filter, f.options, sub_id);
-            codes.push(f.options.qos as u8);
+            codes.push(f.options.qos.into());
             let send = match f.options.retain_handling {
                 RetainHandling::SendOnSubscribe => true,
                 RetainHandling::SendIfNew => !existed,
@@ -274,9 +262,9 @@ impl Client {
             let existed = self.ctx.router.unsubscribe(self.session(), f);
             if self.v5 {
                 reasons.push(if existed {
-                    v5::SUCCESS
+                    UnsubAckReason::Success
                 } else {
-                    v5::NO_SUBSCRIPTION_EXISTED
+                    UnsubAckReason::NoSubscriptionExisted
                 });
             }
         }

@@ -36,8 +36,7 @@ use tracing::{debug, info};
 use crate::auth::{Access, Auth};
 use crate::connection::{Connection, ReadError, Stream};
 use crate::ingress::Publisher;
-use crate::protocol::reason::v3;
-use crate::protocol::{ConnAck, DecodeError, LastWill, Packet, Properties};
+use crate::protocol::{ConnAck, ConnAckReason, DecodeError, LastWill, Packet, Properties};
 use crate::router::Attached;
 use crate::router::state::SessionState;
 use crate::stats::Limit;
@@ -77,10 +76,10 @@ pub async fn serve<S: Stream>(stream: S, peer: Peer, ctx: Arc<Context>, guard: G
         }
         Ok(Err(ReadError::Decode(e @ DecodeError::UnsupportedProtocol { .. }))) => {
             info!(peer = %peer.addr, "refused: {e}");
-            let code = v3::UNACCEPTABLE_PROTOCOL_VERSION;
+            // Written in the 3.1.1 form (0x01): the connection's version is not known.
             let ack = ConnAck {
                 session_present: false,
-                code,
+                code: ConnAckReason::UnsupportedProtocolVersion,
                 properties: None,
             };
             let _ = conn.write_packet(&Packet::ConnAck(ack)).await;
@@ -129,8 +128,6 @@ struct Client {
     v5: bool,
     /// Outbound QoS 1/2 window: min(limits.max_inflight, the client's Receive Maximum).
     max_inflight: u16,
-    /// The client's Maximum Packet Size (5.0): larger messages are not sent to it.
-    max_packet_out: Option<u32>,
     /// Request Problem Information (5.0): reason strings on acks only when true.
     problem_info: bool,
     /// Topic aliases the client set up (5.0), alias -> topic.

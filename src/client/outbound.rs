@@ -3,10 +3,11 @@
 use std::sync::atomic::Ordering;
 
 use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::debug;
 
 use crate::auth::Access;
 use crate::connection::Connection;
-use crate::protocol::{Packet, Properties, PubResp, PublishView, QoS};
+use crate::protocol::{Packet, Properties, PubResp, PublishView, QoS, ReasonCode, text};
 use crate::router::state::{Delivery, OutState, Outgoing};
 
 use super::{Client, reason_string};
@@ -46,12 +47,11 @@ impl Client {
                         payload: &msg.payload,
                         properties: properties.as_deref(),
                     };
-                    let too_big = self
-                        .max_packet_out
-                        .is_some_and(|max| publish.encoded_len(conn.version) > max as usize);
-                    if too_big || !self.allowed(&msg.topic, Access::Read) {
-                        // Not for this client: treat it as delivered so the window moves on
-                        // (MQTT-3.1.2-25 for messages over the client's Maximum Packet Size).
+                    // Not for this client (the ACL, or over its Maximum Packet Size): treat it
+                    // as delivered so the window moves on (MQTT-3.1.2-25).
+                    let skip = !self.allowed(&msg.topic, Access::Read)
+                        || conn.queue_publish(&publish).is_err();
+                    if skip {
                         if packet_id != 0 {
                             let state = match delivery.qos {
                                 QoS::AtLeastOnce => OutState::AwaitPubAck,
@@ -61,11 +61,14 @@ impl Client {
                         }
                         continue;
                     }
-                    conn.queue_publish(&publish);
                     publishes += 1;
                 }
                 Outgoing::PubRel { packet_id } => {
-                    conn.queue(&Packet::PubRel(PubResp::new(packet_id)));
+                    // Four bytes: only a broken Maximum Packet Size below that refuses it.
+                    if let Err(e) = conn.queue(&Packet::PubRel(PubResp::new(packet_id))) {
+                        debug!(client_id = %text::cut(self.client_id()), "PUBREL not sent: {e}");
+                        continue;
+                    }
                 }
             }
             sent += 1;
@@ -106,7 +109,12 @@ impl Client {
         conn: &mut Connection<S>,
         packet: Packet,
     ) {
-        conn.queue(&packet);
+        // Over the client's Maximum Packet Size even without its Reason String and User
+        // Properties: not sent (MQTT-3.1.2-25); for an ack, the client's retry says the rest.
+        if let Err(e) = conn.queue(&packet) {
+            debug!(client_id = %text::cut(self.client_id()), "{} not sent: {e}", packet.name());
+            return;
+        }
         self.ctx
             .router
             .stats
@@ -115,12 +123,17 @@ impl Client {
     }
 
     /// An ack with a 5.0 reason code (and, if the client allows, a reason string).
-    pub(super) fn ack(&self, packet_id: u16, reason: u8, why: &str) -> PubResp {
+    pub(super) fn ack<R: ReasonCode + Default>(
+        &self,
+        packet_id: u16,
+        reason: R,
+        why: &str,
+    ) -> PubResp<R> {
         let properties =
-            (self.v5 && self.problem_info && reason >= 0x80).then(|| reason_string(why));
+            (self.v5 && self.problem_info && reason.is_error()).then(|| reason_string(why));
         PubResp {
             packet_id,
-            reason: if self.v5 { reason } else { 0 },
+            reason: if self.v5 { reason } else { R::default() },
             properties,
         }
     }

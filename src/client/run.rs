@@ -10,7 +10,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 use crate::connection::{Connection, ReadError, Stream};
-use crate::protocol::reason::v5;
+use crate::protocol::DisconnectReason;
 use crate::protocol::{DecodeError, Packet};
 use crate::router::state::SessionState;
 use crate::stats::Limit;
@@ -276,27 +276,24 @@ impl Client {
 
     pub(super) fn keep_alive_expired(&self) -> Exit {
         let why = format!("keep alive timeout ({}s x 1.5)", self.keep_alive);
-        Exit::protocol(why, v5::KEEP_ALIVE_TIMEOUT)
+        Exit::protocol(why, DisconnectReason::KeepAliveTimeout)
     }
 
     pub(super) fn kicked(&self) -> Exit {
-        let reason = self.attached.link.reason();
+        let reason = self
+            .attached
+            .link
+            .reason()
+            .unwrap_or(DisconnectReason::UnspecifiedError);
         let why = match reason {
-            v5::SESSION_TAKEN_OVER => {
+            DisconnectReason::SessionTakenOver => {
                 "session taken over by a new connection with the same client id"
             }
-            v5::QUOTA_EXCEEDED => "outbox full: client too slow to read its messages",
-            v5::ADMINISTRATIVE_ACTION => "user removed from the password file",
+            DisconnectReason::QuotaExceeded => "outbox full: client too slow to read its messages",
+            DisconnectReason::AdministrativeAction => "user removed from the password file",
             _ => "closed by the broker",
         };
-        Exit::protocol(
-            why,
-            if reason == 0 {
-                v5::UNSPECIFIED_ERROR
-            } else {
-                reason
-            },
-        )
+        Exit::protocol(why, reason)
     }
 }
 

@@ -3,8 +3,11 @@
 //! The decoder only ever sees a body whose full length has arrived (framing happens first), so
 //! running off the end here means the remaining length was too short for the content: a malformed
 //! packet, never "need more bytes".
+//!
+//! This is the leaf of `protocol`'s module graph (it needs only the error type): `properties`,
+//! `decode` and `encode` all build on it, and none of them on each other but in that order.
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::DecodeError;
 
@@ -14,6 +17,9 @@ pub(crate) const SHORT: DecodeError =
 
 /// Largest value a Variable Byte Integer can carry (four bytes).
 pub(crate) const VARINT_MAX: u32 = 268_435_455;
+
+/// Longest string or binary field: its length is a two-byte integer (MQTT 5.0 section 1.5.4).
+pub(crate) const MAX_FIELD: usize = 65_535;
 
 /// Reads from the front of a `Bytes`; every read is bounds-checked and binary data is returned as
 /// zero-copy slices of the packet.
@@ -116,6 +122,124 @@ pub(crate) fn read_varint(buf: &[u8]) -> Result<Option<(u32, usize)>, DecodeErro
     Ok(None)
 }
 
+/// Where encoded bytes go: a real buffer, or a [`Counter`] that adds up lengths (and notes fields
+/// that did not fit). Both see the same calls, so a length prefix can never disagree with the
+/// bytes behind it, whatever the fields hold.
+pub(crate) trait Sink {
+    fn u8(&mut self, v: u8);
+    fn slice(&mut self, s: &[u8]);
+    /// A field or block was too long for its length prefix; what was written is cut to fit.
+    fn oversized(&mut self) {}
+
+    fn u16(&mut self, v: u16) {
+        self.slice(&v.to_be_bytes());
+    }
+    fn u32(&mut self, v: u32) {
+        self.slice(&v.to_be_bytes());
+    }
+    /// A Variable Byte Integer; values over 268,435,455 are written as that and noted.
+    fn varint(&mut self, v: usize) {
+        if v > VARINT_MAX as usize {
+            self.oversized();
+        }
+        let mut v = v.min(VARINT_MAX as usize);
+        loop {
+            let mut byte = (v % 128) as u8;
+            v /= 128;
+            if v > 0 {
+                byte |= 0x80;
+            }
+            self.u8(byte);
+            if v == 0 {
+                break;
+            }
+        }
+    }
+    /// Binary Data, or a string a peer acts on (topic, identifier, filter): two-byte length,
+    /// then the bytes. Over 65,535 bytes only the first 65,535 are written, and noted, so the
+    /// encoder refuses the packet rather than send a cut topic or password.
+    fn binary(&mut self, data: &[u8]) {
+        if data.len() > MAX_FIELD {
+            return self.binary_cut(data);
+        }
+        self.u16(data.len() as u16);
+        self.slice(data);
+    }
+    #[cold]
+    fn binary_cut(&mut self, data: &[u8]) {
+        self.oversized();
+        let head = data.get(..MAX_FIELD).unwrap_or(data);
+        self.u16(head.len() as u16);
+        self.slice(head);
+    }
+    /// A block behind a Variable Byte Integer length (a property block): `counted` is the block
+    /// as counted already, `write` writes it. A [`Counter`] takes the count instead of counting
+    /// again.
+    fn prefixed(&mut self, counted: &Counter, write: impl FnOnce(&mut Self)) {
+        self.varint(counted.len);
+        write(self);
+    }
+    /// Text for people (Reason String, User Property): over 65,535 bytes it is cut on a char
+    /// boundary, which leaves it well-formed UTF-8 and the packet worth sending.
+    fn text(&mut self, s: &str) {
+        let s = fit_str(s, MAX_FIELD);
+        self.u16(s.len() as u16);
+        self.slice(s.as_bytes());
+    }
+}
+
+impl Sink for BytesMut {
+    fn u8(&mut self, v: u8) {
+        self.put_u8(v);
+    }
+    fn slice(&mut self, s: &[u8]) {
+        self.put_slice(s);
+    }
+}
+
+/// Counts the bytes a [`Sink`] would be given.
+#[derive(Debug, Default)]
+pub(crate) struct Counter {
+    pub(crate) len: usize,
+    /// Some field was longer than its length prefix can say (see [`Sink::binary`]).
+    pub(crate) oversized: bool,
+}
+
+impl Sink for Counter {
+    fn u8(&mut self, _: u8) {
+        self.len += 1;
+    }
+    fn slice(&mut self, s: &[u8]) {
+        self.len += s.len();
+    }
+    fn oversized(&mut self) {
+        self.oversized = true;
+    }
+    fn varint(&mut self, v: usize) {
+        if v > VARINT_MAX as usize {
+            self.oversized = true;
+        }
+        self.len += varint_len(v);
+    }
+    fn prefixed(&mut self, counted: &Counter, _: impl FnOnce(&mut Self)) {
+        self.varint(counted.len);
+        self.len += counted.len;
+        self.oversized |= counted.oversized;
+    }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
+pub(crate) fn fit_str(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).unwrap_or_default()
+}
+
 /// Number of bytes `value` takes as a Variable Byte Integer.
 pub(crate) fn varint_len(value: usize) -> usize {
     match value {
@@ -129,8 +253,6 @@ pub(crate) fn varint_len(value: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::encode::Sink;
-    use bytes::BytesMut;
 
     #[test]
     fn varint_boundaries_round_trip() {
@@ -170,5 +292,38 @@ mod tests {
         assert_eq!(r.string(), Err(SHORT));
         let mut r = Reader::new(Bytes::from_static(&[0, 2, 0xC3, 0xA9]));
         assert_eq!(r.string().as_deref(), Ok("é"));
+    }
+
+    #[test]
+    fn long_fields_are_cut_and_noted() {
+        let long = vec![b'a'; MAX_FIELD + 10];
+        let mut out = BytesMut::new();
+        let mut c = Counter::default();
+        out.binary(&long);
+        c.binary(&long);
+        assert_eq!(
+            (out.len(), c.len, c.oversized),
+            (2 + MAX_FIELD, 2 + MAX_FIELD, true)
+        );
+        assert_eq!(&out[..2], &[0xFF, 0xFF]);
+
+        // Text is cut on a char boundary, without complaint: 65,536 bytes of two-byte chars.
+        let text = "é".repeat(32_768);
+        let mut out = BytesMut::new();
+        let mut c = Counter::default();
+        out.text(&text);
+        c.text(&text);
+        assert_eq!(
+            (out.len(), c.len, c.oversized),
+            (2 + 65_534, 2 + 65_534, false)
+        );
+        let mut r = Reader::new(out.freeze());
+        assert_eq!(r.string().map(|s| s.chars().count()), Ok(32_767));
+
+        let mut c = Counter::default();
+        c.varint(VARINT_MAX as usize + 1);
+        assert!(c.oversized);
+        assert_eq!(fit_str("é", 1), "");
+        assert_eq!(fit_str("aé", 2), "a");
     }
 }

@@ -11,6 +11,9 @@ use bytes::BytesMut;
 
 use super::cursor::{Reader, read_varint};
 use super::properties::{self, PropCtx};
+use super::reason::{
+    ConnAckReason, ConnectReturnCode, DisconnectReason, SubAckReason, UnknownReason, UnsubAckReason,
+};
 use super::topic::validate_topic_name;
 use super::{
     Auth, ConnAck, Connect, DecodeError, Disconnect, LastWill, Packet, Password, ProtocolVersion,
@@ -108,10 +111,10 @@ fn parse_body(first: u8, r: &mut Reader, version: ProtocolVersion) -> Result<Pac
         1 => Packet::Connect(Box::new(connect(r)?)),
         2 => Packet::ConnAck(connack(r, v5)?),
         3 => Packet::Publish(publish(first, r, v5)?),
-        4 => Packet::PubAck(pub_resp(r, v5, PUBACK_CODES)?),
-        5 => Packet::PubRec(pub_resp(r, v5, PUBACK_CODES)?),
-        6 => Packet::PubRel(pub_resp(r, v5, PUBREL_CODES)?),
-        7 => Packet::PubComp(pub_resp(r, v5, PUBREL_CODES)?),
+        4 => Packet::PubAck(pub_resp(r, v5)?),
+        5 => Packet::PubRec(pub_resp(r, v5)?),
+        6 => Packet::PubRel(pub_resp(r, v5)?),
+        7 => Packet::PubComp(pub_resp(r, v5)?),
         8 => Packet::Subscribe(subscribe(r, v5)?),
         9 => Packet::SubAck(suback(r, v5)?),
         10 => Packet::Unsubscribe(unsubscribe(r, v5)?),
@@ -120,15 +123,15 @@ fn parse_body(first: u8, r: &mut Reader, version: ProtocolVersion) -> Result<Pac
         13 => Packet::PingResp,
         14 => {
             let (reason, properties) = if v5 {
-                reason_and_props(r, DISCONNECT_CODES, PropCtx::Disconnect)?
+                reason_and_props(r, PropCtx::Disconnect)?
             } else {
-                (0, None)
+                (DisconnectReason::default(), None)
             };
             Packet::Disconnect(Disconnect { reason, properties })
         }
         // 15 only passes `check_first_byte` for 5.0.
         _ => {
-            let (reason, properties) = reason_and_props(r, AUTH_CODES, PropCtx::Auth)?;
+            let (reason, properties) = reason_and_props(r, PropCtx::Auth)?;
             Packet::Auth(Auth { reason, properties })
         }
     })
@@ -247,23 +250,23 @@ fn connack(r: &mut Reader, v5: bool) -> Result<ConnAck> {
         ));
     }
     let code = r.u8()?;
-    let properties = if v5 {
-        if !CONNACK_CODES.contains(&code) {
-            return Err(DecodeError::Malformed(
-                "MQTT-3.2.2-8: invalid CONNACK reason code",
-            ));
-        }
-        properties::read(r, PropCtx::ConnAck)?
+    let (code, properties) = if v5 {
+        let code = ConnAckReason::try_from(code)
+            .map_err(|_| DecodeError::Malformed("MQTT-3.2.2-8: invalid CONNACK reason code"))?;
+        (code, properties::read(r, PropCtx::ConnAck)?)
     } else {
-        if code > 5 {
-            return Err(DecodeError::Malformed(
-                "MQTT-3.2.2.3: invalid CONNACK return code",
-            ));
-        }
-        None
+        let code = ConnectReturnCode::try_from(code)
+            .map_err(|_| DecodeError::Malformed("MQTT-3.2.2.3: invalid CONNACK return code"))?;
+        (ConnAckReason::from(code), None)
     };
+    let session_present = flags & 0x01 != 0;
+    if session_present && code != ConnAckReason::Success {
+        return Err(DecodeError::Malformed(
+            "MQTT-3.2.2-6: Session Present set on a refusal",
+        ));
+    }
     Ok(ConnAck {
-        session_present: flags & 0x01 != 0,
+        session_present,
         code,
         properties,
     })
@@ -298,41 +301,21 @@ fn publish(first: u8, r: &mut Reader, v5: bool) -> Result<Publish> {
     })
 }
 
-/// PUBACK/PUBREC reason codes (3.4.2.1, 3.5.2.1).
-const PUBACK_CODES: &[u8] = &[0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99];
-/// PUBREL/PUBCOMP reason codes (3.6.2.1, 3.7.2.1).
-const PUBREL_CODES: &[u8] = &[0x00, 0x92];
-const CONNACK_CODES: &[u8] = &[
-    0x00, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8C, 0x90, 0x95, 0x97,
-    0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9F,
-];
-const SUBACK_CODES: &[u8] = &[
-    0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2,
-];
-const UNSUBACK_CODES: &[u8] = &[0x00, 0x11, 0x80, 0x83, 0x87, 0x8F, 0x91];
-const DISCONNECT_CODES: &[u8] = &[
-    0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F, 0x90, 0x93, 0x94, 0x95,
-    0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2,
-];
-const AUTH_CODES: &[u8] = &[0x00, 0x18, 0x19];
-
-fn reason_code(r: &mut Reader, allowed: &[u8]) -> Result<u8> {
-    let code = r.u8()?;
-    if allowed.contains(&code) {
-        Ok(code)
-    } else {
-        Err(DecodeError::Malformed(
-            "MQTT-2.4: reason code not valid for this packet",
-        ))
-    }
+/// A reason code of the family `R`; any other byte is malformed (section 2.4).
+fn reason_code<R: TryFrom<u8, Error = UnknownReason>>(r: &mut Reader) -> Result<R> {
+    R::try_from(r.u8()?)
+        .map_err(|_| DecodeError::Malformed("MQTT-2.4: reason code not valid for this packet"))
 }
 
 /// PUBACK, PUBREC, PUBREL, PUBCOMP. In 5.0 a body of 2 bytes means reason 0 and no properties,
 /// 3 bytes means no properties (3.4.2.1).
-fn pub_resp(r: &mut Reader, v5: bool, codes: &[u8]) -> Result<PubResp> {
+fn pub_resp<R>(r: &mut Reader, v5: bool) -> Result<PubResp<R>>
+where
+    R: TryFrom<u8, Error = UnknownReason> + Default,
+{
     let packet_id = packet_id(r)?;
     let (reason, properties) = if v5 && !r.is_empty() {
-        let reason = reason_code(r, codes)?;
+        let reason = reason_code(r)?;
         let props = if r.is_empty() {
             None
         } else {
@@ -340,7 +323,7 @@ fn pub_resp(r: &mut Reader, v5: bool, codes: &[u8]) -> Result<PubResp> {
         };
         (reason, props)
     } else {
-        (0, None)
+        (R::default(), None)
     };
     Ok(PubResp {
         packet_id,
@@ -350,15 +333,14 @@ fn pub_resp(r: &mut Reader, v5: bool, codes: &[u8]) -> Result<PubResp> {
 }
 
 /// DISCONNECT and AUTH (5.0): an empty body means reason 0; no property length means none.
-fn reason_and_props(
-    r: &mut Reader,
-    codes: &[u8],
-    ctx: PropCtx,
-) -> Result<(u8, Option<Box<super::Properties>>)> {
+fn reason_and_props<R>(r: &mut Reader, ctx: PropCtx) -> Result<(R, Option<Box<super::Properties>>)>
+where
+    R: TryFrom<u8, Error = UnknownReason> + Default,
+{
     if r.is_empty() {
-        return Ok((0, None));
+        return Ok((R::default(), None));
     }
-    let reason = reason_code(r, codes)?;
+    let reason = reason_code(r)?;
     if r.is_empty() {
         return Ok((reason, None));
     }
@@ -428,17 +410,22 @@ fn subscription_options(byte: u8, v5: bool) -> Result<SubscriptionOptions> {
 
 fn suback(r: &mut Reader, v5: bool) -> Result<SubAck> {
     let packet_id = packet_id(r)?;
-    let (properties, codes): (_, &[u8]) = if v5 {
-        (properties::read(r, PropCtx::SubAck)?, SUBACK_CODES)
+    let properties = if v5 {
+        properties::read(r, PropCtx::SubAck)?
     } else {
-        (None, &[0x00, 0x01, 0x02, 0x80])
+        None
     };
-    let return_codes = r.rest().to_vec();
-    if return_codes.iter().any(|c| !codes.contains(c)) {
-        return Err(DecodeError::Malformed(
-            "MQTT-3.9.3-2: invalid SUBACK return code",
-        ));
-    }
+    // 3.1.1 knows the granted QoS and 0x80 (Failure) only.
+    let return_codes = r
+        .rest()
+        .iter()
+        .map(|&c| match SubAckReason::try_from(c) {
+            Ok(code) if v5 || code.v3() == c => Ok(code),
+            _ => Err(DecodeError::Malformed(
+                "MQTT-3.9.3-2: invalid SUBACK return code",
+            )),
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok(SubAck {
         packet_id,
         return_codes,
@@ -479,12 +466,14 @@ fn unsuback(r: &mut Reader, v5: bool) -> Result<UnsubAck> {
         });
     }
     let properties = properties::read(r, PropCtx::UnsubAck)?;
-    let reasons = r.rest().to_vec();
-    if reasons.iter().any(|c| !UNSUBACK_CODES.contains(c)) {
-        return Err(DecodeError::Malformed(
-            "MQTT-3.11.3: invalid UNSUBACK reason code",
-        ));
-    }
+    let reasons = r
+        .rest()
+        .iter()
+        .map(|&c| {
+            UnsubAckReason::try_from(c)
+                .map_err(|_| DecodeError::Malformed("MQTT-3.11.3: invalid UNSUBACK reason code"))
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok(UnsubAck {
         packet_id,
         reasons,
@@ -510,21 +499,34 @@ mod tests {
 
     #[test]
     fn pub_resp_short_forms() {
-        let resp = |reason| PubResp {
-            packet_id: 1,
-            reason,
-            properties: None,
-        };
-        assert_eq!(v5(&[0x40, 2, 0, 1]), Ok(Some(Packet::PubAck(resp(0)))));
+        fn resp<R>(reason: R) -> PubResp<R> {
+            PubResp {
+                packet_id: 1,
+                reason,
+                properties: None,
+            }
+        }
+        use crate::protocol::{PubAckReason, PubRelReason};
+        assert_eq!(
+            v5(&[0x40, 2, 0, 1]),
+            Ok(Some(Packet::PubAck(resp(PubAckReason::Success))))
+        );
         assert_eq!(
             v5(&[0x50, 3, 0, 1, 0x10]),
-            Ok(Some(Packet::PubRec(resp(0x10))))
+            Ok(Some(Packet::PubRec(resp(
+                PubAckReason::NoMatchingSubscribers
+            ))))
         );
         assert_eq!(
             v5(&[0x62, 4, 0, 1, 0x92, 0]),
-            Ok(Some(Packet::PubRel(resp(0x92))))
+            Ok(Some(Packet::PubRel(resp(
+                PubRelReason::PacketIdentifierNotFound
+            ))))
         );
-        assert_eq!(v5(&[0x70, 3, 0, 1, 0]), Ok(Some(Packet::PubComp(resp(0)))));
+        assert_eq!(
+            v5(&[0x70, 3, 0, 1, 0]),
+            Ok(Some(Packet::PubComp(resp(PubRelReason::Success))))
+        );
         // Codes from the wrong table, and a property PUBACK may not carry.
         assert!(malformed(v5(&[0x40, 3, 0, 1, 0x92])));
         assert!(malformed(v5(&[0x62, 3, 0, 1, 0x10])));
@@ -540,7 +542,7 @@ mod tests {
             Ok(Some(Packet::Disconnect(Disconnect::default())))
         );
         let d = Disconnect {
-            reason: 0x04,
+            reason: DisconnectReason::DisconnectWithWillMessage,
             properties: None,
         };
         assert_eq!(v5(&[0xE0, 1, 0x04]), Ok(Some(Packet::Disconnect(d))));

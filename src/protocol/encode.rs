@@ -1,90 +1,147 @@
-//! Encoding packets into a write buffer.
+//! Encoding packets into a write buffer, bounded so that no model value becomes a malformed packet.
 //!
-//! Every body is written through `Sink`, once into a `Counter` to learn the remaining length and
-//! once into the `BytesMut`, so the length prefix and the bytes can never disagree and nothing is
-//! allocated besides the single `reserve` on the output buffer.
+//! Every body is written through `Sink` twice: into a `Counter`, to learn the remaining length and
+//! whether everything fits, then into the `BytesMut`. Both passes see the same calls, so a length
+//! prefix can never disagree with its bytes, and nothing is allocated besides the single
+//! `reserve` on the output buffer. What a packet must fit is checked before a byte is written:
 //!
-//! The encoder trusts the packet model: strings and binary fields within 65,535 bytes, a packet
-//! within the 268,435,455-byte remaining-length limit, packet ids non-zero where required (the
-//! decoder can only produce such packets; the broker builds the rest).
+//! - Fields: text for people (Reason String, User Property) over 65,535 bytes is cut on a char
+//!   boundary; a longer topic, identifier, filter or binary field refuses the packet
+//!   ([`EncodeError::FieldTooLong`]): sending a cut topic or password would be worse.
+//! - Size: the remaining length stays within 268,435,455 and the whole packet within the bound
+//!   given (the peer's Maximum Packet Size). A packet that would exceed it loses its Reason String,
+//!   then its User Properties, where the spec allows that (MQTT 5.0 section 3.1.2.11.4: every
+//!   packet the server sends but PUBLISH); one that still does not fit is refused
+//!   ([`EncodeError::TooLarge`]) for the caller to skip (MQTT-3.1.2-25).
+//! - Structure: packet identifiers non-zero where required, SUBSCRIBE and UNSUBSCRIBE with a
+//!   filter, a PUBLISH topic (or a Topic Alias), DUP never on QoS 0, Session Present only on
+//!   success, no AUTH before 5.0, only the properties the packet may carry (see
+//!   `properties::write`). Reason codes are typed per packet family, so a packet cannot carry
+//!   another family's; 3.1.1 gets the narrower CONNACK and SUBACK forms.
+//!
+//! String *content* is the model's invariant, not checked here: UTF-8 by type, no U+0000 and no
+//! wildcards in topic names. The decoder enforces it on everything that comes in and
+//! [`super::text::cut`] escapes what is built from client input; looking again would cost every
+//! PUBLISH a second pass over its topic.
 
 use bytes::{BufMut, BytesMut};
 
-use super::properties;
+use super::cursor::{Counter, Sink, VARINT_MAX, varint_len};
+use super::properties::{self, Omit, PropCtx};
+use super::reason::ConnAckReason;
 use super::{
     Auth, ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion, PubResp, Publish, QoS,
     SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 
-/// Where encoded bytes go: a real buffer, or a [`Counter`] that only adds up lengths.
-pub(crate) trait Sink {
-    fn u8(&mut self, v: u8);
-    fn slice(&mut self, s: &[u8]);
+/// The largest packet MQTT can frame: a 268,435,455-byte remaining length behind a five-byte
+/// fixed header. A bound above it means "no bound but the protocol's".
+pub const MAX_PACKET_SIZE: usize = 1 + 4 + VARINT_MAX as usize;
 
-    fn u16(&mut self, v: u16) {
-        self.slice(&v.to_be_bytes());
-    }
-    fn u32(&mut self, v: u32) {
-        self.slice(&v.to_be_bytes());
-    }
-    /// A Variable Byte Integer; callers keep `v` within 268,435,455.
-    fn varint(&mut self, v: usize) {
-        let mut v = v;
-        loop {
-            let mut byte = (v % 128) as u8;
-            v /= 128;
-            if v > 0 {
-                byte |= 0x80;
-            }
-            self.u8(byte);
-            if v == 0 {
-                break;
-            }
-        }
-    }
-    /// Binary Data or a UTF-8 string: two-byte length, then the bytes.
-    fn binary(&mut self, data: &[u8]) {
-        self.u16(data.len() as u16);
-        self.slice(data);
-    }
+/// Why a packet was not written (nothing was).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// Larger than the bound (the peer's Maximum Packet Size, or the protocol's limit) even
+    /// without the properties that may be left out.
+    #[error("{packet} of {size} bytes exceeds the maximum packet size of {max}")]
+    TooLarge {
+        packet: &'static str,
+        size: usize,
+        max: usize,
+    },
+    /// A topic, identifier, filter or binary field longer than 65,535 bytes.
+    #[error("{packet} has a field longer than 65,535 bytes")]
+    FieldTooLong { packet: &'static str },
+    /// A value the packet cannot carry; the string names the rule.
+    #[error("{packet}: {rule}")]
+    Invalid {
+        packet: &'static str,
+        rule: &'static str,
+    },
 }
 
-impl Sink for BytesMut {
-    fn u8(&mut self, v: u8) {
-        self.put_u8(v);
-    }
-    fn slice(&mut self, s: &[u8]) {
-        self.put_slice(s);
-    }
+/// Appends `packet` encoded for `version` to `out`, bounded by the protocol's limits only;
+/// returns the bytes written. See [`encode_within`].
+pub fn encode(
+    packet: &Packet,
+    version: ProtocolVersion,
+    out: &mut BytesMut,
+) -> Result<usize, EncodeError> {
+    encode_within(packet, version, MAX_PACKET_SIZE, out)
 }
 
-/// Counts the bytes that would be written.
-pub(crate) struct Counter(pub usize);
-
-impl Sink for Counter {
-    fn u8(&mut self, _: u8) {
-        self.0 += 1;
-    }
-    fn slice(&mut self, s: &[u8]) {
-        self.0 += s.len();
-    }
-    fn varint(&mut self, v: usize) {
-        self.0 += super::cursor::varint_len(v);
-    }
-}
-
-/// Appends `packet` encoded for `version` to `out`.
+/// Appends `packet` encoded for `version` to `out` if it fits in `max` bytes (the peer's Maximum
+/// Packet Size; the protocol's limit applies anyway), leaving out its Reason String and then its
+/// User Properties if that makes it fit and the spec allows it. Returns the bytes written; on
+/// `Err` nothing was written.
 ///
 /// CONNECT is written for its own `protocol` field (it is what decides the connection's version).
 /// For 3.1 / 3.1.1, reason codes of PUBACK..PUBCOMP and DISCONNECT and all properties are dropped,
-/// UNSUBACK carries no payload and SUBACK return codes are written as given. AUTH exists only in
-/// 5.0 and is always written in the 5.0 form.
-pub fn encode(packet: &Packet, version: ProtocolVersion, out: &mut BytesMut) {
-    let remaining = body_len(packet, version);
-    out.reserve(1 + super::cursor::varint_len(remaining) + remaining);
+/// UNSUBACK carries no payload, CONNACK and SUBACK codes take their 3.1.1 form. AUTH exists only
+/// in 5.0 and is refused for the others.
+pub fn encode_within(
+    packet: &Packet,
+    version: ProtocolVersion,
+    max: usize,
+    out: &mut BytesMut,
+) -> Result<usize, EncodeError> {
+    check(packet, version)?;
+    let reducible = version.is_v5() && may_omit(packet);
+    let mut omit = Omit::Nothing;
+    let remaining = loop {
+        let mut c = Counter::default();
+        write_body(&mut c, packet, version, omit);
+        match fits(&c, max, packet.name()) {
+            Ok(()) => break c.len,
+            Err(e @ EncodeError::TooLarge { .. }) => match omit.next() {
+                Some(next) if reducible => omit = next,
+                _ => return Err(e),
+            },
+            Err(e) => return Err(e),
+        }
+    };
+    let total = 1 + varint_len(remaining) + remaining;
+    out.reserve(total);
     out.put_u8(first_byte(packet));
     Sink::varint(out, remaining);
-    write_body(out, packet, version);
+    write_body(out, packet, version, omit);
+    Ok(total)
+}
+
+/// The packets whose Reason String and User Properties the sender may leave out.
+fn may_omit(packet: &Packet) -> bool {
+    !matches!(
+        packet,
+        Packet::Connect(_)
+            | Packet::Publish(_)
+            | Packet::Subscribe(_)
+            | Packet::Unsubscribe(_)
+            | Packet::PingReq
+            | Packet::PingResp
+    )
+}
+
+/// `Ok` if a body counted into `c` can be framed and sent within `max` bytes.
+/// (A remaining length over 268,435,455 makes the size exceed `MAX_PACKET_SIZE`: `varint_len`
+/// stops at 4.)
+#[inline]
+fn fits(c: &Counter, max: usize, packet: &'static str) -> Result<(), EncodeError> {
+    let size = 1 + varint_len(c.len) + c.len;
+    if size > max.min(MAX_PACKET_SIZE) || c.oversized {
+        return Err(unfit(c, max, packet));
+    }
+    Ok(())
+}
+
+#[cold]
+fn unfit(c: &Counter, max: usize, packet: &'static str) -> EncodeError {
+    let size = 1 + varint_len(c.len) + c.len;
+    let max = max.min(MAX_PACKET_SIZE);
+    if size > max {
+        EncodeError::TooLarge { packet, size, max }
+    } else {
+        EncodeError::FieldTooLong { packet }
+    }
 }
 
 /// A PUBLISH to encode, borrowed from wherever the message is kept: the broker encodes one per
@@ -110,25 +167,63 @@ impl PublishView<'_> {
         0x30 | (u8::from(dup) << 3) | ((self.qos as u8) << 1) | u8::from(self.retain)
     }
 
-    fn body_len(&self, version: ProtocolVersion) -> usize {
-        let mut c = Counter(0);
-        publish_body(&mut c, self, version.is_v5());
-        c.0
+    /// The rules [`PublishView::encode`] checks in one go, one by one (an empty topic is fine
+    /// with a Topic Alias).
+    #[cold]
+    fn vet(&self, version: ProtocolVersion, c: &Counter, max: usize) -> Result<(), EncodeError> {
+        self.check(version)?;
+        fits(c, max, "PUBLISH")
     }
 
-    /// Appends this PUBLISH, encoded for `version`, to `out` (as [`encode`] does).
-    pub fn encode(&self, version: ProtocolVersion, out: &mut BytesMut) {
-        let remaining = self.body_len(version);
-        out.reserve(1 + super::cursor::varint_len(remaining) + remaining);
+    /// The structural rules: a packet identifier with QoS 1 and 2, a topic (or Topic Alias).
+    fn check(&self, version: ProtocolVersion) -> Result<(), EncodeError> {
+        let invalid = |rule| {
+            Err(EncodeError::Invalid {
+                packet: "PUBLISH",
+                rule,
+            })
+        };
+        if self.qos != QoS::AtMostOnce && self.packet_id == 0 {
+            return invalid("MQTT-2.3.1-1: packet identifier 0");
+        }
+        let alias = version.is_v5() && self.properties.is_some_and(|p| p.topic_alias.is_some());
+        if self.topic.is_empty() && !alias {
+            return invalid("MQTT-4.7.3-1: empty topic name without a Topic Alias");
+        }
+        Ok(())
+    }
+
+    /// Appends this PUBLISH, encoded for `version`, to `out` if it fits in `max` bytes (see
+    /// [`encode_within`]; nothing is ever left out of a PUBLISH). Returns the bytes written; on
+    /// `Err` nothing was written, and the caller skips the message (MQTT-3.1.2-25).
+    #[inline]
+    pub fn encode(
+        &self,
+        version: ProtocolVersion,
+        max: usize,
+        out: &mut BytesMut,
+    ) -> Result<usize, EncodeError> {
+        let v5 = version.is_v5();
+        let mut c = Counter::default();
+        publish_body(&mut c, self, v5);
+        let total = 1 + varint_len(c.len) + c.len;
+        // All the rules in one branch (`|`, not `||`): this runs per subscriber per message.
+        let unusual = (self.qos != QoS::AtMostOnce) & (self.packet_id == 0) | self.topic.is_empty();
+        if unusual | c.oversized | (total > max.min(MAX_PACKET_SIZE)) {
+            self.vet(version, &c, max)?;
+        }
+        out.reserve(total);
         out.put_u8(self.first_byte());
-        Sink::varint(out, remaining);
-        publish_body(out, self, version.is_v5());
+        Sink::varint(out, c.len);
+        publish_body(out, self, v5);
+        Ok(total)
     }
 
-    /// The bytes [`PublishView::encode`] writes, fixed header included.
+    /// The bytes [`PublishView::encode`] writes, fixed header included (if it writes them).
     pub fn encoded_len(&self, version: ProtocolVersion) -> usize {
-        let remaining = self.body_len(version);
-        1 + super::cursor::varint_len(remaining) + remaining
+        let mut c = Counter::default();
+        publish_body(&mut c, self, version.is_v5());
+        1 + varint_len(c.len) + c.len
     }
 }
 
@@ -146,17 +241,12 @@ impl<'a> From<&'a Publish> for PublishView<'a> {
     }
 }
 
-/// The number of bytes [`encode`] writes for `packet` (fixed header included), for the 5.0
-/// Maximum Packet Size check.
+/// The number of bytes [`encode`] writes for `packet` (fixed header included) if it writes it,
+/// with every property (none left out for size).
 pub fn encoded_len(packet: &Packet, version: ProtocolVersion) -> usize {
-    let remaining = body_len(packet, version);
-    1 + super::cursor::varint_len(remaining) + remaining
-}
-
-fn body_len(packet: &Packet, version: ProtocolVersion) -> usize {
-    let mut c = Counter(0);
-    write_body(&mut c, packet, version);
-    c.0
+    let mut c = Counter::default();
+    write_body(&mut c, packet, version, Omit::Nothing);
+    1 + varint_len(c.len) + c.len
 }
 
 fn first_byte(packet: &Packet) -> u8 {
@@ -179,26 +269,69 @@ fn first_byte(packet: &Packet) -> u8 {
     }
 }
 
-fn write_body<S: Sink>(out: &mut S, packet: &Packet, version: ProtocolVersion) {
+/// The structural rules a model value can break (lengths and sizes are the `Counter`'s).
+fn check(packet: &Packet, version: ProtocolVersion) -> Result<(), EncodeError> {
+    let name = packet.name();
+    let invalid = |rule| EncodeError::Invalid { packet: name, rule };
+    let id = |id: u16| match id {
+        0 => Err(invalid("MQTT-2.3.1-1: packet identifier 0")),
+        _ => Ok(()),
+    };
+    let v5 = version.is_v5();
+    match packet {
+        Packet::Connect(c) => {
+            if c.password.is_some() && c.username.is_none() && !c.protocol.is_v5() {
+                return Err(invalid("MQTT-3.1.2-22: password without user name"));
+            }
+            if c.will.as_ref().is_some_and(|w| w.topic.is_empty()) {
+                return Err(invalid("MQTT-4.7.3-1: empty will topic"));
+            }
+        }
+        Packet::ConnAck(_) | Packet::PingReq | Packet::PingResp | Packet::Disconnect(_) => {}
+        Packet::Publish(p) => PublishView::from(p).check(version)?,
+        Packet::PubAck(r) | Packet::PubRec(r) => id(r.packet_id)?,
+        Packet::PubRel(r) | Packet::PubComp(r) => id(r.packet_id)?,
+        Packet::Subscribe(s) => {
+            id(s.packet_id)?;
+            if s.filters.is_empty() {
+                return Err(invalid("MQTT-3.8.3-3: SUBSCRIBE without topic filters"));
+            }
+        }
+        Packet::SubAck(s) => id(s.packet_id)?,
+        Packet::Unsubscribe(u) => {
+            id(u.packet_id)?;
+            if u.filters.is_empty() {
+                return Err(invalid("MQTT-3.10.3-2: UNSUBSCRIBE without topic filters"));
+            }
+        }
+        Packet::UnsubAck(u) => id(u.packet_id)?,
+        Packet::Auth(_) if !v5 => return Err(invalid("MQTT-2.2.1: AUTH exists only in 5.0")),
+        Packet::Auth(_) => {}
+    }
+    Ok(())
+}
+
+fn write_body<S: Sink>(out: &mut S, packet: &Packet, version: ProtocolVersion, omit: Omit) {
     let v5 = version.is_v5();
     match packet {
         Packet::Connect(c) => connect(out, c),
-        Packet::ConnAck(c) => connack(out, c, v5),
+        Packet::ConnAck(c) => connack(out, c, v5, omit),
         Packet::Publish(p) => publish_body(out, &PublishView::from(p), v5),
-        Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
-            pub_resp(out, r, v5)
-        }
+        Packet::PubAck(r) | Packet::PubRec(r) => pub_resp(out, r, v5, omit),
+        Packet::PubRel(r) | Packet::PubComp(r) => pub_resp(out, r, v5, omit),
         Packet::Subscribe(s) => subscribe(out, s, v5),
-        Packet::SubAck(s) => suback(out, s, v5),
+        Packet::SubAck(s) => suback(out, s, v5, omit),
         Packet::Unsubscribe(u) => unsubscribe(out, u, v5),
-        Packet::UnsubAck(u) => unsuback(out, u, v5),
+        Packet::UnsubAck(u) => unsuback(out, u, v5, omit),
         Packet::PingReq | Packet::PingResp => {}
         Packet::Disconnect(Disconnect { reason, properties }) if v5 => {
-            reason_and_props(out, *reason, properties.as_deref())
+            let props = properties.as_deref();
+            reason_and_props::<_, { PropCtx::Disconnect.bit() }>(out, (*reason).into(), props, omit)
         }
         Packet::Disconnect(_) => {}
         Packet::Auth(Auth { reason, properties }) => {
-            reason_and_props(out, *reason, properties.as_deref())
+            let props = properties.as_deref();
+            reason_and_props::<_, { PropCtx::Auth.bit() }>(out, (*reason).into(), props, omit)
         }
     }
 }
@@ -228,12 +361,20 @@ fn connect<S: Sink>(out: &mut S, c: &Connect) {
     out.u8(flags);
     out.u16(c.keep_alive);
     if v5 {
-        properties::write(out, c.properties.as_deref());
+        properties::write::<_, { PropCtx::Connect.bit() }>(
+            out,
+            c.properties.as_deref(),
+            Omit::Nothing,
+        );
     }
     out.binary(c.client_id.as_bytes());
     if let Some(w) = &c.will {
         if v5 {
-            properties::write(out, w.properties.as_deref());
+            properties::write::<_, { PropCtx::Will.bit() }>(
+                out,
+                w.properties.as_deref(),
+                Omit::Nothing,
+            );
         }
         out.binary(w.topic.as_bytes());
         out.binary(&w.payload);
@@ -246,11 +387,18 @@ fn connect<S: Sink>(out: &mut S, c: &Connect) {
     }
 }
 
-fn connack<S: Sink>(out: &mut S, c: &ConnAck, v5: bool) {
-    out.u8(u8::from(c.session_present));
-    out.u8(c.code);
+fn connack<S: Sink>(out: &mut S, c: &ConnAck, v5: bool, omit: Omit) {
+    // Session Present only with success (MQTT-3.2.2-4, MQTT-3.2.2-6).
+    out.u8(u8::from(
+        c.session_present && c.code == ConnAckReason::Success,
+    ));
+    out.u8(if v5 {
+        c.code.into()
+    } else {
+        c.code.v3().into()
+    });
     if v5 {
-        properties::write(out, c.properties.as_deref());
+        properties::write::<_, { PropCtx::ConnAck.bit() }>(out, c.properties.as_deref(), omit);
     }
 }
 
@@ -260,29 +408,47 @@ fn publish_body<S: Sink>(out: &mut S, p: &PublishView<'_>, v5: bool) {
         out.u16(p.packet_id);
     }
     if v5 {
-        properties::write(out, p.properties);
+        properties::write::<_, { PropCtx::Publish.bit() }>(out, p.properties, Omit::Nothing);
     }
     out.slice(p.payload);
 }
 
+/// The properties to write for a packet whose property length may be left out when there are
+/// none: `None` if nothing of `props` would be written.
+fn some_props<const CTX: u16>(props: Option<&Properties>, omit: Omit) -> Option<&Properties> {
+    props.filter(|p| properties::any::<CTX>(p, omit))
+}
+
 /// PUBACK..PUBCOMP: 5.0 omits the reason code when it is 0 without properties, and the property
 /// length when there are no properties (3.4.2.1).
-fn pub_resp<S: Sink>(out: &mut S, r: &PubResp, v5: bool) {
+fn pub_resp<S: Sink, R: Copy + Into<u8>>(out: &mut S, r: &PubResp<R>, v5: bool, omit: Omit) {
     out.u16(r.packet_id);
-    if v5 && (r.reason != 0 || r.properties.is_some()) {
-        out.u8(r.reason);
-        if r.properties.is_some() {
-            properties::write(out, r.properties.as_deref());
+    if !v5 {
+        return;
+    }
+    const CTX: u16 = PropCtx::PubResp.bit();
+    let props = some_props::<CTX>(r.properties.as_deref(), omit);
+    let reason: u8 = r.reason.into();
+    if reason != 0 || props.is_some() {
+        out.u8(reason);
+        if props.is_some() {
+            properties::write::<_, CTX>(out, props, omit);
         }
     }
 }
 
 /// DISCONNECT and AUTH: an empty body means reason 0 without properties (3.14.2.1, 3.15.2.1).
-fn reason_and_props<S: Sink>(out: &mut S, reason: u8, props: Option<&super::Properties>) {
+fn reason_and_props<S: Sink, const CTX: u16>(
+    out: &mut S,
+    reason: u8,
+    props: Option<&Properties>,
+    omit: Omit,
+) {
+    let props = some_props::<CTX>(props, omit);
     if reason != 0 || props.is_some() {
         out.u8(reason);
         if props.is_some() {
-            properties::write(out, props);
+            properties::write::<_, CTX>(out, props, omit);
         }
     }
 }
@@ -290,14 +456,20 @@ fn reason_and_props<S: Sink>(out: &mut S, reason: u8, props: Option<&super::Prop
 fn subscribe<S: Sink>(out: &mut S, s: &Subscribe, v5: bool) {
     out.u16(s.packet_id);
     if v5 {
-        properties::write(out, s.properties.as_deref());
+        properties::write::<_, { PropCtx::Subscribe.bit() }>(
+            out,
+            s.properties.as_deref(),
+            Omit::Nothing,
+        );
     }
     for f in &s.filters {
         out.binary(f.filter.as_bytes());
         let o = &f.options;
         let mut byte = o.qos as u8;
         if v5 {
-            byte |= (u8::from(o.no_local) << 2)
+            // No Local on a shared subscription is a Protocol Error (MQTT-3.8.3-4).
+            let no_local = o.no_local && !f.filter.starts_with("$share/");
+            byte |= (u8::from(no_local) << 2)
                 | (u8::from(o.retain_as_published) << 3)
                 | ((o.retain_handling as u8) << 4);
         }
@@ -305,169 +477,40 @@ fn subscribe<S: Sink>(out: &mut S, s: &Subscribe, v5: bool) {
     }
 }
 
-fn suback<S: Sink>(out: &mut S, s: &SubAck, v5: bool) {
+fn suback<S: Sink>(out: &mut S, s: &SubAck, v5: bool, omit: Omit) {
     out.u16(s.packet_id);
     if v5 {
-        properties::write(out, s.properties.as_deref());
+        properties::write::<_, { PropCtx::SubAck.bit() }>(out, s.properties.as_deref(), omit);
+        for &code in &s.return_codes {
+            out.u8(code.into());
+        }
+    } else {
+        for &code in &s.return_codes {
+            out.u8(code.v3());
+        }
     }
-    out.slice(&s.return_codes);
 }
 
 fn unsubscribe<S: Sink>(out: &mut S, u: &Unsubscribe, v5: bool) {
     out.u16(u.packet_id);
     if v5 {
-        properties::write(out, u.properties.as_deref());
+        properties::write::<_, { PropCtx::Unsubscribe.bit() }>(
+            out,
+            u.properties.as_deref(),
+            Omit::Nothing,
+        );
     }
     for f in &u.filters {
         out.binary(f.as_bytes());
     }
 }
 
-fn unsuback<S: Sink>(out: &mut S, u: &UnsubAck, v5: bool) {
+fn unsuback<S: Sink>(out: &mut S, u: &UnsubAck, v5: bool, omit: Omit) {
     out.u16(u.packet_id);
     if v5 {
-        properties::write(out, u.properties.as_deref());
-        out.slice(&u.reasons);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use bytes::Bytes;
-
-    use super::*;
-    use crate::protocol::{Properties, SubscribeFilter, SubscriptionOptions};
-
-    fn bytes(packet: &Packet, version: ProtocolVersion) -> Vec<u8> {
-        let mut out = BytesMut::new();
-        encode(packet, version, &mut out);
-        assert_eq!(out.len(), encoded_len(packet, version));
-        out.to_vec()
-    }
-
-    fn props() -> Option<Box<Properties>> {
-        Some(Box::new(Properties {
-            reason_string: Some("why".into()),
-            ..Properties::default()
-        }))
-    }
-
-    #[test]
-    fn v311_drops_what_it_cannot_carry() {
-        use ProtocolVersion::V311;
-        let ack = PubResp {
-            packet_id: 1,
-            reason: 0x10,
-            properties: props(),
-        };
-        assert_eq!(bytes(&Packet::PubAck(ack.clone()), V311), [0x40, 2, 0, 1]);
-        assert_eq!(bytes(&Packet::PubRel(ack), V311), [0x62, 2, 0, 1]);
-        let disconnect = Disconnect {
-            reason: 0x04,
-            properties: props(),
-        };
-        assert_eq!(bytes(&Packet::Disconnect(disconnect), V311), [0xE0, 0]);
-        let unsuback = UnsubAck {
-            packet_id: 7,
-            reasons: vec![0x11],
-            properties: props(),
-        };
-        assert_eq!(bytes(&Packet::UnsubAck(unsuback), V311), [0xB0, 2, 0, 7]);
-        let suback = SubAck {
-            packet_id: 7,
-            return_codes: vec![0, 2, 0x80],
-            properties: props(),
-        };
-        assert_eq!(
-            bytes(&Packet::SubAck(suback), V311),
-            [0x90, 5, 0, 7, 0, 2, 0x80]
-        );
-        let mut options = SubscriptionOptions::new(QoS::AtLeastOnce);
-        options.no_local = true;
-        let subscribe = Subscribe {
-            packet_id: 2,
-            filters: vec![SubscribeFilter {
-                filter: "a".into(),
-                options,
-            }],
-            properties: props(),
-        };
-        assert_eq!(
-            bytes(&Packet::Subscribe(subscribe), V311),
-            [0x82, 6, 0, 2, 0, 1, b'a', 1]
-        );
-    }
-
-    #[test]
-    fn v5_short_forms() {
-        use ProtocolVersion::V5;
-        let ack = |reason, properties| {
-            Packet::PubAck(PubResp {
-                packet_id: 1,
-                reason,
-                properties,
-            })
-        };
-        assert_eq!(bytes(&ack(0, None), V5), [0x40, 2, 0, 1]);
-        assert_eq!(bytes(&ack(0x10, None), V5), [0x40, 3, 0, 1, 0x10]);
-        assert_eq!(
-            bytes(&ack(0, props()), V5),
-            [0x40, 10, 0, 1, 0, 6, 0x1F, 0, 3, b'w', b'h', b'y']
-        );
-        let disconnect = Packet::Disconnect(Disconnect::default());
-        assert_eq!(bytes(&disconnect, V5), [0xE0, 0]);
-        assert_eq!(bytes(&Packet::Auth(Auth::default()), V5), [0xF0, 0]);
-        let connack = Packet::ConnAck(ConnAck {
-            session_present: true,
-            code: 0,
-            properties: None,
-        });
-        assert_eq!(bytes(&connack, V5), [0x20, 3, 1, 0, 0]);
-    }
-
-    #[test]
-    fn publish_header() {
-        let mut publish = Publish {
-            dup: true,
-            qos: QoS::AtMostOnce,
-            retain: true,
-            topic: Arc::from("t"),
-            packet_id: 0,
-            payload: Bytes::from_static(b"x"),
-            properties: None,
-        };
-        // DUP is never written on QoS 0 (MQTT-3.3.1-2).
-        let v311 = ProtocolVersion::V311;
-        assert_eq!(
-            bytes(&Packet::Publish(publish.clone()), v311),
-            [0x31, 4, 0, 1, b't', b'x']
-        );
-        publish.qos = QoS::ExactlyOnce;
-        publish.packet_id = 0x0102;
-        assert_eq!(
-            bytes(&Packet::Publish(publish), v311),
-            [0x3D, 6, 0, 1, b't', 1, 2, b'x']
-        );
-    }
-
-    #[test]
-    fn connect_uses_its_own_protocol() {
-        let connect = Connect {
-            protocol: ProtocolVersion::V31,
-            clean_start: true,
-            keep_alive: 10,
-            client_id: "c".into(),
-            will: None,
-            username: None,
-            password: None,
-            properties: None,
-        };
-        let expected = [
-            0x10, 15, 0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3, 0x02, 0, 10, 0, 1, b'c',
-        ];
-        let packet = Packet::Connect(Box::new(connect));
-        assert_eq!(bytes(&packet, ProtocolVersion::V5), expected);
+        properties::write::<_, { PropCtx::UnsubAck.bit() }>(out, u.properties.as_deref(), omit);
+        for &code in &u.reasons {
+            out.u8(code.into());
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 use thiserror::Error;
 
-use super::reason;
+use super::reason::{ConnAckReason, DisconnectReason};
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum DecodeError {
@@ -18,7 +18,7 @@ pub enum DecodeError {
     #[error("packet of {size} bytes exceeds the maximum of {max}")]
     TooLarge { size: usize, max: usize },
     /// CONNECT with an unknown protocol name or level: answered with CONNACK 0x01 / 0x84.
-    #[error("unsupported protocol {name:?} level {level}")]
+    #[error("unsupported protocol \"{}\" level {level}", super::text::cut(name))]
     UnsupportedProtocol { name: String, level: u8 },
 }
 
@@ -28,13 +28,25 @@ impl DecodeError {
     /// `UnsupportedProtocol` reaches a DISCONNECT only as a second CONNECT on a connected
     /// session, which is a Protocol Error (MQTT-3.1.0-2); 0x84 (Unsupported Protocol Version) is
     /// a CONNACK code, not valid in DISCONNECT.
-    pub fn reason_code(&self) -> u8 {
+    pub fn reason_code(&self) -> DisconnectReason {
         match self {
-            DecodeError::Malformed(_) => reason::v5::MALFORMED_PACKET,
+            DecodeError::Malformed(_) => DisconnectReason::MalformedPacket,
             DecodeError::Protocol(_) | DecodeError::UnsupportedProtocol { .. } => {
-                reason::v5::PROTOCOL_ERROR
+                DisconnectReason::ProtocolError
             }
-            DecodeError::TooLarge { .. } => reason::v5::PACKET_TOO_LARGE,
+            DecodeError::TooLarge { .. } => DisconnectReason::PacketTooLarge,
+        }
+    }
+
+    /// The CONNACK reason code for this error, when it happens before the CONNACK (during an
+    /// enhanced authentication exchange): the same three codes as [`DecodeError::reason_code`].
+    pub fn connack_reason(&self) -> ConnAckReason {
+        match self {
+            DecodeError::Malformed(_) => ConnAckReason::MalformedPacket,
+            DecodeError::Protocol(_) | DecodeError::UnsupportedProtocol { .. } => {
+                ConnAckReason::ProtocolError
+            }
+            DecodeError::TooLarge { .. } => ConnAckReason::PacketTooLarge,
         }
     }
 }

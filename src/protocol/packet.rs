@@ -9,6 +9,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::reason::{
+    AuthReason, ConnAckReason, DisconnectReason, PubAckReason, PubRelReason, SubAckReason,
+    UnsubAckReason,
+};
+
 /// Quality of service of a PUBLISH or granted to a subscription.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[repr(u8)]
@@ -217,9 +222,11 @@ pub struct Connect {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnAck {
+    /// Written as 0 unless `code` is success (MQTT-3.2.2-4, MQTT-3.2.2-6).
     pub session_present: bool,
-    /// 3.1.1 return code (0..=5) or 5.0 reason code; see [`super::reason`].
-    pub code: u8,
+    /// The 5.0 reason code; 3.1.1 connections get its 3.1.1 return code
+    /// ([`ConnAckReason::v3`]), and a 3.1.1 return code decodes to its 5.0 equivalent.
+    pub code: ConnAckReason,
     pub properties: Option<Box<Properties>>,
 }
 
@@ -236,21 +243,34 @@ pub struct Publish {
     pub properties: Option<Box<Properties>>,
 }
 
-/// PUBACK, PUBREC, PUBREL and PUBCOMP share one shape.
+/// PUBACK, PUBREC, PUBREL and PUBCOMP share one shape; `R` is the family's reason code:
+/// [`PubAckReason`] for PUBACK and PUBREC, [`PubRelReason`] for PUBREL and PUBCOMP.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PubResp {
+pub struct PubResp<R> {
     pub packet_id: u16,
-    /// 5.0 reason code; always 0 (success) for 3.1.1.
-    pub reason: u8,
+    /// 5.0 reason code; not written for 3.1.1, and success when read from 3.1.1.
+    pub reason: R,
     pub properties: Option<Box<Properties>>,
 }
 
-impl PubResp {
+impl<R: Default> PubResp<R> {
+    /// Success, without properties.
     pub fn new(packet_id: u16) -> Self {
         PubResp {
             packet_id,
-            reason: 0,
+            reason: R::default(),
             properties: None,
+        }
+    }
+}
+
+impl From<QoS> for SubAckReason {
+    /// The SUBACK code granting `qos`.
+    fn from(qos: QoS) -> Self {
+        match qos {
+            QoS::AtMostOnce => SubAckReason::GrantedQos0,
+            QoS::AtLeastOnce => SubAckReason::GrantedQos1,
+            QoS::ExactlyOnce => SubAckReason::GrantedQos2,
         }
     }
 }
@@ -305,8 +325,8 @@ pub struct Subscribe {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SubAck {
     pub packet_id: u16,
-    /// One per filter: granted QoS 0..=2, or a failure code (0x80 in 3.1.1, any >= 0x80 in 5.0).
-    pub return_codes: Vec<u8>,
+    /// One per filter: the granted QoS, or why not (3.1.1 carries every refusal as 0x80).
+    pub return_codes: Vec<SubAckReason>,
     pub properties: Option<Box<Properties>>,
 }
 
@@ -321,21 +341,21 @@ pub struct Unsubscribe {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnsubAck {
     pub packet_id: u16,
-    /// 5.0 only: one reason code per filter. Empty for 3.1.1.
-    pub reasons: Vec<u8>,
+    /// 5.0 only: one reason code per filter. Not written for 3.1.1, and empty when read from it.
+    pub reasons: Vec<UnsubAckReason>,
     pub properties: Option<Box<Properties>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Disconnect {
-    /// 5.0 reason code; 0 for 3.1.1.
-    pub reason: u8,
+    /// 5.0 reason code; not written for 3.1.1, and normal when read from 3.1.1.
+    pub reason: DisconnectReason,
     pub properties: Option<Box<Properties>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Auth {
-    pub reason: u8,
+    pub reason: AuthReason,
     pub properties: Option<Box<Properties>>,
 }
 
@@ -344,10 +364,10 @@ pub enum Packet {
     Connect(Box<Connect>),
     ConnAck(ConnAck),
     Publish(Publish),
-    PubAck(PubResp),
-    PubRec(PubResp),
-    PubRel(PubResp),
-    PubComp(PubResp),
+    PubAck(PubResp<PubAckReason>),
+    PubRec(PubResp<PubAckReason>),
+    PubRel(PubResp<PubRelReason>),
+    PubComp(PubResp<PubRelReason>),
     Subscribe(Subscribe),
     SubAck(SubAck),
     Unsubscribe(Unsubscribe),

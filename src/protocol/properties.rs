@@ -7,8 +7,7 @@
 
 use super::DecodeError;
 use super::Properties;
-use super::cursor::{Reader, VARINT_MAX};
-use super::encode::{Counter, Sink};
+use super::cursor::{Counter, Reader, Sink, VARINT_MAX};
 
 /// Which packet (or part of CONNECT) a property block belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,7 +27,9 @@ pub(crate) enum PropCtx {
 }
 
 impl PropCtx {
-    fn bit(self) -> u16 {
+    /// This context's bit in the masks `allowed_in` returns; also the const parameter of
+    /// [`write`], so that which properties a packet keeps is decided at compile time.
+    pub(crate) const fn bit(self) -> u16 {
         1 << (self as u16)
     }
 }
@@ -57,7 +58,8 @@ const ALL: u16 = CONNECT
     | AUTH;
 
 /// The packets each property identifier may appear in (table in section 2.2.2.2).
-fn allowed_in(id: u32) -> u16 {
+#[inline]
+const fn allowed_in(id: u32) -> u16 {
     match id {
         0x01 | 0x02 | 0x03 | 0x08 | 0x09 => PUBLISH | WILL,
         0x0B => PUBLISH | SUBSCRIBE,
@@ -232,80 +234,143 @@ fn response_topic(r: &mut Reader) -> Result<String, DecodeError> {
     Ok(topic)
 }
 
-/// Writes the property block (length prefix included); `None` is written as length 0.
-pub(crate) fn write<S: Sink>(out: &mut S, props: Option<&Properties>) {
-    let Some(p) = props else {
-        out.u8(0);
-        return;
-    };
-    let mut c = Counter(0);
-    write_body(&mut c, p);
-    out.varint(c.0);
-    write_body(out, p);
+/// Optional properties left out of a packet that would exceed the peer's Maximum Packet Size
+/// (MQTT 5.0 section 3.1.2.11.4: the Reason String first, then the User Properties). Only for
+/// packets whose sender may leave them out: everything the server sends but PUBLISH, whose User
+/// Properties must reach the subscriber unaltered (MQTT-3.3.2-17).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub(crate) enum Omit {
+    #[default]
+    Nothing,
+    ReasonString,
+    ReasonStringAndUserProperties,
 }
 
-fn write_body<S: Sink>(out: &mut S, p: &Properties) {
-    fn byte<S: Sink>(out: &mut S, id: u8, v: Option<u8>) {
-        if let Some(v) = v {
-            out.u8(id);
-            out.u8(v);
+impl Omit {
+    /// The next, larger step; `None` after the last.
+    pub(crate) fn next(self) -> Option<Omit> {
+        match self {
+            Omit::Nothing => Some(Omit::ReasonString),
+            Omit::ReasonString => Some(Omit::ReasonStringAndUserProperties),
+            Omit::ReasonStringAndUserProperties => None,
         }
     }
-    fn two<S: Sink>(out: &mut S, id: u8, v: Option<u16>) {
-        if let Some(v) = v {
+}
+
+/// Whether a block written for the context `CTX` (a [`PropCtx::bit`]) keeps identifier `id`: if
+/// the packet may carry it (anything else would make it malformed, 2.2.2.2) and `omit` does not
+/// leave it out. With `CTX` and `id` constants, only the `omit` test is left at run time.
+#[inline(always)]
+fn keeps<const CTX: u16>(id: u8, omit: Omit) -> bool {
+    allowed_in(id as u32) & CTX != 0
+        && !(id == 0x1F && omit >= Omit::ReasonString)
+        && !(id == 0x26 && omit >= Omit::ReasonStringAndUserProperties)
+}
+
+/// Writes the property block for the context `CTX` (a [`PropCtx::bit`]), length prefix
+/// included; `None` is written as length 0.
+///
+/// Whatever `props` holds, the block decodes: identifiers the packet may not carry are left out,
+/// as are values the decoder would call a Protocol Error (a Subscription Identifier of 0, a
+/// Receive Maximum or Maximum Packet Size of 0, Authentication Data without a Method in CONNECT,
+/// a second Subscription Identifier in SUBSCRIBE); flags are written as 0 or 1.
+#[inline]
+pub(crate) fn write<S: Sink, const CTX: u16>(out: &mut S, props: Option<&Properties>, omit: Omit) {
+    match props {
+        None => out.u8(0),
+        Some(p) => {
+            let mut c = Counter::default();
+            write_body::<_, CTX>(&mut c, p, omit);
+            out.prefixed(&c, |out| write_body::<_, CTX>(out, p, omit));
+        }
+    }
+}
+
+/// Whether [`write`] would write any property of `p` at all.
+pub(crate) fn any<const CTX: u16>(p: &Properties, omit: Omit) -> bool {
+    let mut c = Counter::default();
+    write_body::<_, CTX>(&mut c, p, omit);
+    c.len > 0
+}
+
+fn write_body<S: Sink, const CTX: u16>(out: &mut S, p: &Properties, omit: Omit) {
+    let keep = |id: u8| keeps::<CTX>(id, omit);
+    let flag = |out: &mut S, id: u8, v: Option<u8>| {
+        if let Some(v) = v.filter(|_| keep(id)) {
+            out.u8(id);
+            out.u8(v.min(1));
+        }
+    };
+    let two = |out: &mut S, id: u8, v: Option<u16>| {
+        if let Some(v) = v.filter(|_| keep(id)) {
             out.u8(id);
             out.u16(v);
         }
-    }
-    fn four<S: Sink>(out: &mut S, id: u8, v: Option<u32>) {
-        if let Some(v) = v {
+    };
+    let four = |out: &mut S, id: u8, v: Option<u32>| {
+        if let Some(v) = v.filter(|_| keep(id)) {
             out.u8(id);
             out.u32(v);
         }
-    }
-    fn s(v: &Option<String>) -> Option<&[u8]> {
-        v.as_deref().map(str::as_bytes)
-    }
-    fn bin<S: Sink>(out: &mut S, id: u8, v: Option<&[u8]>) {
-        if let Some(v) = v {
+    };
+    let bin = |out: &mut S, id: u8, v: Option<&[u8]>| {
+        if let Some(v) = v.filter(|_| keep(id)) {
             out.u8(id);
             out.binary(v);
         }
+    };
+    fn s(v: &Option<String>) -> Option<&[u8]> {
+        v.as_deref().map(str::as_bytes)
     }
-    byte(out, 0x01, p.payload_format_indicator);
+    let non_zero_u16 = |v: Option<u16>| v.filter(|&v| v != 0);
+    flag(out, 0x01, p.payload_format_indicator);
     four(out, 0x02, p.message_expiry_interval);
     bin(out, 0x03, s(&p.content_type));
     bin(out, 0x08, s(&p.response_topic));
     bin(out, 0x09, p.correlation_data.as_deref());
-    for &id in &p.subscription_identifiers {
-        out.u8(0x0B);
-        out.varint(id.min(VARINT_MAX) as usize);
+    if keep(0x0B) {
+        let ids = p.subscription_identifiers.iter().filter(|&&id| id != 0);
+        let most = if CTX == SUBSCRIBE { 1 } else { usize::MAX };
+        for &id in ids.take(most) {
+            out.u8(0x0B);
+            out.varint(id.min(VARINT_MAX) as usize);
+        }
     }
     four(out, 0x11, p.session_expiry_interval);
     bin(out, 0x12, s(&p.assigned_client_identifier));
     two(out, 0x13, p.server_keep_alive);
     bin(out, 0x15, s(&p.authentication_method));
-    bin(out, 0x16, p.authentication_data.as_deref());
-    byte(out, 0x17, p.request_problem_information);
+    let data_alone = CTX == CONNECT && p.authentication_method.is_none();
+    bin(
+        out,
+        0x16,
+        p.authentication_data.as_deref().filter(|_| !data_alone),
+    );
+    flag(out, 0x17, p.request_problem_information);
     four(out, 0x18, p.will_delay_interval);
-    byte(out, 0x19, p.request_response_information);
+    flag(out, 0x19, p.request_response_information);
     bin(out, 0x1A, s(&p.response_information));
     bin(out, 0x1C, s(&p.server_reference));
-    bin(out, 0x1F, s(&p.reason_string));
-    two(out, 0x21, p.receive_maximum);
+    if let Some(why) = p.reason_string.as_deref().filter(|_| keep(0x1F)) {
+        out.u8(0x1F);
+        out.text(why);
+    }
+    two(out, 0x21, non_zero_u16(p.receive_maximum));
     two(out, 0x22, p.topic_alias_maximum);
     two(out, 0x23, p.topic_alias);
-    byte(out, 0x24, p.maximum_qos);
-    byte(out, 0x25, p.retain_available);
-    for (key, value) in &p.user_properties {
-        out.u8(0x26);
-        out.binary(key.as_bytes());
-        out.binary(value.as_bytes());
+    flag(out, 0x24, p.maximum_qos);
+    flag(out, 0x25, p.retain_available);
+    if keep(0x26) {
+        for (key, value) in &p.user_properties {
+            out.u8(0x26);
+            out.text(key);
+            out.text(value);
+        }
     }
-    four(out, 0x27, p.maximum_packet_size);
-    byte(out, 0x28, p.wildcard_subscription_available);
-    byte(out, 0x29, p.subscription_identifier_available);
-    byte(out, 0x2A, p.shared_subscription_available);
+    four(out, 0x27, p.maximum_packet_size.filter(|&v| v != 0));
+    flag(out, 0x28, p.wildcard_subscription_available);
+    flag(out, 0x29, p.subscription_identifier_available);
+    flag(out, 0x2A, p.shared_subscription_available);
 }
 
 #[cfg(test)]
@@ -403,10 +468,10 @@ mod tests {
             ..Properties::default()
         };
         let mut out = BytesMut::new();
-        write(&mut out, Some(&p));
-        let mut c = Counter(0);
-        write(&mut c, Some(&p));
-        assert_eq!(out.len(), c.0);
+        write::<_, PUBLISH>(&mut out, Some(&p), Omit::Nothing);
+        let mut c = Counter::default();
+        write::<_, PUBLISH>(&mut c, Some(&p), Omit::Nothing);
+        assert_eq!(out.len(), c.len);
         let mut r = Reader::new(out.freeze());
         assert_eq!(read(&mut r, PropCtx::Publish), Ok(Some(Box::new(p))));
         assert!(r.is_empty());

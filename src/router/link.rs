@@ -7,6 +7,8 @@ use std::task::{Context, Poll, Waker};
 
 use parking_lot::Mutex;
 
+use crate::protocol::DisconnectReason;
+
 /// The link between a session and the connection serving it. The router uses it to wake that
 /// connection: when its outbox goes from empty to non-empty, and when it must close (kicked:
 /// takeover, slow consumer, deleted user, shutdown), recording why so the connection can tell the
@@ -42,18 +44,31 @@ impl Link {
     }
 
     /// Closes the connection with a 5.0 reason code (0x8E taken over, 0x97 quota, 0x98 admin,
-    /// 0x8B shutdown). The first reason given is the one reported.
-    pub fn kick(&self, reason: u8) {
+    /// 0x8B shutdown). The first reason given is the one reported; a normal disconnection (0)
+    /// is reported as an unspecified error, 0 being "not kicked".
+    pub fn kick(&self, reason: DisconnectReason) {
+        let code = match reason {
+            DisconnectReason::NormalDisconnection => DisconnectReason::UnspecifiedError.into(),
+            reason => reason.into(),
+        };
         let _ = self
             .0
             .reason
-            .compare_exchange(0, reason, Ordering::AcqRel, Ordering::Acquire);
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
         self.wake();
     }
 
-    /// Why the link was kicked (0 if it was not).
-    pub fn reason(&self) -> u8 {
-        self.0.reason.load(Ordering::Acquire)
+    /// Why the link was kicked (`None` if it was not).
+    pub fn reason(&self) -> Option<DisconnectReason> {
+        match self.0.reason.load(Ordering::Acquire) {
+            0 => None,
+            code => DisconnectReason::try_from(code).ok(),
+        }
+    }
+
+    /// Whether the link was kicked.
+    pub fn kicked(&self) -> bool {
+        self.0.reason.load(Ordering::Acquire) != 0
     }
 
     /// The outbox went from empty to non-empty: wake the connection.
@@ -80,7 +95,7 @@ impl Link {
     /// Ready once the link is kicked.
     pub fn poll_kicked(&self, cx: &mut Context<'_>) -> Poll<()> {
         self.register(cx.waker());
-        if self.reason() != 0 {
+        if self.kicked() {
             Poll::Ready(())
         } else {
             Poll::Pending
@@ -99,6 +114,6 @@ impl Link {
 
     /// Was anything signalled (a kick, or an outbox notification not yet taken)?
     pub fn signalled(&self) -> bool {
-        self.reason() != 0 || self.0.outbox.load(Ordering::Acquire)
+        self.kicked() || self.0.outbox.load(Ordering::Acquire)
     }
 }

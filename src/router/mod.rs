@@ -33,7 +33,7 @@ use std::time::{Duration, SystemTime};
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::protocol::reason::v5;
+use crate::protocol::DisconnectReason;
 use crate::protocol::{QoS, SubscriptionOptions};
 use crate::stats::{Limit, Stats};
 use crate::timer::{self, Timer, TimerKey};
@@ -192,7 +192,7 @@ impl Router {
             let mut inner = existing.inner.lock();
             if let Some(old) = inner.connection.take() {
                 // Takeover: the old connection closes; its detach will find itself superseded.
-                old.kick(v5::SESSION_TAKEN_OVER);
+                old.kick(DisconnectReason::SessionTakenOver);
                 self.stats.client_disconnected();
             }
             if !clean_start {
@@ -612,7 +612,7 @@ impl Router {
             let inner = s.inner.lock();
             if let (Some(user), Some(link)) = (&inner.username, &inner.connection) {
                 if !keep(user) {
-                    link.kick(v5::ADMINISTRATIVE_ACTION);
+                    link.kick(DisconnectReason::AdministrativeAction);
                     kicked += 1;
                 }
             }

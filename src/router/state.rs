@@ -20,7 +20,7 @@ use std::time::SystemTime;
 use super::Message;
 pub use super::link::Link;
 pub use super::queue::Queue;
-use crate::protocol::{QoS, SubscriptionOptions};
+use crate::protocol::{DisconnectReason, QoS, SubscriptionOptions};
 use crate::timer::TimerKey;
 
 /// One message on its way to one subscriber.
@@ -300,7 +300,7 @@ impl SessionState {
                 }
                 inner.queue.push_back(delivery);
                 if let Some(link) = &inner.connection {
-                    link.kick(crate::protocol::reason::v5::QUOTA_EXCEEDED);
+                    link.kick(DisconnectReason::QuotaExceeded);
                 }
             } else {
                 inner.queue.push_back(delivery);

@@ -258,7 +258,7 @@ impl SubscriberHandle {
 
     /// Closed by the slow-consumer rule.
     pub fn closed(&self) -> bool {
-        self.link.reason() != 0
+        self.link.kicked()
     }
 }
 

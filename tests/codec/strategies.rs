@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use mqttd::protocol::{
-    Auth, ConnAck, Connect, Disconnect, LastWill, Packet, Password, Properties, ProtocolVersion,
-    PubResp, Publish, QoS, RetainHandling, SubAck, Subscribe, SubscribeFilter, SubscriptionOptions,
-    UnsubAck, Unsubscribe,
+    Auth, AuthReason, ConnAck, ConnAckReason, Connect, ConnectReturnCode, Disconnect,
+    DisconnectReason, LastWill, Packet, Password, Properties, ProtocolVersion, PubAckReason,
+    PubRelReason, PubResp, Publish, QoS, ReasonCode, RetainHandling, SubAck, SubAckReason,
+    Subscribe, SubscribeFilter, SubscriptionOptions, UnsubAck, UnsubAckReason, Unsubscribe,
 };
 use proptest::prelude::*;
 
@@ -44,9 +45,12 @@ pub fn packet_id() -> impl Strategy<Value = u16> {
 pub fn v311_packet() -> impl Strategy<Value = Packet> {
     prop_oneof![
         connect_v3(),
-        (any::<bool>(), 0u8..=5).prop_map(|(session_present, code)| {
+        // The six 3.1.1 return codes, as the model holds them.
+        (any::<bool>(), reason(ConnectReturnCode::ALL)).prop_map(|(session_present, code)| {
+            let code = ConnAckReason::from(code);
             Packet::ConnAck(ConnAck {
-                session_present,
+                // Session Present only with success (MQTT-3.2.2-4).
+                session_present: session_present && code == ConnAckReason::Success,
                 code,
                 properties: None,
             })
@@ -75,7 +79,15 @@ pub fn v311_packet() -> impl Strategy<Value = Packet> {
             }),
         (
             packet_id(),
-            proptest::collection::vec(prop::sample::select(vec![0u8, 1, 2, 0x80]), 0..5)
+            proptest::collection::vec(
+                reason(&[
+                    SubAckReason::GrantedQos0,
+                    SubAckReason::GrantedQos1,
+                    SubAckReason::GrantedQos2,
+                    SubAckReason::UnspecifiedError
+                ]),
+                0..5
+            )
         )
             .prop_map(|(packet_id, return_codes)| {
                 Packet::SubAck(SubAck {
@@ -268,14 +280,12 @@ pub fn props(ctx: Ctx) -> BoxedStrategy<Option<Box<Properties>>> {
         .boxed()
 }
 
-pub fn reason(codes: &'static [u8]) -> impl Strategy<Value = u8> {
+/// Any code of a family (each family's table is checked against the spec in `reason.rs`).
+pub fn reason<R: ReasonCode + 'static>(codes: &'static [R]) -> impl Strategy<Value = R> {
     prop::sample::select(codes)
 }
 
-pub const PUBACK_CODES: &[u8] = &[0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99];
-pub const PUBREL_CODES: &[u8] = &[0x00, 0x92];
-
-pub fn pub_resp(codes: &'static [u8]) -> impl Strategy<Value = PubResp> {
+pub fn pub_resp<R: ReasonCode + 'static>(codes: &'static [R]) -> impl Strategy<Value = PubResp<R>> {
     (packet_id(), reason(codes), props(Ctx::Ack)).prop_map(|(packet_id, reason, properties)| {
         PubResp {
             packet_id,
@@ -325,34 +335,25 @@ pub fn options_v5() -> impl Strategy<Value = SubscriptionOptions> {
 }
 
 pub fn v5_packet() -> impl Strategy<Value = Packet> {
-    let connack_codes: &'static [u8] = &[
-        0x00, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A, 0x8C, 0x90, 0x95,
-        0x97, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9F,
-    ];
-    let suback_codes: &'static [u8] = &[
-        0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2,
-    ];
-    let unsuback_codes: &'static [u8] = &[0x00, 0x11, 0x80, 0x83, 0x87, 0x8F, 0x91];
-    let disconnect_codes: &'static [u8] = &[
-        0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F, 0x90, 0x93, 0x94,
-        0x95, 0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2,
-    ];
     prop_oneof![
         connect_v5(),
-        (any::<bool>(), reason(connack_codes), props(Ctx::ConnAck)).prop_map(
-            |(session_present, code, properties)| {
+        (
+            any::<bool>(),
+            reason(ConnAckReason::ALL),
+            props(Ctx::ConnAck)
+        )
+            .prop_map(|(session_present, code, properties)| {
                 Packet::ConnAck(ConnAck {
-                    session_present,
+                    session_present: session_present && code == ConnAckReason::Success,
                     code,
                     properties,
                 })
-            }
-        ),
+            }),
         publish(Some(props(Ctx::Publish))),
-        pub_resp(PUBACK_CODES).prop_map(Packet::PubAck),
-        pub_resp(PUBACK_CODES).prop_map(Packet::PubRec),
-        pub_resp(PUBREL_CODES).prop_map(Packet::PubRel),
-        pub_resp(PUBREL_CODES).prop_map(Packet::PubComp),
+        pub_resp(PubAckReason::ALL).prop_map(Packet::PubAck),
+        pub_resp(PubAckReason::ALL).prop_map(Packet::PubRec),
+        pub_resp(PubRelReason::ALL).prop_map(Packet::PubRel),
+        pub_resp(PubRelReason::ALL).prop_map(Packet::PubComp),
         (
             packet_id(),
             proptest::collection::vec((raw_filter(), options_v5()), 1..5),
@@ -375,7 +376,7 @@ pub fn v5_packet() -> impl Strategy<Value = Packet> {
             }),
         (
             packet_id(),
-            proptest::collection::vec(reason(suback_codes), 0..5),
+            proptest::collection::vec(reason(SubAckReason::ALL), 0..5),
             props(Ctx::Ack)
         )
             .prop_map(|(packet_id, return_codes, properties)| {
@@ -399,7 +400,7 @@ pub fn v5_packet() -> impl Strategy<Value = Packet> {
             }),
         (
             packet_id(),
-            proptest::collection::vec(reason(unsuback_codes), 0..5),
+            proptest::collection::vec(reason(UnsubAckReason::ALL), 0..5),
             props(Ctx::Ack)
         )
             .prop_map(|(packet_id, reasons, properties)| {
@@ -411,10 +412,10 @@ pub fn v5_packet() -> impl Strategy<Value = Packet> {
             }),
         Just(Packet::PingReq),
         Just(Packet::PingResp),
-        (reason(disconnect_codes), props(Ctx::Disconnect)).prop_map(|(reason, properties)| {
+        (reason(DisconnectReason::ALL), props(Ctx::Disconnect)).prop_map(|(reason, properties)| {
             Packet::Disconnect(Disconnect { reason, properties })
         }),
-        (reason(&[0x00, 0x18, 0x19]), props(Ctx::Auth))
+        (reason(AuthReason::ALL), props(Ctx::Auth))
             .prop_map(|(reason, properties)| Packet::Auth(Auth { reason, properties })),
     ]
 }

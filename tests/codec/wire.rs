@@ -142,6 +142,7 @@ pub fn malformed_v311() -> Vec<(&'static str, Vec<u8>)> {
         ("CONNACK trailing byte", vec![0x20, 3, 0, 0, 0]),
         ("CONNACK reserved flags", vec![0x20, 2, 2, 0]),
         ("CONNACK return code 6", vec![0x20, 2, 0, 6]),
+        ("CONNACK session present on a refusal", vec![0x20, 2, 1, 5]),
         ("CONNACK short", vec![0x20, 1, 0]),
         ("PINGREQ with body", vec![0xC0, 1, 0]),
         ("PINGRESP with body", vec![0xD0, 1, 0]),
@@ -326,6 +327,10 @@ pub fn malformed_v5() -> Vec<(&'static str, Vec<u8>)> {
         ("UNSUBACK reason 0x01", vec![0xB0, 4, 0, 1, 0, 0x01]),
         ("UNSUBACK without property length", vec![0xB0, 2, 0, 1]),
         ("CONNACK reason 0x01", vec![0x20, 3, 0, 0x01, 0]),
+        (
+            "CONNACK session present on a refusal",
+            vec![0x20, 3, 1, 0x87, 0],
+        ),
         ("CONNACK without property length", vec![0x20, 2, 0, 0]),
         ("CONNACK Maximum QoS 2", vec![0x20, 5, 0, 0, 2, 0x24, 2]),
         (

@@ -12,7 +12,10 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use mqttd::config::{Config, ListenerConfig};
-use mqttd::protocol::{self, ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion};
+use mqttd::protocol::{
+    self, ConnAck, ConnAckReason, Connect, Disconnect, Packet, Properties, ProtocolVersion,
+    SubAckReason,
+};
 use mqttd::router::Router;
 use mqttd::server::Server;
 use parking_lot::Mutex;
@@ -181,7 +184,22 @@ pub struct RawClient<S = TcpStream> {
     pub version: ProtocolVersion,
 }
 
+/// SUBACK codes as bytes, as they went over the wire (3.1.1 can only have carried 0, 1, 2, 0x80).
+pub fn wire_codes(codes: &[SubAckReason]) -> Vec<u8> {
+    codes.iter().map(|&c| u8::from(c)).collect()
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
+    /// The CONNACK code as it went over the wire on this client's connection: the 5.0 reason
+    /// code, or for 3.1 / 3.1.1 the return code (which the decoder maps into the 5.0 model).
+    pub fn wire_code(&self, ack: &ConnAck) -> u8 {
+        if self.version.is_v5() {
+            ack.code.into()
+        } else {
+            ack.code.v3().into()
+        }
+    }
+
     /// Wraps an already connected stream (3.1.1 framing).
     pub fn from_stream(stream: S) -> RawClient<S> {
         RawClient {
@@ -197,7 +215,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
         c.send(&Packet::Connect(Box::new(connect_packet(client_id))))
             .await;
         match c.recv().await {
-            Some(Packet::ConnAck(ack)) => assert_eq!(ack.code, 0, "CONNACK refused"),
+            Some(Packet::ConnAck(ack)) => {
+                assert_eq!(ack.code, ConnAckReason::Success, "CONNACK refused")
+            }
             other => panic!("expected CONNACK, got {other:?}"),
         }
         c
@@ -220,7 +240,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
 
     pub async fn send(&mut self, packet: &Packet) {
         let mut out = BytesMut::new();
-        protocol::encode(packet, self.version, &mut out);
+        if let Err(e) = protocol::encode(packet, self.version, &mut out) {
+            panic!("the encoder refuses {packet:?}: {e}");
+        }
         self.send_bytes(&out).await;
     }
 
@@ -282,7 +304,9 @@ impl RawClient<TcpStream> {
         c.send(&Packet::Connect(Box::new(connect_packet(client_id))))
             .await;
         match c.recv().await {
-            Some(Packet::ConnAck(ack)) => assert_eq!(ack.code, 0, "CONNACK refused"),
+            Some(Packet::ConnAck(ack)) => {
+                assert_eq!(ack.code, ConnAckReason::Success, "CONNACK refused")
+            }
             other => panic!("expected CONNACK, got {other:?}"),
         }
         c
@@ -373,7 +397,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
         match self.recv().await {
             Some(Packet::SubAck(ack)) => {
                 assert_eq!(ack.packet_id, packet_id);
-                ack.return_codes
+                wire_codes(&ack.return_codes)
             }
             other => panic!("expected SUBACK, got {other:?}"),
         }
@@ -528,7 +552,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
         self.version = connect.protocol;
         self.send(&Packet::Connect(Box::new(connect))).await;
         match self.recv().await {
-            Some(Packet::ConnAck(ack)) => ack.code,
+            Some(Packet::ConnAck(ack)) => self.wire_code(&ack),
             other => panic!("expected CONNACK, got {other:?}"),
         }
     }
@@ -759,7 +783,7 @@ impl RawClient<TcpStream> {
         props: Properties,
     ) -> (RawClient, ConnAck) {
         let (c, ack) = RawClient::connect_v5_with(addr, connect_v5(client_id, props)).await;
-        assert_eq!(ack.code, 0, "CONNACK refused: {ack:?}");
+        assert_eq!(ack.code, ConnAckReason::Success, "CONNACK refused: {ack:?}");
         (c, ack)
     }
 }
@@ -803,7 +827,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
         match self.recv().await {
             Some(Packet::SubAck(ack)) => {
                 assert_eq!(ack.packet_id, packet_id);
-                ack.return_codes
+                wire_codes(&ack.return_codes)
             }
             other => panic!("expected SUBACK, got {other:?}"),
         }

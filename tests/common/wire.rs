@@ -11,7 +11,7 @@ use mqttd::protocol::{
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpSocket;
 
-use super::{RawClient, WAIT};
+use super::{RawClient, WAIT, wire_codes};
 
 /// A Variable Byte Integer, as in the fixed header's remaining length.
 pub fn varint(mut value: usize) -> Vec<u8> {
@@ -90,7 +90,7 @@ impl RawClient {
     pub async fn expect_connack(&mut self, code: u8) {
         match self.recv().await {
             Some(Packet::ConnAck(ack)) => {
-                assert_eq!(ack.code, code, "CONNACK code");
+                assert_eq!(self.wire_code(&ack), code, "CONNACK code");
                 assert!(!ack.session_present, "session present");
             }
             other => panic!("expected CONNACK {code:#04x}, got {other:?}"),
@@ -101,7 +101,9 @@ impl RawClient {
     /// Reason String are informational and not compared.
     pub async fn expect_disconnect_reason(&mut self, reason: u8) {
         match self.recv().await {
-            Some(Packet::Disconnect(d)) => assert_eq!(d.reason, reason, "DISCONNECT reason"),
+            Some(Packet::Disconnect(d)) => {
+                assert_eq!(u8::from(d.reason), reason, "DISCONNECT reason")
+            }
             other => panic!("expected DISCONNECT {reason:#04x}, got {other:?}"),
         }
     }
@@ -147,7 +149,7 @@ impl RawClient {
         match self.recv().await {
             Some(Packet::SubAck(ack)) => {
                 assert_eq!(ack.packet_id, packet_id, "SUBACK packet id");
-                ack.return_codes
+                wire_codes(&ack.return_codes)
             }
             other => panic!("expected SUBACK, got {other:?}"),
         }

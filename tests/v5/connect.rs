@@ -1,7 +1,6 @@
 //! CONNACK properties and CONNECT refusals.
 
-use mqttd::protocol::reason::v5;
-use mqttd::protocol::{Connect, Properties};
+use mqttd::protocol::{ConnAckReason, Connect, Properties};
 
 use crate::common::{self, RawClient, TestBroker, connect_v5};
 
@@ -50,7 +49,7 @@ async fn server_keep_alive_when_the_client_asks_for_more_than_allowed() {
         ..connect_v5("ka", Properties::default())
     };
     let (c, ack) = RawClient::connect_v5_with(broker.addr, ask(60)).await;
-    assert_eq!(ack.code, v5::SUCCESS);
+    assert_eq!(ack.code, ConnAckReason::Success);
     assert_eq!(ack.properties.and_then(|p| p.server_keep_alive), Some(30));
     c.disconnect().await;
     // 0 ("no keep alive") is longer than any maximum, too.
@@ -100,7 +99,7 @@ async fn authentication_method_is_refused_with_bad_authentication_method() {
         ..Properties::default()
     };
     let (mut c, ack) = RawClient::connect_v5_with(broker.addr, connect_v5("scram", props)).await;
-    assert_eq!(ack.code, v5::BAD_AUTHENTICATION_METHOD);
+    assert_eq!(ack.code, ConnAckReason::BadAuthenticationMethod);
     assert!(!ack.session_present);
     c.expect_closed().await;
     // The refused client never got a session.

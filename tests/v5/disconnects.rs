@@ -2,8 +2,7 @@
 
 use std::time::Duration;
 
-use mqttd::protocol::reason::v5;
-use mqttd::protocol::{Connect, Packet, Properties, QoS};
+use mqttd::protocol::{Connect, DisconnectReason, Packet, Properties, QoS};
 
 use super::publish_packet;
 use crate::common::{self, RawClient, TestBroker, connect_v5};
@@ -15,7 +14,7 @@ async fn malformed_packet() {
     // PUBLISH "a" QoS 0 whose property block holds the unknown identifier 0x7F.
     c.send_bytes(&[0x30, 6, 0, 1, b'a', 2, 0x7F, 0]).await;
     let d = c.expect_disconnect().await;
-    assert_eq!(d.reason, v5::MALFORMED_PACKET);
+    assert_eq!(d.reason, DisconnectReason::MalformedPacket);
     broker.stop().await;
 }
 
@@ -29,7 +28,7 @@ async fn second_connect_is_a_protocol_error() {
     ))))
     .await;
     let d = c.expect_disconnect().await;
-    assert_eq!(d.reason, v5::PROTOCOL_ERROR);
+    assert_eq!(d.reason, DisconnectReason::ProtocolError);
     broker.stop().await;
 }
 
@@ -39,7 +38,7 @@ async fn takeover_tells_the_old_connection() {
     let (mut old, _) = RawClient::connected_v5(broker.addr, "same-id", Properties::default()).await;
     let (mut new, _) = RawClient::connected_v5(broker.addr, "same-id", Properties::default()).await;
     let d = old.expect_disconnect().await;
-    assert_eq!(d.reason, v5::SESSION_TAKEN_OVER);
+    assert_eq!(d.reason, DisconnectReason::SessionTakenOver);
     new.ping().await;
     broker.stop().await;
 }
@@ -54,7 +53,7 @@ async fn keep_alive_timeout() {
     let (mut c, _) = RawClient::connect_v5_with(broker.addr, connect).await;
     let start = tokio::time::Instant::now();
     let d = c.expect_disconnect().await;
-    assert_eq!(d.reason, v5::KEEP_ALIVE_TIMEOUT);
+    assert_eq!(d.reason, DisconnectReason::KeepAliveTimeout);
     let after = start.elapsed();
     assert!(
         after >= Duration::from_millis(1400),
@@ -78,6 +77,6 @@ async fn packet_too_large() {
     ))
     .await;
     let d = c.expect_disconnect().await;
-    assert_eq!(d.reason, v5::PACKET_TOO_LARGE);
+    assert_eq!(d.reason, DisconnectReason::PacketTooLarge);
     broker.stop().await;
 }

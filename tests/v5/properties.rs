@@ -41,7 +41,7 @@ async fn publish_properties_reach_a_v5_subscriber_unchanged() {
         application_properties(),
     )
     .await;
-    assert_eq!(ack.map(|a| a.reason), Some(v5::SUCCESS));
+    assert_eq!(ack.map(|a| u8::from(a.reason)), Some(v5::SUCCESS));
 
     let p = sub5.receive().await;
     assert_eq!(

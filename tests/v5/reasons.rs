@@ -2,7 +2,8 @@
 
 use mqttd::protocol::reason::v5;
 use mqttd::protocol::{
-    Packet, Properties, PubResp, QoS, Subscribe, SubscribeFilter, SubscriptionOptions, Unsubscribe,
+    Packet, Properties, PubAckReason, PubRelReason, PubResp, QoS, SubAckReason, Subscribe,
+    SubscribeFilter, SubscriptionOptions, UnsubAckReason, Unsubscribe,
 };
 
 use super::publish_with;
@@ -21,7 +22,10 @@ async fn puback_says_when_no_subscriber_matched() {
         Properties::default(),
     )
     .await;
-    assert_eq!(ack.map(|a| a.reason), Some(v5::NO_MATCHING_SUBSCRIBERS));
+    assert_eq!(
+        ack.map(|a| u8::from(a.reason)),
+        Some(v5::NO_MATCHING_SUBSCRIBERS)
+    );
     c.subscribe("nobody/here", QoS::AtMostOnce, 2).await;
     let ack = publish_with(
         &mut c,
@@ -32,7 +36,7 @@ async fn puback_says_when_no_subscriber_matched() {
         Properties::default(),
     )
     .await;
-    assert_eq!(ack.map(|a| a.reason), Some(v5::SUCCESS));
+    assert_eq!(ack.map(|a| u8::from(a.reason)), Some(v5::SUCCESS));
     broker.stop().await;
 }
 
@@ -62,11 +66,11 @@ async fn suback_rejects_invalid_filters_one_by_one() {
             assert_eq!(
                 ack.return_codes,
                 vec![
-                    v5::GRANTED_QOS_1,
-                    v5::TOPIC_FILTER_INVALID,
-                    v5::TOPIC_FILTER_INVALID,
-                    v5::TOPIC_FILTER_INVALID,
-                    v5::GRANTED_QOS_1
+                    SubAckReason::GrantedQos1,
+                    SubAckReason::TopicFilterInvalid,
+                    SubAckReason::TopicFilterInvalid,
+                    SubAckReason::TopicFilterInvalid,
+                    SubAckReason::GrantedQos1
                 ]
             );
         }
@@ -90,7 +94,13 @@ async fn unsuback_says_when_no_subscription_existed() {
     match c.recv().await {
         Some(Packet::UnsubAck(ack)) => {
             assert_eq!(ack.packet_id, 2);
-            assert_eq!(ack.reasons, vec![v5::NO_SUBSCRIPTION_EXISTED, v5::SUCCESS]);
+            assert_eq!(
+                ack.reasons,
+                vec![
+                    UnsubAckReason::NoSubscriptionExisted,
+                    UnsubAckReason::Success
+                ]
+            );
         }
         other => panic!("expected UNSUBACK, got {other:?}"),
     }
@@ -105,7 +115,7 @@ async fn pubrel_for_an_unknown_packet_id_gets_pubcomp_not_found() {
     match c.recv().await {
         Some(Packet::PubComp(comp)) => {
             assert_eq!(comp.packet_id, 77);
-            assert_eq!(comp.reason, v5::PACKET_IDENTIFIER_NOT_FOUND);
+            assert_eq!(comp.reason, PubRelReason::PacketIdentifierNotFound);
         }
         other => panic!("expected PUBCOMP, got {other:?}"),
     }
@@ -115,7 +125,7 @@ async fn pubrel_for_an_unknown_packet_id_gets_pubcomp_not_found() {
 }
 
 /// A PUBLISH that fails: its format indicator promises UTF-8, the payload is not.
-async fn failing_puback(c: &mut RawClient) -> PubResp {
+async fn failing_puback(c: &mut RawClient) -> PubResp<PubAckReason> {
     let props = Properties {
         payload_format_indicator: Some(1),
         ..Properties::default()
@@ -130,7 +140,7 @@ async fn request_problem_information_zero_drops_the_reason_string() {
     let broker = TestBroker::start().await;
     let (mut told, _) = RawClient::connected_v5(broker.addr, "told", Properties::default()).await;
     let ack = failing_puback(&mut told).await;
-    assert_eq!(ack.reason, v5::PAYLOAD_FORMAT_INVALID);
+    assert_eq!(u8::from(ack.reason), v5::PAYLOAD_FORMAT_INVALID);
     let why = ack.properties.and_then(|p| p.reason_string);
     assert!(
         why.is_some_and(|w| !w.is_empty()),
@@ -143,7 +153,7 @@ async fn request_problem_information_zero_drops_the_reason_string() {
     };
     let (mut quiet, _) = RawClient::connected_v5(broker.addr, "quiet", quiet).await;
     let ack = failing_puback(&mut quiet).await;
-    assert_eq!(ack.reason, v5::PAYLOAD_FORMAT_INVALID);
+    assert_eq!(u8::from(ack.reason), v5::PAYLOAD_FORMAT_INVALID);
     assert_eq!(
         ack.properties, None,
         "no reason string when the client asked for none"

@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use tokio::io::DuplexStream;
 
-use mqttd::protocol::reason::v5;
-use mqttd::protocol::{Connect, Disconnect, Packet, QoS};
+use mqttd::protocol::{ConnAckReason, Connect, Disconnect, DisconnectReason, Packet, QoS};
 
 use super::expiry;
 use crate::common::{self, RawClient, TestBroker, connect_v5};
@@ -19,14 +18,14 @@ async fn resume(broker: &TestBroker, id: &str, secs: u32) -> (RawClient<DuplexSt
         ..connect_v5(id, expiry(secs))
     };
     let (c, ack) = RawClient::connect_v5_on(broker.pipe(), connect).await;
-    assert_eq!(ack.code, v5::SUCCESS);
+    assert_eq!(ack.code, ConnAckReason::Success);
     (c, ack.session_present)
 }
 
 /// Sends DISCONNECT with a Session Expiry Interval and waits for the close.
 async fn disconnect_with_expiry(mut c: RawClient<DuplexStream>, secs: u32) {
     let d = Disconnect {
-        reason: v5::SUCCESS,
+        reason: DisconnectReason::NormalDisconnection,
         properties: Some(Box::new(expiry(secs))),
     };
     c.send(&Packet::Disconnect(d)).await;
@@ -88,12 +87,12 @@ async fn disconnect_cannot_set_an_expiry_when_connect_had_zero() {
     let broker = TestBroker::start().await;
     let (mut c, _) = resume(&broker, "zero-then-ten", 0).await;
     let d = Disconnect {
-        reason: v5::SUCCESS,
+        reason: DisconnectReason::NormalDisconnection,
         properties: Some(Box::new(expiry(10))),
     };
     c.send(&Packet::Disconnect(d)).await;
     let d = c.expect_disconnect().await;
-    assert_eq!(d.reason, v5::PROTOCOL_ERROR);
+    assert_eq!(d.reason, DisconnectReason::ProtocolError);
     // The session still ends with the connection, as CONNECT asked.
     common::eventually("session gone", || broker.router.session_count() == 0).await;
     broker.stop().await;
@@ -124,7 +123,7 @@ async fn clean_start_discards_a_stored_session() {
 
     let (mut c, ack) =
         RawClient::connect_v5_on(broker.pipe(), connect_v5("fresh", expiry(60))).await;
-    assert_eq!(ack.code, v5::SUCCESS);
+    assert_eq!(ack.code, ConnAckReason::Success);
     assert!(!ack.session_present, "Clean Start = 1 never resumes");
     // Neither the queued message nor the subscription survived.
     pubber

@@ -6,8 +6,7 @@ use std::time::Duration;
 use tokio::io::DuplexStream;
 
 use bytes::Bytes;
-use mqttd::protocol::reason::v5;
-use mqttd::protocol::{Connect, Disconnect, LastWill, Packet, Properties, QoS};
+use mqttd::protocol::{Connect, Disconnect, DisconnectReason, LastWill, Packet, Properties, QoS};
 
 use super::expiry;
 use crate::common::{RawClient, TestBroker, connect_v5};
@@ -91,7 +90,12 @@ async fn delayed_will_is_published_after_the_interval() {
     broker.stop().await;
 }
 
-async fn disconnect_with_reason(broker: &TestBroker, id: &str, topic: &str, reason: u8) {
+async fn disconnect_with_reason(
+    broker: &TestBroker,
+    id: &str,
+    topic: &str,
+    reason: DisconnectReason,
+) {
     let (mut c, _) = RawClient::connect_v5_on(
         broker.pipe(),
         connect_with_will(id, topic, Properties::default()),
@@ -109,7 +113,8 @@ async fn disconnect_with_reason(broker: &TestBroker, id: &str, topic: &str, reas
 async fn disconnect_with_will_message_publishes_the_will() {
     let broker = TestBroker::start().await;
     let mut w = watcher(&broker, "wd/04").await;
-    disconnect_with_reason(&broker, "leaving", "wd/04", v5::DISCONNECT_WITH_WILL).await;
+    let with_will = DisconnectReason::DisconnectWithWillMessage;
+    disconnect_with_reason(&broker, "leaving", "wd/04", with_will).await;
     let p = w.receive().await;
     assert_eq!((&*p.topic, &p.payload[..]), ("wd/04", &b"gone"[..]));
     broker.stop().await;
@@ -119,7 +124,8 @@ async fn disconnect_with_will_message_publishes_the_will() {
 async fn normal_disconnect_discards_the_will() {
     let broker = TestBroker::start().await;
     let mut w = watcher(&broker, "wd/00").await;
-    disconnect_with_reason(&broker, "polite", "wd/00", v5::SUCCESS).await;
+    let normal = DisconnectReason::NormalDisconnection;
+    disconnect_with_reason(&broker, "polite", "wd/00", normal).await;
     w.expect_silence(Duration::from_millis(500)).await;
     broker.stop().await;
 }
@@ -183,7 +189,10 @@ async fn delayed_will_is_cancelled_by_a_takeover_that_resumes_the_session() {
     };
     let (mut new, ack) = RawClient::connect_v5_on(broker.pipe(), resume).await;
     assert!(ack.session_present);
-    assert_eq!(old.expect_disconnect().await.reason, v5::SESSION_TAKEN_OVER);
+    assert_eq!(
+        old.expect_disconnect().await.reason,
+        DisconnectReason::SessionTakenOver
+    );
     // A new connection to the session came before the delay ran out: no will (MQTT-3.1.3-9).
     w.expect_silence(Duration::from_millis(2500)).await;
     new.ping().await;

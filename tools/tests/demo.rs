@@ -33,7 +33,8 @@ async fn watch(
         &Packet::Connect(Box::new(connect)),
         ProtocolVersion::V311,
         &mut out,
-    );
+    )
+    .expect("encode CONNECT");
     let filter = SubscribeFilter {
         filter: "#".into(),
         options: protocol::SubscriptionOptions::new(QoS::AtMostOnce),
@@ -43,7 +44,8 @@ async fn watch(
         filters: vec![filter],
         properties: None,
     };
-    protocol::encode(&Packet::Subscribe(sub), ProtocolVersion::V311, &mut out);
+    protocol::encode(&Packet::Subscribe(sub), ProtocolVersion::V311, &mut out)
+        .expect("encode SUBSCRIBE");
     stream.write_all(&out).await.expect("write");
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {

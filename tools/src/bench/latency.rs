@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::{Buf, BytesMut};
-use mqttd::protocol::{self, Packet, QoS};
+use mqttd::protocol::{self, ConnAckReason, Packet, QoS};
 
 use super::wire::{self, PublishTemplate, next_frame};
 use super::{Opts, Report, Scenario, cpu_seconds};
@@ -33,7 +33,7 @@ fn connect_blocking(addr: SocketAddr, client_id: &str, filter: Option<&str>) -> 
     s.write_all(&wire::connect_packet(client_id, 60, None))?;
     let mut rbuf = BytesMut::with_capacity(4096);
     match read_one(&mut s, &mut rbuf)? {
-        Packet::ConnAck(a) if a.code == 0 => {}
+        Packet::ConnAck(a) if a.code == ConnAckReason::Success => {}
         other => bail!("{client_id}: expected a successful CONNACK, got {other:?}"),
     }
     if let Some(filter) = filter {
@@ -48,7 +48,7 @@ fn connect_blocking(addr: SocketAddr, client_id: &str, filter: Option<&str>) -> 
             },
         )))?;
         match read_one(&mut s, &mut rbuf)? {
-            Packet::SubAck(a) if a.return_codes.first().is_some_and(|c| *c < 0x80) => {}
+            Packet::SubAck(a) if a.return_codes.first().is_some_and(|c| !c.is_error()) => {}
             other => bail!("{client_id}: expected a successful SUBACK, got {other:?}"),
         }
     }

@@ -14,8 +14,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::{Bytes, BytesMut};
 use mqttd::protocol::{
-    self, Connect, Disconnect, Packet, Password, ProtocolVersion, PubResp, Publish, QoS, Subscribe,
-    SubscribeFilter, SubscriptionOptions,
+    self, ConnAckReason, Connect, Disconnect, Packet, Password, ProtocolVersion, PubResp, Publish,
+    QoS, Subscribe, SubscribeFilter, SubscriptionOptions,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -31,7 +31,7 @@ pub const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Encodes `packet` with the broker's codec.
 pub fn encode(packet: &Packet) -> BytesMut {
     let mut out = BytesMut::with_capacity(protocol::encoded_len(packet, VERSION));
-    protocol::encode(packet, VERSION, &mut out);
+    protocol::encode(packet, VERSION, &mut out).expect("benchmark packets are encodable");
     out
 }
 
@@ -225,7 +225,7 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         .await
         .map_err(|_| anyhow!("no CONNACK within {SETUP_TIMEOUT:?}"))??;
     match packet {
-        Packet::ConnAck(a) if a.code == 0 => Ok(()),
+        Packet::ConnAck(a) if a.code == ConnAckReason::Success => Ok(()),
         Packet::ConnAck(a) => bail!("CONNACK refused the connection (return code {})", a.code),
         other => bail!("expected CONNACK, got {}", other.name()),
     }
@@ -252,7 +252,7 @@ pub async fn subscribe<S: AsyncRead + AsyncWrite + Unpin>(
         .await
         .map_err(|_| anyhow!("no SUBACK within {SETUP_TIMEOUT:?}"))??;
     match packet {
-        Packet::SubAck(a) if a.return_codes.first().is_some_and(|c| *c < 0x80) => Ok(()),
+        Packet::SubAck(a) if a.return_codes.first().is_some_and(|c| !c.is_error()) => Ok(()),
         Packet::SubAck(a) => bail!("SUBACK refused {filter:?}: {:?}", a.return_codes),
         other => bail!("expected SUBACK, got {}", other.name()),
     }

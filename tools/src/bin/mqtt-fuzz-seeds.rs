@@ -14,9 +14,10 @@ use anyhow::{Context, Result};
 use bytes::{Bytes, BytesMut};
 use clap::Parser;
 use mqttd::protocol::{
-    Auth, ConnAck, Connect, Disconnect, LastWill, Packet, Password, Properties, ProtocolVersion,
-    PubResp, Publish, QoS, RetainHandling, SubAck, Subscribe, SubscribeFilter, SubscriptionOptions,
-    UnsubAck, Unsubscribe, encode,
+    Auth, AuthReason, ConnAck, ConnAckReason, Connect, Disconnect, DisconnectReason, LastWill,
+    Packet, Password, Properties, ProtocolVersion, PubAckReason, PubResp, Publish, QoS,
+    RetainHandling, SubAck, SubAckReason, Subscribe, SubscribeFilter, SubscriptionOptions,
+    UnsubAck, UnsubAckReason, Unsubscribe, encode,
 };
 
 #[derive(Parser, Debug)]
@@ -29,7 +30,7 @@ struct Args {
 
 fn bytes(packet: &Packet, version: ProtocolVersion) -> Vec<u8> {
     let mut out = BytesMut::new();
-    encode(packet, version, &mut out);
+    encode(packet, version, &mut out).expect("seed packets are encodable");
     out.to_vec()
 }
 
@@ -135,7 +136,7 @@ fn packets(version: ProtocolVersion) -> Vec<(&'static str, Packet)> {
             "connack",
             Packet::ConnAck(ConnAck {
                 session_present: true,
-                code: 0,
+                code: ConnAckReason::Success,
                 properties: v5.then(|| {
                     Box::new(Properties {
                         assigned_client_identifier: Some("auto-1".into()),
@@ -164,7 +165,11 @@ fn packets(version: ProtocolVersion) -> Vec<(&'static str, Packet)> {
             "puback",
             Packet::PubAck(PubResp {
                 packet_id: 7,
-                reason: if v5 { 0x10 } else { 0 },
+                reason: if v5 {
+                    PubAckReason::NoMatchingSubscribers
+                } else {
+                    PubAckReason::Success
+                },
                 properties: reason_props(v5),
             }),
         ),
@@ -176,7 +181,11 @@ fn packets(version: ProtocolVersion) -> Vec<(&'static str, Packet)> {
             "suback",
             Packet::SubAck(SubAck {
                 packet_id: 3,
-                return_codes: vec![2, 1, 0x80],
+                return_codes: vec![
+                    SubAckReason::GrantedQos2,
+                    SubAckReason::GrantedQos1,
+                    SubAckReason::UnspecifiedError,
+                ],
                 properties: reason_props(v5),
             }),
         ),
@@ -192,7 +201,14 @@ fn packets(version: ProtocolVersion) -> Vec<(&'static str, Packet)> {
             "unsuback",
             Packet::UnsubAck(UnsubAck {
                 packet_id: 4,
-                reasons: if v5 { vec![0, 0x11] } else { Vec::new() },
+                reasons: if v5 {
+                    vec![
+                        UnsubAckReason::Success,
+                        UnsubAckReason::NoSubscriptionExisted,
+                    ]
+                } else {
+                    Vec::new()
+                },
                 properties: reason_props(v5),
             }),
         ),
@@ -201,7 +217,11 @@ fn packets(version: ProtocolVersion) -> Vec<(&'static str, Packet)> {
         (
             "disconnect",
             Packet::Disconnect(Disconnect {
-                reason: if v5 { 0x04 } else { 0 },
+                reason: if v5 {
+                    DisconnectReason::DisconnectWithWillMessage
+                } else {
+                    DisconnectReason::NormalDisconnection
+                },
                 properties: v5.then(|| {
                     Box::new(Properties {
                         session_expiry_interval: Some(0),
@@ -215,7 +235,7 @@ fn packets(version: ProtocolVersion) -> Vec<(&'static str, Packet)> {
         list.push((
             "auth",
             Packet::Auth(Auth {
-                reason: 0x18,
+                reason: AuthReason::ContinueAuthentication,
                 properties: Some(Box::new(Properties {
                     authentication_method: Some("SCRAM-SHA-1".into()),
                     authentication_data: Some(Bytes::from_static(b"data")),

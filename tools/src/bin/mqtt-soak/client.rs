@@ -87,7 +87,7 @@ impl Client {
         };
         c.send(&Packet::Connect(Box::new(connect))).await?;
         match c.recv(STEP).await? {
-            Recv::Packet(Packet::ConnAck(a)) if a.code == 0 => Ok((c, a.session_present)),
+            Recv::Packet(Packet::ConnAck(a)) if u8::from(a.code) == 0 => Ok((c, a.session_present)),
             Recv::Packet(Packet::ConnAck(a)) => bail!("CONNACK refused with code {}", a.code),
             Recv::Packet(p) => bail!("expected CONNACK, got {}", p.name()),
             Recv::Timeout => bail!("no CONNACK within {STEP:?}"),
@@ -102,7 +102,8 @@ impl Client {
 
     pub async fn send(&mut self, packet: &Packet) -> Result<()> {
         let mut out = BytesMut::new();
-        protocol::encode(packet, ProtocolVersion::V311, &mut out);
+        protocol::encode(packet, ProtocolVersion::V311, &mut out)
+            .with_context(|| format!("cannot encode {}", packet.name()))?;
         self.send_bytes(&out).await
     }
 
@@ -159,7 +160,11 @@ impl Client {
             )
             .await?;
         match ack {
-            Packet::SubAck(a) if a.return_codes.first() == Some(&(qos as u8)) => Ok(()),
+            Packet::SubAck(a)
+                if a.return_codes.first().map(|&c| u8::from(c)) == Some(qos as u8) =>
+            {
+                Ok(())
+            }
             other => bail!("SUBSCRIBE {filter} not granted: {other:?}"),
         }
     }

@@ -414,7 +414,8 @@ fn malformed_variants(tag: &str) -> Vec<(&'static str, Vec<u8>)> {
             &Packet::Connect(Box::new(c)),
             ProtocolVersion::V311,
             &mut out,
-        );
+        )
+        .expect("a short CONNECT encodes");
         let mut bytes = out.to_vec();
         // Patch the protocol name (same length) and level.
         bytes[4..8].copy_from_slice(name.as_bytes());
