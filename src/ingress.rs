@@ -58,6 +58,13 @@ impl Source {
     }
 }
 
+/// The listener or gateway a publisher came through, and its address.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub listener: Arc<str>,
+    pub peer: SocketAddr,
+}
+
 /// Who publishes: the identity the ACL, the logs and `No Local` see.
 #[derive(Debug, Clone)]
 pub struct Publisher {
@@ -65,9 +72,9 @@ pub struct Publisher {
     /// The authenticated user (None: anonymous).
     pub username: Option<String>,
     pub source: Source,
-    /// The listener or gateway name it came through, for logs.
-    pub listener: Option<Arc<str>>,
-    pub peer: Option<SocketAddr>,
+    /// Where it came from, for front ends whose logs need it here (an MQTT connection logs its
+    /// peer itself, and keeps its per-connection state small: see `client::Client`).
+    pub origin: Option<Box<Origin>>,
     /// The publisher's session id, so its own No Local subscriptions skip the message (0: none).
     pub session_id: u64,
     auth: AuthSnapshot,
@@ -87,17 +94,15 @@ impl Publisher {
             client_id,
             username,
             source,
-            listener: None,
-            peer: None,
+            origin: None,
             session_id: 0,
             auth,
             limits_logged: 0,
         }
     }
 
-    pub fn with_peer(mut self, listener: Arc<str>, peer: SocketAddr) -> Self {
-        self.listener = Some(listener);
-        self.peer = Some(peer);
+    pub fn with_origin(mut self, listener: Arc<str>, peer: SocketAddr) -> Self {
+        self.origin = Some(Box::new(Origin { listener, peer }));
         self
     }
 

@@ -134,7 +134,7 @@ pub struct InMemory {
 }
 
 impl InMemory {
-    pub(crate) fn new(ctx: Arc<Context>, allow_anonymous: bool) -> Self {
+    pub fn new(ctx: Arc<Context>, allow_anonymous: bool) -> Self {
         InMemory {
             ctx,
             name: "in-memory".into(),
@@ -147,6 +147,11 @@ impl InMemory {
     /// A new connection: the client's end of the pipe, as from 127.0.0.1. None: refused by
     /// `limits.max_connections_per_ip`.
     pub fn connect(&self) -> Option<tokio::io::DuplexStream> {
+        self.connect_task().map(|(client, _)| client)
+    }
+
+    /// As [`InMemory::connect`], with the connection's task (it ends when the connection does).
+    pub fn connect_task(&self) -> Option<(tokio::io::DuplexStream, tokio::task::JoinHandle<()>)> {
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
         let ip_slot = self.ctx.ip_slot(addr.ip())?;
         let permit = self.permits.clone().try_acquire_owned().ok()?;
@@ -162,7 +167,7 @@ impl InMemory {
             ip_slot,
             tracked: self.tracker.token(),
         };
-        tokio::spawn(client::serve(server, peer, self.ctx.clone(), guard));
-        Some(client)
+        let task = tokio::spawn(client::serve(server, peer, self.ctx.clone(), guard));
+        Some((client, task))
     }
 }

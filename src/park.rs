@@ -14,8 +14,9 @@
 //!
 //! A parked connection resumes, as a new task, when its socket becomes readable (a packet, or the
 //! peer closing), when its outbox gains a message or it is kicked (the link's waker), when its
-//! keep-alive deadline passes (the broker's timer service, [`crate::timer`]), or at shutdown (all
-//! of them). The
+//! keep-alive deadline passes (a sweep every [`SWEEP`], run by the broker's timer service,
+//! [`crate::timer`]: one timer for all parked connections, not one each), or at shutdown (all of
+//! them). The
 //! packet loop (`session.rs`) parks a connection at its first wait after CONNACK, and later once
 //! it has been quiet for `PARK_AFTER`, so busy connections keep their task.
 //!
@@ -23,8 +24,9 @@
 
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Weak};
 use std::task::{Wake, Waker};
+use std::time::Duration;
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -35,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error};
 
 use crate::router::state::Link;
-use crate::timer::{Timer, TimerKey};
+use crate::timer::Timer;
 
 /// What a parked connection must offer the parker: its socket to watch, the link the router wakes
 /// it through, and a way to carry on as a task. (`client::Idle` is the one implementation; the
@@ -46,6 +48,10 @@ pub trait Parkable: Send + Sized + 'static {
     /// Serves the connection on as a task; `deadline`: its keep-alive deadline, as parked.
     fn resume(self, deadline: Option<Instant>) -> impl Future<Output = ()> + Send + 'static;
 }
+
+/// How often parked connections are checked against their keep-alive deadline: a silent parked
+/// client is closed at most this much later than 1.5 x its keep alive.
+pub const SWEEP: Duration = Duration::from_millis(500);
 
 /// The parked connections of one broker, and the `epoll` set watching their sockets.
 pub struct Parker<P: Parkable> {
@@ -78,8 +84,6 @@ struct Slot<P: Parkable> {
     key: u32,
     /// Keep-alive deadline (None: no keep alive).
     deadline: Option<Instant>,
-    /// The timer entry for `deadline`, cancelled on resume.
-    timer: OnceLock<TimerKey>,
     /// Taken by whoever resumes it first.
     idle: Mutex<Option<P>>,
 }
@@ -139,7 +143,6 @@ impl<P: Parkable> Parker<P> {
             parker: Arc::downgrade(self),
             key: key32,
             deadline,
-            timer: OnceLock::new(),
             idle: Mutex::new(None),
         });
         // The link wakes the slot from now on. Registered before anything can resume the
@@ -155,15 +158,6 @@ impl<P: Parkable> Parker<P> {
         *slot.idle.lock() = Some(idle);
         entry.insert(slot.clone());
         drop(slots);
-        if let Some(deadline) = deadline {
-            let (parker, target) = (Arc::downgrade(self), Arc::downgrade(&slot));
-            let key = self.timer.schedule(deadline, move || {
-                if let (Some(parker), Some(slot)) = (parker.upgrade(), target.upgrade()) {
-                    parker.resume(slot.key as usize, Some(&slot));
-                }
-            });
-            let _ = slot.timer.set(key);
-        }
         // A kick or message that came before the link knew the slot resumes it now.
         if link.signalled() {
             self.resume(key, Some(&slot));
@@ -181,9 +175,6 @@ impl<P: Parkable> Parker<P> {
                 _ => return,
             }
         };
-        if let Some(key) = slot.timer.get() {
-            self.timer.cancel(*key);
-        }
         let Some(idle) = slot.idle.lock().take() else {
             return;
         };
@@ -192,6 +183,36 @@ impl<P: Parkable> Parker<P> {
             debug!("deregistering a parked socket: {e}");
         }
         self.handle.spawn(idle.resume(slot.deadline));
+    }
+
+    /// Resumes every parked connection whose keep-alive deadline has passed.
+    fn sweep(&self) {
+        let now = Instant::now();
+        let due: Vec<Arc<Slot<P>>> = self
+            .slots
+            .lock()
+            .slab
+            .iter()
+            .filter(|(_, s)| s.deadline.is_some_and(|d| d <= now))
+            .map(|(_, s)| s.clone())
+            .collect();
+        for slot in due {
+            self.resume(slot.key as usize, Some(&slot));
+        }
+    }
+
+    /// Sweeps every [`SWEEP`] on the timer service, for as long as the parker exists and is open.
+    fn schedule_sweep(self: &Arc<Self>) {
+        let parker = Arc::downgrade(self);
+        self.timer.schedule(Instant::now() + SWEEP, move || {
+            if let Some(parker) = parker.upgrade() {
+                if parker.slots.lock().closed {
+                    return;
+                }
+                parker.sweep();
+                parker.schedule_sweep();
+            }
+        });
     }
 
     /// Shutdown: nothing parks any more, and every parked connection resumes (to close).
@@ -212,6 +233,7 @@ impl<P: Parkable> Parker<P> {
         let Some(poll) = self.poll.lock().take() else {
             return;
         };
+        self.schedule_sweep();
         let stop = Arc::new(AtomicBool::new(false));
         let waker = mio::Waker::new(poll.registry(), WAKE);
         let watcher = {

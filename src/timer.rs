@@ -152,6 +152,14 @@ pub fn wall_now() -> SystemTime {
     wall + Instant::now().into_std().saturating_duration_since(mono)
 }
 
+/// Milliseconds since the process started (std's clock, wrapping after 49 days; never 0), for
+/// compact timestamps where a few milliseconds do not matter.
+pub fn coarse_millis() -> u32 {
+    static START: OnceLock<std::time::Instant> = OnceLock::new();
+    let start = *START.get_or_init(std::time::Instant::now);
+    (start.elapsed().as_millis() as u32).max(1)
+}
+
 /// The wall-clock time `after` from now.
 pub fn wall_after(after: Duration) -> SystemTime {
     wall_now() + after

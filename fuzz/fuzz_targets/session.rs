@@ -1,4 +1,4 @@
-//! A whole connection, statefully: `session::serve` runs on one end of a `tokio::io::duplex`; the
+//! A whole connection, statefully: `client::serve` runs on one end of a `tokio::io::duplex`; the
 //! other end sends a valid CONNECT (from our encoder) and then the fuzz input, cut into chunks with
 //! pauses between some of them, and reads everything the broker answers.
 //!
@@ -22,20 +22,21 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use mqttd::auth::Auth;
+use mqttd::auth::{Auth, AuthCell};
+use mqttd::client::Context;
 use mqttd::config::{AuthConfig, Limits};
+use mqttd::ingress::{Ingress, IngressLimits};
+use mqttd::listener::InMemory;
 use mqttd::protocol::{
     self, Connect, LastWill, Packet, Password, ProtocolVersion, QoS, decode, encode,
 };
 use mqttd::router::{Router, RouterLimits};
-use mqttd::client::{self, Context, Peer};
-use parking_lot::RwLock;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 const UNLIMITED: usize = 268_435_455 + 5;
@@ -64,30 +65,51 @@ fn acl_path() -> &'static PathBuf {
     })
 }
 
-/// The broker context as `Server::bind` builds it, with small limits so that queue overflow,
-/// the in-flight window and "packet too large" are reachable.
+/// The broker context as `Server::bind` builds it (no parker: in-memory connections never park),
+/// with small limits so that queue overflow, the in-flight window and "packet too large" are
+/// reachable, and its timer service running.
 fn context(with_acl: bool) -> Arc<Context> {
     let auth_config = AuthConfig {
         acl_file: with_acl.then(|| acl_path().clone()),
         ..AuthConfig::default()
     };
-    let auth = Auth::load(&auth_config).expect("fuzz auth config loads");
+    let auth = Arc::new(AuthCell::new(
+        Auth::load(&auth_config).expect("fuzz auth config loads"),
+    ));
     let limits = Limits {
         max_packet_size: 4096,
         max_inflight: 4,
         max_queued_messages: 8,
         connect_timeout: Duration::from_secs(5),
+        ..Limits::default()
     };
-    Arc::new(Context {
-        router: Arc::new(Router::new(RouterLimits {
-            max_queued_messages: limits.max_queued_messages,
-        })),
-        auth: RwLock::new(Arc::new(auth)),
-        auth_generation: AtomicU64::new(0),
+    let router = Arc::new(Router::new(RouterLimits {
+        max_queued_messages: limits.max_queued_messages,
+        max_queued_bytes: limits.max_queued_bytes,
+        max_queued_bytes_per_client: limits.max_queued_bytes_per_client,
+        slow_subscriber_timeout: limits.slow_subscriber_timeout,
+    }));
+    let ingress = Arc::new(Ingress::new(
+        router.clone(),
+        auth.clone(),
+        IngressLimits {
+            max_topic_length: limits.max_topic_length,
+            max_topic_levels: limits.max_topic_levels,
+            max_packet_size: limits.max_packet_size,
+        },
+    ));
+    let ctx = Arc::new(Context {
+        router,
+        ingress,
+        auth,
         limits,
         msglog: None,
         shutdown: Default::default(),
-    })
+        parker: None,
+        connections_per_ip: Default::default(),
+    });
+    tokio::spawn(ctx.router.timer().clone().run(ctx.shutdown.clone()));
+    ctx
 }
 
 fn connect_bytes(flags: u8, keep_alive: u8, clean: bool) -> (ProtocolVersion, Vec<u8>) {
@@ -157,14 +179,9 @@ async fn connection(
     script: &[u8],
     end_by_shutdown: bool,
 ) {
-    let (client, server) = tokio::io::duplex(4096);
-    let peer = Peer {
-        addr: "127.0.0.1:40000".parse().expect("address"),
-        listener: "fuzz".into(),
-        allow_anonymous: true,
-        cert_identity: None,
-    };
-    let serve = tokio::spawn(client::serve(server, peer, ctx.clone()));
+    let (client, serve) = InMemory::new(ctx.clone(), true)
+        .connect_task()
+        .expect("an in-memory connection");
     let (rd, mut wr) = tokio::io::split(client);
     let reader = tokio::spawn(drain(rd, connect.0));
     let mut ok = wr.write_all(&connect.1).await.is_ok();

@@ -167,8 +167,7 @@ where
         username,
         Source::Mqtt,
         snapshot,
-    )
-    .with_peer(peer.listener.clone(), peer.addr);
+    );
     publisher.session_id = attached.session.id;
     let receive_maximum = props
         .receive_maximum

@@ -14,7 +14,7 @@ use super::{Client, reason_string};
 
 /// About how many bytes of messages one turn of the loop moves from the outbox into the write
 /// buffer (then it writes them): a client that stops reading pins its queue, not a copy of it.
-const FILL_BYTES: usize = 64 * 1024;
+const FILL_BYTES: usize = 256 * 1024;
 
 impl Client {
     /// Moves what the outbox allows into the connection's write buffer.

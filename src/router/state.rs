@@ -147,10 +147,13 @@ pub(super) struct SessionInner {
     pub(super) timers: Option<Box<SessionTimers>>,
     /// The session has ended (expired, discarded, replaced by a Clean Start).
     pub(super) ended: bool,
-    /// Messages taken from the queue so far: progress, without reading a clock per message.
-    taken: u64,
-    /// Since when the queue has been full, and `taken` then (None: not full).
-    full_since: Option<(std::time::Instant, u64)>,
+    /// Messages taken from the queue so far (wrapping): progress, without reading a clock per
+    /// message.
+    taken: u32,
+    /// Since when the queue has been full (milliseconds on [`crate::timer::coarse_millis`], 0:
+    /// not full), and `taken` then. Compact: every session carries them.
+    full_since: u32,
+    full_taken: u32,
 }
 
 /// A session's pending deadlines: its expiry and a connection's delayed will. Wall-clock, so they
@@ -174,7 +177,7 @@ pub struct SessionState {
     /// A subscriber that watches without taking part (see [`super::subscriber`]).
     pub observer: bool,
     /// Queue bound in messages; None: the router's `max_queued_messages`.
-    pub max_queued: Option<usize>,
+    pub max_queued: Option<std::num::NonZeroU32>,
 }
 
 impl SessionState {
@@ -203,7 +206,8 @@ impl SessionState {
                 timers: None,
                 ended: false,
                 taken: 0,
-                full_since: None,
+                full_since: 0,
+                full_taken: 0,
             }),
             dropped: AtomicU64::new(0),
             observer: false,
@@ -228,7 +232,8 @@ impl SessionState {
         };
         let mut session = SessionState::new(name, id, 0, options.username.clone(), total);
         session.observer = options.observer;
-        session.max_queued = Some(options.max_queued.max(1));
+        session.max_queued =
+            std::num::NonZeroU32::new(u32::try_from(options.max_queued.max(1)).unwrap_or(u32::MAX));
         let inner = session.inner.get_mut();
         inner.connection = Some(link);
         inner.attach_count = 1;
@@ -266,7 +271,9 @@ impl SessionState {
         // whenever it wakes, and after every packet it reads: it only needs waking when the queue
         // goes from empty to non-empty. One wake-up per burst, not per message.
         let was_empty = inner.queue.is_empty();
-        let max_queued = self.max_queued.unwrap_or(policy.max_queued);
+        let max_queued = self
+            .max_queued
+            .map_or(policy.max_queued, |m| m.get() as usize);
         let mut draining = None;
         for delivery in deliveries {
             let len = inner.queue.len();
@@ -322,7 +329,9 @@ impl SessionState {
     /// its publishers should wait (see [`EnqueueCounts::congested`]).
     pub fn congested(&self, policy: QueuePolicy) -> bool {
         let mut inner = self.inner.lock();
-        let max_queued = self.max_queued.unwrap_or(policy.max_queued);
+        let max_queued = self
+            .max_queued
+            .map_or(policy.max_queued, |m| m.get() as usize);
         let over_half = inner.queue.len() > max_queued / 2
             || inner
                 .queue
@@ -399,7 +408,7 @@ impl SessionState {
             let Some(delivery) = inner.queue.pop_front_deferred(&mut freed) else {
                 break;
             };
-            inner.taken += 1;
+            inner.taken = inner.taken.wrapping_add(1);
             if packet_id == 0 {
                 out.push(Outgoing::Publish {
                     delivery,
@@ -519,14 +528,14 @@ impl SessionInner {
     /// Whether the subscriber took something from its queue within `stall` (counted from when
     /// the queue first filled up, or from its last progress since).
     fn draining(&mut self, stall: std::time::Duration) -> bool {
-        let now = std::time::Instant::now();
-        match self.full_since {
-            Some((since, taken)) if taken == self.taken => now.duration_since(since) <= stall,
-            _ => {
-                self.full_since = Some((now, self.taken));
-                true
-            }
+        let now = crate::timer::coarse_millis();
+        if self.full_since != 0 && self.full_taken == self.taken {
+            let stalled = now.wrapping_sub(self.full_since);
+            return u128::from(stalled) <= stall.as_millis();
         }
+        self.full_since = now;
+        self.full_taken = self.taken;
+        true
     }
 
     /// Records an inbound QoS 2 packet id (PUBREC sent); false if it was already recorded.
