@@ -189,7 +189,7 @@ async fn a_stuck_subscriber_of_large_messages_pins_little_memory() {
     }
     let (cold, warm) = (growth[0], growth[1]);
     eprintln!("broker RSS grew by {cold} KiB from a fresh start, {warm} KiB when warm");
-    assert!(warm <= 4 * 1024, "a stuck subscriber pinned {warm} KiB");
+    assert!(warm <= 6 * 1024, "a stuck subscriber pinned {warm} KiB");
     assert!(
         cold <= 10 * 1024,
         "broker RSS grew by {cold} KiB from a fresh start"

@@ -419,6 +419,7 @@ impl Router {
         sub_id: Option<u32>,
     ) -> (bool, Vec<Arc<Message>>) {
         let sub = Subscriber {
+            observer: session.observer,
             session: session.clone(),
             options,
             sub_id,
@@ -513,7 +514,7 @@ impl Router {
             }
             let sub_ids: Vec<u32> = plain[i..j].iter().filter_map(|s| s.sub_id).collect();
             fanout.offer(best, msg.clone(), None, sub_ids);
-            offered += usize::from(!best.session.observer);
+            offered += usize::from(!best.observer);
             i = j;
         }
         for (key, member) in shared {

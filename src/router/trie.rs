@@ -15,6 +15,8 @@ pub struct Subscriber {
     pub options: SubscriptionOptions,
     /// Subscription Identifier (5.0), forwarded on matching messages.
     pub sub_id: Option<u32>,
+    /// The session's `observer` (copied here: fan-out reads the trie entry, not the session).
+    pub observer: bool,
 }
 
 /// A shared subscription group (`$share/GROUP/FILTER`): each message goes to one member,
@@ -218,6 +220,7 @@ mod tests {
 
     fn sub(id: u64, options: SubscriptionOptions) -> Subscriber {
         Subscriber {
+            observer: false,
             session: session(id),
             options,
             sub_id: None,
