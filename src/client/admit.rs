@@ -15,21 +15,10 @@ use crate::stats::Limit;
 
 use super::enhanced::{Reauth, enhanced_login};
 use super::run::RateLimit;
-use super::{Client, Context, Peer, reason_string};
+use super::{Client, Context, Peer, refusal};
 
 /// The largest Maximum Packet Size the encoding allows (MQTT 5.0 section 3.2.2.3.6).
 pub(super) const MAX_ANNOUNCED_PACKET_SIZE: usize = 268_435_455;
-
-/// A refusal CONNACK, with a reason string for 5.0 (3.1.1 gets the return code the encoder maps
-/// `code` to, see [`ConnAckReason::v3`]).
-pub(super) fn refusal(v5: bool, code: ConnAckReason, why: &str) -> Packet {
-    let properties = v5.then(|| reason_string(why));
-    Packet::ConnAck(ConnAck {
-        session_present: false,
-        code,
-        properties,
-    })
-}
 
 /// CONNECT -> client id -> auth -> attach -> CONNACK. `None`: refused (CONNACK already written).
 pub(super) async fn admit<S>(

@@ -14,9 +14,8 @@ use crate::protocol::{
 };
 use crate::stats::Limit;
 
-use super::admit::refusal;
 use super::exit::Exit;
-use super::{Client, Context, Peer, Step};
+use super::{Client, Context, Peer, Step, refusal};
 
 /// What a client whose re-authentication failed is told (the cause only goes to the log).
 const REAUTH_FAILED: &str = "re-authentication failed";

@@ -105,6 +105,17 @@ pub async fn serve<S: Stream>(stream: S, peer: Peer, ctx: Arc<Context>, guard: G
     drive(conn, client, guard, Start::Connected).await;
 }
 
+/// A refusal CONNACK, with a reason string for 5.0 (3.1.1 gets the return code the encoder maps
+/// `code` to, see [`ConnAckReason::v3`]).
+fn refusal(v5: bool, code: ConnAckReason, why: &str) -> Packet {
+    let properties = v5.then(|| reason_string(why));
+    Packet::ConnAck(ConnAck {
+        session_present: false,
+        code,
+        properties,
+    })
+}
+
 /// 5.0 properties carrying only a Reason String.
 fn reason_string(why: &str) -> Box<Properties> {
     Box::new(Properties {
