@@ -23,6 +23,8 @@ mod interop;
 mod properties;
 #[path = "v5/reasons.rs"]
 mod reasons;
+#[path = "v5/receive_maximum.rs"]
+mod receive_maximum;
 #[path = "v5/session.rs"]
 mod session;
 #[path = "v5/shared.rs"]

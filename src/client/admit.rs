@@ -126,6 +126,8 @@ where
         Box::new(Properties {
             assigned_client_identifier: assigned.then(|| client_id.clone()),
             topic_alias_maximum: Some(ctx.limits.max_topic_alias),
+            // 65535 is what its absence means.
+            receive_maximum: Some(ctx.limits.max_inflight_in).filter(|&m| m != u16::MAX),
             maximum_packet_size: u32::try_from(max_packet).ok(),
             server_keep_alive,
             response_information,
@@ -172,6 +174,7 @@ where
             .unwrap_or(u16::MAX),
         problem_info: props.request_problem_information != Some(0),
         aliases: None,
+        awaiting_pubrel: 0,
         expiry,
         rate: ctx
             .limits

@@ -47,6 +47,9 @@ impl Client {
             }
             Packet::PubRel(r) => {
                 let known = self.session().qos2_remove(r.packet_id);
+                if known {
+                    self.awaiting_pubrel = self.awaiting_pubrel.saturating_sub(1);
+                }
                 let reason = if known {
                     PubRelReason::Success
                 } else {
@@ -153,6 +156,20 @@ impl Client {
             QoS::ExactlyOnce => self.session().qos2_insert(packet_id),
             _ => true,
         };
+        // A re-sent PUBLISH (its id awaits PUBREL already) is not a new one.
+        if fresh && qos == QoS::ExactlyOnce && self.v5 {
+            let max = self.ctx.limits.max_inflight_in;
+            if self.awaiting_pubrel >= max {
+                self.session().qos2_remove(packet_id);
+                let why = format!(
+                    "more than {max} QoS 2 PUBLISHes awaiting PUBREL (Receive Maximum, MQTT-3.3.4-7)"
+                );
+                return Step::Exit(Exit::protocol(
+                    why,
+                    DisconnectReason::ReceiveMaximumExceeded,
+                ));
+            }
+        }
         let mut reason = (PubAckReason::Success, "");
         if fresh {
             let msg = Message::new(p.topic, p.payload, qos, p.retain).with_properties(p.properties);
@@ -163,8 +180,13 @@ impl Client {
                 Outcome::Routed { .. } => {}
                 Outcome::Refused(refusal) => reason = (refusal.reason_code(), refusal.why()),
             }
-            if reason.0.is_error() && qos == QoS::ExactlyOnce {
-                self.session().qos2_remove(packet_id);
+            if qos == QoS::ExactlyOnce {
+                // A PUBREC with an error code ends the exchange (and gives the quota back).
+                if reason.0.is_error() {
+                    self.session().qos2_remove(packet_id);
+                } else {
+                    self.awaiting_pubrel = self.awaiting_pubrel.saturating_add(1);
+                }
             }
         }
         match qos {

@@ -147,6 +147,11 @@ struct Client {
         reason = "8 bytes per client instead of 48 while unused"
     )]
     aliases: Option<Box<HashMap<u16, Arc<str>>>>,
+    /// Inbound QoS 2 PUBLISHes on this connection awaiting PUBREL, against the Receive Maximum
+    /// announced to a 5.0 client (`limits.max_inflight_in`). Per connection, as the client's send
+    /// quota is (MQTT 5.0 section 4.9): every PUBREL for a known packet id counts down, even
+    /// one for a PUBLISH from an earlier connection.
+    awaiting_pubrel: u16,
     /// Session Expiry Interval in force (may be changed by DISCONNECT).
     expiry: u32,
     /// `limits.max_publish_rate` for this client.
