@@ -16,6 +16,7 @@
 //!      |             run.rs      the packet loop: socket | outbox | keep alive | kick | shutdown
 //!      |             handlers.rs one handler per packet type (PUBLISH goes to the ingress)
 //!      |             outbound.rs outbox -> PUBLISH / PUBREL, acks and replies
+//!      |             alias.rs    5.0 topic aliases both ways
 //!      |             exit.rs     why it ended, DISCONNECT, the will, detach
 //!      |             park.rs     an idle connection leaves its task (park.rs holds it)
 //!      |             context.rs  what all connections share; per-IP slots

@@ -1,7 +1,8 @@
 //! MQTT 5.0 behaviour from the outside, one test per feature: CONNACK properties, session expiry,
-//! flow control (receive maximum, maximum packet size), topic aliases, message expiry, property
-//! forwarding, will delay, subscription options and identifiers, shared subscriptions, reason
-//! codes both ways, and interoperation with 3.1.1 clients, rumqttc v5 and mosquitto-clients.
+//! flow control (receive maximum both ways, maximum packet size), topic aliases both ways, message
+//! expiry, property forwarding, will delay, subscription options and identifiers, shared
+//! subscriptions, reason codes both ways, and interoperation with 3.1.1 clients, rumqttc v5 and
+//! mosquitto-clients.
 //!
 //! One test binary (`cargo test --test v5`); the features are split over the files in `tests/v5/`.
 
@@ -19,6 +20,8 @@ mod disconnects;
 mod flow;
 #[path = "v5/interop.rs"]
 mod interop;
+#[path = "v5/outbound_aliases.rs"]
+mod outbound_aliases;
 #[path = "v5/properties.rs"]
 mod properties;
 #[path = "v5/reasons.rs"]

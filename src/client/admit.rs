@@ -13,6 +13,7 @@ use crate::ingress::{Publisher, Source};
 use crate::protocol::{ConnAck, ConnAckReason, Connect, Packet, Properties, text};
 use crate::stats::Limit;
 
+use super::alias::Aliases;
 use super::enhanced::{Reauth, enhanced_login};
 use super::run::RateLimit;
 use super::{Client, Context, Peer, refusal};
@@ -173,7 +174,10 @@ where
         max_inflight: u16::try_from(ctx.limits.max_inflight.min(receive_maximum))
             .unwrap_or(u16::MAX),
         problem_info: props.request_problem_information != Some(0),
-        aliases: None,
+        aliases: Aliases::for_connection(
+            props.topic_alias_maximum.unwrap_or(0),
+            ctx.limits.outbound_topic_aliases,
+        ),
         awaiting_pubrel: 0,
         expiry,
         rate: ctx

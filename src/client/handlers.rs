@@ -119,7 +119,11 @@ impl Client {
         }
         let now_empty = *props == Properties::default();
         if p.topic.is_empty() {
-            match self.aliases.as_ref().and_then(|a| a.get(&alias)) {
+            match self
+                .aliases
+                .as_ref()
+                .and_then(|a| a.from_client.get(&alias))
+            {
                 Some(topic) => p.topic = topic.clone(),
                 None => {
                     let why = format!("unknown topic alias {alias} (MQTT-3.3.4-7)");
@@ -129,6 +133,7 @@ impl Client {
         } else {
             self.aliases
                 .get_or_insert_default()
+                .from_client
                 .insert(alias, p.topic.clone());
         }
         if now_empty {

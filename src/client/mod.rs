@@ -16,6 +16,7 @@
 //!    returns first), and the router detaches the session.
 
 mod admit;
+mod alias;
 mod context;
 mod enhanced;
 mod exit;
@@ -27,7 +28,6 @@ mod run;
 pub use context::{Context, Guard, IpSlot, Peer};
 pub use park::Idle;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +41,7 @@ use crate::router::Attached;
 use crate::router::state::SessionState;
 use crate::stats::Limit;
 use admit::admit;
+use alias::Aliases;
 use enhanced::Reauth;
 use exit::Exit;
 use park::{Start, drive};
@@ -141,12 +142,9 @@ struct Client {
     max_inflight: u16,
     /// Request Problem Information (5.0): reason strings on acks only when true.
     problem_info: bool,
-    /// Topic aliases the client set up (5.0), alias -> topic.
-    #[allow(
-        clippy::box_collection,
-        reason = "8 bytes per client instead of 48 while unused"
-    )]
-    aliases: Option<Box<HashMap<u16, Arc<str>>>>,
+    /// Topic aliases (5.0): the client's, and the broker's towards it (see [`alias`]). `None`
+    /// until the client sets one up, unless it allows the broker's.
+    aliases: Option<Box<Aliases>>,
     /// Inbound QoS 2 PUBLISHes on this connection awaiting PUBREL, against the Receive Maximum
     /// announced to a 5.0 client (`limits.max_inflight_in`). Per connection, as the client's send
     /// quota is (MQTT 5.0 section 4.9): every PUBREL for a known packet id counts down, even

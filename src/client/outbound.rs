@@ -1,5 +1,6 @@
 //! What goes to the client: deliveries from the session's outbox, acks and replies.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -7,7 +8,9 @@ use tracing::debug;
 
 use crate::auth::Access;
 use crate::connection::Connection;
-use crate::protocol::{Packet, Properties, PubResp, PublishView, QoS, ReasonCode, text};
+use crate::protocol::{
+    EncodeError, Packet, Properties, PubResp, PublishView, QoS, ReasonCode, text,
+};
 use crate::router::state::{Delivery, OutState, Outgoing};
 
 use super::{Client, reason_string};
@@ -36,7 +39,7 @@ impl Client {
                     packet_id,
                     dup,
                 } => {
-                    let properties = self.publish_properties(&delivery, &mut now);
+                    let mut properties = self.publish_properties(&delivery, &mut now);
                     let msg = &delivery.msg;
                     let publish = PublishView {
                         dup,
@@ -45,12 +48,14 @@ impl Client {
                         topic: &msg.topic,
                         packet_id,
                         payload: &msg.payload,
-                        properties: properties.as_deref(),
+                        properties: None,
                     };
                     // Not for this client (the ACL, or over its Maximum Packet Size): treat it
                     // as delivered so the window moves on (MQTT-3.1.2-25).
                     let skip = !self.allowed(&msg.topic, Access::Read)
-                        || conn.queue_publish(&publish).is_err();
+                        || self
+                            .queue_publish(conn, publish, &msg.topic, properties.as_deref_mut())
+                            .is_err();
                     if skip {
                         if packet_id != 0 {
                             let state = match delivery.qos {
@@ -80,6 +85,28 @@ impl Client {
         }
         if sent > 0 {
             stats.messages_sent.fetch_add(sent, Ordering::Relaxed);
+        }
+    }
+
+    /// Queues `publish` (of `topic`, with `properties`), with a topic alias if the client takes
+    /// them. `Err`: nothing was queued.
+    fn queue_publish<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut Connection<S>,
+        publish: PublishView<'_>,
+        topic: &Arc<str>,
+        properties: Option<&mut Properties>,
+    ) -> Result<(), EncodeError> {
+        match self
+            .aliases
+            .as_deref_mut()
+            .and_then(|a| a.to_client.as_mut())
+        {
+            Some(aliases) => aliases.queue(conn, publish, topic, properties),
+            None => conn.queue_publish(&PublishView {
+                properties: properties.as_deref(),
+                ..publish
+            }),
         }
     }
 
