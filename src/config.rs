@@ -240,7 +240,8 @@ pub struct Limits {
     #[serde(default = "default_max_inflight_in")]
     pub max_inflight_in: u16,
     /// Use topic aliases towards 5.0 clients that allow them (Topic Alias Maximum in CONNECT):
-    /// a topic sent again costs 3 bytes instead of its length.
+    /// a topic sent again costs 3 bytes instead of its length. Up to 64 per connection, the
+    /// least recently used one reassigned when all are in use (see `client/alias.rs`).
     #[serde(default = "default_true")]
     pub outbound_topic_aliases: bool,
 }

@@ -82,7 +82,9 @@ impl Outbound {
             return None;
         }
         if let Some(&alias) = self.by_topic.get(topic) {
-            self.slots[usize::from(alias - 1)].1 = true;
+            if let Some(slot) = self.slots.get_mut(usize::from(alias - 1)) {
+                slot.1 = true;
+            }
             return Some((alias, true));
         }
         if self.slots.len() < usize::from(self.max) {
