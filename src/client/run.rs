@@ -68,20 +68,6 @@ const BATCH_BYTES: usize = 64 * 1024;
 /// How long a publisher waits before looking again at the subscribers it congested.
 const CONGESTION_PAUSE: Duration = Duration::from_millis(1);
 
-/// Sleeps `pause`; when waiting for congested subscribers, wakes as soon as one of them has taken
-/// messages from its queue.
-async fn pause_for(pause: Duration, congested: bool) {
-    if congested {
-        let drained = crate::router::state::DECONGESTED.notified();
-        tokio::select! {
-            _ = drained => {}
-            _ = tokio::time::sleep(pause) => {}
-        }
-    } else {
-        tokio::time::sleep(pause).await;
-    }
-}
-
 /// What one read's packets leave to do after them: the messages they published, to hand to
 /// subscribers through the ingress, and `$SYS` counts (shared by every connection: updated once
 /// per batch).
@@ -265,7 +251,7 @@ impl Client {
                 biased;
                 _ = self.ctx.shutdown.cancelled() => return Exit::Shutdown,
                 _ = poll_fn(|cx| link.poll_kicked(cx)) => return self.kicked(),
-                _ = pause_for(pause.unwrap_or_default(), !batch.waiting.is_empty()), if pause.is_some() => {
+                _ = tokio::time::sleep(pause.unwrap_or_default()), if pause.is_some() => {
                     deadline = keep_alive.map(|k| Instant::now() + k);
                 }
                 res = conn.read_packet(), if pause.is_none() => {

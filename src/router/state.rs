@@ -97,11 +97,6 @@ pub struct EnqueueCounts {
 /// several publish at once; this room takes their batches without losing a message.
 pub const CONGESTED_ROOM: usize = 4096;
 
-/// Woken when a subscriber that publishers wait for has taken messages from its queue: they look
-/// again at once instead of at their next poll (one for the process: a spurious wake-up only
-/// costs a look).
-pub static DECONGESTED: tokio::sync::Notify = tokio::sync::Notify::const_new();
-
 /// Bytes a draining subscriber may have queued past its byte bound at most.
 pub const CONGESTED_BYTES: usize = 256 << 10;
 
@@ -159,8 +154,6 @@ pub(super) struct SessionInner {
     /// not full), and `taken` then. Compact: every session carries them.
     full_since: u32,
     full_taken: u32,
-    /// A publisher waits for this queue to drain (see [`SessionState::congested`]).
-    waited_on: bool,
 }
 
 /// A session's pending deadlines: its expiry and a connection's delayed will. Wall-clock, so they
@@ -215,7 +208,6 @@ impl SessionState {
                 taken: 0,
                 full_since: 0,
                 full_taken: 0,
-                waited_on: false,
             }),
             dropped: AtomicU64::new(0),
             observer: false,
@@ -348,8 +340,6 @@ impl SessionState {
         let congested = inner.connection.is_some()
             && over_half
             && policy.stall.is_some_and(|stall| inner.draining(stall));
-        // Its next take wakes the publishers waiting for it (see `DECONGESTED`).
-        inner.waited_on |= congested;
         congested
     }
 
@@ -449,10 +439,6 @@ impl SessionState {
             });
         }
         inner.queue.settle(freed);
-        if inner.waited_on && freed > 0 {
-            inner.waited_on = false;
-            DECONGESTED.notify_waiters();
-        }
     }
 
     /// A PUBACK (or PUBCOMP) arrived: forget the message. False if the id was not in flight in the
