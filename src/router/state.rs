@@ -337,10 +337,9 @@ impl SessionState {
                 .queue
                 .max_bytes
                 .is_some_and(|max| inner.queue.bytes > max / 2);
-        let congested = inner.connection.is_some()
+        inner.connection.is_some()
             && over_half
-            && policy.stall.is_some_and(|stall| inner.draining(stall));
-        congested
+            && policy.stall.is_some_and(|stall| inner.draining(stall))
     }
 
     /// Moves what may be sent now into `out`: first the in-flight messages a fresh connection
