@@ -18,6 +18,7 @@
 //! Fan-out never awaits a subscriber: it pushes an `Arc<Message>` (payload shared as `Bytes`, never
 //! copied per subscriber) into the subscriber's bounded outbox and wakes its task.
 
+mod fanout;
 mod link;
 mod message;
 mod queue;
@@ -37,6 +38,7 @@ use crate::protocol::DisconnectReason;
 use crate::protocol::{QoS, SubscriptionOptions};
 use crate::stats::{Limit, Stats};
 use crate::timer::{self, Timer, TimerKey};
+pub use fanout::Fanout;
 pub use message::Message;
 use retained::RetainedStore;
 use state::{Delivery, Link, QueuePolicy, SessionState};
@@ -53,62 +55,6 @@ pub struct RouterLimits {
     /// A subscriber whose queue is full and that took nothing from it for this long is a slow
     /// consumer (QoS 0 dropped for it); until then its publishers are slowed instead.
     pub slow_subscriber_timeout: Duration,
-}
-
-/// Up to this many subscribers, [`Fanout`] finds a subscriber's group by scanning.
-const SCAN_GROUPS: usize = 8;
-
-/// Deliveries grouped by subscriber, waiting for [`Router::deliver`] (see [`Router::publish_to`]).
-#[derive(Debug, Default)]
-pub struct Fanout {
-    groups: Vec<(Arc<SessionState>, Vec<Delivery>)>,
-    /// Session id -> index in `groups`, once there are more than [`SCAN_GROUPS`].
-    index: HashMap<u64, usize>,
-    /// Subscribers whose queues went past their bound while they keep draining: whoever
-    /// published this batch should wait for them (see [`Router::congested`]).
-    pub congested: Vec<Arc<SessionState>>,
-}
-
-impl Fanout {
-    pub fn is_empty(&self) -> bool {
-        self.groups.is_empty()
-    }
-
-    fn offer(
-        &mut self,
-        sub: &Subscriber,
-        msg: Arc<Message>,
-        shared: Option<Arc<str>>,
-        sub_ids: Vec<u32>,
-    ) {
-        let delivery = Delivery {
-            qos: msg.qos.min(sub.options.qos),
-            retain: sub.options.retain_as_published && msg.retain,
-            msg,
-            sub_ids,
-            shared,
-        };
-        let id = sub.session.id;
-        // Few subscribers (the common case): a scan beats hashing.
-        let found = if self.groups.len() <= SCAN_GROUPS {
-            self.groups.iter().position(|(s, _)| s.id == id)
-        } else {
-            if self.index.is_empty() {
-                let ids = self.groups.iter().enumerate().map(|(i, (s, _))| (s.id, i));
-                self.index.extend(ids);
-            }
-            self.index.get(&id).copied()
-        };
-        let i = found.unwrap_or_else(|| {
-            self.groups.push((sub.session.clone(), Vec::new()));
-            let i = self.groups.len() - 1;
-            if !self.index.is_empty() {
-                self.index.insert(id, i);
-            }
-            i
-        });
-        self.groups[i].1.push(delivery);
-    }
 }
 
 /// The result of attaching a connection to a session.
@@ -342,9 +288,7 @@ impl Router {
         {
             sessions.remove(&session.client_id);
         }
-        let filters = self.end_session(session);
-        self.remove_subscriptions(session, filters);
-        self.redispatch_shared(session);
+        self.tear_down(session);
     }
 
     fn remove_subscriptions(&self, session: &SessionState, filters: Vec<String>) {
@@ -359,8 +303,9 @@ impl Router {
         }
     }
 
-    /// A [`subscriber::SubscriberHandle`] was dropped: its subscriptions go.
-    fn remove_local(&self, session: &Arc<SessionState>) {
+    /// A session ends (discarded, or its [`subscriber::SubscriberHandle`] dropped): its
+    /// subscriptions go, and what it got through shared subscriptions goes to other members.
+    fn tear_down(&self, session: &Arc<SessionState>) {
         let filters = self.end_session(session);
         self.remove_subscriptions(session, filters);
         self.redispatch_shared(session);

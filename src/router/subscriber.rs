@@ -264,6 +264,6 @@ impl SubscriberHandle {
 
 impl Drop for SubscriberHandle {
     fn drop(&mut self) {
-        self.router.remove_local(&self.session);
+        self.router.tear_down(&self.session);
     }
 }

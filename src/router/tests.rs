@@ -3,6 +3,7 @@
 use bytes::Bytes;
 
 use super::*;
+use crate::router::fanout::SCAN_GROUPS;
 use crate::router::state::Outgoing;
 
 fn router() -> Router {
