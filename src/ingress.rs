@@ -181,10 +181,6 @@ pub struct Batch {
 }
 
 impl Batch {
-    pub fn is_empty(&self) -> bool {
-        self.fanout.is_empty() && self.received == 0
-    }
-
     /// Payload and topic bytes routed into this batch so far: a front end ends its batch after
     /// some, so subscribers' queues (and their congestion signal) keep up with large messages.
     pub fn bytes(&self) -> usize {

@@ -173,6 +173,8 @@ fn write_loop(mut handle: SubscriberHandle, sink: Box<dyn Write + Send>, stop: &
     };
     let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
     let mut cx = Context::from_waker(&waker);
+    // Set once `stop` is seen: one more look at the queue (what arrived while flushing), then out.
+    let mut last_look = false;
     loop {
         match handle.poll_recv(&mut cx) {
             Poll::Ready(Some(r)) => {
@@ -183,13 +185,12 @@ fn write_loop(mut handle: SubscriberHandle, sink: Box<dyn Write + Send>, stop: &
             Poll::Pending => {
                 // The queue is momentarily empty: make what we have visible.
                 report(out.flush());
-                if stop.load(Ordering::Acquire) {
-                    // What arrived while flushing is written too.
-                    while let Some(r) = handle.try_recv() {
-                        format_entry(&mut line, &r.msg.topic, &r.msg.payload);
-                        report(out.write_all(line.as_bytes()));
-                    }
+                if last_look {
                     break;
+                }
+                if stop.load(Ordering::Acquire) {
+                    last_look = true;
+                    continue;
                 }
                 std::thread::park();
             }
