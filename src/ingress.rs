@@ -249,9 +249,9 @@ impl Ingress {
 
     /// Whether `from` may use `topic` as `access` under the ACL in force.
     pub fn allowed(&self, from: &mut Publisher, topic: &str, access: Access) -> bool {
-        self.auth.refresh(&mut from.auth);
-        from.auth
-            .allowed(from.username.as_deref(), &from.client_id, topic, access)
+        let (username, client_id) = (from.username.as_deref(), &from.client_id);
+        self.auth
+            .allowed(&mut from.auth, username, client_id, topic, access)
     }
 
     /// Checks a topic name or filter against `max_topic_length` and `max_topic_levels`,

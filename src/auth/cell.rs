@@ -67,6 +67,22 @@ impl AuthCell {
     }
 }
 
+impl AuthCell {
+    /// Whether `username` / `client_id` may use `topic` as `access` under the ACL in force
+    /// (`snap` brought up to date first).
+    pub fn allowed(
+        &self,
+        snap: &mut AuthSnapshot,
+        username: Option<&str>,
+        client_id: &str,
+        topic: &str,
+        access: Access,
+    ) -> bool {
+        self.refresh(snap);
+        snap.allowed(username, client_id, topic, access)
+    }
+}
+
 impl AuthSnapshot {
     /// The [`AuthCell::generation`] this snapshot was taken at.
     pub fn generation(&self) -> u64 {

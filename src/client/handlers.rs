@@ -6,7 +6,7 @@ use tracing::info;
 use crate::auth::Access;
 use crate::connection::Connection;
 use crate::ingress::{Batch, Outcome};
-use crate::protocol::topic::{split_shared, validate_topic_filter};
+use crate::protocol::topic::subscription_filter;
 use crate::protocol::{
     Disconnect, DisconnectReason, Packet, Properties, PubAckReason, PubRelReason, Publish, QoS,
     RetainHandling, SubAck, SubAckReason, Subscribe, UnsubAck, UnsubAckReason, Unsubscribe, text,
@@ -220,12 +220,7 @@ impl Client {
         let mut codes = Vec::with_capacity(s.filters.len());
         let mut retained = Vec::new();
         for f in &s.filters {
-            let (shared, inner) = match split_shared(&f.filter) {
-                Some((_, inner)) => (true, Some(inner)),
-                None if f.filter.starts_with("$share/") => (true, None),
-                None => (false, Some(f.filter.as_str())),
-            };
-            let Some(inner) = inner.filter(|i| validate_topic_filter(i).is_ok()) else {
+            let Ok((shared, inner)) = subscription_filter(&f.filter) else {
                 info!(client_id = %text::cut(self.client_id()), filter = %text::cut(&f.filter),
                     "invalid topic filter");
                 // 3.1.1 gets every refusal as 0x80 (the encoder's doing).

@@ -59,6 +59,16 @@ pub fn split_shared(filter: &str) -> Option<(&str, &str)> {
     Some((group, inner))
 }
 
+/// Checks a SUBSCRIBE filter, plain or shared: whether it is shared, and the filter that
+/// matches topics (the part after `$share/GROUP/`).
+pub fn subscription_filter(filter: &str) -> Result<(bool, &str), &'static str> {
+    match split_shared(filter) {
+        Some((_, inner)) => Ok((true, inner)),
+        None if filter.starts_with("$share/") => Err("MQTT-4.8.2-1: malformed shared subscription"),
+        None => validate_topic_filter(filter).map(|()| (false, filter)),
+    }
+}
+
 /// Does `filter` (already valid) match `topic` (already valid)? Topics starting with `$` are not
 /// matched by a filter starting with a wildcard (MQTT-4.7.2-1). `a/#` matches `a` (the parent
 /// level, MQTT 4.7.1.2) and `+` matches an empty level.

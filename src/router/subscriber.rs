@@ -28,7 +28,7 @@ use std::task::{Context, Poll};
 use super::state::{Link, OutState, Outgoing, SessionState};
 use super::{Message, Router};
 use crate::auth::{Access, AuthCell, AuthSnapshot};
-use crate::protocol::topic::{split_shared, validate_topic_filter};
+use crate::protocol::topic::subscription_filter;
 use crate::protocol::{QoS, SubscriptionOptions};
 
 /// How a subscriber is set up.
@@ -146,13 +146,8 @@ impl SubscriberHandle {
         let Some((cell, snapshot)) = &mut self.acl else {
             return true;
         };
-        cell.refresh(snapshot);
-        snapshot.allowed(
-            self.username.as_deref(),
-            &self.session.client_id,
-            topic,
-            access,
-        )
+        let (username, client_id) = (self.username.as_deref(), &self.session.client_id);
+        cell.allowed(snapshot, username, client_id, topic, access)
     }
 
     /// Subscribes to `filter` at `qos` (`$share/G/F` joins a shared group). Returns the retained
@@ -162,16 +157,7 @@ impl SubscriberHandle {
         filter: &str,
         qos: QoS,
     ) -> Result<Vec<Arc<Message>>, SubscribeError> {
-        let inner = match split_shared(filter) {
-            Some((_, inner)) => inner,
-            None if filter.starts_with("$share/") => {
-                return Err(SubscribeError::InvalidFilter(
-                    "malformed shared subscription",
-                ));
-            }
-            None => filter,
-        };
-        validate_topic_filter(inner).map_err(SubscribeError::InvalidFilter)?;
+        let (_, inner) = subscription_filter(filter).map_err(SubscribeError::InvalidFilter)?;
         if !self.allowed(inner, Access::Subscribe) {
             return Err(SubscribeError::NotAuthorized);
         }
