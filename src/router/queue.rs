@@ -40,6 +40,21 @@ impl Queue {
         self.items.push_back(d);
     }
 
+    /// Pushes `d` (of `cost`) without updating the broker-wide total: `added` collects it for one
+    /// [`Queue::commit`] per batch (that total is shared by every core). Commit before popping.
+    pub(super) fn push_back_deferred(&mut self, d: Delivery, cost: usize, added: &mut usize) {
+        self.bytes += cost;
+        *added += cost;
+        self.items.push_back(d);
+    }
+
+    /// Adds what [`Queue::push_back_deferred`] collected to the broker-wide total.
+    pub(super) fn commit(&self, added: usize) {
+        if added > 0 {
+            self.total.fetch_add(added, Ordering::Relaxed);
+        }
+    }
+
     pub fn pop_front(&mut self) -> Option<Delivery> {
         let mut freed = 0;
         let d = self.pop_front_deferred(&mut freed);
@@ -76,17 +91,17 @@ impl Queue {
         self.max_bytes.is_some_and(|max| self.bytes > max)
     }
 
-    /// Whether `d` would take the queue past the room a draining subscriber gets over its byte
-    /// bound (the bound again, at most [`CONGESTED_BYTES`]).
-    pub(super) fn over_congested_room(&self, d: &Delivery) -> bool {
+    /// Whether a delivery of `cost` (see [`Queue::cost`]) would take the queue past the room a
+    /// draining subscriber gets over its byte bound (the bound again, at most
+    /// [`CONGESTED_BYTES`]).
+    pub(super) fn over_congested_room(&self, cost: usize) -> bool {
         self.max_bytes
-            .is_some_and(|max| self.bytes + Queue::cost(d) > max + max.min(CONGESTED_BYTES))
+            .is_some_and(|max| self.bytes + cost > max + max.min(CONGESTED_BYTES))
     }
 
-    /// Whether `d` would take the queue past its byte bound.
-    pub(super) fn over_bytes(&self, d: &Delivery) -> bool {
-        self.max_bytes
-            .is_some_and(|max| self.bytes + Queue::cost(d) > max)
+    /// Whether a delivery of `cost` would take the queue past its byte bound.
+    pub(super) fn over_bytes(&self, cost: usize) -> bool {
+        self.max_bytes.is_some_and(|max| self.bytes + cost > max)
     }
 
     pub fn is_empty(&self) -> bool {

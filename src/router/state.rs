@@ -275,9 +275,13 @@ impl SessionState {
             .max_queued
             .map_or(policy.max_queued, |m| m.get() as usize);
         let mut draining = None;
+        // Bytes pushed and not yet in the broker-wide total: added once per call, and before
+        // anything is popped (which takes its cost off that total).
+        let mut added = 0;
         for delivery in deliveries {
+            let cost = Queue::cost(&delivery);
             let len = inner.queue.len();
-            let full = len >= max_queued || inner.queue.over_bytes(&delivery);
+            let full = len >= max_queued || inner.queue.over_bytes(cost);
             if delivery.qos == QoS::AtMostOnce && (full || !online) {
                 let keeps_draining = online
                     && *draining.get_or_insert_with(|| match policy.stall {
@@ -285,34 +289,37 @@ impl SessionState {
                         None => false,
                     });
                 let room = len < max_queued + max_queued.max(CONGESTED_ROOM)
-                    && !inner.queue.over_congested_room(&delivery);
+                    && !inner.queue.over_congested_room(cost);
                 if keeps_draining && room {
-                    inner.queue.push_back(delivery);
+                    inner.queue.push_back_deferred(delivery, cost, &mut added);
                     counts.congested += 1;
                 } else {
                     counts.dropped_qos0 += 1;
                     if online && !keeps_draining {
                         // A slow consumer keeps no more than its bound.
+                        inner.queue.commit(std::mem::take(&mut added));
                         counts.dropped_qos0 += inner.trim_qos0(max_queued);
                     }
                 }
             } else if full {
                 // Oldest out until the newest fits (one, unless the byte bound needs more).
+                inner.queue.commit(std::mem::take(&mut added));
                 loop {
                     inner.queue.pop_front();
                     counts.dropped_oldest += 1;
-                    if !inner.queue.over_bytes(&delivery) || inner.queue.is_empty() {
+                    if !inner.queue.over_bytes(cost) || inner.queue.is_empty() {
                         break;
                     }
                 }
-                inner.queue.push_back(delivery);
+                inner.queue.push_back_deferred(delivery, cost, &mut added);
                 if let Some(link) = &inner.connection {
                     link.kick(DisconnectReason::QuotaExceeded);
                 }
             } else {
-                inner.queue.push_back(delivery);
+                inner.queue.push_back_deferred(delivery, cost, &mut added);
             }
         }
+        inner.queue.commit(added);
         if let (true, false, Some(link)) = (was_empty, inner.queue.is_empty(), &inner.connection) {
             link.notify();
         }
