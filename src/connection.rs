@@ -148,6 +148,27 @@ pub struct Parked {
     peer_max_packet_size: Option<NonZeroU32>,
 }
 
+impl Parked {
+    /// Reads what `socket` already holds (one non-blocking read, at most `MIN_READ_CHUNK`
+    /// bytes) into the read buffer, so a connection resumed because its socket became readable
+    /// handles its first packets at once, without waiting for tokio's reactor to report the
+    /// newly registered socket readable. End of stream and errors are left for the connection's
+    /// own read to find again. Returns how many bytes it read.
+    pub fn read_ahead(&mut self, socket: &std::net::TcpStream) -> usize {
+        use std::io::Read;
+        let mut chunk = [0u8; MIN_READ_CHUNK];
+        let mut socket = socket;
+        match socket.read(&mut chunk) {
+            Ok(n) if n > 0 => {
+                let buffers = self.buffers.get_or_insert_with(Box::default);
+                buffers.0.extend_from_slice(&chunk[..n]);
+                n
+            }
+            _ => 0,
+        }
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     pub fn new(stream: S, max_packet_size: usize) -> Self {
         Connection {

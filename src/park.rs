@@ -16,14 +16,17 @@
 //! peer closing), when its outbox gains a message or it is kicked (the link's waker), when its
 //! keep-alive deadline passes (a sweep every [`SWEEP`], run by the broker's timer service,
 //! [`crate::timer`]: one timer for all parked connections, not one each), or at shutdown (all of
-//! them). The
-//! packet loop (`session.rs`) parks a connection at its first wait after CONNACK, and later once
-//! it has been quiet for `PARK_AFTER`, so busy connections keep their task.
+//! them). The packet loop (`client/run.rs`) parks a connection at its first wait after CONNACK,
+//! and later once it has been quiet for `PARK_AFTER`, so busy connections keep their task.
+//!
+//! A connection resumed because its socket is readable takes its first steps on the watcher
+//! thread itself ([`Parker::start`]), before the watcher looks at the next socket: parked
+//! connections' packets take effect in the order they arrived, as in Mosquitto's one loop.
 //!
 //! TLS connections are not parked: rustls keeps its own buffers per connection anyway.
 
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Wake, Waker};
 use std::time::Duration;
@@ -45,13 +48,33 @@ use crate::timer::Timer;
 pub trait Parkable: Send + Sized + 'static {
     fn socket(&self) -> &std::net::TcpStream;
     fn link(&self) -> &Link;
-    /// Serves the connection on as a task; `deadline`: its keep-alive deadline, as parked.
-    fn resume(self, deadline: Option<Instant>) -> impl Future<Output = ()> + Send + 'static;
+    /// Serves the connection on as a task; `deadline`: its keep-alive deadline, as parked;
+    /// `readable`: it resumes because its socket has something to read.
+    fn resume(
+        self,
+        deadline: Option<Instant>,
+        readable: bool,
+    ) -> impl Future<Output = ()> + Send + 'static;
+}
+
+/// Why a parked connection resumes, which decides where its first steps run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    /// Its socket is readable (the watcher thread saw it): its task is polled once right there,
+    /// before the next socket's, then spawned. See [`Parker::start`].
+    Readable,
+    /// Its link was woken (a message, a kick), its keep alive ran out, or the broker shuts
+    /// down: its task is spawned.
+    Other,
 }
 
 /// How often parked connections are checked against their keep-alive deadline: a silent parked
 /// client is closed at most this much later than 1.5 x its keep alive.
 pub const SWEEP: Duration = Duration::from_millis(500);
+
+/// The longest [`Parker::caught_up`] waits for the watcher's batch: it is usually done within
+/// tens of microseconds, and a connection must not stall behind a storm of them.
+const CATCH_UP_LIMIT: Duration = Duration::from_millis(2);
 
 /// The parked connections of one broker, and the `epoll` set watching their sockets.
 pub struct Parker<P: Parkable> {
@@ -62,6 +85,9 @@ pub struct Parker<P: Parkable> {
     /// Resumes connections whose keep-alive deadline passed.
     timer: Arc<Timer>,
     slots: Mutex<Slots<P>>,
+    /// Counts the watcher's batches of socket events: odd while it is handling one (see
+    /// [`Parker::caught_up`]).
+    batch: AtomicU64,
 }
 
 impl<P: Parkable> std::fmt::Debug for Parker<P> {
@@ -95,7 +121,7 @@ impl<P: Parkable> Wake for Slot<P> {
 
     fn wake_by_ref(self: &Arc<Self>) {
         if let Some(parker) = self.parker.upgrade() {
-            parker.resume(self.key as usize, Some(self));
+            parker.resume(self.key as usize, Some(self), Cause::Other);
         }
     }
 }
@@ -113,6 +139,7 @@ impl<P: Parkable> Parker<P> {
                 slab: Slab::new(),
                 closed: false,
             }),
+            batch: AtomicU64::new(0),
         }))
     }
 
@@ -160,14 +187,14 @@ impl<P: Parkable> Parker<P> {
         drop(slots);
         // A kick or message that came before the link knew the slot resumes it now.
         if link.signalled() {
-            self.resume(key, Some(&slot));
+            self.resume(key, Some(&slot), Cause::Other);
         }
         Ok(())
     }
 
     /// Resumes the connection parked at `key` (if `expected` is given, only if it is still that
     /// one) as a new task. Does nothing if it was resumed already.
-    fn resume(&self, key: usize, expected: Option<&Arc<Slot<P>>>) {
+    fn resume(&self, key: usize, expected: Option<&Arc<Slot<P>>>, cause: Cause) {
         let slot = {
             let mut slots = self.slots.lock();
             match slots.slab.get(key) {
@@ -182,7 +209,53 @@ impl<P: Parkable> Parker<P> {
         if let Err(e) = self.registry.deregister(&mut SourceFd(&fd)) {
             debug!("deregistering a parked socket: {e}");
         }
-        self.handle.spawn(idle.resume(slot.deadline));
+        let task = idle.resume(slot.deadline, cause == Cause::Readable);
+        match cause {
+            Cause::Readable => self.start(task),
+            Cause::Other => drop(self.handle.spawn(task)),
+        }
+    }
+
+    /// Polls a resumed connection's task once on this (the watcher) thread, then spawns it
+    /// unless it has already ended.
+    ///
+    /// So parked connections are served in the order their packets arrived, as Mosquitto's one
+    /// loop serves its sockets: a parked client's SUBSCRIBE is in the router before the watcher
+    /// looks at the next readable socket, and a parked client that has just sent SUBSCRIBE does
+    /// not lose the race against a message published right after it on another connection
+    /// (which a spawned task, queued behind others on a busy worker, could).
+    ///
+    /// The first poll handles the packets the connection read ahead and stops at its first
+    /// wait (usually its first write, which waits for the reactor to report the newly
+    /// registered socket writable). It runs with a waker that does nothing: the spawned task's
+    /// first poll registers the real ones and finds anything that happened meanwhile. A panic
+    /// ends that connection only, as it would end its task.
+    fn start(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let _runtime = self.handle.enter();
+        let mut task = Box::pin(task);
+        let mut cx = std::task::Context::from_waker(Waker::noop());
+        let polled =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task.as_mut().poll(&mut cx)));
+        match polled {
+            Ok(std::task::Poll::Pending) => drop(self.handle.spawn(task)),
+            Ok(std::task::Poll::Ready(())) => {}
+            Err(_) => error!("a resumed connection panicked; it is closed"),
+        }
+    }
+
+    /// Waits (bounded by [`CATCH_UP_LIMIT`]) until the watcher has handled the batch of socket
+    /// events it is handling now, if any: the packets of parked connections that arrived before
+    /// whatever the caller is about to do (see `client::run`'s arrival order). Returns at once
+    /// when the watcher is waiting for events, which is nearly always.
+    pub async fn caught_up(&self) {
+        let seen = self.batch.load(Ordering::Acquire);
+        if seen % 2 == 0 {
+            return;
+        }
+        let give_up = Instant::now() + CATCH_UP_LIMIT;
+        while self.batch.load(Ordering::Acquire) == seen && Instant::now() < give_up {
+            tokio::task::yield_now().await;
+        }
     }
 
     /// Resumes every parked connection whose keep-alive deadline has passed.
@@ -197,7 +270,7 @@ impl<P: Parkable> Parker<P> {
             .map(|(_, s)| s.clone())
             .collect();
         for slot in due {
-            self.resume(slot.key as usize, Some(&slot));
+            self.resume(slot.key as usize, Some(&slot), Cause::Other);
         }
     }
 
@@ -223,7 +296,7 @@ impl<P: Parkable> Parker<P> {
             slots.slab.iter().map(|(key, _)| key).collect()
         };
         for key in keys {
-            self.resume(key, None);
+            self.resume(key, None, Cause::Other);
         }
     }
 
@@ -280,9 +353,15 @@ fn watch<P: Parkable>(mut poll: Poll, parker: &Weak<Parker<P>>, stop: &AtomicBoo
         let Some(parker) = parker.upgrade() else {
             return;
         };
-        for event in events.iter().filter(|e| e.token() != WAKE) {
-            parker.resume(event.token().0, None);
+        let mut sockets = events.iter().filter(|e| e.token() != WAKE).peekable();
+        if sockets.peek().is_none() {
+            continue;
         }
+        parker.batch.fetch_add(1, Ordering::AcqRel);
+        for event in sockets {
+            parker.resume(event.token().0, None, Cause::Readable);
+        }
+        parker.batch.fetch_add(1, Ordering::AcqRel);
     }
 }
 

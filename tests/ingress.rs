@@ -276,8 +276,10 @@ impl std::io::Write for Stuck {
 async fn a_message_logger_that_falls_behind_drops_and_counts_but_never_slows_a_publisher() {
     let mut c = config();
     c.log.messages = true;
-    // A small broker-wide budget: were the logger's queue in it, publishers would be paused.
-    c.limits.max_queued_bytes = 256 * 1024;
+    // A small broker-wide budget: were the logger's queue in it (up to 8,192 messages, 1.7 MB
+    // here), publishers would be paused. It is above the subscriber's own congestion bound
+    // (256 KiB), which slows the publisher first when that subscriber falls behind.
+    c.limits.max_queued_bytes = 1024 * 1024;
     let (release, gate) = std::sync::mpsc::channel();
     let broker =
         TestBroker::start_with_log(c, Box::new(Stuck(gate)), common::Capture::default()).await;

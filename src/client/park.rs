@@ -89,7 +89,14 @@ impl Parkable for Idle {
     }
 
     /// Serves the connection on as a task (spawned by the parker when something happened).
-    async fn resume(self, deadline: Option<Instant>) {
+    async fn resume(mut self, deadline: Option<Instant>, readable: bool) {
+        if readable {
+            let n = self.conn.read_ahead(&self.socket);
+            let stats = &self.client.ctx.router.stats;
+            stats
+                .bytes_received
+                .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        }
         if let Some((conn, client, guard)) = self.unpark::<tokio::net::TcpStream>() {
             drive(conn, client, guard, Start::Resumed { deadline }).await;
         }

@@ -15,12 +15,18 @@ use crate::protocol::{DecodeError, Packet};
 use crate::router::state::SessionState;
 use crate::stats::Limit;
 
+use super::Idle;
 use super::exit::Exit;
 use super::park::Start;
 use super::{Client, Step};
+use crate::park::Parker;
 
 /// A connection quiet this long (nothing read, nothing to send) is parked (see [`crate::park`]).
 pub(super) const PARK_AFTER: Duration = Duration::from_secs(1);
+
+/// A PUBLISH that ends a quiet spell this long lets packets that arrived before it on other
+/// connections take effect first (see [`arrival_order`]).
+const QUIET: Duration = Duration::from_millis(1);
 
 /// Packets handled from one read before the outbox gets its turn.
 pub(super) const BATCH: usize = 256;
@@ -211,6 +217,7 @@ impl Client {
             park_at = None;
         }
         let (mut seen_in, mut seen_out) = (conn.bytes_in, conn.bytes_out);
+        let mut last_packet = now;
         let mut paused = false;
         let mut outgoing = Vec::new();
         let mut batch = Batch::default();
@@ -255,8 +262,15 @@ impl Client {
                     deadline = keep_alive.map(|k| Instant::now() + k);
                 }
                 res = conn.read_packet(), if pause.is_none() => {
-                    deadline = keep_alive.map(|k| Instant::now() + k);
-                    park_at = park_at.map(|_| Instant::now() + PARK_AFTER);
+                    let now = Instant::now();
+                    deadline = keep_alive.map(|k| now + k);
+                    park_at = park_at.map(|_| now + PARK_AFTER);
+                    if matches!(res, Ok(Some(Packet::Publish(_))))
+                        && now.saturating_duration_since(last_packet) >= QUIET
+                    {
+                        arrival_order(self.ctx.parker.as_deref()).await;
+                    }
+                    last_packet = now;
                     if let Some(exit) = self.on_read(conn, res, &mut batch) {
                         return exit;
                     }
@@ -301,5 +315,25 @@ pub(super) async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+/// "What arrived first takes effect first", across connections, for a PUBLISH that ends a
+/// quiet spell (as a test suite's or a person's messages do; a stream at full speed never
+/// waits here). MQTT orders nothing across connections, but a client that sent SUBSCRIBE
+/// just before another client's PUBLISH expects the message, and Mosquitto, serving all its
+/// sockets from one loop, delivers it. Here connections run on several threads, so before
+/// routing, this one
+/// - yields once, so connections the reactor woke in the same turn (queued behind this one
+///   by tokio's last-in-first-out slot) run first; and
+/// - waits for the parker's watcher to finish the batch of parked connections' packets it is
+///   handling (bounded; see [`crate::park::Parker::caught_up`]).
+///
+/// Costs one yield per quiet spell, nothing while busy.
+async fn arrival_order(parker: Option<&Parker<Idle>>) {
+    tokio::task::yield_now().await;
+    tokio::task::yield_now().await;
+    if let Some(parker) = parker {
+        parker.caught_up().await;
     }
 }
