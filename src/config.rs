@@ -5,8 +5,10 @@
 //! combinations, naming the line of the key at fault. A leaf of the crate: nothing here depends
 //! on the rest of it.
 
+mod persistence;
 mod validate;
 
+pub use persistence::{OnCorrupt, PersistenceConfig, SyncMode};
 pub use validate::Locations;
 
 use std::net::SocketAddr;
@@ -55,6 +57,8 @@ pub struct Config {
     pub sys: SysConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub persistence: PersistenceConfig,
     /// Where the file was loaded from; relative paths in it are resolved against the working directory
     /// (as Mosquitto does).
     #[serde(skip)]
@@ -423,6 +427,7 @@ impl Default for Config {
             limits: Limits::default(),
             sys: SysConfig::default(),
             log: LogConfig::default(),
+            persistence: PersistenceConfig::default(),
             source: None,
             locations: Locations::default(),
         }
@@ -454,21 +459,6 @@ impl Config {
             }
         };
         let doc = toml::de::DeTable::parse(text).map_err(parse_error)?;
-        if let Some((key, _)) = doc
-            .get_ref()
-            .iter()
-            .find(|(k, _)| k.get_ref() == "persistence")
-        {
-            let (line, column) = line_col(text, key.span().start);
-            return Err(ConfigError::Parse {
-                path: path.to_owned(),
-                line,
-                column,
-                message: "[persistence] is not implemented yet: messages and sessions do not \
-                          survive a restart; remove the table"
-                    .into(),
-            });
-        }
         let mut config: Config = toml::from_str(text).map_err(parse_error)?;
         config.source = Some(path.to_owned());
         config.locations = Locations::of(text, doc.get_ref());

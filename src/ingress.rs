@@ -166,6 +166,9 @@ pub enum Outcome {
     /// subscribers", which is still a success).
     Routed {
         subscribers: usize,
+        /// The store's ticket when the message is one the store keeps (a retained message,
+        /// with persistence on): an acknowledgement that promises durability waits for it.
+        commit: Option<crate::store::Ticket>,
     },
     Refused(Refusal),
 }
@@ -288,8 +291,11 @@ impl Ingress {
         }
         msg.origin = from.session_id;
         batch.bytes += msg.payload.len() + msg.topic.len();
-        let subscribers = self.router.publish_to(Arc::new(msg), &mut batch.fanout);
-        Outcome::Routed { subscribers }
+        let (subscribers, commit) = self.router.publish_to(Arc::new(msg), &mut batch.fanout);
+        Outcome::Routed {
+            subscribers,
+            commit,
+        }
     }
 
     fn check(&self, from: &mut Publisher, msg: &Message) -> Result<(), Refusal> {

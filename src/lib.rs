@@ -16,6 +16,7 @@
 //!      |             run.rs      the packet loop: socket | outbox | keep alive | kick | shutdown
 //!      |             handlers.rs one handler per packet type (PUBLISH goes to the ingress)
 //!      |             outbound.rs outbox -> PUBLISH / PUBREL, acks and replies
+//!      |             acks.rs     PUBACK/PUBREC that wait for the store's commit
 //!      |             alias.rs    5.0 topic aliases both ways
 //!      |             exit.rs     why it ended, DISCONNECT, the will, detach
 //!      |             park.rs     an idle connection leaves its task (park.rs holds it)
@@ -44,8 +45,10 @@
 //! - **A new subscriber kind**: [`router::Router::subscriber`] gives a
 //!   [`router::subscriber::SubscriberHandle`] (filters, bounded queue, acks, ACL identity);
 //!   observers (history, live views) never count as matching subscribers nor slow publishers.
-//! - **A store**: sessions and retained messages live in `router/` behind its methods (the
-//!   session lock is private to the router); deadlines are wall-clock ([`timer::wall_now`]).
+//! - **The store** ([`store`]): SQLite, one writer thread committing in groups. The router hands
+//!   it each change to keep (`router/persist.rs`: retained messages so far; sessions next) and
+//!   gets a [`store::Ticket`]; the acknowledgement that promises durability waits for it
+//!   (`client/acks.rs`). Deadlines are wall-clock ([`timer::wall_now`]).
 //! - **Time**: [`timer`] runs every deadline (session expiry, will delay, parked keep-alive) on
 //!   tokio's clock.
 //!
@@ -72,6 +75,7 @@ pub mod protocol;
 pub mod router;
 pub mod server;
 pub mod stats;
+pub mod store;
 pub mod sys;
 pub mod timer;
 pub mod tls;

@@ -249,7 +249,7 @@ impl<P: Parkable> Parker<P> {
     /// when the watcher is waiting for events, which is nearly always.
     pub async fn caught_up(&self) {
         let seen = self.batch.load(Ordering::Acquire);
-        if seen % 2 == 0 {
+        if seen.is_multiple_of(2) {
             return;
         }
         let give_up = Instant::now() + CATCH_UP_LIMIT;

@@ -51,6 +51,11 @@ pub enum StartError {
         path: std::path::PathBuf,
         error: std::io::Error,
     },
+    #[error("{at}: persistence: {error}")]
+    Store {
+        at: String,
+        error: crate::store::StoreError,
+    },
 }
 
 /// Everything start-up loads from the files a configuration names: the password file and ACL,
@@ -148,12 +153,16 @@ impl Server {
         msglog_sink: Option<Box<dyn std::io::Write + Send>>,
     ) -> Result<Server, StartError> {
         let Resources { auth, tls } = Resources::load(&config)?;
-        let router = Arc::new(Router::new(RouterLimits {
+        let mut router = Router::new(RouterLimits {
             max_queued_messages: config.limits.max_queued_messages,
             max_queued_bytes: config.limits.max_queued_bytes,
             max_queued_bytes_per_client: config.limits.max_queued_bytes_per_client,
             slow_subscriber_timeout: config.limits.slow_subscriber_timeout,
-        }));
+        });
+        if config.persistence.enabled {
+            router = open_store(&config, router)?;
+        }
+        let router = Arc::new(router);
         let msglog = match (config.log.messages, msglog_sink) {
             (false, _) => None,
             (true, Some(sink)) => Some(MessageLogger::start(sink, &router)),
@@ -325,12 +334,39 @@ impl Server {
             warn!("some connections did not close within {DRAIN_DEADLINE:?}");
         }
         drop(self.reloader);
-        if let Ok(ctx) = Arc::try_unwrap(self.ctx) {
-            if let Some(log) = ctx.msglog {
-                log.close();
-            }
+        if let Some(store) = self.ctx.router.store().cloned() {
+            // Commits what is queued; blocking, so off the runtime's threads.
+            let _ = tokio::task::spawn_blocking(move || store.close()).await;
+        }
+        if let Ok(ctx) = Arc::try_unwrap(self.ctx)
+            && let Some(log) = ctx.msglog
+        {
+            log.close();
         }
     }
+}
+
+/// Opens the store `config.persistence` names and restores what it holds into `router`, before
+/// any listener opens.
+fn open_store(config: &Config, router: Router) -> Result<Router, StartError> {
+    let (store, restored) =
+        crate::store::Store::open(&config.persistence).map_err(|error| StartError::Store {
+            at: config.locate("persistence"),
+            error,
+        })?;
+    info!(
+        "store {}: restored {} retained message(s) in {} ms{}",
+        store.db_path().display(),
+        restored.retained.len(),
+        restored.took.as_millis(),
+        match restored.skipped {
+            0 => String::new(),
+            n => format!(" ({n} unreadable row(s) left out, see above)"),
+        }
+    );
+    let router = router.with_store(store);
+    router.restore_retained(restored.retained);
+    Ok(router)
 }
 
 /// Pending connections the kernel may hold for us (capped by `net.core.somaxconn`). tokio's

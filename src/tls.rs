@@ -329,15 +329,15 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 
 /// An expired certificate still loads (clients decide), but the operator should hear about it.
 fn warn_if_not_valid_now(path: &Path, cert: &CertificateDer<'_>) {
-    if let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert) {
-        if !parsed.validity().is_valid() {
-            tracing::warn!(
-                cert = %path.display(),
-                not_before = %parsed.validity().not_before,
-                not_after = %parsed.validity().not_after,
-                "TLS certificate is not valid now"
-            );
-        }
+    if let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert)
+        && !parsed.validity().is_valid()
+    {
+        tracing::warn!(
+            cert = %path.display(),
+            not_before = %parsed.validity().not_before,
+            not_after = %parsed.validity().not_after,
+            "TLS certificate is not valid now"
+        );
     }
 }
 

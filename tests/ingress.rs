@@ -120,7 +120,13 @@ async fn a_publisher_that_is_not_mqtt_gets_the_same_acl_limits_and_statistics() 
         b.ingress.publish_now(&mut http, message("secret/2")),
         b.ingress.publish_now(&mut http, message(&long)),
     ];
-    assert_eq!(outcomes[0], Outcome::Routed { subscribers: 1 });
+    assert_eq!(
+        outcomes[0],
+        Outcome::Routed {
+            subscribers: 1,
+            commit: None
+        }
+    );
     let codes = outcomes.map(|o| match o {
         Outcome::Routed { .. } => v5::SUCCESS,
         Outcome::Refused(r) => r.reason_code().into(),

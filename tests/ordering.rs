@@ -31,8 +31,8 @@ const MAX_MISSES: usize = TRIALS / 200;
 /// How long B waits for the message after its SUBACK before the trial counts as a miss.
 const GRACE: Duration = Duration::from_millis(300);
 /// How long both clients are quiet before B's SUBSCRIBE: the broker's ordering holds for
-/// packets that end a quiet spell (of at least 1 ms; a stream at full speed is not held back).
-const QUIET: Duration = Duration::from_millis(3);
+/// packets that end a quiet spell (of at least 10 ms; a stream at full speed is not held back).
+const QUIET: Duration = Duration::from_millis(15);
 
 /// A blocking MQTT 3.1.1 client: writes go straight to the kernel, in program order.
 struct Client {

@@ -191,6 +191,7 @@ where
                 ongoing: None,
             })
         }),
+        waiting: None,
     })
 }
 

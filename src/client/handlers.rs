@@ -151,10 +151,10 @@ impl Client {
         if let Some(rate) = &mut self.rate {
             rate.take();
         }
-        if self.v5 {
-            if let Err(exit) = self.resolve_alias(&mut p) {
-                return Step::Exit(exit);
-            }
+        if self.v5
+            && let Err(exit) = self.resolve_alias(&mut p)
+        {
+            return Step::Exit(exit);
         }
         let (packet_id, qos) = (p.packet_id, p.qos);
         let fresh = match qos {
@@ -176,13 +176,19 @@ impl Client {
             }
         }
         let mut reason = (PubAckReason::Success, "");
+        let mut commit = None;
         if fresh {
             let msg = Message::new(p.topic, p.payload, qos, p.retain).with_properties(p.properties);
             match self.ctx.ingress.publish(&mut self.publisher, msg, batch) {
-                Outcome::Routed { subscribers: 0 } => {
-                    reason = (PubAckReason::NoMatchingSubscribers, "")
+                Outcome::Routed {
+                    subscribers,
+                    commit: ticket,
+                } => {
+                    commit = ticket;
+                    if subscribers == 0 {
+                        reason = (PubAckReason::NoMatchingSubscribers, "");
+                    }
                 }
-                Outcome::Routed { .. } => {}
                 Outcome::Refused(refusal) => reason = (refusal.reason_code(), refusal.why()),
             }
             if qos == QoS::ExactlyOnce {
@@ -194,17 +200,12 @@ impl Client {
                 }
             }
         }
-        match qos {
-            QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.reply(
-                conn,
-                Packet::PubAck(self.ack(packet_id, reason.0, reason.1)),
-            ),
-            QoS::ExactlyOnce => self.reply(
-                conn,
-                Packet::PubRec(self.ack(packet_id, reason.0, reason.1)),
-            ),
-        }
+        let ack = match qos {
+            QoS::AtMostOnce => return Step::Continue,
+            QoS::AtLeastOnce => Packet::PubAck(self.ack(packet_id, reason.0, reason.1)),
+            QoS::ExactlyOnce => Packet::PubRec(self.ack(packet_id, reason.0, reason.1)),
+        };
+        self.acknowledge(conn, ack, commit);
         Step::Continue
     }
 

@@ -15,6 +15,7 @@
 //!    unless the client sent a normal DISCONNECT (after the Will Delay Interval, unless the client
 //!    returns first), and the router detaches the session.
 
+mod acks;
 mod admit;
 mod alias;
 mod context;
@@ -157,6 +158,8 @@ struct Client {
     /// Set for a client that logged in with enhanced authentication (5.0): it may
     /// re-authenticate; `None`: a client AUTH is a protocol error.
     reauth: Option<Box<Reauth>>,
+    /// PUBACKs and PUBRECs waiting for the store to commit (see [`acks`]).
+    waiting: Option<Box<acks::Waiting>>,
 }
 
 /// What handling one packet asks of the loop.

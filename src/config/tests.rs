@@ -111,13 +111,23 @@ fn client_certificate_options_need_a_client_ca() {
 }
 
 #[test]
-fn a_persistence_table_is_refused_as_not_implemented() {
-    let e = invalid("[sys]\ninterval = 0\n\n[persistence]\npath = \"data/\"\n");
-    assert!(e.starts_with("m.toml:4:"), "{e}");
-    assert!(e.contains("[persistence] is not implemented yet"), "{e}");
-    let e = invalid("persistence = { path = \"x\" }\n");
-    assert!(
-        e.starts_with("m.toml:1:") && e.contains("not implemented"),
-        "{e}"
+fn persistence_is_on_by_default_and_its_keys_are_checked() {
+    let c = Config::parse("[sys]\ninterval = 0\n", Path::new("m.toml")).unwrap();
+    assert!(c.persistence.enabled);
+    assert_eq!(c.persistence.path, Path::new("data"));
+    assert_eq!(c.persistence.sync, crate::config::SyncMode::Normal);
+    let text = "[persistence]\nenabled = true\npath = \"/var/lib/mqttd\"\nsync = \"full\"\n\
+                on_corrupt = \"move_aside\"\n";
+    let c = Config::parse(text, Path::new("m.toml")).unwrap();
+    assert_eq!(c.persistence.sync, crate::config::SyncMode::Full);
+    assert_eq!(
+        c.persistence.on_corrupt,
+        crate::config::OnCorrupt::MoveAside
     );
+    let e = invalid("[persistence]\nsync = \"sometimes\"\n");
+    assert!(e.starts_with("m.toml:2:"), "{e}");
+    let e = invalid("[persistence]\nsync = \"periodic\"\n\ninterval = \"0s\"\n");
+    assert!(e.starts_with("m.toml:4: persistence.interval"), "{e}");
+    let e = invalid("[persistence]\npaht = \"x\"\n");
+    assert!(e.starts_with("m.toml:2:") && e.contains("paht"), "{e}");
 }

@@ -118,11 +118,26 @@ impl Config {
                 return Err(self.invalid(&key("tls.handshake_timeout"), why));
             }
         }
+        self.validate_persistence()?;
         self.validate_limits()?;
         self.validate_auth()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             let why = format!("log.level {:?} is not a valid filter: {e}", self.log.level);
             return Err(self.invalid("log.level", why));
+        }
+        Ok(())
+    }
+
+    fn validate_persistence(&self) -> Result<(), ConfigError> {
+        let p = &self.persistence;
+        if p.enabled && p.path.as_os_str().is_empty() {
+            return Err(self.invalid("persistence.path", "persistence.path must not be empty"));
+        }
+        if p.sync == super::SyncMode::Periodic && p.interval.is_zero() {
+            return Err(self.invalid(
+                "persistence.interval",
+                "persistence.interval must be greater than zero",
+            ));
         }
         Ok(())
     }

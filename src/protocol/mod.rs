@@ -29,6 +29,7 @@ pub use decode::decode;
 pub use encode::{EncodeError, MAX_PACKET_SIZE, PublishView, encode, encode_within, encoded_len};
 pub use error::DecodeError;
 pub use packet::*;
+pub use properties::{publish_block, read_publish_block};
 pub use reason::{
     AuthReason, ConnAckReason, ConnectReturnCode, DisconnectReason, PubAckReason, PubRelReason,
     ReasonCode, SubAckReason, UnknownReason, UnsubAckReason,

@@ -5,6 +5,8 @@
 //! value ranges the spec calls Protocol Errors. An empty property block decodes to `None`, so
 //! `Some` always holds at least one property.
 
+use bytes::{Bytes, BytesMut};
+
 use super::DecodeError;
 use super::Properties;
 use super::cursor::{Counter, Reader, Sink, VARINT_MAX};
@@ -284,6 +286,25 @@ pub(crate) fn write<S: Sink, const CTX: u16>(out: &mut S, props: Option<&Propert
             out.prefixed(&c, |out| write_body::<_, CTX>(out, p, omit));
         }
     }
+}
+
+/// A PUBLISH's property block (length prefix included) as bytes: how the store keeps a message's
+/// properties. [`read_publish_block`] reads it back.
+pub fn publish_block(props: Option<&Properties>) -> BytesMut {
+    let mut out = BytesMut::new();
+    write::<_, PUBLISH>(&mut out, props, Omit::Nothing);
+    out
+}
+
+/// Reads a block [`publish_block`] wrote, with the wire's strict decoder (a block read from disk
+/// is as untrusted as one from the network). Trailing bytes are an error.
+pub fn read_publish_block(bytes: Bytes) -> Result<Option<Box<Properties>>, DecodeError> {
+    let mut r = Reader::new(bytes);
+    let props = read(&mut r, PropCtx::Publish)?;
+    if !r.is_empty() {
+        return Err(DecodeError::Malformed("bytes after the property block"));
+    }
+    Ok(props)
 }
 
 /// Whether [`write`] would write any property of `p` at all.

@@ -21,6 +21,7 @@
 mod fanout;
 mod link;
 mod message;
+mod persist;
 mod queue;
 pub mod retained;
 pub mod state;
@@ -84,6 +85,8 @@ pub struct Router {
     pub stats: Stats,
     /// Session expiry and will delay (run by the server, see [`crate::timer`]).
     timer: Arc<Timer>,
+    /// What must survive a restart goes here too (None: persistence off). See `persist.rs`.
+    store: Option<Arc<crate::store::Store>>,
 }
 
 impl Router {
@@ -98,6 +101,7 @@ impl Router {
             limits,
             stats: Stats::default(),
             timer: Timer::new(),
+            store: None,
         }
     }
 
@@ -411,7 +415,7 @@ impl Router {
     #[cfg(test)]
     pub(crate) fn publish(&self, msg: Arc<Message>) -> usize {
         let mut fanout = Fanout::default();
-        let offered = self.publish_to(msg, &mut fanout);
+        let (offered, _) = self.publish_to(msg, &mut fanout);
         self.deliver(&mut fanout);
         offered
     }
@@ -419,11 +423,14 @@ impl Router {
     /// As [`Router::publish`], but the deliveries are collected in `fanout`, grouped by
     /// subscriber, until [`Router::deliver`]: a connection publishing a batch of messages hands
     /// each subscriber all of its share at once.
-    /// Only the ingress calls this: every message enters through [`crate::ingress`].
-    pub(crate) fn publish_to(&self, msg: Arc<Message>, fanout: &mut Fanout) -> usize {
-        if msg.retain {
-            self.retained.write().set(msg.clone());
-        }
+    /// Only the ingress calls this: every message enters through [`crate::ingress`]. Also
+    /// returns the store's ticket for a retained message it must keep (see `persist.rs`).
+    pub(crate) fn publish_to(
+        &self,
+        msg: Arc<Message>,
+        fanout: &mut Fanout,
+    ) -> (usize, Option<crate::store::Ticket>) {
+        let commit = if msg.retain { self.retain(&msg) } else { None };
         let subs = self.subscriptions.read();
         let mut plain: Vec<&Subscriber> = Vec::new();
         let mut shared: Vec<(&Arc<str>, &Subscriber)> = Vec::new();
@@ -467,7 +474,7 @@ impl Router {
             fanout.offer(member, msg.clone(), Some(key.clone()), sub_ids);
             offered += 1;
         }
-        offered
+        (offered, commit)
     }
 
     /// Hands every delivery collected in `fanout` to its session, one lock per session.
@@ -556,11 +563,11 @@ impl Router {
         let mut kicked = 0;
         for s in sessions.values() {
             let inner = s.inner.lock();
-            if let (Some(user), Some(link)) = (&inner.username, &inner.connection) {
-                if !keep(user) {
-                    link.kick(DisconnectReason::AdministrativeAction);
-                    kicked += 1;
-                }
+            if let (Some(user), Some(link)) = (&inner.username, &inner.connection)
+                && !keep(user)
+            {
+                link.kick(DisconnectReason::AdministrativeAction);
+                kicked += 1;
             }
         }
         kicked

@@ -56,7 +56,7 @@ fn fanout_holds_deliveries_until_delivered_then_each_subscriber_gets_them_in_ord
     let mut fanout = Fanout::default();
     for payload in [&b"1"[..], b"2", b"3"] {
         assert_eq!(
-            router.publish_to(message("t/x", payload), &mut fanout),
+            router.publish_to(message("t/x", payload), &mut fanout).0,
             sessions.len()
         );
     }

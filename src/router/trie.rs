@@ -155,10 +155,10 @@ fn remove_rec(node: &mut Node, levels: &[&str], share: Option<&str>, session_id:
         let before = list.len();
         list.retain(|s| s.session.id != session_id);
         let removed = list.len() != before;
-        if let Some(key) = share {
-            if node.shared.get(key).is_some_and(|g| g.members.is_empty()) {
-                node.shared.remove(key);
-            }
+        if let Some(key) = share
+            && node.shared.get(key).is_some_and(|g| g.members.is_empty())
+        {
+            node.shared.remove(key);
         }
         return removed;
     };
@@ -196,10 +196,8 @@ fn match_rec<'a>(
     if let Some(child) = node.children.get(*first) {
         match_rec(child, rest, false, f);
     }
-    if !skip_wildcards {
-        if let Some(plus) = node.children.get("+") {
-            match_rec(plus, rest, false, f);
-        }
+    if !skip_wildcards && let Some(plus) = node.children.get("+") {
+        match_rec(plus, rest, false, f);
     }
 }
 

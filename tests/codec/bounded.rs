@@ -85,7 +85,7 @@ fn set_raw(p: &mut Properties, id: u8, n: u32, text: String, data: Bytes) {
         0x09 => p.correlation_data = Some(data),
         0x0B => p
             .subscription_identifiers
-            .push(if n % 3 == 0 { 0 } else { n }),
+            .push(if n.is_multiple_of(3) { 0 } else { n }),
         0x11 => p.session_expiry_interval = Some(n),
         0x12 => p.assigned_client_identifier = Some(text),
         0x13 => p.server_keep_alive = Some(n as u16),

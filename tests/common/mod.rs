@@ -64,11 +64,13 @@ pub struct TestBroker {
     handle: JoinHandle<()>,
 }
 
-/// A config with one plain listener on 127.0.0.1:0, `$SYS` off, everything else default.
+/// A config with one plain listener on 127.0.0.1:0, `$SYS` off, persistence off (tests of the
+/// store give it a directory of their own), everything else default.
 pub fn config() -> Config {
     Config {
         listeners: vec![listener("plain")],
         sys: mqttd::config::SysConfig { interval: 0 },
+        persistence: mqttd::config::PersistenceConfig::off(),
         ..Config::default()
     }
 }
@@ -589,7 +591,14 @@ impl BrokerProcess {
     /// Starts `mqttd --config <config>` and waits (bounded) for its "listening on" line.
     pub async fn start(config: &std::path::Path) -> BrokerProcess {
         use std::process::{Command, Stdio};
+        // In the configuration's directory, so that a store at a relative path (persistence is
+        // on by default: `./data`) is this test's own.
+        let dir = config
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
         let mut child = Command::new(env!("CARGO_BIN_EXE_mqttd"))
+            .current_dir(dir)
             .arg("--config")
             .arg(config)
             .env_remove("RUST_LOG")
@@ -669,6 +678,21 @@ impl BrokerProcess {
         // SAFETY: kill(2) with the pid of our own, not yet reaped, child.
         let rc = unsafe { libc::kill(pid, signal) };
         assert_eq!(rc, 0, "kill({pid}, {signal})");
+    }
+
+    /// SIGKILL (no chance to save anything), then waits (bounded) until it is gone; returns
+    /// everything it printed.
+    pub async fn kill(mut self) -> String {
+        self.signal(libc::SIGKILL);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while self.child.0.try_wait().expect("try_wait").is_none() {
+            assert!(tokio::time::Instant::now() < deadline, "mqttd did not die");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        for reader in self.readers.drain(..) {
+            reader.join().expect("output reader");
+        }
+        self.output()
     }
 
     /// SIGTERM, then waits (bounded) for a clean exit; returns everything it printed.

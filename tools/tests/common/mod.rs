@@ -20,7 +20,8 @@ impl InProcessBroker {
     /// One plain listener on 127.0.0.1:0, `$SYS` off, warnings only.
     pub fn start(worker_threads: usize) -> InProcessBroker {
         let config = Config::parse(
-            "[[listener]]\nbind = \"127.0.0.1:0\"\n[sys]\ninterval = 0\n[log]\nlevel = \"warn\"\n",
+            "[[listener]]\nbind = \"127.0.0.1:0\"\n[sys]\ninterval = 0\n[log]\nlevel = \"warn\"\n\
+             [persistence]\nenabled = false\n",
             Path::new("in-process.toml"),
         )
         .expect("config");
