@@ -12,6 +12,7 @@
 
 use std::io;
 use std::num::NonZeroU32;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -278,7 +279,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.flush().await?;
         self.stream.shutdown().await
     }
+
+    /// After [`Connection::shutdown`]: reads and discards what the peer still sends, until it
+    /// closes, for at most `time` and [`LINGER_BYTES`]. Closing a socket with unread data resets
+    /// the connection, and a reset can destroy the DISCONNECT before the peer reads it and fails
+    /// the peer's writes in flight (a PUBREL, a PUBACK): a lingering close lets it read why.
+    pub async fn linger(&mut self, time: Duration) {
+        let deadline = tokio::time::Instant::now() + time;
+        self.rbuf.clear();
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            self.rbuf.clear();
+            self.rbuf.reserve(MIN_READ_CHUNK);
+            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.rbuf)).await {
+                Ok(Ok(n)) if n > 0 => total += n,
+                _ => break,
+            }
+        }
+    }
 }
+
+/// At most this much is read (and discarded) by [`Connection::linger`].
+pub const LINGER_BYTES: usize = 256 * 1024;
 
 #[cfg(test)]
 mod tests {

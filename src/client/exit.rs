@@ -15,6 +15,10 @@ use crate::timer;
 
 use super::{Client, reason_string};
 
+/// How long a connection the broker closes reads what its client still sends (see
+/// [`Connection::linger`]).
+const LINGER: Duration = Duration::from_secs(1);
+
 /// Why the packet loop ended.
 #[derive(Debug)]
 pub(super) enum Exit {
@@ -56,8 +60,13 @@ impl Client {
             // the connection closes all the same.
             let _ = conn.queue(&Packet::Disconnect(Disconnect { reason, properties }));
         }
-        let _ = tokio::time::timeout(Duration::from_secs(1), conn.shutdown()).await;
+        let closed = tokio::time::timeout(Duration::from_secs(1), conn.shutdown()).await;
         self.end(&why, publish_will);
+        // Closed by the broker (not at shutdown, which must not wait): the client may still be
+        // sending; let it read the DISCONNECT before the socket goes.
+        if matches!(exit, Exit::Abnormal { .. }) && matches!(closed, Ok(Ok(()))) {
+            conn.linger(LINGER).await;
+        }
     }
 
     /// The end of a connection whose socket is gone (see [`Client::end`]).

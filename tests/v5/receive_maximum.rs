@@ -178,3 +178,37 @@ async fn the_quota_starts_afresh_with_each_connection_and_not_for_3_1_1() {
     old.ping().await;
     broker.stop().await;
 }
+
+/// Paho's `test_flow_control2` exactly: the client writes Receive Maximum + 1 QoS 2 PUBLISHes at
+/// once and answers each PUBREC with PUBREL as it reads it. The broker has already closed by
+/// then, and must close without resetting the connection (it reads what the client still
+/// sends), or the client's PUBRELs fail and the DISCONNECT 0x93 may never be read.
+#[tokio::test]
+async fn a_client_still_releasing_when_disconnected_for_receive_maximum_reads_the_disconnect() {
+    const MAX: u16 = 20;
+    let broker = broker_with(MAX).await;
+    let (mut c, _) = RawClient::connected_v5(broker.addr, "rm-paho", Properties::default()).await;
+    let mut burst = bytes::BytesMut::new();
+    for id in 1..=MAX + 1 {
+        let p = publish_packet("rm/in", b"q2", QoS::ExactlyOnce, id, Properties::default());
+        mqttd::protocol::encode(&p, c.version, &mut burst).unwrap();
+    }
+    c.send_bytes(&burst).await;
+    let mut released = 0;
+    loop {
+        match c.recv().await {
+            Some(Packet::PubRec(r)) => {
+                c.send(&Packet::PubRel(PubResp::new(r.packet_id))).await;
+                released += 1;
+            }
+            Some(Packet::Disconnect(d)) => {
+                assert_eq!(d.reason, DisconnectReason::ReceiveMaximumExceeded);
+                break;
+            }
+            other => panic!("expected PUBREC or DISCONNECT, got {other:?}"),
+        }
+    }
+    assert_eq!(released, usize::from(MAX));
+    c.expect_closed().await;
+    broker.stop().await;
+}
