@@ -21,6 +21,12 @@ use super::exit::Exit;
 #[derive(Debug, Default)]
 pub(super) struct Waiting(VecDeque<(Option<Ticket>, Packet)>);
 
+impl Waiting {
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 impl Client {
     /// Sends `ack` (a PUBACK or PUBREC) now, or once `commit` and every ack before it are done.
     pub(super) fn acknowledge<S: AsyncRead + AsyncWrite + Unpin>(
@@ -28,16 +34,17 @@ impl Client {
         conn: &mut Connection<S>,
         ack: Packet,
         commit: Option<Ticket>,
+        waiting: &mut Waiting,
     ) {
-        match &mut self.waiting {
-            None if commit.is_none() => self.reply(conn, ack),
-            waiting => waiting.get_or_insert_default().0.push_back((commit, ack)),
+        if commit.is_none() && waiting.is_empty() {
+            self.reply(conn, ack);
+        } else {
+            waiting.0.push_back((commit, ack));
         }
     }
 
     /// The store and the ticket the first waiting ack waits for, if any.
-    pub(super) fn awaited(&self) -> Option<(Arc<Store>, Ticket)> {
-        let waiting = self.waiting.as_ref()?;
+    pub(super) fn awaited(&self, waiting: &Waiting) -> Option<(Arc<Store>, Ticket)> {
         let ticket = waiting.0.iter().find_map(|(t, _)| *t)?;
         let store = self.ctx.router.store()?.clone();
         Some((store, ticket))
@@ -48,8 +55,8 @@ impl Client {
     pub(super) fn release<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         conn: &mut Connection<S>,
+        waiting: &mut Waiting,
     ) -> Option<Exit> {
-        let mut waiting = self.waiting.take()?;
         let store = self.ctx.router.store().cloned();
         while let Some((ticket, _)) = waiting.0.front() {
             let outcome = match (ticket, &store) {
@@ -70,9 +77,6 @@ impl Client {
                     }
                 }
             }
-        }
-        if !waiting.0.is_empty() {
-            self.waiting = Some(waiting);
         }
         None
     }

@@ -191,7 +191,6 @@ where
                 ongoing: None,
             })
         }),
-        waiting: None,
     })
 }
 

@@ -5,7 +5,7 @@ use tracing::info;
 
 use crate::auth::Access;
 use crate::connection::Connection;
-use crate::ingress::{Batch, Outcome};
+use crate::ingress::Outcome;
 use crate::protocol::topic::subscription_filter;
 use crate::protocol::{
     Disconnect, DisconnectReason, Packet, Properties, PubAckReason, PubRelReason, Publish, QoS,
@@ -16,6 +16,7 @@ use crate::router::state::{Delivery, OutState};
 use crate::stats::Limit;
 
 use super::exit::Exit;
+use super::run::Batch;
 use super::{Client, Step};
 
 impl Client {
@@ -179,7 +180,11 @@ impl Client {
         let mut commit = None;
         if fresh {
             let msg = Message::new(p.topic, p.payload, qos, p.retain).with_properties(p.properties);
-            match self.ctx.ingress.publish(&mut self.publisher, msg, batch) {
+            match self
+                .ctx
+                .ingress
+                .publish(&mut self.publisher, msg, &mut batch.ingress)
+            {
                 Outcome::Routed {
                     subscribers,
                     commit: ticket,
@@ -205,7 +210,7 @@ impl Client {
             QoS::AtLeastOnce => Packet::PubAck(self.ack(packet_id, reason.0, reason.1)),
             QoS::ExactlyOnce => Packet::PubRec(self.ack(packet_id, reason.0, reason.1)),
         };
-        self.acknowledge(conn, ack, commit);
+        self.acknowledge(conn, ack, commit, &mut batch.acks);
         Step::Continue
     }
 

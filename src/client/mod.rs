@@ -158,8 +158,6 @@ struct Client {
     /// Set for a client that logged in with enhanced authentication (5.0): it may
     /// re-authenticate; `None`: a client AUTH is a protocol error.
     reauth: Option<Box<Reauth>>,
-    /// PUBACKs and PUBRECs waiting for the store to commit (see [`acks`]).
-    waiting: Option<Box<acks::Waiting>>,
 }
 
 /// What handling one packet asks of the loop.

@@ -82,10 +82,14 @@ const CONGESTION_PAUSE: Duration = Duration::from_millis(1);
 /// per batch).
 #[derive(Default)]
 pub(super) struct Batch {
-    ingress: crate::ingress::Batch,
+    pub(super) ingress: crate::ingress::Batch,
     packets: u64,
     /// Subscribers to wait for (see [`Client::read_pause`]).
     waiting: Vec<Arc<SessionState>>,
+    /// PUBACKs and PUBRECs waiting for the store (see [`super::acks`]). Here, with the packet
+    /// loop, not in the client: a connection with acks waiting never parks, so a parked one
+    /// pays nothing for them.
+    pub(super) acks: super::acks::Waiting,
 }
 
 impl Client {
@@ -177,7 +181,7 @@ impl Client {
         match res {
             Ok(Some(packet)) => {
                 batch.packets += 1;
-                match self.handle(conn, packet, &mut batch.ingress) {
+                match self.handle(conn, packet, batch) {
                     Step::Exit(exit) => Some(exit),
                     Step::Continue => None,
                 }
@@ -254,12 +258,8 @@ impl Client {
             let pause = self.read_pause(paused, &mut batch.waiting);
             paused = pause.is_some();
             // Not parked while acknowledgements wait for the store.
-            let awaited = self.awaited();
-            let park_now = if self.waiting.is_some() {
-                None
-            } else {
-                park_at
-            };
+            let awaited = self.awaited(&batch.acks);
+            let park_now = if batch.acks.is_empty() { park_at } else { None };
             let wake_at = match (deadline, park_now) {
                 (Some(d), Some(p)) => Some(d.min(p)),
                 (d, p) => d.or(p),
@@ -270,7 +270,7 @@ impl Client {
                 _ = self.ctx.shutdown.cancelled() => return Exit::Shutdown,
                 _ = poll_fn(|cx| link.poll_kicked(cx)) => return self.kicked(),
                 _ = committed(awaited.as_ref()), if awaited.is_some() => {
-                    if let Some(exit) = self.release(conn) {
+                    if let Some(exit) = self.release(conn, &mut batch.acks) {
                         return exit;
                     }
                 }
