@@ -169,6 +169,10 @@ pub enum Outcome {
         /// The store's ticket when the message is one the store keeps (a retained message,
         /// with persistence on): an acknowledgement that promises durability waits for it.
         commit: Option<crate::store::Ticket>,
+        /// It goes to a persistent session at QoS 1/2: the acknowledgement waits, too, for
+        /// the batch's ticket, known after [`Ingress::flush`] ([`Batch::take_ticket`]).
+        /// ([`Ingress::publish_now`] folds that into `commit`.)
+        durable: bool,
     },
     Refused(Refusal),
 }
@@ -195,6 +199,12 @@ impl Batch {
     /// sending more (see [`Router::congested`]).
     pub fn take_congested(&mut self) -> Vec<Arc<crate::router::state::SessionState>> {
         std::mem::take(&mut self.fanout.congested)
+    }
+
+    /// After [`Ingress::flush`]: the store's ticket for what this batch queued for persistent
+    /// sessions (see [`Outcome::Routed`]'s `durable`).
+    pub fn take_ticket(&mut self) -> Option<crate::store::Ticket> {
+        self.fanout.ticket.take()
     }
 }
 
@@ -291,10 +301,12 @@ impl Ingress {
         }
         msg.origin = from.session_id;
         batch.bytes += msg.payload.len() + msg.topic.len();
-        let (subscribers, commit) = self.router.publish_to(Arc::new(msg), &mut batch.fanout);
+        let (subscribers, commit, durable) =
+            self.router.publish_to(Arc::new(msg), &mut batch.fanout);
         Outcome::Routed {
             subscribers,
             commit,
+            durable,
         }
     }
 
@@ -345,6 +357,17 @@ impl Ingress {
         let mut batch = Batch::default();
         let outcome = self.publish(from, msg, &mut batch);
         self.flush(&mut batch);
-        outcome
+        match outcome {
+            Outcome::Routed {
+                subscribers,
+                commit,
+                durable: true,
+            } => Outcome::Routed {
+                subscribers,
+                commit: commit.max(batch.take_ticket()),
+                durable: false,
+            },
+            other => other,
+        }
     }
 }

@@ -159,8 +159,11 @@ impl Server {
             max_queued_bytes_per_client: config.limits.max_queued_bytes_per_client,
             slow_subscriber_timeout: config.limits.slow_subscriber_timeout,
         });
+        let mut stored = None;
         if config.persistence.enabled {
-            router = open_store(&config, router)?;
+            let (with_store, restored) = open_store(&config, router)?;
+            router = with_store;
+            stored = Some(restored);
         }
         let router = Arc::new(router);
         let msglog = match (config.log.messages, msglog_sink) {
@@ -190,6 +193,9 @@ impl Server {
                 max_packet_size: config.limits.max_packet_size,
             },
         ));
+        if let Some(stored) = stored {
+            restore_sessions(&ingress, stored);
+        }
         let timer = router.timer().clone();
         let ctx = Arc::new(Context {
             router,
@@ -346,27 +352,57 @@ impl Server {
     }
 }
 
-/// Opens the store `config.persistence` names and restores what it holds into `router`, before
-/// any listener opens.
-fn open_store(config: &Config, router: Router) -> Result<Router, StartError> {
+/// What the store held, restored before any listener opens.
+struct Stored {
+    sessions: Vec<crate::store::StoredSession>,
+    /// For the log line: what was read, and how long reading took.
+    retained: usize,
+    queued: usize,
+    skipped: usize,
+    took: std::time::Duration,
+    db: std::path::PathBuf,
+}
+
+/// Opens the store `config.persistence` names and restores its retained messages into
+/// `router`; its sessions follow in [`restore_sessions`], once the ingress (for their wills)
+/// exists.
+fn open_store(config: &Config, router: Router) -> Result<(Router, Stored), StartError> {
     let (store, restored) =
         crate::store::Store::open(&config.persistence).map_err(|error| StartError::Store {
             at: config.locate("persistence"),
             error,
         })?;
+    let stored = Stored {
+        retained: restored.retained.len(),
+        queued: restored.queued,
+        skipped: restored.skipped,
+        took: restored.took,
+        db: store.db_path().to_owned(),
+        sessions: restored.sessions,
+    };
+    let router = router.with_store(store);
+    router.restore_retained(restored.retained);
+    Ok((router, stored))
+}
+
+/// Restores the stored sessions (and schedules their wills), and logs what was restored.
+fn restore_sessions(ingress: &Arc<Ingress>, stored: Stored) {
+    let started = std::time::Instant::now();
+    let sessions = stored.sessions.len();
+    for (session, will) in ingress.router().restore_sessions(stored.sessions) {
+        crate::client::restore_will(ingress, &session, will);
+    }
     info!(
-        "store {}: restored {} retained message(s) in {} ms{}",
-        store.db_path().display(),
-        restored.retained.len(),
-        restored.took.as_millis(),
-        match restored.skipped {
+        "store {}: restored {} retained message(s), {sessions} session(s) and {} queued message(s) in {} ms{}",
+        stored.db.display(),
+        stored.retained,
+        stored.queued,
+        (stored.took + started.elapsed()).as_millis(),
+        match stored.skipped {
             0 => String::new(),
             n => format!(" ({n} unreadable row(s) left out, see above)"),
         }
     );
-    let router = router.with_store(store);
-    router.restore_retained(restored.retained);
-    Ok(router)
 }
 
 /// Pending connections the kernel may hold for us (capped by `net.core.somaxconn`). tokio's

@@ -124,7 +124,8 @@ async fn a_publisher_that_is_not_mqtt_gets_the_same_acl_limits_and_statistics() 
         outcomes[0],
         Outcome::Routed {
             subscribers: 1,
-            commit: None
+            commit: None,
+            durable: false,
         }
     );
     let codes = outcomes.map(|o| match o {

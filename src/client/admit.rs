@@ -111,6 +111,7 @@ where
     let attached = ctx
         .router
         .attach(&client_id, connect.clean_start, expiry, username.clone());
+    attached.session.keep_will(connect.will.as_ref());
     if deleted_meanwhile(ctx, snapshot.generation(), username.as_deref(), peer) {
         ctx.router.detach(&attached.session, attached.link.id());
         let why = "user deleted by a reload during the login";

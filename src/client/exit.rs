@@ -80,8 +80,11 @@ impl Client {
     pub(super) fn end(&mut self, why: &str, publish_will: bool) {
         info!(client_id = %text::cut(self.client_id()), "{why}");
         let will = self.will.take().filter(|_| publish_will);
-        if let Some(will) = will {
-            self.publish_will(*will);
+        match will {
+            Some(will) => self.publish_will(*will),
+            // Not due: the store forgets it (a persistent session keeps its will while
+            // connected, so that a broker crash does not lose it).
+            None => self.attached.session.will_due(None),
         }
         self.ctx
             .router
@@ -97,8 +100,13 @@ impl Client {
             .as_ref()
             .and_then(|p| p.will_delay_interval)
             .unwrap_or(0);
-        let mut msg = Message::new(will.topic, will.payload, will.qos, will.retain)
-            .with_properties(will.properties);
+        let mut msg = Message::new(
+            will.topic.clone(),
+            will.payload.clone(),
+            will.qos,
+            will.retain,
+        )
+        .with_properties(will.properties.clone());
         if let Some(p) = msg.properties.as_deref_mut() {
             p.will_delay_interval = None;
         }
@@ -106,28 +114,65 @@ impl Client {
         let mut publisher = self.publisher.clone();
         publisher.source = Source::Will;
         let wait = delay.min(self.expiry);
+        let session = self.attached.session.clone();
         if wait == 0 {
+            session.will_due(None);
             debug!(client_id = %text::cut(self.client_id()), topic = %text::cut(&msg.topic),
                 "publishing will");
             ingress.publish_now(&mut publisher, msg);
             return;
         }
-        let session = self.attached.session.clone();
         // This connection's attach number, not the session's current one: after a takeover the
         // new connection has already attached, and must cancel the will too (MQTT-3.1.3-9).
         let attach_count = self.attached.attach_count;
         // Due when the delay runs out or the session ends, whichever is first (3.1.3.2.2): the
         // router makes it due at once if the session ends first.
         let at = timer::wall_after(Duration::from_secs(u64::from(wait)));
+        session.will_due(Some((&will, at)));
         let router = &self.ctx.router;
         let target = session.clone();
         let key = router.timer().schedule(timer::instant_at(at), move || {
             if target.attach_count() == attach_count {
                 ingress.publish_now(&mut publisher, msg);
+                target.will_due(None);
             }
         });
         router.set_will_timer(&session, at, key);
     }
+}
+
+/// Start-up: schedules the will a persistent session's connection left when the broker stopped
+/// (see [`crate::store::StoredWill`]), as [`Client::publish_will`] would have: due at its stored
+/// deadline, or its delay after the restart if the connection was still there (the restart
+/// ended it without a DISCONNECT), or when the session ends; cancelled if the client returns.
+pub fn restore_will(
+    ingress: &std::sync::Arc<crate::ingress::Ingress>,
+    session: &std::sync::Arc<crate::router::state::SessionState>,
+    will: crate::store::StoredWill,
+) {
+    let router = ingress.router();
+    let (client_id, username) = (session.client_id.clone(), session.username());
+    let mut publisher = ingress.publisher(client_id, username, Source::Will);
+    publisher.session_id = session.id;
+    let expiry = session.expiry();
+    let at = will.at.unwrap_or_else(|| {
+        timer::wall_after(Duration::from_secs(u64::from(will.delay.min(expiry))))
+    });
+    let mut msg = will.message;
+    msg.expires_at = msg
+        .properties
+        .as_ref()
+        .and_then(|p| p.message_expiry_interval)
+        .map(|secs| timer::wall_after(Duration::from_secs(u64::from(secs))));
+    let attach_count = session.attach_count();
+    let (ingress, target) = (ingress.clone(), session.clone());
+    let key = router.timer().schedule(timer::instant_at(at), move || {
+        if target.attach_count() == attach_count {
+            ingress.publish_now(&mut publisher, msg);
+            target.will_due(None);
+        }
+    });
+    router.set_will_timer(session, at, key);
 }
 
 /// The 5.0 DISCONNECT reason to send (if any), the log line, and whether the will is due.

@@ -62,7 +62,7 @@ impl Client {
             Packet::PubComp(r) => {
                 self.session().complete(r.packet_id, OutState::AwaitPubComp);
             }
-            Packet::Subscribe(s) => self.on_subscribe(conn, s),
+            Packet::Subscribe(s) => self.on_subscribe(conn, s, batch),
             Packet::Unsubscribe(u) => self.on_unsubscribe(conn, u),
             Packet::PingReq => self.reply(conn, Packet::PingResp),
             Packet::Disconnect(d) => return self.on_disconnect(d),
@@ -158,9 +158,9 @@ impl Client {
             return Step::Exit(exit);
         }
         let (packet_id, qos) = (p.packet_id, p.qos);
-        let fresh = match qos {
+        let (fresh, mut commit) = match qos {
             QoS::ExactlyOnce => self.session().qos2_insert(packet_id),
-            _ => true,
+            _ => (true, None),
         };
         // A re-sent PUBLISH (its id awaits PUBREL already) is not a new one.
         if fresh && qos == QoS::ExactlyOnce && self.v5 {
@@ -177,7 +177,7 @@ impl Client {
             }
         }
         let mut reason = (PubAckReason::Success, "");
-        let mut commit = None;
+        let mut durable = false;
         if fresh {
             let msg = Message::new(p.topic, p.payload, qos, p.retain).with_properties(p.properties);
             match self
@@ -188,8 +188,10 @@ impl Client {
                 Outcome::Routed {
                     subscribers,
                     commit: ticket,
+                    durable: d,
                 } => {
-                    commit = ticket;
+                    commit = commit.max(ticket);
+                    durable = d;
                     if subscribers == 0 {
                         reason = (PubAckReason::NoMatchingSubscribers, "");
                     }
@@ -210,7 +212,7 @@ impl Client {
             QoS::AtLeastOnce => Packet::PubAck(self.ack(packet_id, reason.0, reason.1)),
             QoS::ExactlyOnce => Packet::PubRec(self.ack(packet_id, reason.0, reason.1)),
         };
-        self.acknowledge(conn, ack, commit, &mut batch.acks);
+        self.acknowledge(conn, ack, (commit, durable), &mut batch.acks);
         Step::Continue
     }
 
@@ -218,6 +220,7 @@ impl Client {
         &mut self,
         conn: &mut Connection<S>,
         s: Subscribe,
+        batch: &mut Batch,
     ) {
         let sub_id = s
             .properties
@@ -225,6 +228,7 @@ impl Client {
             .and_then(|p| p.subscription_identifiers.first().copied());
         let mut codes = Vec::with_capacity(s.filters.len());
         let mut retained = Vec::new();
+        let mut commit = None;
         for f in &s.filters {
             let Ok((shared, inner)) = subscription_filter(&f.filter) else {
                 info!(client_id = %text::cut(self.client_id()), filter = %text::cut(&f.filter),
@@ -252,18 +256,25 @@ impl Client {
                 codes.push(SubAckReason::NotAuthorized);
                 continue;
             }
-            let (existed, msgs) =
+            let subscribed =
                 self.ctx
                     .router
                     .subscribe(self.session(), &f.filter, f.options, sub_id);
             codes.push(f.options.qos.into());
+            commit = commit.max(subscribed.ticket);
             let send = match f.options.retain_handling {
                 RetainHandling::SendOnSubscribe => true,
-                RetainHandling::SendIfNew => !existed,
+                RetainHandling::SendIfNew => !subscribed.existed,
                 RetainHandling::DoNotSend => false,
             };
             if send && !shared {
-                retained.extend(msgs.into_iter().map(|m| (m, f.options.qos)));
+                let granted = f.options.qos;
+                retained.extend(subscribed.retained.into_iter().map(|msg| {
+                    let qos = msg.qos.min(granted);
+                    let mut delivery = Delivery::new(msg, qos, true);
+                    delivery.sub_ids.extend(sub_id);
+                    delivery
+                }));
             }
         }
         let ack = SubAck {
@@ -271,13 +282,13 @@ impl Client {
             return_codes: codes,
             properties: None,
         };
-        self.reply(conn, Packet::SubAck(ack));
-        for (msg, granted) in retained {
-            let qos = msg.qos.min(granted);
-            let mut delivery = Delivery::new(msg, qos, true);
-            delivery.sub_ids.extend(sub_id);
-            self.ctx.router.enqueue(self.session(), delivery);
-        }
+        self.acknowledge_then(
+            conn,
+            Packet::SubAck(ack),
+            (commit, false),
+            retained,
+            &mut batch.acks,
+        );
     }
 
     pub(super) fn on_unsubscribe<S: AsyncRead + AsyncWrite + Unpin>(

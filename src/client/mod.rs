@@ -27,6 +27,7 @@ mod park;
 mod run;
 
 pub use context::{Context, Guard, IpSlot, Peer};
+pub use exit::restore_will;
 pub use park::Idle;
 
 use std::sync::Arc;

@@ -27,9 +27,13 @@ impl Client {
         conn: &mut Connection<S>,
         outgoing: &mut Vec<Outgoing>,
         resend: bool,
-    ) {
-        self.session()
-            .take_outgoing(outgoing, usize::from(self.max_inflight), resend, FILL_BYTES);
+    ) -> Option<crate::store::Ticket> {
+        let held = self.session().take_outgoing(
+            outgoing,
+            usize::from(self.max_inflight),
+            resend,
+            FILL_BYTES,
+        );
         let (mut sent, mut publishes) = (0, 0);
         let mut now = None;
         for out in outgoing.drain(..) {
@@ -86,6 +90,7 @@ impl Client {
         if sent > 0 {
             stats.messages_sent.fetch_add(sent, Ordering::Relaxed);
         }
+        held
     }
 
     /// Queues `publish` (of `topic`, with `properties`), with a topic alias if the client takes

@@ -163,6 +163,7 @@ impl Client {
             .messages_received
             .fetch_add(std::mem::take(&mut batch.packets), Ordering::Relaxed);
         self.ctx.ingress.flush(&mut batch.ingress);
+        batch.acks.seal(batch.ingress.take_ticket());
         for congested in batch.ingress.take_congested() {
             if !batch.waiting.iter().any(|s| Arc::ptr_eq(s, &congested)) {
                 batch.waiting.push(congested);
@@ -230,7 +231,11 @@ impl Client {
         let mut batch = Batch::default();
         let link = self.attached.link.clone();
         loop {
-            self.fill(conn, &mut outgoing, resend);
+            // A QoS 2 message for this persistent session waits for the store (see
+            // `router/persist.rs`): `held` is its ticket.
+            let held = self
+                .fill(conn, &mut outgoing, resend)
+                .and_then(|t| Some((self.ctx.router.store()?.clone(), t)));
             resend = false;
             if conn.pending() > 0 {
                 tokio::select! {
@@ -257,9 +262,13 @@ impl Client {
             // keep-alive clock stops meanwhile, since the client's PINGREQs go unread.
             let pause = self.read_pause(paused, &mut batch.waiting);
             paused = pause.is_some();
-            // Not parked while acknowledgements wait for the store.
+            // Not parked while acknowledgements or messages wait for the store.
             let awaited = self.awaited(&batch.acks);
-            let park_now = if batch.acks.is_empty() { park_at } else { None };
+            let park_now = if batch.acks.is_empty() && held.is_none() {
+                park_at
+            } else {
+                None
+            };
             let wake_at = match (deadline, park_now) {
                 (Some(d), Some(p)) => Some(d.min(p)),
                 (d, p) => d.or(p),
@@ -274,6 +283,7 @@ impl Client {
                         return exit;
                     }
                 }
+                _ = committed(held.as_ref()), if held.is_some() => {}
                 _ = tokio::time::sleep(pause.unwrap_or_default()), if pause.is_some() => {
                     let now = Instant::now();
                     deadline = keep_alive.map(|k| now + k);

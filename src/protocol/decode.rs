@@ -377,7 +377,7 @@ fn subscribe(r: &mut Reader, v5: bool) -> Result<Subscribe> {
     })
 }
 
-fn subscription_options(byte: u8, v5: bool) -> Result<SubscriptionOptions> {
+pub(crate) fn subscription_options(byte: u8, v5: bool) -> Result<SubscriptionOptions> {
     let qos = qos(byte & 0x03, "MQTT-3.8.3-4: requested QoS 3")?;
     if !v5 {
         if byte & 0xFC != 0 {

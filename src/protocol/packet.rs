@@ -304,6 +304,19 @@ impl SubscriptionOptions {
             retain_handling: RetainHandling::SendOnSubscribe,
         }
     }
+
+    /// The 5.0 options byte (what the store keeps).
+    pub fn to_byte(self) -> u8 {
+        self.qos as u8
+            | (u8::from(self.no_local) << 2)
+            | (u8::from(self.retain_as_published) << 3)
+            | ((self.retain_handling as u8) << 4)
+    }
+
+    /// Reads a 5.0 options byte, checked as the decoder checks a SUBSCRIBE's.
+    pub fn from_byte(byte: u8) -> Result<Self, crate::protocol::DecodeError> {
+        crate::protocol::decode::subscription_options(byte, true)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

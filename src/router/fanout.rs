@@ -20,6 +20,9 @@ pub struct Fanout {
     /// Subscribers whose queues went past their bound while they keep draining: whoever
     /// published this batch should wait for them (see [`Router::congested`](super::Router::congested)).
     pub congested: Vec<Arc<SessionState>>,
+    /// The store's ticket for what [`Router::deliver`](super::Router::deliver) queued for
+    /// persistent sessions: acknowledgements of those messages wait for it.
+    pub ticket: Option<crate::store::Ticket>,
 }
 
 impl Fanout {
@@ -40,6 +43,7 @@ impl Fanout {
             msg,
             sub_ids,
             shared,
+            seq: 0,
         };
         let id = sub.session.id;
         // Few subscribers (the common case): a scan beats hashing.

@@ -1,6 +1,7 @@
 //! The message as the broker holds it: built once per PUBLISH, shared by every subscriber.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -24,6 +25,10 @@ pub struct Message {
     /// From the 5.0 Message Expiry Interval: not delivered after this (wall-clock, see
     /// [`crate::timer::wall_now`]).
     pub expires_at: Option<SystemTime>,
+    /// Its row in the store's `messages` table once a persistent session queued it (0: none
+    /// yet). Set by the store's writer thread only, which stores the payload once however many
+    /// sessions it is queued for.
+    pub store_id: AtomicU64,
 }
 
 impl Message {
@@ -36,6 +41,7 @@ impl Message {
             properties: None,
             origin: 0,
             expires_at: None,
+            store_id: AtomicU64::new(0),
         }
     }
 

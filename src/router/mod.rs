@@ -58,6 +58,17 @@ pub struct RouterLimits {
     pub slow_subscriber_timeout: Duration,
 }
 
+/// What [`Router::subscribe`] did.
+#[derive(Debug, Default)]
+pub struct Subscribed {
+    /// The session had this subscription already (5.0 Retain Handling 1).
+    pub existed: bool,
+    /// Retained messages to send for it.
+    pub retained: Vec<Arc<Message>>,
+    /// The store's ticket when the session is persistent: the SUBACK waits for it.
+    pub ticket: Option<crate::store::Ticket>,
+}
+
 /// The result of attaching a connection to a session.
 #[derive(Debug)]
 pub struct Attached {
@@ -153,6 +164,7 @@ impl Router {
                 inner.username = username;
                 let attach_count = inner.attach_count;
                 drop(inner);
+                existing.set_persist(self.store.as_ref().filter(|_| expiry > 0), true);
                 self.stats.client_connected();
                 return Attached {
                     session: existing,
@@ -177,6 +189,7 @@ impl Router {
             inner.attach_count = 1;
             inner.queue.max_bytes = Some(self.limits.max_queued_bytes_per_client);
         }
+        session.set_persist(self.store.as_ref().filter(|_| expiry > 0), true);
         sessions.insert(session.client_id.clone(), session.clone());
         // Counted before another attach can take this connection over (and count it gone).
         self.stats.client_connected();
@@ -209,21 +222,11 @@ impl Router {
         }
         drop(sessions);
         self.redispatch_shared(session);
-        if expiry != u32::MAX {
-            let at = timer::wall_after(Duration::from_secs(u64::from(expiry)));
-            let (router, target) = (Arc::downgrade(self), session.clone());
-            let key = self.timer.schedule(timer::instant_at(at), move || {
-                if let Some(router) = router.upgrade() {
-                    router.expire(&target, attach_count);
-                }
-            });
-            let mut inner = session.inner.lock();
-            if inner.connection.is_some() || inner.ended {
-                // Back (or gone) already: the timer is not needed.
-                self.timer.cancel(key);
-            } else {
-                inner.timers.get_or_insert_default().expiry = Some((at, key));
-            }
+        let at =
+            (expiry != u32::MAX).then(|| timer::wall_after(Duration::from_secs(u64::from(expiry))));
+        session.detached(expiry, at);
+        if let Some(at) = at {
+            self.expire_at(session, at, attach_count);
         }
     }
 
@@ -255,6 +258,7 @@ impl Router {
     /// session's lock at once, so a concurrent [`Router::subscribe`] either comes before (and its
     /// filter is returned here) or sees the session ended (and adds nothing).
     fn end_session(&self, session: &SessionState) -> Vec<String> {
+        session.set_persist(None, false);
         let mut inner = session.inner.lock();
         inner.ended = true;
         let filters = inner.subscriptions.drain().map(|(f, _)| f).collect();
@@ -320,6 +324,7 @@ impl Router {
     fn redispatch_shared(&self, session: &Arc<SessionState>) {
         let taken: Vec<Delivery> = {
             let mut inner = session.inner.lock();
+            let mut kept = inner.persist.is_some().then(persist::Kept::default);
             let mut taken = Vec::new();
             inner.inflight.retain(|(_, f)| {
                 let shared =
@@ -335,6 +340,14 @@ impl Router {
                 }
                 d.shared.is_none()
             });
+            if let Some(kept) = &mut kept {
+                for d in &taken {
+                    kept.dropped(d.clone());
+                }
+            }
+            if let Some(kept) = kept {
+                inner.keep(session.id, kept);
+            }
             taken
         };
         if taken.is_empty() {
@@ -358,15 +371,16 @@ impl Router {
     }
 
     /// Subscribes `session` to `filter` (already validated and authorised; `$share/G/F` joins a
-    /// shared group). Returns whether the subscription already existed and the retained messages
-    /// matching it (none for shared subscriptions, MQTT-4.8.2).
+    /// shared group). Returns whether the subscription already existed, the retained messages
+    /// matching it (none for shared subscriptions, MQTT-4.8.2) and, for a persistent session, the
+    /// store's ticket the SUBACK waits for.
     pub fn subscribe(
         &self,
         session: &Arc<SessionState>,
         filter: &str,
         options: SubscriptionOptions,
         sub_id: Option<u32>,
-    ) -> (bool, Vec<Arc<Message>>) {
+    ) -> Subscribed {
         let sub = Subscriber {
             observer: session.observer,
             session: session.clone(),
@@ -376,32 +390,56 @@ impl Router {
         // The trie's lock, then the session's (the router's lock order): the session's map and
         // the trie change together, and never for a session that has ended (see `end_session`).
         let mut trie = self.subscriptions.write();
+        let ticket;
         {
             let mut inner = session.inner.lock();
             if inner.ended {
-                return (false, Vec::new());
+                return Subscribed::default();
             }
             inner
                 .subscriptions
                 .insert(filter.to_owned(), (options, sub_id));
+            ticket = inner.persist.as_ref().map(|store| {
+                store.submit(crate::store::Op::Subscribe {
+                    id: session.id,
+                    filter: filter.into(),
+                    options,
+                    sub_id,
+                })
+            });
         }
         let existed = trie.insert(filter, sub);
         drop(trie);
         if session.observer && !existed {
             self.observer_subscriptions.fetch_add(1, Ordering::Relaxed);
         }
+        let mut subscribed = Subscribed {
+            existed,
+            retained: Vec::new(),
+            ticket,
+        };
         if filter.starts_with("$share/") {
-            return (existed, Vec::new());
+            return subscribed;
         }
         let now = timer::wall_now();
-        let mut retained = self.retained.read().matching(filter);
-        retained.retain(|m| !m.expired(now));
-        (existed, retained)
+        subscribed.retained = self.retained.read().matching(filter);
+        subscribed.retained.retain(|m| !m.expired(now));
+        subscribed
     }
 
     /// Removes `session`'s subscription to `filter`; true if it existed.
     pub fn unsubscribe(&self, session: &Arc<SessionState>, filter: &str) -> bool {
-        session.inner.lock().subscriptions.remove(filter);
+        {
+            let mut inner = session.inner.lock();
+            if inner.subscriptions.remove(filter).is_some()
+                && let Some(store) = &inner.persist
+            {
+                store.submit(crate::store::Op::Unsubscribe {
+                    id: session.id,
+                    filter: filter.into(),
+                });
+            }
+        }
         let existed = self.subscriptions.write().remove(filter, session.id);
         if existed && session.observer {
             self.observer_subscriptions.fetch_sub(1, Ordering::Relaxed);
@@ -415,7 +453,7 @@ impl Router {
     #[cfg(test)]
     pub(crate) fn publish(&self, msg: Arc<Message>) -> usize {
         let mut fanout = Fanout::default();
-        let (offered, _) = self.publish_to(msg, &mut fanout);
+        let (offered, _, _) = self.publish_to(msg, &mut fanout);
         self.deliver(&mut fanout);
         offered
     }
@@ -424,12 +462,14 @@ impl Router {
     /// subscriber, until [`Router::deliver`]: a connection publishing a batch of messages hands
     /// each subscriber all of its share at once.
     /// Only the ingress calls this: every message enters through [`crate::ingress`]. Also
-    /// returns the store's ticket for a retained message it must keep (see `persist.rs`).
+    /// returns the store's ticket for a retained message it must keep (see `persist.rs`), and
+    /// whether a persistent session gets it at QoS 1/2 (then the acknowledgement waits for the
+    /// ticket [`Router::deliver`] leaves in `fanout` too).
     pub(crate) fn publish_to(
         &self,
         msg: Arc<Message>,
         fanout: &mut Fanout,
-    ) -> (usize, Option<crate::store::Ticket>) {
+    ) -> (usize, Option<crate::store::Ticket>, bool) {
         let commit = if msg.retain { self.retain(&msg) } else { None };
         let subs = self.subscriptions.read();
         let mut plain: Vec<&Subscriber> = Vec::new();
@@ -447,6 +487,7 @@ impl Router {
             }
         });
         let mut offered = 0;
+        let mut durable = false;
         if plain.len() > 1 {
             // Overlapping subscriptions of one client deliver once, at the highest QoS granted,
             // carrying every matching subscription identifier.
@@ -465,23 +506,33 @@ impl Router {
                 j += 1;
             }
             let sub_ids: Vec<u32> = plain[i..j].iter().filter_map(|s| s.sub_id).collect();
+            durable |= msg.qos != QoS::AtMostOnce
+                && best.options.qos != QoS::AtMostOnce
+                && best.session.is_persistent();
             fanout.offer(best, msg.clone(), None, sub_ids);
             offered += usize::from(!best.observer);
             i = j;
         }
         for (key, member) in shared {
             let sub_ids = member.sub_id.into_iter().collect();
+            durable |= msg.qos != QoS::AtMostOnce
+                && member.options.qos != QoS::AtMostOnce
+                && member.session.is_persistent();
             fanout.offer(member, msg.clone(), Some(key.clone()), sub_ids);
             offered += 1;
         }
-        (offered, commit)
+        (offered, commit, durable)
     }
 
     /// Hands every delivery collected in `fanout` to its session, one lock per session.
     pub(crate) fn deliver(&self, fanout: &mut Fanout) {
         fanout.index.clear();
         for (session, deliveries) in fanout.groups.drain(..) {
-            if self.enqueue_many(&session, deliveries) {
+            let (congested, ticket) = self.enqueue_many(&session, deliveries);
+            if ticket.is_some() {
+                fanout.ticket = fanout.ticket.max(ticket);
+            }
+            if congested {
                 fanout.congested.push(session);
             }
         }
@@ -502,8 +553,13 @@ impl Router {
     }
 
     /// Offers one delivery to `session`'s outbox (see [`SessionState::enqueue`]), counting drops.
-    pub fn enqueue(&self, session: &SessionState, delivery: Delivery) {
-        self.enqueue_many(session, std::iter::once(delivery));
+    /// Returns the store's ticket if a persistent session keeps it.
+    pub fn enqueue(
+        &self,
+        session: &SessionState,
+        delivery: Delivery,
+    ) -> Option<crate::store::Ticket> {
+        self.enqueue_many(session, std::iter::once(delivery)).1
     }
 
     /// Queues for `session`, counting drops; true if its publisher should slow down.
@@ -511,7 +567,7 @@ impl Router {
         &self,
         session: &SessionState,
         deliveries: impl IntoIterator<Item = Delivery>,
-    ) -> bool {
+    ) -> (bool, Option<crate::store::Ticket>) {
         // Over the memory budget, QoS 0 is not queued at all. Observers have a bound of their own
         // and keep their own counts.
         let observer = session.observer;
@@ -524,7 +580,7 @@ impl Router {
         });
         let counts = session.enqueue_many(deliveries, self.queue_policy(session));
         if observer {
-            return false;
+            return (false, None);
         }
         for _ in 0..over {
             self.stats.limit_hit(Limit::QueuedBytes);
@@ -537,7 +593,7 @@ impl Router {
             self.stats.limit_hit(Limit::QueuedMessages);
             self.stats.dropped();
         }
-        counts.congested > 0
+        (counts.congested > 0, counts.ticket)
     }
 
     /// Number of subscriptions, for `$SYS`.

@@ -1,10 +1,225 @@
-//! The router's side of persistence (see [`crate::store`]): retained messages go to the store
-//! in the order they change in memory, and come back from it at start-up.
+//! The router's side of persistence (see [`crate::store`]): every change to what must survive a
+//! restart goes to the store in the order it is made in memory, under the same lock, and comes
+//! back from it at start-up.
+//!
+//! - Retained messages: under the retained store's write lock.
+//! - Persistent sessions (Session Expiry Interval above 0): the session row, its will and
+//!   subscriptions, and its QoS 1/2 deliveries from queued through sent and released to done,
+//!   under the session's own lock ([`SessionInner::keep`]). The store's ticket for a delivery
+//!   is what its publisher's PUBACK or PUBREC waits for; a QoS 2 delivery is not sent before it
+//!   is committed (`held`), so a crash cannot deliver it twice.
+//! - Clean sessions and QoS 0 are never stored, and cost one `Option` check.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
 
-use super::{Message, Router};
-use crate::store::{Op, Store, Ticket};
+use super::state::{Delivery, Inflight, OutState, SessionInner, SessionState};
+use super::{Message, Router, timer};
+use crate::protocol::{LastWill, QoS};
+use crate::store::{MessageRow, Op, Store, StoredSession, Ticket, WillRow};
+
+/// What one call changed in a persistent session's deliveries, handed to the store at its end.
+#[derive(Debug, Default)]
+pub(super) struct Kept {
+    queued: Vec<Delivery>,
+    sent: Vec<(u64, u16)>,
+    removed: Vec<(u64, Arc<Message>)>,
+}
+
+impl Kept {
+    pub(super) fn queued(&mut self, d: &Delivery) {
+        if d.seq != 0 {
+            self.queued.push(d.clone());
+        }
+    }
+
+    pub(super) fn sent(&mut self, seq: u64, packet_id: u16) {
+        if seq != 0 {
+            self.sent.push((seq, packet_id));
+        }
+    }
+
+    /// `d` left the queue unsent (dropped, expired).
+    pub(super) fn dropped(&mut self, d: Delivery) {
+        if d.seq == 0 {
+            return;
+        }
+        // Queued in this same call: the store never needs to hear of it.
+        if let Some(i) = self.queued.iter().position(|q| q.seq == d.seq) {
+            self.queued.remove(i);
+            return;
+        }
+        self.removed.push((d.seq, d.msg));
+    }
+}
+
+impl SessionInner {
+    /// Hands `kept` to the store (if this session is kept); returns the ticket of the
+    /// deliveries it queued, if any.
+    pub(super) fn keep(&mut self, id: u64, kept: Kept) -> Option<Ticket> {
+        let store = self.persist.as_ref()?;
+        if !kept.removed.is_empty() {
+            store.submit(Op::Remove {
+                id,
+                removed: kept.removed,
+            });
+        }
+        let mut ticket = None;
+        if !kept.queued.is_empty() {
+            let qos2 = kept.queued.iter().any(|d| d.qos == QoS::ExactlyOnce);
+            let t = store.submit(Op::Enqueue {
+                id,
+                deliveries: kept.queued,
+            });
+            if qos2 {
+                self.held = Some(t);
+            }
+            ticket = Some(t);
+        }
+        if !kept.sent.is_empty() {
+            store.submit(Op::Sent {
+                id,
+                sent: kept.sent,
+            });
+        }
+        ticket
+    }
+
+    /// The delivery `d` is done with (acknowledged).
+    pub(super) fn done_with(&mut self, id: u64, d: Delivery) {
+        if let (Some(store), true) = (&self.persist, d.seq != 0) {
+            store.submit(Op::Remove {
+                id,
+                removed: vec![(d.seq, d.msg)],
+            });
+        }
+    }
+
+    /// Everything the session holds, for a store that has not heard of it.
+    fn snapshot(&self, id: u64, client_id: &Arc<str>, store: &Store) {
+        store.submit(Op::Session {
+            id,
+            client_id: client_id.clone(),
+            expiry: self.expiry,
+            username: self.username.clone(),
+        });
+        for (filter, (options, sub_id)) in &self.subscriptions {
+            store.submit(Op::Subscribe {
+                id,
+                filter: filter.as_str().into(),
+                options: *options,
+                sub_id: *sub_id,
+            });
+        }
+        let mut deliveries: Vec<Delivery> = self
+            .inflight
+            .iter()
+            .map(|(_, f)| f.delivery.clone())
+            .collect();
+        deliveries.extend(self.queue.iter().filter(|d| d.seq != 0).cloned());
+        let sent = self
+            .inflight
+            .iter()
+            .map(|(pid, f)| (f.delivery.seq, *pid))
+            .collect();
+        store.submit(Op::Enqueue { id, deliveries });
+        store.submit(Op::Sent { id, sent });
+        for (_, f) in &self.inflight {
+            if f.state == OutState::AwaitPubComp {
+                store.submit(Op::Released {
+                    id,
+                    seq: f.delivery.seq,
+                });
+            }
+        }
+        for &packet_id in self.inbound_qos2_ids() {
+            store.submit(Op::Qos2In { id, packet_id });
+        }
+    }
+}
+
+impl SessionState {
+    /// The store keeps this session (and `persist` the store) from now on, or, with `None`, no
+    /// longer. `attach`: the session row changed (a client attached).
+    pub(super) fn set_persist(&self, store: Option<&Arc<Store>>, attach: bool) {
+        let mut inner = self.inner.lock();
+        match (store, inner.persist.is_some()) {
+            (Some(store), false) => {
+                inner.snapshot(self.id, &self.client_id, store);
+                inner.persist = Some(store.clone());
+            }
+            (Some(store), true) if attach => {
+                store.submit(Op::Session {
+                    id: self.id,
+                    client_id: self.client_id.clone(),
+                    expiry: inner.expiry,
+                    username: inner.username.clone(),
+                });
+            }
+            (None, true) => {
+                if let Some(store) = inner.persist.take() {
+                    store.submit(Op::EndSession(self.id));
+                }
+            }
+            _ => {}
+        }
+        self.persistent
+            .store(inner.persist.is_some(), Ordering::Relaxed);
+    }
+
+    /// Whether the store keeps this session (read without its lock, see `persistent`).
+    pub(super) fn is_persistent(&self) -> bool {
+        self.persistent.load(Ordering::Relaxed)
+    }
+
+    /// Stores the will of the connection that just attached (None: it has none).
+    pub fn keep_will(&self, will: Option<&LastWill>) {
+        let inner = self.inner.lock();
+        if let Some(store) = &inner.persist {
+            store.submit(Op::Will {
+                id: self.id,
+                will: will.map(will_row),
+                at: None,
+            });
+        }
+    }
+
+    /// The connection's will is due at `at` (it ended without DISCONNECT), or, with `None`, no
+    /// longer pending (published, or the connection ended normally).
+    pub fn will_due(&self, will: Option<(&LastWill, SystemTime)>) {
+        let inner = self.inner.lock();
+        if let Some(store) = &inner.persist {
+            store.submit(Op::Will {
+                id: self.id,
+                will: will.map(|(w, _)| will_row(w)),
+                at: will.map(|(_, at)| at),
+            });
+        }
+    }
+}
+
+fn will_row(will: &LastWill) -> Box<WillRow> {
+    let delay = will
+        .properties
+        .as_ref()
+        .and_then(|p| p.will_delay_interval)
+        .unwrap_or(0);
+    let mut msg = Message::new(
+        will.topic.clone(),
+        will.payload.clone(),
+        will.qos,
+        will.retain,
+    );
+    msg.properties = will.properties.clone().map(|mut p| {
+        p.will_delay_interval = None;
+        p
+    });
+    Box::new(WillRow {
+        message: MessageRow::from_message(&msg),
+        delay,
+    })
+}
 
 impl Router {
     /// Persists through `store` from now on (set before the router is shared).
@@ -41,6 +256,100 @@ impl Router {
         let mut retained = self.retained.write();
         for msg in messages {
             retained.set(Arc::new(msg));
+        }
+    }
+
+    /// Start-up: the persistent sessions the store held, offline, with their subscriptions,
+    /// queues, in-flight messages and expiry. Sessions whose expiry passed while the broker was
+    /// down end now. Returns each restored session with its will, for the caller to schedule
+    /// (it publishes through the ingress).
+    pub fn restore_sessions(
+        self: &Arc<Self>,
+        stored: Vec<StoredSession>,
+    ) -> Vec<(Arc<SessionState>, crate::store::StoredWill)> {
+        let now = timer::wall_now();
+        let mut wills = Vec::new();
+        let max_id = stored.iter().map(|s| s.id).max().unwrap_or(0);
+        self.next_id.fetch_max(max_id + 1, Ordering::Relaxed);
+        for s in stored {
+            let expires_at = s.expires_at.or_else(|| {
+                (s.expiry != u32::MAX).then(|| now + Duration::from_secs(u64::from(s.expiry)))
+            });
+            let session = Arc::new(SessionState::new(
+                s.client_id.clone(),
+                s.id,
+                s.expiry,
+                s.username.clone(),
+                self.queued_bytes.clone(),
+            ));
+            {
+                let mut inner = session.inner.lock();
+                inner.attach_count = 1;
+                inner.queue.max_bytes = Some(self.limits.max_queued_bytes_per_client);
+                for (d, packet_id, pubrel) in s.deliveries {
+                    inner.last_seq = inner.last_seq.max(d.seq);
+                    match packet_id {
+                        None => inner.queue.push_back(d),
+                        Some(pid) => {
+                            let state = match (d.qos, pubrel) {
+                                (QoS::AtLeastOnce, _) => OutState::AwaitPubAck,
+                                (_, false) => OutState::AwaitPubRec,
+                                (_, true) => OutState::AwaitPubComp,
+                            };
+                            inner
+                                .inflight
+                                .push_back((pid, Inflight { delivery: d, state }));
+                        }
+                    }
+                }
+                for id in s.inbound_qos2 {
+                    inner.qos2_insert(id);
+                }
+                inner.persist = self.store.clone();
+            }
+            session
+                .persistent
+                .store(self.store.is_some(), Ordering::Relaxed);
+            self.sessions
+                .lock()
+                .insert(session.client_id.clone(), session.clone());
+            for (filter, options, sub_id) in s.subscriptions {
+                self.subscribe(&session, &filter, options, sub_id);
+            }
+            if let Some(will) = s.will {
+                wills.push((session.clone(), will));
+            }
+            match expires_at {
+                Some(at) if at <= now => {
+                    let mut sessions = self.sessions.lock();
+                    self.discard(&mut sessions, &session);
+                }
+                Some(at) => self.expire_at(&session, at, 1),
+                None => {}
+            }
+        }
+        wills
+    }
+
+    /// Ends `session` at `at` unless a client attaches first (attach number `attach_count`).
+    pub(super) fn expire_at(
+        self: &Arc<Self>,
+        session: &Arc<SessionState>,
+        at: SystemTime,
+        attach_count: u64,
+    ) {
+        let (router, target) = (Arc::downgrade(self), session.clone());
+        let key = self.timer.schedule(timer::instant_at(at), move || {
+            if let Some(router) = router.upgrade() {
+                router.expire(&target, attach_count);
+            }
+        });
+        let mut inner = session.inner.lock();
+        if inner.connection.is_some() || inner.ended {
+            // Back (or gone) already: the timer is not needed.
+            self.timer.cancel(key);
+        } else {
+            inner.timers.get_or_insert_default().expiry = Some((at, key));
         }
     }
 }

@@ -82,6 +82,10 @@ impl Queue {
         self.items.front()
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = &Delivery> {
+        self.items.iter()
+    }
+
     pub fn len(&self) -> usize {
         self.items.len()
     }

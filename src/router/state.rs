@@ -36,6 +36,9 @@ pub struct Delivery {
     /// The `$share/GROUP/FILTER` this came through, so it can be re-dispatched to another member
     /// if this session goes away without acknowledging it.
     pub shared: Option<Arc<str>>,
+    /// Its place in the session's order, as the store knows it (0: not stored; see
+    /// `router/persist.rs`). Given by the session's queue to every QoS 1/2 delivery.
+    pub seq: u64,
 }
 
 impl Delivery {
@@ -46,6 +49,7 @@ impl Delivery {
             retain,
             sub_ids: Vec::new(),
             shared: None,
+            seq: 0,
         }
     }
 }
@@ -90,6 +94,8 @@ pub struct EnqueueCounts {
     /// QoS 0 queued past the bound for a subscriber that keeps draining: its publishers should
     /// slow down (see [`SessionState::enqueue_many`]).
     pub congested: u64,
+    /// The store's ticket for what was queued for a persistent session.
+    pub ticket: Option<crate::store::Ticket>,
 }
 
 /// QoS 0 messages a draining subscriber may have queued past its bound at least: publishers
@@ -154,6 +160,15 @@ pub(super) struct SessionInner {
     /// not full), and `taken` then. Compact: every session carries them.
     full_since: u32,
     full_taken: u32,
+    /// The store, while this is a persistent session and persistence is on: every change to
+    /// what must survive a restart goes there too, under this lock, in the order it happens
+    /// (see `persist.rs`).
+    pub(super) persist: Option<Arc<crate::store::Store>>,
+    /// The `seq` of the last QoS 1/2 delivery queued.
+    pub(super) last_seq: u64,
+    /// QoS 2 deliveries are not sent before this ticket is committed: a crash would otherwise
+    /// deliver them again after the restart.
+    pub(super) held: Option<crate::store::Ticket>,
 }
 
 /// A session's pending deadlines: its expiry and a connection's delayed will. Wall-clock, so they
@@ -178,6 +193,9 @@ pub struct SessionState {
     pub observer: bool,
     /// Queue bound in messages; None: the router's `max_queued_messages`.
     pub max_queued: Option<std::num::NonZeroU32>,
+    /// Whether the store keeps this session (`inner.persist` is set), readable without the
+    /// lock: a publisher's acknowledgement waits for the store when a message goes to one.
+    pub(super) persistent: std::sync::atomic::AtomicBool,
 }
 
 impl SessionState {
@@ -208,10 +226,14 @@ impl SessionState {
                 taken: 0,
                 full_since: 0,
                 full_taken: 0,
+                persist: None,
+                last_seq: 0,
+                held: None,
             }),
             dropped: AtomicU64::new(0),
             observer: false,
             max_queued: None,
+            persistent: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -278,7 +300,12 @@ impl SessionState {
         // Bytes pushed and not yet in the broker-wide total: added once per call, and before
         // anything is popped (which takes its cost off that total).
         let mut added = 0;
-        for delivery in deliveries {
+        let mut kept = inner.persist.is_some().then(super::persist::Kept::default);
+        for mut delivery in deliveries {
+            if delivery.qos != QoS::AtMostOnce {
+                inner.last_seq += 1;
+                delivery.seq = inner.last_seq;
+            }
             let cost = Queue::cost(&delivery);
             let len = inner.queue.len();
             let full = len >= max_queued || inner.queue.over_bytes(cost);
@@ -305,21 +332,33 @@ impl SessionState {
                 // Oldest out until the newest fits (one, unless the byte bound needs more).
                 inner.queue.commit(std::mem::take(&mut added));
                 loop {
-                    inner.queue.pop_front();
+                    let dropped = inner.queue.pop_front();
+                    if let (Some(kept), Some(d)) = (&mut kept, dropped) {
+                        kept.dropped(d);
+                    }
                     counts.dropped_oldest += 1;
                     if !inner.queue.over_bytes(cost) || inner.queue.is_empty() {
                         break;
                     }
+                }
+                if let Some(kept) = &mut kept {
+                    kept.queued(&delivery);
                 }
                 inner.queue.push_back_deferred(delivery, cost, &mut added);
                 if let Some(link) = &inner.connection {
                     link.kick(DisconnectReason::QuotaExceeded);
                 }
             } else {
+                if let Some(kept) = &mut kept {
+                    kept.queued(&delivery);
+                }
                 inner.queue.push_back_deferred(delivery, cost, &mut added);
             }
         }
         inner.queue.commit(added);
+        if let Some(kept) = kept {
+            counts.ticket = inner.keep(self.id, kept);
+        }
         if let (true, false, Some(link)) = (was_empty, inner.queue.is_empty(), &inner.connection) {
             link.notify();
         }
@@ -354,15 +393,18 @@ impl SessionState {
     /// queued messages while the window allows, and until about `max_bytes` were taken (at least
     /// one message: what a connection copies into its write buffer at once stays bounded, so a
     /// client that stops reading pins little more than its queue). Expired messages (5.0 Message
-    /// Expiry Interval) are dropped on the way.
+    /// Expiry Interval) are dropped on the way. Returns the store's ticket a QoS 2 delivery
+    /// waits for (see `held`): call again once it is committed.
     pub fn take_outgoing(
         &self,
         out: &mut Vec<Outgoing>,
         max_inflight: usize,
         resend: bool,
         max_bytes: usize,
-    ) {
+    ) -> Option<crate::store::Ticket> {
         let mut inner = self.inner.lock();
+        let mut kept = inner.persist.is_some().then(super::persist::Kept::default);
+        let mut wait = None;
         let mut now = None;
         let mut freed = 0;
         inner.resend_next = if resend {
@@ -398,10 +440,23 @@ impl SessionState {
                     .msg
                     .expired(*now.get_or_insert_with(crate::timer::wall_now))
             {
-                inner.queue.pop_front_deferred(&mut freed);
+                let expired = inner.queue.pop_front_deferred(&mut freed);
+                if let (Some(kept), Some(d)) = (&mut kept, expired) {
+                    kept.dropped(d);
+                }
                 continue;
             }
             let qos = front.qos;
+            if qos == QoS::ExactlyOnce
+                && front.seq != 0
+                && let Some(ticket) = inner.held
+            {
+                if inner.persist.as_ref().is_some_and(|s| !s.is_done(ticket)) {
+                    wait = Some(ticket);
+                    break;
+                }
+                inner.held = None;
+            }
             if qos != QoS::AtMostOnce && inner.inflight.len() >= max_inflight {
                 break;
             }
@@ -438,6 +493,9 @@ impl SessionState {
             ));
             // Only reached with every earlier in-flight message on the wire.
             inner.resend_next = inner.inflight.len();
+            if let Some(kept) = &mut kept {
+                kept.sent(delivery.seq, packet_id);
+            }
             out.push(Outgoing::Publish {
                 delivery,
                 packet_id,
@@ -445,6 +503,10 @@ impl SessionState {
             });
         }
         inner.queue.settle(freed);
+        if let Some(kept) = kept {
+            inner.keep(self.id, kept);
+        }
+        wait
     }
 
     /// A PUBACK (or PUBCOMP) arrived: forget the message. False if the id was not in flight in the
@@ -457,9 +519,12 @@ impl SessionState {
             .position(|(id, f)| *id == packet_id && f.state == expected)
         {
             Some(pos) => {
-                inner.inflight.remove(pos);
+                let done = inner.inflight.remove(pos);
                 if pos < inner.resend_next {
                     inner.resend_next -= 1;
+                }
+                if let Some((_, f)) = done {
+                    inner.done_with(self.id, f.delivery);
                 }
                 true
             }
@@ -470,9 +535,18 @@ impl SessionState {
     /// A PUBREC arrived: the message moves to "PUBREL sent". False if unknown.
     pub fn received(&self, packet_id: u16) -> bool {
         let mut inner = self.inner.lock();
+        let inner = &mut *inner;
         for (id, f) in inner.inflight.iter_mut() {
             if *id == packet_id && f.state != OutState::AwaitPubAck {
                 f.state = OutState::AwaitPubComp;
+                if let Some(store) = &inner.persist
+                    && f.delivery.seq != 0
+                {
+                    store.submit(crate::store::Op::Released {
+                        id: self.id,
+                        seq: f.delivery.seq,
+                    });
+                }
                 return true;
             }
         }
@@ -482,13 +556,43 @@ impl SessionState {
 
 impl SessionState {
     /// Records an inbound QoS 2 packet id (PUBREC sent); false if it was already recorded.
-    pub fn qos2_insert(&self, packet_id: u16) -> bool {
-        self.inner.lock().qos2_insert(packet_id)
+    /// With the store's ticket the PUBREC must wait for (a persistent session's).
+    pub fn qos2_insert(&self, packet_id: u16) -> (bool, Option<crate::store::Ticket>) {
+        let mut inner = self.inner.lock();
+        let fresh = inner.qos2_insert(packet_id);
+        let ticket = match &inner.persist {
+            Some(store) if fresh => Some(store.submit(crate::store::Op::Qos2In {
+                id: self.id,
+                packet_id,
+            })),
+            _ => None,
+        };
+        (fresh, ticket)
     }
 
     /// Forgets an inbound QoS 2 packet id (PUBREL received); false if it was not recorded.
     pub fn qos2_remove(&self, packet_id: u16) -> bool {
-        self.inner.lock().qos2_remove(packet_id)
+        let mut inner = self.inner.lock();
+        let known = inner.qos2_remove(packet_id);
+        if let (true, Some(store)) = (known, &inner.persist) {
+            store.submit(crate::store::Op::Qos2Done {
+                id: self.id,
+                packet_id,
+            });
+        }
+        known
+    }
+
+    /// The connection ended: the store learns the session's expiry deadline.
+    pub(super) fn detached(&self, expiry: u32, expires_at: Option<SystemTime>) {
+        let inner = self.inner.lock();
+        if let Some(store) = &inner.persist {
+            store.submit(crate::store::Op::Detached {
+                id: self.id,
+                expiry,
+                expires_at,
+            });
+        }
     }
 
     /// Sets the Session Expiry Interval (a 5.0 DISCONNECT may change it).
@@ -500,6 +604,16 @@ impl SessionState {
     pub fn has_room_for(&self, filter: &str, max: usize) -> bool {
         let inner = self.inner.lock();
         inner.subscriptions.len() < max || inner.subscriptions.contains_key(filter)
+    }
+
+    /// The username of the session's (last) client.
+    pub fn username(&self) -> Option<String> {
+        self.inner.lock().username.clone()
+    }
+
+    /// The Session Expiry Interval in force.
+    pub fn expiry(&self) -> u32 {
+        self.inner.lock().expiry
     }
 
     /// Incremented by every attach (see [`super::Attached::attach_count`]).
@@ -546,7 +660,7 @@ impl SessionInner {
     }
 
     /// Records an inbound QoS 2 packet id (PUBREC sent); false if it was already recorded.
-    fn qos2_insert(&mut self, packet_id: u16) -> bool {
+    pub(super) fn qos2_insert(&mut self, packet_id: u16) -> bool {
         self.inbound_qos2.get_or_insert_default().insert(packet_id)
     }
 
@@ -560,6 +674,11 @@ impl SessionInner {
             self.inbound_qos2 = None;
         }
         removed
+    }
+
+    /// The inbound QoS 2 packet ids awaiting PUBREL.
+    pub(super) fn inbound_qos2_ids(&self) -> impl Iterator<Item = &u16> {
+        self.inbound_qos2.iter().flat_map(|ids| ids.iter())
     }
 
     /// The next packet id not currently in flight.

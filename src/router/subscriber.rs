@@ -162,7 +162,10 @@ impl SubscriberHandle {
             return Err(SubscribeError::NotAuthorized);
         }
         let options = SubscriptionOptions::new(qos);
-        let (_, retained) = self.router.subscribe(&self.session, filter, options, None);
+        let retained = self
+            .router
+            .subscribe(&self.session, filter, options, None)
+            .retained;
         Ok(retained)
     }
 

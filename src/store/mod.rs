@@ -9,16 +9,22 @@
 //! acknowledged. With `sync = "periodic"` tickets count as committed at once and the writer
 //! commits every `interval` (speed over durability, as Mosquitto's snapshots).
 //!
-//! What is stored so far: retained messages (with their properties and expiry). Persistent
-//! sessions, subscriptions and queued messages are the next step (issue 12).
+//! What is stored: retained messages (with their properties and expiry), and persistent
+//! sessions (client id, expiry deadline, will), their subscriptions, the QoS 1/2 messages queued
+//! and in flight for them (each payload once), and the QoS 2 packet ids they have not released
+//! (`ops.rs` applies the changes, `sessions.rs` reads them back).
 //!
 //! The directory is locked (`<path>/mqttd.lock`, holding the owner's pid) for as long as the
 //! store is open: a second broker pointed at it refuses to start.
 
+mod ops;
 mod rows;
 mod schema;
+mod sessions;
 
-pub use rows::{RetainedRow, RowError};
+pub use ops::Op;
+pub use rows::{MessageRow, RetainedRow, RowError, WillRow};
+pub use sessions::{StoredSession, StoredWill};
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -44,17 +50,10 @@ pub const GROUP_MAX: usize = 512;
 const QUEUE: usize = 16 * 1024;
 /// The WAL is truncated back to this after a checkpoint.
 const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+/// How often the writer gives free pages back to the file system.
+const VACUUM_EVERY: Duration = Duration::from_secs(10);
 /// Failed groups remembered, for the tickets still waiting on them.
 const FAILURES_KEPT: usize = 64;
-
-/// A change to persist.
-#[derive(Debug)]
-pub enum Op {
-    /// The retained message of its topic (replacing any).
-    Retain(Arc<Message>),
-    /// No retained message for this topic any more.
-    Unretain(Arc<str>),
-}
 
 /// Identifies a submitted operation; committed in submission order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -95,6 +94,10 @@ pub struct NotCommitted;
 #[derive(Debug)]
 pub struct Restored {
     pub retained: Vec<Message>,
+    /// Persistent sessions, by id.
+    pub sessions: Vec<StoredSession>,
+    /// Deliveries queued or in flight for them.
+    pub queued: usize,
     /// Rows that could not be read (reported in the log, left out).
     pub skipped: usize,
     pub took: Duration,
@@ -151,6 +154,10 @@ impl Store {
                 path: db.clone(),
                 source,
             })?;
+        let loaded = sessions::load(&mut conn).map_err(|source| StoreError::Sqlite {
+            path: db.clone(),
+            source,
+        })?;
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
         let (done_tx, done) = watch::channel(0);
         let failures = Arc::new(Mutex::new(VecDeque::new()));
@@ -161,6 +168,8 @@ impl Store {
             failures: failures.clone(),
             periodic: (config.sync == SyncMode::Periodic).then_some(config.interval),
             last_error_log: None,
+            refs: loaded.refs,
+            last_vacuum: Instant::now(),
         };
         let handle = std::thread::Builder::new()
             .name("mqttd-store".into())
@@ -183,7 +192,9 @@ impl Store {
         };
         let restored = Restored {
             retained,
-            skipped,
+            sessions: loaded.sessions,
+            queued: loaded.queued,
+            skipped: skipped + loaded.skipped,
             took: started.elapsed(),
         };
         Ok((Arc::new(store), restored))
@@ -218,6 +229,11 @@ impl Store {
             return Err(NotCommitted);
         }
         self.outcome(ticket).unwrap_or(Err(NotCommitted))
+    }
+
+    /// Whether `ticket` is done (committed, or failed).
+    pub fn is_done(&self, ticket: Ticket) -> bool {
+        self.sync == SyncMode::Periodic || *self.done.borrow() >= ticket.0
     }
 
     /// `ticket`'s outcome, or `None` while it is not committed yet.
@@ -417,6 +433,10 @@ struct Writer {
     /// `sync = "periodic"`: gather for this long before each commit.
     periodic: Option<Duration>,
     last_error_log: Option<Instant>,
+    /// Delivery rows per stored message (see `ops.rs`).
+    refs: ops::Refs,
+    /// When free pages were last given back to the file system.
+    last_vacuum: Instant,
 }
 
 impl Writer {
@@ -445,7 +465,7 @@ impl Writer {
                 }
             }
             let (from, to) = (group[0].0, group[group.len() - 1].0);
-            if let Err(e) = apply(&mut self.conn, &group) {
+            if let Err(e) = ops::apply(&mut self.conn, &group, &mut self.refs) {
                 let mut failures = self.failures.lock();
                 failures.push_back((from, to));
                 if failures.len() > FAILURES_KEPT {
@@ -455,6 +475,7 @@ impl Writer {
                 self.log_failure(&e, group.len());
             }
             self.done.send_replace(to);
+            self.vacuum();
             if closed {
                 break;
             }
@@ -463,6 +484,18 @@ impl Writer {
             warn!("store checkpoint at shutdown: {e}");
         }
         info!("store closed");
+    }
+
+    /// Gives free pages back now and then (acknowledged rows are deleted as they go: without
+    /// this the file would stay as large as its largest backlog).
+    fn vacuum(&mut self) {
+        if self.last_vacuum.elapsed() < VACUUM_EVERY {
+            return;
+        }
+        self.last_vacuum = Instant::now();
+        if let Err(e) = self.conn.execute_batch("PRAGMA incremental_vacuum(2048);") {
+            warn!("store: incremental vacuum: {e}");
+        }
     }
 
     /// Logs a failed commit, at most once a minute.
@@ -477,38 +510,6 @@ impl Writer {
         self.last_error_log = Some(now);
         error!("the store could not commit {ops} change(s): {e}; their publishes are refused");
     }
-}
-
-/// Applies one group of operations in one transaction.
-fn apply(conn: &mut Connection, group: &[(u64, Op)]) -> Result<(), rusqlite::Error> {
-    let tx = conn.transaction()?;
-    {
-        let mut set = tx.prepare_cached(
-            "INSERT OR REPLACE INTO retained (topic, qos, payload, properties, expires_at, stored_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?;
-        let mut clear = tx.prepare_cached("DELETE FROM retained WHERE topic = ?1")?;
-        let now = rows::to_millis(SystemTime::now());
-        for (_, op) in group {
-            match op {
-                Op::Retain(msg) => {
-                    let row = RetainedRow::from_message(msg);
-                    set.execute(rusqlite::params![
-                        row.topic,
-                        row.qos,
-                        row.payload,
-                        row.properties,
-                        row.expires_at,
-                        now
-                    ])?;
-                }
-                Op::Unretain(topic) => {
-                    clear.execute([&**topic])?;
-                }
-            }
-        }
-    }
-    tx.commit()
 }
 
 #[cfg(test)]

@@ -21,6 +21,79 @@ pub struct RetainedRow {
     pub expires_at: Option<i64>,
 }
 
+/// Any stored message (a will, or one queued for sessions): a retained row's fields and its
+/// retain flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRow {
+    pub topic: String,
+    pub qos: i64,
+    pub retain: bool,
+    pub payload: Vec<u8>,
+    pub properties: Option<Vec<u8>>,
+    pub expires_at: Option<i64>,
+}
+
+impl MessageRow {
+    pub fn from_message(msg: &Message) -> MessageRow {
+        let r = RetainedRow::from_message(msg);
+        MessageRow {
+            topic: r.topic,
+            qos: r.qos,
+            retain: msg.retain,
+            payload: r.payload,
+            properties: r.properties,
+            expires_at: r.expires_at,
+        }
+    }
+
+    /// The message, checked as [`RetainedRow::into_message`] checks.
+    pub fn into_message(self) -> Result<Message, RowError> {
+        let retain = self.retain;
+        let mut msg = RetainedRow {
+            topic: self.topic,
+            qos: self.qos,
+            payload: self.payload,
+            properties: self.properties,
+            expires_at: self.expires_at,
+        }
+        .into_message()?;
+        msg.retain = retain;
+        Ok(msg)
+    }
+}
+
+/// A session's will as stored: the message (its properties without the Will Delay Interval,
+/// its expiry counted from when it is published) and the delay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WillRow {
+    pub message: MessageRow,
+    pub delay: u32,
+}
+
+/// Subscription identifiers as stored: 4 bytes little-endian each (None: none).
+pub fn sub_ids_blob(ids: &[u32]) -> Option<Vec<u8>> {
+    (!ids.is_empty()).then(|| ids.iter().flat_map(|id| id.to_le_bytes()).collect())
+}
+
+/// Reads [`sub_ids_blob`]'s bytes, each checked (1 to 268,435,455, as on the wire).
+pub fn sub_ids_from_blob(blob: Option<&[u8]>) -> Result<Vec<u32>, RowError> {
+    let Some(blob) = blob else {
+        return Ok(Vec::new());
+    };
+    if blob.len() % 4 != 0 {
+        return Err(RowError::SubscriptionId);
+    }
+    blob.chunks_exact(4)
+        .map(|c| {
+            let id = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            (1..=268_435_455)
+                .contains(&id)
+                .then_some(id)
+                .ok_or(RowError::SubscriptionId)
+        })
+        .collect()
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RowError {
     #[error("QoS {0} is not 0, 1 or 2")]
@@ -31,6 +104,14 @@ pub enum RowError {
     Properties(String),
     #[error("expiry time out of range")]
     Expiry,
+    #[error("subscription identifier out of range")]
+    SubscriptionId,
+    #[error("{0} out of range")]
+    Range(&'static str),
+    #[error("topic filter is not valid")]
+    Filter,
+    #[error("client id or username is not valid")]
+    Text,
 }
 
 impl RetainedRow {

@@ -7,10 +7,9 @@
 use rusqlite::Connection;
 
 /// The schema this build writes.
-pub const VERSION: i64 = 1;
+pub const VERSION: i64 = 2;
 
-/// Version 1: retained messages. (Sessions, subscriptions and queues come with the next
-/// version; see issue 12.)
+/// Version 1: retained messages.
 const V1: &str = "
 CREATE TABLE retained (
     topic       TEXT PRIMARY KEY NOT NULL,
@@ -19,6 +18,59 @@ CREATE TABLE retained (
     properties  BLOB,           -- the PUBLISH property block as on the wire (NULL: none)
     expires_at  INTEGER,        -- ms since the Unix epoch (NULL: never)
     stored_at   INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
+/// Version 2: persistent sessions, their subscriptions, their queued and in-flight messages
+/// (each message's payload stored once, in `messages`, whoever it is queued for) and the QoS 2
+/// packet ids they sent and have not released.
+const V2: &str = "
+CREATE TABLE sessions (
+    id          INTEGER PRIMARY KEY,    -- the broker's session id (kept across restarts)
+    client_id   TEXT NOT NULL UNIQUE,
+    expiry      INTEGER NOT NULL,       -- Session Expiry Interval, s (4294967295: never)
+    username    TEXT,
+    expires_at  INTEGER,                -- ms since the Unix epoch; NULL: connected, or never
+    will_topic  TEXT,                   -- the will (NULL: none) ...
+    will_qos    INTEGER,
+    will_retain INTEGER,
+    will_payload BLOB,
+    will_properties BLOB,               -- PUBLISH property block (Will Delay Interval not in it)
+    will_delay  INTEGER,                -- Will Delay Interval, s
+    will_at     INTEGER                 -- a delayed will's deadline, ms; NULL: not started
+);
+CREATE TABLE subscriptions (
+    session     INTEGER NOT NULL,
+    filter      TEXT NOT NULL,
+    options     INTEGER NOT NULL,       -- the MQTT 5.0 subscription options byte
+    sub_id      INTEGER,                -- Subscription Identifier (NULL: none)
+    PRIMARY KEY (session, filter)
+) WITHOUT ROWID;
+CREATE TABLE messages (
+    id          INTEGER PRIMARY KEY,
+    topic       TEXT NOT NULL,
+    qos         INTEGER NOT NULL,
+    retain      INTEGER NOT NULL,
+    payload     BLOB NOT NULL,
+    properties  BLOB,                   -- the PUBLISH property block as on the wire
+    expires_at  INTEGER                 -- ms since the Unix epoch (NULL: never)
+);
+CREATE TABLE deliveries (
+    session     INTEGER NOT NULL,
+    seq         INTEGER NOT NULL,       -- order within the session
+    message     INTEGER NOT NULL,       -- messages.id
+    qos         INTEGER NOT NULL,       -- as delivered: min(published, granted)
+    retain      INTEGER NOT NULL,
+    sub_ids     BLOB,                   -- Subscription Identifiers, u32 little-endian each
+    shared      TEXT,                   -- the $share/GROUP/FILTER it came through
+    packet_id   INTEGER,                -- NULL: queued; else sent and not acknowledged
+    pubrel      INTEGER NOT NULL DEFAULT 0,  -- 1: PUBREC received, PUBREL sent
+    PRIMARY KEY (session, seq)
+) WITHOUT ROWID;
+CREATE TABLE inbound_qos2 (
+    session     INTEGER NOT NULL,
+    packet_id   INTEGER NOT NULL,
+    PRIMARY KEY (session, packet_id)
 ) WITHOUT ROWID;
 ";
 
@@ -47,6 +99,7 @@ pub fn migrate(conn: &mut Connection) -> Result<(), SchemaError> {
         let tx = conn.transaction()?;
         match version {
             1 => tx.execute_batch(V1)?,
+            2 => tx.execute_batch(V2)?,
             _ => return Err(SchemaError::Unknown { found }),
         }
         tx.pragma_update(None, "user_version", version)?;
