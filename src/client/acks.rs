@@ -142,11 +142,20 @@ impl Client {
         ack: Packet,
     ) -> Option<Exit> {
         const WHY: &str = "the broker could not store the message";
-        if let Packet::SubAck(_) = ack {
-            return Some(Exit::Abnormal {
-                why: "the broker could not store the subscription; closing so that the client subscribes again".into(),
-                reason: Some(crate::protocol::DisconnectReason::UnspecifiedError),
-            });
+        match ack {
+            Packet::SubAck(_) => {
+                return Some(Exit::Abnormal {
+                    why: "the broker could not store the subscription; closing so that the client subscribes again".into(),
+                    reason: Some(crate::protocol::DisconnectReason::UnspecifiedError),
+                });
+            }
+            Packet::PubRel(_) => {
+                return Some(Exit::Abnormal {
+                    why: "the broker could not store the delivery's state; closing".into(),
+                    reason: Some(crate::protocol::DisconnectReason::UnspecifiedError),
+                });
+            }
+            _ => {}
         }
         if !self.v5 {
             return Some(Exit::Abnormal {

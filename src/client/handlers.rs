@@ -36,14 +36,14 @@ impl Client {
                 if r.reason.is_error() {
                     self.session().complete(r.packet_id, OutState::AwaitPubRec);
                 } else {
-                    let known = self.session().received(r.packet_id);
+                    let (known, commit) = self.session().received(r.packet_id);
                     let reason = if known {
                         PubRelReason::Success
                     } else {
                         PubRelReason::PacketIdentifierNotFound
                     };
                     let rel = self.ack(r.packet_id, reason, "unknown packet identifier");
-                    self.reply(conn, Packet::PubRel(rel));
+                    self.acknowledge(conn, Packet::PubRel(rel), (commit, false), &mut batch.acks);
                 }
             }
             Packet::PubRel(r) => {

@@ -55,33 +55,28 @@ impl Kept {
 }
 
 impl SessionInner {
-    /// Hands `kept` to the store (if this session is kept); returns the ticket of the
-    /// deliveries it queued, if any.
+    /// Hands `kept` to the store (if this session is kept); returns the ticket of the last
+    /// operation, if any (committed in order: it covers them all).
     pub(super) fn keep(&mut self, id: u64, kept: Kept) -> Option<Ticket> {
         let store = self.persist.as_ref()?;
+        let mut ticket = None;
         if !kept.removed.is_empty() {
-            store.submit(Op::Remove {
+            ticket = Some(store.submit(Op::Remove {
                 id,
                 removed: kept.removed,
-            });
+            }));
         }
-        let mut ticket = None;
         if !kept.queued.is_empty() {
-            let qos2 = kept.queued.iter().any(|d| d.qos == QoS::ExactlyOnce);
-            let t = store.submit(Op::Enqueue {
+            ticket = Some(store.submit(Op::Enqueue {
                 id,
                 deliveries: kept.queued,
-            });
-            if qos2 {
-                self.held = Some(t);
-            }
-            ticket = Some(t);
+            }));
         }
         if !kept.sent.is_empty() {
-            store.submit(Op::Sent {
+            ticket = Some(store.submit(Op::Sent {
                 id,
                 sent: kept.sent,
-            });
+            }));
         }
         ticket
     }
@@ -296,9 +291,14 @@ impl Router {
                                 (_, false) => OutState::AwaitPubRec,
                                 (_, true) => OutState::AwaitPubComp,
                             };
-                            inner
-                                .inflight
-                                .push_back((pid, Inflight { delivery: d, state }));
+                            inner.inflight.push_back((
+                                pid,
+                                Inflight {
+                                    delivery: d,
+                                    state,
+                                    sent: true,
+                                },
+                            ));
                         }
                     }
                 }

@@ -69,6 +69,9 @@ pub enum OutState {
 pub struct Inflight {
     pub delivery: Delivery,
     pub state: OutState,
+    /// Written to a connection at least once (re-sent with DUP). False: its packet id waits for
+    /// the store's commit (`SessionInner::held`) before its first PUBLISH.
+    pub sent: bool,
 }
 
 /// What the connection task should put on the wire.
@@ -404,7 +407,6 @@ impl SessionState {
     ) -> Option<crate::store::Ticket> {
         let mut inner = self.inner.lock();
         let mut kept = inner.persist.is_some().then(super::persist::Kept::default);
-        let mut wait = None;
         let mut now = None;
         let mut freed = 0;
         inner.resend_next = if resend {
@@ -412,8 +414,15 @@ impl SessionState {
         } else {
             inner.resend_next.min(inner.inflight.len())
         };
+        if let Some(ticket) = inner.held {
+            if inner.persist.as_ref().is_some_and(|s| !s.is_done(ticket)) {
+                return Some(ticket);
+            }
+            inner.held = None;
+        }
         while inner.resend_next < inner.inflight.len().min(max_inflight) {
-            let (packet_id, f) = &inner.inflight[inner.resend_next];
+            let i = inner.resend_next;
+            let (packet_id, f) = &mut inner.inflight[i];
             out.push(match f.state {
                 OutState::AwaitPubComp => Outgoing::PubRel {
                     packet_id: *packet_id,
@@ -421,11 +430,13 @@ impl SessionState {
                 _ => Outgoing::Publish {
                     delivery: f.delivery.clone(),
                     packet_id: *packet_id,
-                    dup: true,
+                    dup: std::mem::replace(&mut f.sent, true),
                 },
             });
             inner.resend_next += 1;
         }
+        // Once a delivery waits for its packet id's commit, those after it wait too (in order).
+        let mut holding = false;
         while let Some(front) = inner.queue.front() {
             if freed >= max_bytes {
                 // More is waiting: the connection comes back for it once this is written.
@@ -447,15 +458,8 @@ impl SessionState {
                 continue;
             }
             let qos = front.qos;
-            if qos == QoS::ExactlyOnce
-                && front.seq != 0
-                && let Some(ticket) = inner.held
-            {
-                if inner.persist.as_ref().is_some_and(|s| !s.is_done(ticket)) {
-                    wait = Some(ticket);
-                    break;
-                }
-                inner.held = None;
+            if holding && qos == QoS::AtMostOnce {
+                break;
             }
             if qos != QoS::AtMostOnce && inner.inflight.len() >= max_inflight {
                 break;
@@ -484,29 +488,42 @@ impl SessionState {
             } else {
                 OutState::AwaitPubRec
             };
+            // A persistent session's QoS 2 message goes out once its packet id is committed:
+            // a crash before would send it again after the restart under another id, which
+            // the client would take for a new message.
+            let kept_seq = kept.as_ref().map(|_| delivery.seq).filter(|&s| s != 0);
+            holding |= kept_seq.is_some() && qos == QoS::ExactlyOnce;
+            if let (Some(kept), Some(seq)) = (&mut kept, kept_seq) {
+                kept.sent(seq, packet_id);
+            }
+            let sent = !holding;
+            if sent {
+                out.push(Outgoing::Publish {
+                    delivery: delivery.clone(),
+                    packet_id,
+                    dup: false,
+                });
+            }
             inner.inflight.push_back((
                 packet_id,
                 Inflight {
-                    delivery: delivery.clone(),
+                    delivery,
                     state,
+                    sent,
                 },
             ));
-            // Only reached with every earlier in-flight message on the wire.
-            inner.resend_next = inner.inflight.len();
-            if let Some(kept) = &mut kept {
-                kept.sent(delivery.seq, packet_id);
+            if sent {
+                // Only reached with every earlier in-flight message on the wire.
+                inner.resend_next = inner.inflight.len();
             }
-            out.push(Outgoing::Publish {
-                delivery,
-                packet_id,
-                dup: false,
-            });
         }
         inner.queue.settle(freed);
-        if let Some(kept) = kept {
-            inner.keep(self.id, kept);
+        let ticket = kept.and_then(|kept| inner.keep(self.id, kept));
+        if holding {
+            inner.held = ticket;
+            return ticket;
         }
-        wait
+        None
     }
 
     /// A PUBACK (or PUBCOMP) arrived: forget the message. False if the id was not in flight in the
@@ -532,25 +549,31 @@ impl SessionState {
         }
     }
 
-    /// A PUBREC arrived: the message moves to "PUBREL sent". False if unknown.
-    pub fn received(&self, packet_id: u16) -> bool {
+    /// A PUBREC arrived: the message moves to "PUBREL sent". False if unknown. For a
+    /// persistent session, with the store's ticket the PUBREL waits for: a crash before that
+    /// commit would send the PUBLISH again after the restart, and a client that has released
+    /// the packet id takes it for a new message.
+    pub fn received(&self, packet_id: u16) -> (bool, Option<crate::store::Ticket>) {
         let mut inner = self.inner.lock();
         let inner = &mut *inner;
         for (id, f) in inner.inflight.iter_mut() {
             if *id == packet_id && f.state != OutState::AwaitPubAck {
                 f.state = OutState::AwaitPubComp;
+                let mut ticket = None;
                 if let Some(store) = &inner.persist
                     && f.delivery.seq != 0
                 {
-                    store.submit(crate::store::Op::Released {
+                    ticket = Some(store.submit(crate::store::Op::Released {
                         id: self.id,
                         seq: f.delivery.seq,
-                    });
+                    }));
+                    // Nor is this PUBREL re-sent (by a new connection) before.
+                    inner.held = inner.held.max(ticket);
                 }
-                return true;
+                return (true, ticket);
             }
         }
-        false
+        (false, None)
     }
 }
 

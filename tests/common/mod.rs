@@ -240,6 +240,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
         self.stream.write_all(bytes).await.expect("write");
     }
 
+    /// Writes `packet`; an error (the broker is gone) is returned, not a panic.
+    pub async fn stream_write(&mut self, packet: &Packet) -> std::io::Result<()> {
+        let mut out = BytesMut::new();
+        if let Err(e) = protocol::encode(packet, self.version, &mut out) {
+            panic!("the encoder refuses {packet:?}: {e}");
+        }
+        self.stream.write_all(&out).await
+    }
+
     pub async fn send(&mut self, packet: &Packet) {
         let mut out = BytesMut::new();
         if let Err(e) = protocol::encode(packet, self.version, &mut out) {
