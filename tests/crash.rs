@@ -315,22 +315,23 @@ async fn nothing_acknowledged_is_lost_and_no_qos2_message_is_delivered_twice_acr
         .await;
     }
     Inbox::drain(&online, &mut on, quiet).await;
-    let inbox = online.lock();
-    let subacked: Vec<_> = subscribed
-        .iter()
-        .filter(|k| inbox.subacked.contains(&(100 + **k as u16)))
-        .collect();
-    for kill in &subacked {
-        assert!(
-            inbox.got.contains_key(&format!("probe-{kill}")),
-            "the subscription SUBACKed in round {kill} is gone (seed {seed})"
-        );
-    }
-    drop(inbox);
+    let subacked = {
+        let inbox = online.lock();
+        let subacked: Vec<_> = subscribed
+            .iter()
+            .filter(|k| inbox.subacked.contains(&(100 + **k as u16)))
+            .collect();
+        for kill in &subacked {
+            assert!(
+                inbox.got.contains_key(&format!("probe-{kill}")),
+                "the subscription SUBACKed in round {kill} is gone (seed {seed})"
+            );
+        }
+        subacked.len()
+    };
     println!(
-        "{KILLS} kills, {} messages acknowledged, {} of {} subscriptions acknowledged, online got {}, offline got {}",
+        "{KILLS} kills, {} messages acknowledged, {subacked} of {} subscriptions acknowledged, online got {}, offline got {}",
         acked.len(),
-        subacked.len(),
         subscribed.len(),
         online.lock().got.len(),
         offline.lock().got.len()
