@@ -7,7 +7,7 @@
 //! `store_id`s change only once their transaction has committed: a group that fails leaves
 //! memory as it was, as it leaves the file.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
@@ -144,6 +144,32 @@ pub(super) fn apply(
     }
 }
 
+/// Deliveries queued and done with in the same group (the subscriber was online and quick):
+/// neither row is written. Most deliveries to an online session end this way.
+fn short_lived(group: &[(u64, Op)]) -> HashSet<(u64, u64)> {
+    let mut queued = HashSet::new();
+    for (_, op) in group {
+        if let Op::Enqueue { id, deliveries } = op {
+            queued.extend(deliveries.iter().map(|d| (*id, d.seq)));
+        }
+    }
+    let mut both = HashSet::new();
+    if queued.is_empty() {
+        return both;
+    }
+    for (_, op) in group {
+        if let Op::Remove { id, removed } = op {
+            both.extend(
+                removed
+                    .iter()
+                    .map(|(seq, _)| (*id, *seq))
+                    .filter(|k| queued.contains(k)),
+            );
+        }
+    }
+    both
+}
+
 fn apply_in(
     tx: &Transaction<'_>,
     group: &[(u64, Op)],
@@ -151,6 +177,7 @@ fn apply_in(
     pending: &mut Pending,
 ) -> Result<(), rusqlite::Error> {
     let now = rows::to_millis(SystemTime::now());
+    let skip = short_lived(group);
     for (_, op) in group {
         match op {
             Op::Retain(msg) => {
@@ -246,7 +273,7 @@ fn apply_in(
                     .execute(params![key(*id), &**filter])?;
             }
             Op::Enqueue { id, deliveries } => {
-                for d in deliveries {
+                for d in deliveries.iter().filter(|d| !skip.contains(&(*id, d.seq))) {
                     let message = store_message(tx, &d.msg, pending)?;
                     *pending.refs.entry(message).or_default() += 1;
                     tx.prepare_cached(
@@ -269,18 +296,19 @@ fn apply_in(
                 let mut stmt = tx.prepare_cached(
                     "UPDATE deliveries SET packet_id = ?3 WHERE session = ?1 AND seq = ?2",
                 )?;
-                for (seq, packet_id) in sent {
+                for (seq, packet_id) in sent.iter().filter(|(s, _)| !skip.contains(&(*id, *s))) {
                     stmt.execute(params![key(*id), key(*seq), packet_id])?;
                 }
             }
-            Op::Released { id, seq } => {
+            Op::Released { id, seq } if !skip.contains(&(*id, *seq)) => {
                 tx.prepare_cached(
                     "UPDATE deliveries SET pubrel = 1 WHERE session = ?1 AND seq = ?2",
                 )?
                 .execute(params![key(*id), key(*seq)])?;
             }
+            Op::Released { .. } => {}
             Op::Remove { id, removed } => {
-                for (seq, msg) in removed {
+                for (seq, msg) in removed.iter().filter(|(s, _)| !skip.contains(&(*id, *s))) {
                     let gone = tx
                         .prepare_cached("DELETE FROM deliveries WHERE session = ?1 AND seq = ?2")?
                         .execute(params![key(*id), key(*seq)])?;
@@ -322,18 +350,21 @@ fn store_message(
     if id != 0 {
         return Ok(key(id));
     }
-    let row = RetainedRow::from_message(msg);
+    let properties = msg
+        .properties
+        .as_deref()
+        .map(|p| crate::protocol::publish_block(Some(p)));
     tx.prepare_cached(
         "INSERT INTO messages (topic, qos, retain, payload, properties, expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
     .execute(params![
-        row.topic,
-        row.qos,
+        &*msg.topic,
+        msg.qos as i64,
         msg.retain,
-        row.payload,
-        row.properties,
-        row.expires_at
+        &msg.payload[..],
+        properties.as_deref(),
+        msg.expires_at.map(rows::to_millis),
     ])?;
     let id = tx.last_insert_rowid();
     msg.store_id

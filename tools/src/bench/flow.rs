@@ -38,8 +38,17 @@ const SINK_TASKS: usize = 4;
 /// After publishing stops, how long to wait for the last messages (and acks) to arrive.
 const DRAIN: Duration = Duration::from_secs(2);
 
-/// Connects, sets TCP_NODELAY and completes the MQTT handshake.
+/// Connects, sets TCP_NODELAY and completes the MQTT handshake (clean session).
 pub async fn connect(addr: SocketAddr, client_id: &str) -> Result<(TcpStream, BytesMut)> {
+    connect_session(addr, client_id, true).await
+}
+
+/// As [`connect`], with a clean or a persistent session.
+pub async fn connect_session(
+    addr: SocketAddr,
+    client_id: &str,
+    clean: bool,
+) -> Result<(TcpStream, BytesMut)> {
     let mut s = tokio::time::timeout(wire::SETUP_TIMEOUT, TcpStream::connect(addr))
         .await
         .with_context(|| format!("connecting to {addr}: timed out"))?
@@ -48,7 +57,7 @@ pub async fn connect(addr: SocketAddr, client_id: &str) -> Result<(TcpStream, By
     let mut rbuf = BytesMut::with_capacity(RBUF);
     wire::handshake(
         &mut s,
-        &wire::connect_packet(client_id, 60, None),
+        &wire::connect_session(client_id, 60, None, clean),
         &mut rbuf,
     )
     .await
@@ -494,7 +503,8 @@ pub async fn qos1(opts: &Opts) -> Result<Report> {
     let _guard = (stop_pub.clone().drop_guard(), stop_sub.clone().drop_guard());
     let (mut subs, mut pubs) = (JoinSet::new(), JoinSet::new());
     for i in 0..pairs {
-        let (mut s, mut rbuf) = connect(opts.addr(), &format!("bench-q1-sub-{i}")).await?;
+        let id = format!("bench-q1-sub-{i}");
+        let (mut s, mut rbuf) = connect_session(opts.addr(), &id, !opts.persistent).await?;
         wire::subscribe(
             &mut s,
             &format!("bench/q1/{i}"),

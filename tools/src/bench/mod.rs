@@ -109,6 +109,10 @@ pub struct Opts {
     /// CA certificate (PEM) that signed the broker's certificate.
     #[arg(long)]
     pub cafile: Option<PathBuf>,
+    /// qos1: the subscribers keep persistent sessions (clean session 0), so a broker with
+    /// persistence stores every message it queues for them before acknowledging it.
+    #[arg(long)]
+    pub persistent: bool,
     /// Name shown in the report (e.g. "mqttd", "mosquitto").
     #[arg(long, default_value = "broker")]
     pub label: String,

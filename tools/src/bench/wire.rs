@@ -41,9 +41,19 @@ pub fn connect_packet(
     keep_alive: u16,
     credentials: Option<(&str, &str)>,
 ) -> BytesMut {
+    connect_session(client_id, keep_alive, credentials, true)
+}
+
+/// CONNECT, with a clean session or a persistent one.
+pub fn connect_session(
+    client_id: &str,
+    keep_alive: u16,
+    credentials: Option<(&str, &str)>,
+    clean: bool,
+) -> BytesMut {
     encode(&Packet::Connect(Box::new(Connect {
         protocol: VERSION,
-        clean_start: true,
+        clean_start: clean,
         keep_alive,
         client_id: client_id.to_owned(),
         will: None,
