@@ -101,6 +101,9 @@ pub async fn run(ingress: Arc<Ingress>, interval: Duration, shutdown: Cancellati
                 s.limit_hits(limit).to_string(),
             ));
         }
+        if let Some(store) = router.store() {
+            topics.push(("store/failed".into(), store.failed().to_string()));
+        }
         for (name, v) in [("received", recv), ("sent", sent)] {
             for (window, value) in ["1min", "5min", "15min"].iter().zip(v) {
                 topics.push((

@@ -110,6 +110,8 @@ pub struct Store {
     /// The highest ticket the writer has finished (committed, or failed: see `failures`).
     done: watch::Receiver<u64>,
     failures: Arc<Mutex<VecDeque<(u64, u64)>>>,
+    /// Changes the store could not commit (`$SYS/broker/store/failed`).
+    failed: Arc<std::sync::atomic::AtomicU64>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Held (locked) for as long as the store is open.
     _lock: File,
@@ -161,7 +163,9 @@ impl Store {
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
         let (done_tx, done) = watch::channel(0);
         let failures = Arc::new(Mutex::new(VecDeque::new()));
+        let failed = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let writer = Writer {
+            failed: failed.clone(),
             conn,
             rx,
             done: done_tx,
@@ -187,6 +191,7 @@ impl Store {
             }),
             done,
             failures,
+            failed,
             writer: Mutex::new(Some(handle)),
             _lock: lock,
         };
@@ -229,6 +234,11 @@ impl Store {
             return Err(NotCommitted);
         }
         self.outcome(ticket).unwrap_or(Err(NotCommitted))
+    }
+
+    /// Changes the store could not commit so far.
+    pub fn failed(&self) -> u64 {
+        self.failed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether `ticket` is done (committed, or failed).
@@ -430,6 +440,7 @@ struct Writer {
     rx: Receiver<(u64, Op)>,
     done: watch::Sender<u64>,
     failures: Arc<Mutex<VecDeque<(u64, u64)>>>,
+    failed: Arc<std::sync::atomic::AtomicU64>,
     /// `sync = "periodic"`: gather for this long before each commit.
     periodic: Option<Duration>,
     last_error_log: Option<Instant>,
@@ -472,6 +483,8 @@ impl Writer {
                     failures.pop_front();
                 }
                 drop(failures);
+                self.failed
+                    .fetch_add(group.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 self.log_failure(&e, group.len());
             }
             self.done.send_replace(to);

@@ -599,6 +599,14 @@ pub struct BrokerProcess {
 impl BrokerProcess {
     /// Starts `mqttd --config <config>` and waits (bounded) for its "listening on" line.
     pub async fn start(config: &std::path::Path) -> BrokerProcess {
+        BrokerProcess::start_with(config, |_| {}).await
+    }
+
+    /// As [`BrokerProcess::start`], with `customize` applied to the command first.
+    pub async fn start_with(
+        config: &std::path::Path,
+        customize: impl FnOnce(&mut std::process::Command),
+    ) -> BrokerProcess {
         use std::process::{Command, Stdio};
         // In the configuration's directory, so that a store at a relative path (persistence is
         // on by default: `./data`) is this test's own.
@@ -606,7 +614,8 @@ impl BrokerProcess {
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(std::path::Path::new("."));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mqttd"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mqttd"));
+        command
             .current_dir(dir)
             .arg("--config")
             .arg(config)
@@ -614,9 +623,9 @@ impl BrokerProcess {
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn mqttd");
+            .stderr(Stdio::piped());
+        customize(&mut command);
+        let mut child = command.spawn().expect("spawn mqttd");
         let output = Arc::new(Mutex::new(Vec::new()));
         let mut readers = Vec::new();
         for pipe in [
