@@ -46,7 +46,7 @@
 //!   [`router::subscriber::SubscriberHandle`] (filters, bounded queue, acks, ACL identity);
 //!   observers (history, live views) never count as matching subscribers nor slow publishers.
 //! - **The store** ([`store`]): SQLite, one writer thread committing in groups. The router hands
-//!   it each change to keep (`router/persist.rs`: retained messages so far; sessions next) and
+//!   it each change to keep (`router/persist.rs`: retained messages, persistent sessions) and
 //!   gets a [`store::Ticket`]; the acknowledgement that promises durability waits for it
 //!   (`client/acks.rs`). Deadlines are wall-clock ([`timer::wall_now`]).
 //! - **Time**: [`timer`] runs every deadline (session expiry, will delay, parked keep-alive) on

@@ -12,6 +12,7 @@
 //! itself and is bounded as a whole by [`Opts::deadline`].
 
 pub mod conns;
+pub mod fill;
 pub mod flow;
 pub mod latency;
 pub mod wire;
@@ -38,6 +39,9 @@ pub enum Scenario {
     Connections,
     /// CONNECT -> CONNACK -> DISCONNECT loops (optionally with password and TLS): connects/s.
     ConnectRate,
+    /// Leaves offline persistent sessions with queued QoS 1 messages and retained messages in
+    /// the broker (for a restart to restore): messages acknowledged.
+    Fill,
 }
 
 impl Scenario {
@@ -49,6 +53,7 @@ impl Scenario {
             Scenario::Latency => "latency",
             Scenario::Connections => "connections",
             Scenario::ConnectRate => "connect-rate",
+            Scenario::Fill => "fill",
         }
     }
 }
@@ -109,6 +114,12 @@ pub struct Opts {
     /// CA certificate (PEM) that signed the broker's certificate.
     #[arg(long)]
     pub cafile: Option<PathBuf>,
+    /// fill: QoS 1 messages queued for each offline session (`--subscribers` of them).
+    #[arg(long, default_value_t = 1000)]
+    pub queued: u64,
+    /// fill: retained messages.
+    #[arg(long, default_value_t = 100_000)]
+    pub retained: u64,
     /// qos1: the subscribers keep persistent sessions (clean session 0), so a broker with
     /// persistence stores every message it queues for them before acknowledging it.
     #[arg(long)]
@@ -166,6 +177,11 @@ impl Opts {
     /// The whole scenario, set-up and drain included, must end within this.
     pub fn deadline(&self) -> Duration {
         self.warmup + self.duration + Duration::from_secs(90)
+    }
+
+    /// `fill` publishes 1.1M messages by default: a slow broker takes minutes.
+    pub fn fill_deadline(&self) -> Duration {
+        Duration::from_secs(900)
     }
 }
 
@@ -354,9 +370,15 @@ pub async fn run(scenario: Scenario, opts: &Opts) -> Result<Report> {
             Scenario::Latency => latency::run(opts).await,
             Scenario::Connections => conns::connections(opts).await,
             Scenario::ConnectRate => conns::connect_rate(opts).await,
+            Scenario::Fill => fill::fill(opts).await,
         }
     };
-    match tokio::time::timeout(opts.deadline(), fut).await {
+    let deadline = if scenario == Scenario::Fill {
+        opts.fill_deadline()
+    } else {
+        opts.deadline()
+    };
+    match tokio::time::timeout(deadline, fut).await {
         Ok(r) => r,
         Err(_) => bail!(
             "{} did not finish within {:?}",
