@@ -6,9 +6,9 @@
 //! The recorder is a router *observer* ([`crate::router::subscriber`]), like the `[MSG]`
 //! logger: fan-out pushes an `Arc<Message>` into its bounded queue, and it never counts as a
 //! matching subscriber nor slows a publisher. One thread of its own (`writer.rs`) takes the
-//! messages, writes them in batches, one transaction each ([`writer::BATCH_MAX`] rows, or
-//! whatever came within [`writer::GATHER`]), and enforces the retention limits every few
-//! seconds. When it falls behind, its queue drops messages and counts them: the history is
+//! messages, writes them in batches, one transaction each (up to 512 rows, or whatever came
+//! within 100 ms), and enforces the retention limits every second, deleting at most 10,000
+//! rows per statement so that it is never away from its queue for long. When it falls behind, its queue drops messages and counts them: the history is
 //! best-effort, the broker's throughput comes first. A file of its own, apart from the store's
 //! `mqttd.db`, so that its writes and clean-ups never delay an acknowledgement.
 //!
