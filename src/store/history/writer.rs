@@ -225,7 +225,7 @@ fn insert(conn: &mut Connection, batch: &[(i64, Arc<Message>)]) -> rusqlite::Res
 
 /// Deletes what the limits no longer allow: rows older than `max_age`, the oldest beyond
 /// `max_rows`, and the oldest while the database is over `max_bytes` (then gives the free pages
-/// back to the file system). Each statement deletes at most [`DELETE_CHUNK`] rows; returns true
+/// back to the file system). Each statement deletes at most `DELETE_CHUNK` rows; returns true
 /// if a limit is still exceeded.
 pub fn enforce(conn: &Connection, limits: &Retention, now_ms: i64) -> rusqlite::Result<bool> {
     let mut more = false;
