@@ -218,8 +218,14 @@ pub fn connect(db: &Path) -> Result<Connection, HistoryError> {
     Ok(conn)
 }
 
-/// Opens the history read-only (safe while the broker writes it: WAL lets a reader in), and
-/// checks that this build can read its schema.
+/// Opens the history for reading only (safe while the broker writes it: WAL lets a reader in),
+/// and checks that this build can read its schema.
+///
+/// Read-only by `PRAGMA query_only`, on a connection opened read-write: with the broker
+/// stopped, a connection opened `SQLITE_OPEN_READ_ONLY` must create the `-wal` and `-shm` files
+/// and cannot remove them, leaving them owned by whoever ran the command (a root-owned `-shm`
+/// would lock the broker's own user out of its history). Opened read-write, the last connection
+/// removes them as SQLite always does. (Without write permission SQLite opens it read-only.)
 pub fn open_read_only(db: &Path) -> Result<Connection, HistoryError> {
     if !db.exists() {
         return Err(HistoryError::Missing {
@@ -227,8 +233,10 @@ pub fn open_read_only(db: &Path) -> Result<Connection, HistoryError> {
         });
     }
     let sqlite = |source| classify(db, source);
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(db, flags).map_err(sqlite)?;
+    conn.pragma_update(None, "query_only", true)
+        .map_err(sqlite)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(sqlite)?;
     let version = schema::check(&conn).map_err(|e| schema_error(db, e))?;

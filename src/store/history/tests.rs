@@ -104,6 +104,17 @@ fn records_what_its_filters_match_and_close_flushes() {
     .unwrap();
     assert_eq!(sys.messages.len(), 1);
     assert_eq!(sys.messages[0].payload, Bytes::from_static(b"12"));
+    // Reading only.
+    let e = conn.execute("DELETE FROM messages", []).unwrap_err();
+    assert!(e.to_string().contains("readonly"), "{e}");
+    // With the broker gone, a reader leaves no -wal or -shm file behind.
+    drop(conn);
+    let mut files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["history.db"]);
 }
 
 #[test]
