@@ -90,6 +90,10 @@ impl Writer {
                     batch.push((to_millis(SystemTime::now()), r.msg));
                     if batch.len() >= BATCH_MAX {
                         self.write(&mut batch);
+                        // A queue that never empties must not keep the clean-up from running.
+                        if Instant::now() >= retention_at {
+                            retention_at = self.retention_pass();
+                        }
                     }
                     continue;
                 }
@@ -159,6 +163,18 @@ impl Writer {
             }
         }
         batch.clear();
+    }
+
+    /// Enforces the limits and reports drops; returns when the next pass is due.
+    fn retention_pass(&mut self) -> Instant {
+        let more = self.enforce_retention();
+        self.log_drops();
+        let wait = if more {
+            RETENTION_AGAIN
+        } else {
+            RETENTION_EVERY
+        };
+        Instant::now() + wait
     }
 
     /// Enforces the limits; true if rows are left to delete (a chunk was full).
