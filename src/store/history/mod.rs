@@ -41,10 +41,12 @@ use crate::router::subscriber::{DropCounter, SubscriberOptions};
 
 /// The history's file in the persistence directory.
 pub const FILE: &str = "history.db";
-/// Messages that may wait for the recorder before new ones are dropped.
-pub const QUEUE_MESSAGES: usize = 32 * 1024;
-/// Bytes of messages that may wait for the recorder.
-pub const QUEUE_BYTES: usize = 32 << 20;
+/// Messages that may wait in the recorder's queue before new ones are dropped. (The subscriber
+/// handle takes the whole queue at once when it hands out the next message, so up to twice
+/// this, and twice [`QUEUE_BYTES`], wait for the recorder in all.)
+pub const QUEUE_MESSAGES: usize = 16 * 1024;
+/// Bytes of messages that may wait in the recorder's queue.
+pub const QUEUE_BYTES: usize = 16 << 20;
 /// The write-ahead log is truncated back to this after a checkpoint.
 const JOURNAL_SIZE_LIMIT: i64 = 16 << 20;
 
