@@ -5,9 +5,11 @@
 //! combinations, naming the line of the key at fault. A leaf of the crate: nothing here depends
 //! on the rest of it.
 
+mod history;
 mod persistence;
 mod validate;
 
+pub use history::{HistoryConfig, MIN_HISTORY_BYTES};
 pub use persistence::{OnCorrupt, PersistenceConfig, SyncMode};
 pub use validate::Locations;
 
@@ -59,6 +61,8 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub persistence: PersistenceConfig,
+    #[serde(default)]
+    pub history: HistoryConfig,
     /// Where the file was loaded from; relative paths in it are resolved against the working directory
     /// (as Mosquitto does).
     #[serde(skip)]
@@ -428,6 +432,7 @@ impl Default for Config {
             sys: SysConfig::default(),
             log: LogConfig::default(),
             persistence: PersistenceConfig::default(),
+            history: HistoryConfig::default(),
             source: None,
             locations: Locations::default(),
         }

@@ -28,7 +28,7 @@ use tracing::{info, warn};
 use crate::auth::{Access, Auth, AuthCell, AuthSnapshot};
 use crate::protocol::topic::validate_topic_name;
 use crate::protocol::{PubAckReason, text};
-use crate::router::{Fanout, Message, Router};
+use crate::router::{Fanout, Message, PublishedBy, Router};
 use crate::stats::Limit;
 
 /// What kind of front end a message came through.
@@ -80,6 +80,9 @@ pub struct Publisher {
     auth: AuthSnapshot,
     /// Which limits were already logged for this publisher (bit per [`Limit`]): each once.
     limits_logged: u32,
+    /// `client_id` and `username` as messages carry them, made on the first message that
+    /// needs them (see [`Ingress::record_publishers`]).
+    published_by: Option<Arc<PublishedBy>>,
 }
 
 impl Publisher {
@@ -98,7 +101,18 @@ impl Publisher {
             session_id: 0,
             auth,
             limits_logged: 0,
+            published_by: None,
         }
+    }
+
+    /// The identity its messages carry (see [`Message::published_by`]).
+    fn published_by(&mut self) -> &Arc<PublishedBy> {
+        self.published_by.get_or_insert_with(|| {
+            Arc::new(PublishedBy {
+                client_id: self.client_id.clone(),
+                username: self.username.as_deref().map(Arc::from),
+            })
+        })
     }
 
     pub fn with_origin(mut self, listener: Arc<str>, peer: SocketAddr) -> Self {
@@ -221,6 +235,8 @@ pub struct Ingress {
     router: Arc<Router>,
     auth: Arc<AuthCell>,
     limits: IngressLimits,
+    /// Messages carry their publisher's identity (an observer records it).
+    record_publishers: bool,
 }
 
 impl Ingress {
@@ -229,7 +245,16 @@ impl Ingress {
             router,
             auth,
             limits,
+            record_publishers: false,
         }
+    }
+
+    /// Messages routed from now on carry their publisher's client id and username
+    /// ([`Message::published_by`]), for the message history. Off, the hot path does not pay
+    /// for it; on, it costs an `Arc` clone per message.
+    pub fn record_publishers(mut self, on: bool) -> Self {
+        self.record_publishers = on;
+        self
     }
 
     pub fn router(&self) -> &Arc<Router> {
@@ -300,6 +325,9 @@ impl Ingress {
             return Outcome::Refused(refusal);
         }
         msg.origin = from.session_id;
+        if self.record_publishers && from.source != Source::Broker {
+            msg.published_by = Some(from.published_by().clone());
+        }
         batch.bytes += msg.payload.len() + msg.topic.len();
         let (subscribers, commit, durable) =
             self.router.publish_to(Arc::new(msg), &mut batch.fanout);

@@ -33,7 +33,8 @@
 //!      v
 //!  subscribers     an MQTT connection's session (drained by client/outbound.rs), or a
 //!                  router/subscriber.rs handle for everything else: the [MSG] logger (msglog.rs)
-//!                  today; history, dashboard live view, CoAP observers, bridges next.
+//!                  and the message history (store/history/) today; dashboard live view, CoAP
+//!                  observers, bridges next.
 //! ```
 //!
 //! Where the next pieces plug in:
@@ -49,6 +50,8 @@
 //!   it each change to keep (`router/persist.rs`: retained messages, persistent sessions) and
 //!   gets a [`store::Ticket`]; the acknowledgement that promises durability waits for it
 //!   (`client/acks.rs`). Deadlines are wall-clock ([`timer::wall_now`]).
+//! - **The message history** ([`store::history`], `[history]`): an observer that records what is
+//!   routed into `history.db` from a thread of its own; `mqttd history` reads it.
 //! - **Time**: [`timer`] runs every deadline (session expiry, will delay, parked keep-alive) on
 //!   tokio's clock.
 //!

@@ -18,6 +18,7 @@ use crate::listener::Listener;
 use crate::msglog::MessageLogger;
 use crate::park::Parker;
 use crate::router::{Router, RouterLimits};
+use crate::store::history::History;
 use crate::tls::{Tls, TlsError};
 
 /// How long connections get to close after shutdown before the broker exits anyway.
@@ -55,6 +56,11 @@ pub enum StartError {
     Store {
         at: String,
         error: crate::store::StoreError,
+    },
+    #[error("{at}: history: {error}")]
+    History {
+        at: String,
+        error: crate::store::history::HistoryError,
     },
 }
 
@@ -128,6 +134,8 @@ pub struct Server {
     addrs: Vec<(String, SocketAddr)>,
     reloader: Reloader,
     sys_interval: u64,
+    /// The message history's recorder (`[history]`), closed after the connections.
+    history: Option<History>,
 }
 
 /// Reloads the password file, ACL and certificates (SIGHUP). Cheap to clone.
@@ -166,6 +174,17 @@ impl Server {
             stored = Some(restored);
         }
         let router = Arc::new(router);
+        let history = match config.history.enabled {
+            false => None,
+            true => Some(
+                History::start(&config.history, &config.persistence.path, &router).map_err(
+                    |error| StartError::History {
+                        at: config.locate("history"),
+                        error,
+                    },
+                )?,
+            ),
+        };
         let msglog = match (config.log.messages, msglog_sink) {
             (false, _) => None,
             (true, Some(sink)) => Some(MessageLogger::start(sink, &router)),
@@ -184,15 +203,18 @@ impl Server {
             )),
         };
         let auth = Arc::new(AuthCell::new(auth));
-        let ingress = Arc::new(Ingress::new(
-            router.clone(),
-            auth.clone(),
-            IngressLimits {
-                max_topic_length: config.limits.max_topic_length,
-                max_topic_levels: config.limits.max_topic_levels,
-                max_packet_size: config.limits.max_packet_size,
-            },
-        ));
+        let ingress = Arc::new(
+            Ingress::new(
+                router.clone(),
+                auth.clone(),
+                IngressLimits {
+                    max_topic_length: config.limits.max_topic_length,
+                    max_topic_levels: config.limits.max_topic_levels,
+                    max_packet_size: config.limits.max_packet_size,
+                },
+            )
+            .record_publishers(history.is_some()),
+        );
         if let Some(stored) = stored {
             restore_sessions(&ingress, stored);
         }
@@ -253,6 +275,7 @@ impl Server {
             addrs,
             reloader,
             sys_interval,
+            history,
         })
     }
 
@@ -293,6 +316,11 @@ impl Server {
     /// What the message logger dropped so far (None: the message log is off).
     pub fn message_log_drops(&self) -> Option<crate::router::subscriber::DropCounter> {
         self.ctx.msglog.as_ref().map(MessageLogger::drop_counter)
+    }
+
+    /// What the message history's recorder dropped so far (None: the history is off).
+    pub fn history_drops(&self) -> Option<crate::router::subscriber::DropCounter> {
+        self.history.as_ref().map(History::drop_counter)
     }
 
     /// Serves until the shutdown token fires, then stops accepting, closes every connection and
@@ -340,6 +368,10 @@ impl Server {
             warn!("some connections did not close within {DRAIN_DEADLINE:?}");
         }
         drop(self.reloader);
+        if let Some(history) = self.history {
+            // Writes what is queued (wills of the connections just closed included); blocking.
+            let _ = tokio::task::spawn_blocking(move || history.close()).await;
+        }
         if let Some(store) = self.ctx.router.store().cloned() {
             // Commits what is queued; blocking, so off the runtime's threads.
             let _ = tokio::task::spawn_blocking(move || store.close()).await;

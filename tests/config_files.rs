@@ -60,6 +60,9 @@ fn the_main_example_matches_the_built_in_defaults() {
     assert_eq!(file.sys.interval, default.sys.interval);
     assert_eq!(file.log.level, default.log.level);
     assert_eq!(file.log.messages, default.log.messages);
+    assert_eq!(file.history.enabled, default.history.enabled);
+    assert_eq!(file.history.filters, default.history.filters);
+    assert_eq!(file.history.max_age, default.history.max_age);
 }
 #[test]
 fn secure_example_is_secure() {

@@ -131,3 +131,45 @@ fn persistence_is_on_by_default_and_its_keys_are_checked() {
     let e = invalid("[persistence]\npaht = \"x\"\n");
     assert!(e.starts_with("m.toml:2:") && e.contains("paht"), "{e}");
 }
+
+#[test]
+fn history_is_off_by_default_and_its_keys_are_checked() {
+    let c = Config::parse("", Path::new("m.toml")).unwrap();
+    assert!(!c.history.enabled, "payloads may be private");
+    assert_eq!(c.history.filters, ["#"]);
+    assert_eq!(c.history.max_age, Duration::from_secs(7 * 86_400));
+    assert_eq!((c.history.max_rows, c.history.max_bytes), (None, None));
+    let text = "[history]\nenabled = true\nfilters = [\"a/#\", \"$SYS/#\"]\nmax_age = \"1d 12h\"\n\
+                max_rows = 1000\nmax_bytes = 104857600\n";
+    let c = Config::parse(text, Path::new("m.toml")).unwrap();
+    assert_eq!(c.history.max_age, Duration::from_secs(36 * 3600));
+    assert_eq!(c.history.max_rows, Some(1000));
+    assert_eq!(c.history.max_bytes, Some(100 << 20));
+    for (text, line, key) in [
+        (
+            "[history]\nfilters = [\n  \"a\",\n  \"a/#/b\",\n]\n",
+            4,
+            "history.filters",
+        ),
+        (
+            "[history]\nfilters = [\"$share/g/a\"]\n",
+            2,
+            "shared subscription",
+        ),
+        ("[history]\nfilters = []\n", 2, "history.filters"),
+        ("[history]\n\nmax_age = \"0s\"\n", 3, "history.max_age"),
+        ("[history]\nmax_rows = 0\n", 2, "history.max_rows"),
+        ("[history]\nmax_bytes = 1000\n", 2, "history.max_bytes"),
+        ("[history]\nmax_age = \"soon\"\n", 2, "expected number"),
+        ("[history]\nfilter = [\"a\"]\n", 2, "filter"),
+        (
+            "[persistence]\npath = \"\"\nenabled = false\n[history]\nenabled = true\n",
+            2,
+            "persistence.path",
+        ),
+    ] {
+        let e = invalid(text);
+        assert!(e.starts_with(&format!("m.toml:{line}:")), "{text}: {e}");
+        assert!(e.contains(key), "{text}: {e}");
+    }
+}

@@ -73,7 +73,7 @@ impl Config {
         }
     }
 
-    fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
+    pub(super) fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             path: self.source_name(),
             line: self.locations.line(key),
@@ -119,6 +119,7 @@ impl Config {
             }
         }
         self.validate_persistence()?;
+        self.validate_history()?;
         self.validate_limits()?;
         self.validate_auth()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {

@@ -22,6 +22,10 @@ pub struct Message {
     pub properties: Option<Box<Properties>>,
     /// Session id of the publisher (0: the broker itself, e.g. `$SYS` or a will).
     pub origin: u64,
+    /// Who published it, for observers that record it (the message history). Set by the
+    /// ingress only while one needs it (an `Arc` clone per message then, nothing otherwise);
+    /// None for the broker's own messages.
+    pub published_by: Option<Arc<PublishedBy>>,
     /// From the 5.0 Message Expiry Interval: not delivered after this (wall-clock, see
     /// [`crate::timer::wall_now`]).
     pub expires_at: Option<SystemTime>,
@@ -29,6 +33,15 @@ pub struct Message {
     /// yet). Set by the store's writer thread only, which stores the payload once however many
     /// sessions it is queued for.
     pub store_id: AtomicU64,
+}
+
+/// The identity a message was published under: a client's (also for its will), or another
+/// front end's.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PublishedBy {
+    pub client_id: Arc<str>,
+    /// The authenticated user (None: anonymous).
+    pub username: Option<Arc<str>>,
 }
 
 impl Message {
@@ -40,6 +53,7 @@ impl Message {
             retain,
             properties: None,
             origin: 0,
+            published_by: None,
             expires_at: None,
             store_id: AtomicU64::new(0),
         }

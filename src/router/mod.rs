@@ -40,7 +40,7 @@ use crate::protocol::{QoS, SubscriptionOptions};
 use crate::stats::{Limit, Stats};
 use crate::timer::{self, Timer, TimerKey};
 pub use fanout::Fanout;
-pub use message::Message;
+pub use message::{Message, PublishedBy};
 use retained::RetainedStore;
 use state::{Delivery, Link, QueuePolicy, SessionState};
 use trie::{Match, Subscriber, SubscriptionTrie};

@@ -1,5 +1,5 @@
-//! Router subscribers that are not MQTT connections: the message logger today; the message
-//! history, the dashboard's live view, CoAP observers, bridges, webhooks and cluster links next.
+//! Router subscribers that are not MQTT connections: the message logger and the message history
+//! today; the dashboard's live view, CoAP observers, bridges, webhooks and cluster links next.
 //!
 //! A [`SubscriberHandle`] is the same thing the router gives an MQTT connection, without the
 //! socket: a session of its own (never in the client-id map), a filter set in the subscription

@@ -17,6 +17,7 @@
 //! The directory is locked (`<path>/mqttd.lock`, holding the owner's pid) for as long as the
 //! store is open: a second broker pointed at it refuses to start.
 
+pub mod history;
 mod ops;
 mod rows;
 mod schema;
@@ -277,7 +278,7 @@ impl Drop for Store {
 }
 
 /// Creates `dir` (mode 0700) if missing.
-fn create_dir(dir: &Path) -> Result<(), StoreError> {
+pub(crate) fn create_dir(dir: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
