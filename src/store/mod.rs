@@ -277,6 +277,16 @@ impl Drop for Store {
     }
 }
 
+/// For the `store_sessions` fuzz target: brings `conn` (any SQLite database, e.g. in memory,
+/// with whatever rows) to the current schema and reads its sessions back as start-up does.
+#[doc(hidden)]
+pub fn load_sessions_for_fuzzing(conn: &mut Connection) -> Result<Vec<StoredSession>, String> {
+    schema::migrate(conn).map_err(|e| e.to_string())?;
+    sessions::load(conn)
+        .map(|loaded| loaded.sessions)
+        .map_err(|e| e.to_string())
+}
+
 /// Creates `dir` (mode 0700) if missing.
 pub(crate) fn create_dir(dir: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::DirBuilderExt;
