@@ -111,7 +111,9 @@ where
     let attached = ctx
         .router
         .attach(&client_id, connect.clean_start, expiry, username.clone());
-    attached.session.keep_will(connect.will.as_ref());
+    attached
+        .session
+        .keep_will(attached.attach_count, connect.will.as_ref());
     if deleted_meanwhile(ctx, snapshot.generation(), username.as_deref(), peer) {
         ctx.router.detach(&attached.session, attached.link.id());
         let why = "user deleted by a reload during the login";

@@ -84,7 +84,10 @@ impl Client {
             Some(will) => self.publish_will(*will),
             // Not due: the store forgets it (a persistent session keeps its will while
             // connected, so that a broker crash does not lose it).
-            None => self.attached.session.will_due(None),
+            None => self
+                .attached
+                .session
+                .will_due(self.attached.attach_count, None),
         }
         self.ctx
             .router
@@ -115,8 +118,9 @@ impl Client {
         publisher.source = Source::Will;
         let wait = delay.min(self.expiry);
         let session = self.attached.session.clone();
+        let attach_count = self.attached.attach_count;
         if wait == 0 {
-            session.will_due(None);
+            session.will_due(attach_count, None);
             debug!(client_id = %text::cut(self.client_id()), topic = %text::cut(&msg.topic),
                 "publishing will");
             ingress.publish_now(&mut publisher, msg);
@@ -124,17 +128,16 @@ impl Client {
         }
         // This connection's attach number, not the session's current one: after a takeover the
         // new connection has already attached, and must cancel the will too (MQTT-3.1.3-9).
-        let attach_count = self.attached.attach_count;
         // Due when the delay runs out or the session ends, whichever is first (3.1.3.2.2): the
         // router makes it due at once if the session ends first.
         let at = timer::wall_after(Duration::from_secs(u64::from(wait)));
-        session.will_due(Some((&will, at)));
+        session.will_due(attach_count, Some((&will, at)));
         let router = &self.ctx.router;
         let target = session.clone();
         let key = router.timer().schedule(timer::instant_at(at), move || {
             if target.attach_count() == attach_count {
                 ingress.publish_now(&mut publisher, msg);
-                target.will_due(None);
+                target.will_due(attach_count, None);
             }
         });
         router.set_will_timer(&session, at, key);
@@ -169,7 +172,7 @@ pub fn restore_will(
     let key = router.timer().schedule(timer::instant_at(at), move || {
         if target.attach_count() == attach_count {
             ingress.publish_now(&mut publisher, msg);
-            target.will_due(None);
+            target.will_due(attach_count, None);
         }
     });
     router.set_will_timer(session, at, key);

@@ -168,9 +168,13 @@ impl SessionState {
         self.persistent.load(Ordering::Relaxed)
     }
 
-    /// Stores the will of the connection that just attached (None: it has none).
-    pub fn keep_will(&self, will: Option<&LastWill>) {
+    /// Stores the will of the connection that just attached (attach number `attach_count`;
+    /// None: it has none).
+    pub fn keep_will(&self, attach_count: u64, will: Option<&LastWill>) {
         let inner = self.inner.lock();
+        if inner.attach_count != attach_count {
+            return;
+        }
         if let Some(store) = &inner.persist {
             store.submit(Op::Will {
                 id: self.id,
@@ -180,10 +184,14 @@ impl SessionState {
         }
     }
 
-    /// The connection's will is due at `at` (it ended without DISCONNECT), or, with `None`, no
-    /// longer pending (published, or the connection ended normally).
-    pub fn will_due(&self, will: Option<(&LastWill, SystemTime)>) {
+    /// The will of connection number `attach_count` is due at `at` (it ended without
+    /// DISCONNECT), or, with `None`, no longer pending (published, or the connection ended
+    /// normally). Nothing, once a newer connection attached: the store keeps its will.
+    pub fn will_due(&self, attach_count: u64, will: Option<(&LastWill, SystemTime)>) {
         let inner = self.inner.lock();
+        if inner.attach_count != attach_count {
+            return;
+        }
         if let Some(store) = &inner.persist {
             store.submit(Op::Will {
                 id: self.id,
@@ -305,17 +313,18 @@ impl Router {
                 for id in s.inbound_qos2 {
                     inner.qos2_insert(id);
                 }
-                inner.persist = self.store.clone();
             }
-            session
-                .persistent
-                .store(self.store.is_some(), Ordering::Relaxed);
             self.sessions
                 .lock()
                 .insert(session.client_id.clone(), session.clone());
             for (filter, options, sub_id) in s.subscriptions {
                 self.subscribe(&session, &filter, options, sub_id);
             }
+            // Kept from now on (what was restored is in the store already).
+            session.inner.lock().persist = self.store.clone();
+            session
+                .persistent
+                .store(self.store.is_some(), Ordering::Relaxed);
             if let Some(will) = s.will {
                 wills.push((session.clone(), will));
             }

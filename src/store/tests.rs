@@ -185,3 +185,152 @@ async fn periodic_sync_acknowledges_at_once_and_still_commits() {
     let (_store, restored) = Store::open(&c).unwrap();
     assert_eq!(restored.retained.len(), 1);
 }
+
+/// Rows in `table` (read with a second connection: WAL readers see what was committed).
+fn count(dir: &Path, table: &str) -> i64 {
+    let conn = Connection::open(dir.join("data").join("mqttd.db")).unwrap();
+    conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+        .unwrap()
+}
+
+fn delivery(msg: &Arc<Message>, seq: u64) -> crate::router::state::Delivery {
+    let mut d = crate::router::state::Delivery::new(msg.clone(), QoS::AtLeastOnce, false);
+    d.seq = seq;
+    d
+}
+
+fn session_op(id: u64, client_id: &str) -> Op {
+    Op::Session {
+        id,
+        client_id: client_id.into(),
+        expiry: 60,
+        username: None,
+    }
+}
+
+#[tokio::test]
+async fn a_message_queued_for_two_sessions_is_stored_once_and_goes_with_its_last_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(&config(dir.path())).unwrap();
+    let msg = Arc::new(Message::new(
+        "t".into(),
+        Bytes::from_static(b"p"),
+        QoS::AtLeastOnce,
+        false,
+    ));
+    store.submit(session_op(1, "a"));
+    store.submit(session_op(2, "b"));
+    store.submit(Op::Enqueue {
+        id: 1,
+        deliveries: vec![delivery(&msg, 1)],
+    });
+    let t = store.submit(Op::Enqueue {
+        id: 2,
+        deliveries: vec![delivery(&msg, 1)],
+    });
+    store.committed(t).await.unwrap();
+    assert_eq!(
+        count(dir.path(), "messages"),
+        1,
+        "the payload is stored once"
+    );
+    assert_eq!(count(dir.path(), "deliveries"), 2);
+    let t = store.submit(Op::Remove {
+        id: 1,
+        removed: vec![(1, msg.clone())],
+    });
+    store.committed(t).await.unwrap();
+    assert_eq!(count(dir.path(), "messages"), 1, "still queued for b");
+    let t = store.submit(Op::EndSession(2));
+    store.committed(t).await.unwrap();
+    assert_eq!(
+        count(dir.path(), "messages"),
+        0,
+        "gone with its last delivery"
+    );
+    assert_eq!(count(dir.path(), "deliveries"), 0);
+    assert_eq!(count(dir.path(), "sessions"), 1);
+}
+
+#[test]
+fn a_delivery_queued_and_acknowledged_in_one_group_is_never_written() {
+    let msg = Arc::new(Message::new(
+        "t".into(),
+        Bytes::from_static(b"p"),
+        QoS::AtLeastOnce,
+        false,
+    ));
+    let mut conn = Connection::open_in_memory().unwrap();
+    schema::migrate(&mut conn).unwrap();
+    let mut refs = ops::Refs::new();
+    let group = vec![
+        (1, session_op(1, "a")),
+        (
+            2,
+            Op::Enqueue {
+                id: 1,
+                deliveries: vec![delivery(&msg, 1), delivery(&msg, 2)],
+            },
+        ),
+        (
+            3,
+            Op::Sent {
+                id: 1,
+                sent: vec![(1, 10), (2, 11)],
+            },
+        ),
+        (
+            4,
+            Op::Remove {
+                id: 1,
+                removed: vec![(1, msg.clone())],
+            },
+        ),
+    ];
+    ops::apply(&mut conn, &group, &mut refs).unwrap();
+    let rows: Vec<(i64, Option<i64>)> = conn
+        .prepare("SELECT seq, packet_id FROM deliveries")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows, [(2, Some(11))], "only the one still in flight");
+    assert_eq!(refs.values().sum::<u32>(), 1);
+}
+
+#[test]
+fn a_group_that_fails_leaves_memory_as_it_was() {
+    let msg = Arc::new(Message::new(
+        "t".into(),
+        Bytes::from_static(b"p"),
+        QoS::AtLeastOnce,
+        false,
+    ));
+    let mut conn = Connection::open_in_memory().unwrap();
+    schema::migrate(&mut conn).unwrap();
+    // A trigger makes the delivery's insert fail, as a full disk would.
+    conn.execute_batch(
+        "CREATE TRIGGER full BEFORE INSERT ON deliveries BEGIN SELECT RAISE(ABORT, 'full'); END;",
+    )
+    .unwrap();
+    let mut refs = ops::Refs::new();
+    let group = vec![(
+        1,
+        Op::Enqueue {
+            id: 1,
+            deliveries: vec![delivery(&msg, 1)],
+        },
+    )];
+    assert!(ops::apply(&mut conn, &group, &mut refs).is_err());
+    assert_eq!(
+        msg.store_id.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "its row was rolled back: it gets a new one next time"
+    );
+    assert!(refs.is_empty());
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 0);
+}
