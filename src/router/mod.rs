@@ -324,7 +324,7 @@ impl Router {
     fn redispatch_shared(&self, session: &Arc<SessionState>) {
         let taken: Vec<Delivery> = {
             let mut inner = session.inner.lock();
-            let mut kept = inner.persist.is_some().then(persist::Kept::default);
+            let mut kept = inner.persist.as_mut().map(|p| p.kept());
             let mut taken = Vec::new();
             inner.inflight.retain(|(_, f)| {
                 let shared =
@@ -399,8 +399,8 @@ impl Router {
             inner
                 .subscriptions
                 .insert(filter.to_owned(), (options, sub_id));
-            ticket = inner.persist.as_ref().map(|store| {
-                store.submit(crate::store::Op::Subscribe {
+            ticket = inner.persist.as_ref().map(|p| {
+                p.store.submit(crate::store::Op::Subscribe {
                     id: session.id,
                     filter: filter.into(),
                     options,
@@ -432,9 +432,9 @@ impl Router {
         {
             let mut inner = session.inner.lock();
             if inner.subscriptions.remove(filter).is_some()
-                && let Some(store) = &inner.persist
+                && let Some(p) = &inner.persist
             {
-                store.submit(crate::store::Op::Unsubscribe {
+                p.store.submit(crate::store::Op::Unsubscribe {
                     id: session.id,
                     filter: filter.into(),
                 });

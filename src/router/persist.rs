@@ -19,6 +19,40 @@ use super::{Message, Router, timer};
 use crate::protocol::{LastWill, QoS};
 use crate::store::{MessageRow, Op, Store, StoredSession, Ticket, WillRow};
 
+/// A persistent session's side of the store (`SessionInner::persist`).
+#[derive(Debug)]
+pub(crate) struct Persisting {
+    pub(super) store: Arc<Store>,
+    /// The `seq` of the last QoS 1/2 delivery queued.
+    pub(super) last_seq: u64,
+    /// Nothing is sent before this ticket is committed: a QoS 2 message's packet id, or a
+    /// PUBREL's release (a crash would otherwise send it again under a state the client no
+    /// longer has, and it would deliver it twice).
+    pub(super) held: Option<Ticket>,
+    /// Deliveries acknowledged since the store last heard from this session: handed over with
+    /// the next batch of changes (one operation per read, not per PUBACK).
+    acked: Vec<(u64, Arc<Message>)>,
+}
+
+impl Persisting {
+    fn new(store: Arc<Store>, last_seq: u64) -> Box<Self> {
+        Box::new(Persisting {
+            store,
+            last_seq,
+            held: None,
+            acked: Vec::new(),
+        })
+    }
+
+    /// A fresh [`Kept`], carrying the acknowledged deliveries.
+    pub(super) fn kept(&mut self) -> Kept {
+        Kept {
+            removed: std::mem::take(&mut self.acked),
+            ..Kept::default()
+        }
+    }
+}
+
 /// What one call changed in a persistent session's deliveries, handed to the store at its end.
 #[derive(Debug, Default)]
 pub(super) struct Kept {
@@ -58,7 +92,7 @@ impl SessionInner {
     /// Hands `kept` to the store (if this session is kept); returns the ticket of the last
     /// operation, if any (committed in order: it covers them all).
     pub(super) fn keep(&mut self, id: u64, kept: Kept) -> Option<Ticket> {
-        let store = self.persist.as_ref()?;
+        let store = &self.persist.as_ref()?.store;
         let mut ticket = None;
         if !kept.removed.is_empty() {
             ticket = Some(store.submit(Op::Remove {
@@ -81,18 +115,23 @@ impl SessionInner {
         ticket
     }
 
-    /// The delivery `d` is done with (acknowledged).
-    pub(super) fn done_with(&mut self, id: u64, d: Delivery) {
-        if let (Some(store), true) = (&self.persist, d.seq != 0) {
-            store.submit(Op::Remove {
-                id,
-                removed: vec![(d.seq, d.msg)],
-            });
+    /// The delivery `d` is done with (acknowledged): the store hears of it with the session's
+    /// next changes (a crash before redelivers it, which QoS 1 and 2 allow for).
+    pub(super) fn done_with(&mut self, d: Delivery) {
+        if let (Some(p), true) = (self.persist.as_mut(), d.seq != 0) {
+            p.acked.push((d.seq, d.msg));
         }
     }
 
-    /// Everything the session holds, for a store that has not heard of it.
-    fn snapshot(&self, id: u64, client_id: &Arc<str>, store: &Store) {
+    /// Everything the session holds, for a store that has not heard of it; numbers its
+    /// deliveries (see [`Delivery::seq`]) and returns the last number.
+    fn snapshot(&mut self, id: u64, client_id: &Arc<str>, store: &Store) -> u64 {
+        let mut seq = 0;
+        for (_, f) in self.inflight.iter_mut() {
+            seq += 1;
+            f.delivery.seq = seq;
+        }
+        self.queue.number(&mut seq);
         store.submit(Op::Session {
             id,
             client_id: client_id.clone(),
@@ -131,6 +170,7 @@ impl SessionInner {
         for &packet_id in self.inbound_qos2_ids() {
             store.submit(Op::Qos2In { id, packet_id });
         }
+        seq
     }
 }
 
@@ -141,8 +181,8 @@ impl SessionState {
         let mut inner = self.inner.lock();
         match (store, inner.persist.is_some()) {
             (Some(store), false) => {
-                inner.snapshot(self.id, &self.client_id, store);
-                inner.persist = Some(store.clone());
+                let last_seq = inner.snapshot(self.id, &self.client_id, store);
+                inner.persist = Some(Persisting::new(store.clone(), last_seq));
             }
             (Some(store), true) if attach => {
                 store.submit(Op::Session {
@@ -153,8 +193,8 @@ impl SessionState {
                 });
             }
             (None, true) => {
-                if let Some(store) = inner.persist.take() {
-                    store.submit(Op::EndSession(self.id));
+                if let Some(p) = inner.persist.take() {
+                    p.store.submit(Op::EndSession(self.id));
                 }
             }
             _ => {}
@@ -175,8 +215,8 @@ impl SessionState {
         if inner.attach_count != attach_count {
             return;
         }
-        if let Some(store) = &inner.persist {
-            store.submit(Op::Will {
+        if let Some(p) = &inner.persist {
+            p.store.submit(Op::Will {
                 id: self.id,
                 will: will.map(will_row),
                 at: None,
@@ -192,8 +232,8 @@ impl SessionState {
         if inner.attach_count != attach_count {
             return;
         }
-        if let Some(store) = &inner.persist {
-            store.submit(Op::Will {
+        if let Some(p) = &inner.persist {
+            p.store.submit(Op::Will {
                 id: self.id,
                 will: will.map(|(w, _)| will_row(w)),
                 at: will.map(|(_, at)| at),
@@ -285,12 +325,13 @@ impl Router {
                 s.username.clone(),
                 self.queued_bytes.clone(),
             ));
+            let mut last_seq = 0;
             {
                 let mut inner = session.inner.lock();
                 inner.attach_count = 1;
                 inner.queue.max_bytes = Some(self.limits.max_queued_bytes_per_client);
                 for (d, packet_id, pubrel) in s.deliveries {
-                    inner.last_seq = inner.last_seq.max(d.seq);
+                    last_seq = last_seq.max(d.seq);
                     match packet_id {
                         None => inner.queue.push_back(d),
                         Some(pid) => {
@@ -299,6 +340,9 @@ impl Router {
                                 (_, false) => OutState::AwaitPubRec,
                                 (_, true) => OutState::AwaitPubComp,
                             };
+                            // One packet id, one exchange: an older row with this id is one
+                            // whose completion the store did not hear of before the stop.
+                            inner.inflight.retain(|(id, _)| *id != pid);
                             inner.inflight.push_back((
                                 pid,
                                 Inflight {
@@ -321,7 +365,7 @@ impl Router {
                 self.subscribe(&session, &filter, options, sub_id);
             }
             // Kept from now on (what was restored is in the store already).
-            session.inner.lock().persist = self.store.clone();
+            session.inner.lock().persist = self.store.clone().map(|s| Persisting::new(s, last_seq));
             session
                 .persistent
                 .store(self.store.is_some(), Ordering::Relaxed);

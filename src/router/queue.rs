@@ -86,6 +86,18 @@ impl Queue {
         self.items.iter()
     }
 
+    /// Numbers the QoS 1/2 deliveries in order, after `seq` (see [`Delivery::seq`]).
+    pub(super) fn number(&mut self, seq: &mut u64) {
+        for d in self
+            .items
+            .iter_mut()
+            .filter(|d| d.qos != crate::protocol::QoS::AtMostOnce)
+        {
+            *seq += 1;
+            d.seq = *seq;
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.items.len()
     }
