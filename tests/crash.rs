@@ -20,6 +20,7 @@ use common::{BrokerProcess, RawClient};
 use mqttd::protocol::{Connect, Packet, ProtocolVersion, PubResp, Publish, QoS};
 use parking_lot::Mutex;
 
+/// Kills per run (`CRASH_KILLS` raises it for a longer run; BENCHMARKS.md records one).
 const KILLS: usize = 50;
 
 /// What a subscribing application received; it outlives connections and broker restarts.
@@ -203,6 +204,11 @@ async fn nothing_acknowledged_is_lost_and_no_qos2_message_is_delivered_twice_acr
                 | 1
         });
     println!("CRASH_SEED={seed}");
+    let kills = std::env::var("CRASH_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(KILLS)
+        .max(KILLS);
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().unwrap();
     let conf = config_in(dir.path());
@@ -222,7 +228,7 @@ async fn nothing_acknowledged_is_lost_and_no_qos2_message_is_delivered_twice_acr
     drop(on);
     let mut broker = Some(broker);
 
-    for kill in 0..KILLS {
+    for kill in 0..kills {
         let b = match broker.take() {
             Some(b) => b,
             None => BrokerProcess::start(&conf).await,
@@ -269,7 +275,7 @@ async fn nothing_acknowledged_is_lost_and_no_qos2_message_is_delivered_twice_acr
 
     let acked = acked.lock().clone();
     assert!(
-        acked.len() > KILLS,
+        acked.len() > kills,
         "too few messages to tell: {}",
         acked.len()
     );
@@ -330,7 +336,7 @@ async fn nothing_acknowledged_is_lost_and_no_qos2_message_is_delivered_twice_acr
         subacked.len()
     };
     println!(
-        "{KILLS} kills, {} messages acknowledged, {subacked} of {} subscriptions acknowledged, online got {}, offline got {}",
+        "{kills} kills, {} messages acknowledged, {subacked} of {} subscriptions acknowledged, online got {}, offline got {}",
         acked.len(),
         subscribed.len(),
         online.lock().got.len(),
