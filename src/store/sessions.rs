@@ -70,7 +70,12 @@ pub(super) fn load(conn: &mut Connection) -> Result<Loaded, rusqlite::Error> {
         )?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
-            let id: i64 = r.get(0)?;
+            // A key of the wrong type (any column may hold any type in SQLite): the row is
+            // left out, as any other bad row; the rest still loads.
+            let Ok(id) = r.get::<_, i64>(0) else {
+                loaded.skipped += 1;
+                continue;
+            };
             match session_row(r) {
                 Ok(s) => {
                     sessions.insert(id, s);
@@ -91,7 +96,7 @@ pub(super) fn load(conn: &mut Connection) -> Result<Loaded, rusqlite::Error> {
             conn.prepare("SELECT session, filter, options, sub_id FROM subscriptions")?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
-            let Some(s) = sessions.get_mut(&r.get::<_, i64>(0)?) else {
+            let Some(s) = r.get::<_, i64>(0).ok().and_then(|k| sessions.get_mut(&k)) else {
                 continue;
             };
             match subscription_row(r) {
@@ -112,11 +117,15 @@ pub(super) fn load(conn: &mut Connection) -> Result<Loaded, rusqlite::Error> {
         )?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
-            let Some(s) = sessions.get_mut(&r.get::<_, i64>(0)?) else {
+            let Some(s) = r.get::<_, i64>(0).ok().and_then(|k| sessions.get_mut(&k)) else {
                 continue;
             };
-            let message: i64 = r.get(2)?;
-            let Some(msg) = messages.get(&message) else {
+            let Some((message, msg)) = r
+                .get::<_, i64>(2)
+                .ok()
+                .and_then(|m| Some((m, messages.get(&m)?)))
+            else {
+                loaded.skipped += 1;
                 continue;
             };
             match delivery_row(r, msg) {
@@ -137,8 +146,8 @@ pub(super) fn load(conn: &mut Connection) -> Result<Loaded, rusqlite::Error> {
         let mut stmt = conn.prepare("SELECT session, packet_id FROM inbound_qos2")?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
-            if let Some(s) = sessions.get_mut(&r.get::<_, i64>(0)?)
-                && let Ok(id @ 1..) = u16::try_from(r.get::<_, i64>(1)?)
+            if let Some(s) = r.get::<_, i64>(0).ok().and_then(|k| sessions.get_mut(&k))
+                && let Some(Ok(id @ 1..)) = r.get::<_, i64>(1).ok().map(u16::try_from)
             {
                 s.inbound_qos2.push(id);
             }
@@ -261,7 +270,10 @@ fn load_messages(
     let mut rows = stmt.query([])?;
     let mut messages = HashMap::new();
     while let Some(r) = rows.next()? {
-        let id: i64 = r.get(0)?;
+        let Ok(id) = r.get::<_, i64>(0) else {
+            *skipped += 1;
+            continue;
+        };
         let row = (|| -> Result<Message, LoadError> {
             Ok(MessageRow {
                 topic: r.get(1)?,

@@ -334,3 +334,26 @@ fn a_group_that_fails_leaves_memory_as_it_was() {
         .unwrap();
     assert_eq!(rows, 0);
 }
+
+/// Found by the `store_sessions` fuzz target: a key column holding another type (SQLite
+/// allows any) made the whole load fail, so the broker would not start.
+#[test]
+fn rows_with_keys_of_another_type_are_left_out_not_fatal() {
+    let mut conn = Connection::open_in_memory().unwrap();
+    schema::migrate(&mut conn).unwrap();
+    conn.execute_batch(
+        "INSERT INTO sessions (id, client_id, expiry) VALUES (1, 'c', 60);
+         INSERT INTO subscriptions (session, filter, options) VALUES ('x', 'a/#', 1);
+         INSERT INTO subscriptions (session, filter, options) VALUES (1, 'b/#', 1);
+         INSERT INTO messages (id, topic, qos, retain, payload) VALUES (1, 't', 1, 0, x'00');
+         INSERT INTO deliveries (session, seq, message, qos, retain) VALUES (1, 1, 'm', 1, 0);
+         INSERT INTO deliveries (session, seq, message, qos, retain) VALUES (1, 2, 1, 1, 0);
+         INSERT INTO inbound_qos2 (session, packet_id) VALUES (1, 'p');",
+    )
+    .unwrap();
+    let sessions = load_sessions_for_fuzzing(&mut conn).unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0].subscriptions.len(), 1);
+    assert_eq!(sessions[0].deliveries.len(), 1);
+    assert!(sessions[0].inbound_qos2.is_empty());
+}
