@@ -186,7 +186,7 @@ fn config_in(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("mqttd.toml");
     // The offline session collects every message of the run.
     let text = "[[listener]]\nbind = \"127.0.0.1:0\"\n\n[sys]\ninterval = 0\n\n\
-                [limits]\nmax_queued_messages = 1000000\n";
+                [limits]\nmax_queued_messages = 1000000\nmax_queued_bytes_per_client = 1073741824\n";
     std::fs::write(&path, text).unwrap();
     path
 }
