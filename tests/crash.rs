@@ -5,7 +5,8 @@
 //! - every message the broker acknowledged (PUBACK, PUBREC) reached both sessions;
 //! - no QoS 2 message reached either application twice (the clients keep their side of the
 //!   exchange, as real clients with a persistent session do);
-//! - every subscription the broker acknowledged (SUBACK) exists.
+//! - every subscription the broker acknowledged (SUBACK) exists;
+//! - every topic's retained message is the last one acknowledged, or a later one.
 
 mod common;
 
@@ -138,7 +139,8 @@ async fn publish_until_killed(addr: SocketAddr, next: &Mutex<u32>, acked: &Mutex
         let publish = Packet::Publish(Publish {
             dup: false,
             qos,
-            retain: false,
+            // Every fourth message is retained too: the retained store is under test as well.
+            retain: n % 4 == 3,
             topic: format!("c/{}", n % 7).into(),
             packet_id: id,
             payload: Bytes::from(payload.clone()),
@@ -274,6 +276,32 @@ async fn nothing_acknowledged_is_lost_and_no_qos2_message_is_delivered_twice_acr
     Inbox::drain(&offline, &mut off, quiet).await;
 
     let acked = acked.lock().clone();
+    // Retained: each topic holds its last acknowledged retained message, or a later one (one
+    // that was committed but not acknowledged before a kill).
+    let mut last_retained: HashMap<String, u32> = HashMap::new();
+    for m in &acked {
+        let n: u32 = m[1..].parse().unwrap();
+        if n % 4 == 3 {
+            last_retained.insert(format!("c/{}", n % 7), n);
+        }
+    }
+    let mut reader = RawClient::connected(broker.addr, "retained-reader").await;
+    reader.subscribe("c/#", QoS::AtMostOnce, 1).await;
+    let mut retained: HashMap<String, u32> = HashMap::new();
+    while let Ok(Some(Packet::Publish(p))) = reader.recv_within(Duration::from_millis(500)).await {
+        assert!(p.retain);
+        let n = std::str::from_utf8(&p.payload).unwrap()[1..]
+            .parse()
+            .unwrap();
+        retained.insert(p.topic.to_string(), n);
+    }
+    for (topic, n) in &last_retained {
+        let kept = retained.get(topic).copied().unwrap_or(0);
+        assert!(
+            kept >= *n && kept % 4 == 3,
+            "{topic}: retained m{kept}, but m{n} was acknowledged (seed {seed})"
+        );
+    }
     assert!(
         acked.len() > kills,
         "too few messages to tell: {}",
