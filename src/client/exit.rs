@@ -98,21 +98,7 @@ impl Client {
     /// Will Delay Interval (or when the session ends, if sooner: it expires or a Clean Start
     /// replaces it) unless the client has come back by then.
     pub(super) fn publish_will(&self, will: LastWill) {
-        let delay = will
-            .properties
-            .as_ref()
-            .and_then(|p| p.will_delay_interval)
-            .unwrap_or(0);
-        let mut msg = Message::new(
-            will.topic.clone(),
-            will.payload.clone(),
-            will.qos,
-            will.retain,
-        )
-        .with_properties(will.properties.clone());
-        if let Some(p) = msg.properties.as_deref_mut() {
-            p.will_delay_interval = None;
-        }
+        let (msg, delay) = Message::from_will(&will);
         let ingress = self.ctx.ingress.clone();
         let mut publisher = self.publisher.clone();
         publisher.source = Source::Will;

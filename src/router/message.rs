@@ -69,6 +69,24 @@ impl Message {
         self
     }
 
+    /// The message a will becomes, and its Will Delay Interval (taken out of its properties:
+    /// it is not forwarded). Its expiry counts from now.
+    pub fn from_will(will: &crate::protocol::LastWill) -> (Message, u32) {
+        let mut properties = will.properties.clone();
+        let delay = properties
+            .as_deref_mut()
+            .and_then(|p| p.will_delay_interval.take())
+            .unwrap_or(0);
+        let msg = Message::new(
+            will.topic.clone(),
+            will.payload.clone(),
+            will.qos,
+            will.retain,
+        )
+        .with_properties(properties);
+        (msg, delay)
+    }
+
     pub fn expired(&self, now: SystemTime) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
     }

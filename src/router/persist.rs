@@ -243,21 +243,7 @@ impl SessionState {
 }
 
 fn will_row(will: &LastWill) -> Box<WillRow> {
-    let delay = will
-        .properties
-        .as_ref()
-        .and_then(|p| p.will_delay_interval)
-        .unwrap_or(0);
-    let mut msg = Message::new(
-        will.topic.clone(),
-        will.payload.clone(),
-        will.qos,
-        will.retain,
-    );
-    msg.properties = will.properties.clone().map(|mut p| {
-        p.will_delay_interval = None;
-        p
-    });
+    let (msg, delay) = Message::from_will(will);
     Box::new(WillRow {
         message: MessageRow::from_message(&msg),
         delay,

@@ -376,16 +376,24 @@ fn connect(db: &Path, sync: SyncMode) -> Result<Connection, StoreError> {
 
 /// A corrupt file (or one that is not a database) is [`StoreError::Corrupt`].
 fn classify(db: &Path, source: rusqlite::Error) -> StoreError {
-    match source.sqlite_error_code() {
-        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => StoreError::Corrupt {
+    if is_corrupt(&source) {
+        return StoreError::Corrupt {
             path: db.to_owned(),
             why: source.to_string(),
-        },
-        _ => StoreError::Sqlite {
-            path: db.to_owned(),
-            source,
-        },
+        };
     }
+    StoreError::Sqlite {
+        path: db.to_owned(),
+        source,
+    }
+}
+
+/// Whether SQLite says the file is damaged, or not a database at all.
+pub(crate) fn is_corrupt(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase)
+    )
 }
 
 /// Renames `db` (and its WAL and shared-memory files) to `<db>.corrupt-<unix seconds>`.

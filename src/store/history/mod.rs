@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
-use rusqlite::{Connection, ErrorCode, OpenFlags};
+use rusqlite::{Connection, OpenFlags};
 use tracing::{error, info};
 
 use crate::config::HistoryConfig;
@@ -267,15 +267,15 @@ fn schema_error(db: &Path, e: schema::SchemaError) -> HistoryError {
 
 /// A corrupt file (or one that is not a database) is [`HistoryError::Corrupt`].
 fn classify(db: &Path, source: rusqlite::Error) -> HistoryError {
-    match source.sqlite_error_code() {
-        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => HistoryError::Corrupt {
+    if super::is_corrupt(&source) {
+        return HistoryError::Corrupt {
             path: db.to_owned(),
             why: source.to_string(),
-        },
-        _ => HistoryError::Sqlite {
-            path: db.to_owned(),
-            source,
-        },
+        };
+    }
+    HistoryError::Sqlite {
+        path: db.to_owned(),
+        source,
     }
 }
 
