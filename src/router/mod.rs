@@ -21,6 +21,7 @@
 mod fanout;
 mod link;
 mod message;
+mod outbox;
 mod persist;
 mod queue;
 pub mod retained;

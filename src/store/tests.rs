@@ -357,3 +357,32 @@ fn rows_with_keys_of_another_type_are_left_out_not_fatal() {
     assert_eq!(sessions[0].deliveries.len(), 1);
     assert!(sessions[0].inbound_qos2.is_empty());
 }
+
+/// A store written by the previous version (schema 1: retained messages only) is migrated in
+/// place: its retained messages stay, and sessions can be stored from then on.
+#[tokio::test]
+async fn a_version_1_store_is_migrated_and_keeps_its_retained_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(dir.path());
+    std::fs::create_dir_all(&c.path).unwrap();
+    let conn = Connection::open(c.path.join("mqttd.db")).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE retained (
+             topic TEXT PRIMARY KEY NOT NULL, qos INTEGER NOT NULL, payload BLOB NOT NULL,
+             properties BLOB, expires_at INTEGER, stored_at INTEGER NOT NULL
+         ) WITHOUT ROWID;
+         INSERT INTO retained VALUES ('old/topic', 1, x'6869', NULL, NULL, 0);
+         PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    drop(conn);
+    let (store, restored) = Store::open(&c).unwrap();
+    assert_eq!(restored.retained.len(), 1);
+    assert_eq!(&*restored.retained[0].topic, "old/topic");
+    let t = store.submit(session_op(1, "after-upgrade"));
+    store.committed(t).await.unwrap();
+    drop(store);
+    let (_, restored) = Store::open(&c).unwrap();
+    assert_eq!(restored.sessions.len(), 1);
+    assert_eq!(&*restored.sessions[0].client_id, "after-upgrade");
+}
