@@ -211,6 +211,19 @@ impl SessionState {
     /// Stores the will of the connection that just attached (attach number `attach_count`;
     /// None: it has none).
     pub fn keep_will(&self, attach_count: u64, will: Option<&LastWill>) {
+        self.store_will(attach_count, will, None);
+    }
+
+    /// The will of connection number `attach_count` is due at `at` (it ended without
+    /// DISCONNECT), or, with `None`, no longer pending (published, or the connection ended
+    /// normally).
+    pub fn will_due(&self, attach_count: u64, will: Option<(&LastWill, SystemTime)>) {
+        self.store_will(attach_count, will.map(|(w, _)| w), will.map(|(_, at)| at));
+    }
+
+    /// Hands the store the will of connection number `attach_count`; nothing once a newer
+    /// connection attached (the store keeps that one's will).
+    fn store_will(&self, attach_count: u64, will: Option<&LastWill>, at: Option<SystemTime>) {
         let inner = self.inner.lock();
         if inner.attach_count != attach_count {
             return;
@@ -219,24 +232,7 @@ impl SessionState {
             p.store.submit(Op::Will {
                 id: self.id,
                 will: will.map(will_row),
-                at: None,
-            });
-        }
-    }
-
-    /// The will of connection number `attach_count` is due at `at` (it ended without
-    /// DISCONNECT), or, with `None`, no longer pending (published, or the connection ended
-    /// normally). Nothing, once a newer connection attached: the store keeps its will.
-    pub fn will_due(&self, attach_count: u64, will: Option<(&LastWill, SystemTime)>) {
-        let inner = self.inner.lock();
-        if inner.attach_count != attach_count {
-            return;
-        }
-        if let Some(p) = &inner.persist {
-            p.store.submit(Op::Will {
-                id: self.id,
-                will: will.map(|(w, _)| will_row(w)),
-                at: will.map(|(_, at)| at),
+                at,
             });
         }
     }
