@@ -25,8 +25,8 @@ use std::io::{self, BufWriter, Write};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll, Wake, Waker};
-use std::thread::{JoinHandle, Thread};
+use std::task::{Context, Poll};
+use std::thread::JoinHandle;
 
 use crate::protocol::QoS;
 use crate::router::Router;
@@ -146,18 +146,6 @@ pub fn open_file(path: &Path) -> io::Result<Box<dyn Write + Send>> {
     Ok(Box::new(options.open(path)?))
 }
 
-/// Wakes the writer thread when the logger's queue gains a message.
-struct Unpark(Thread);
-
-impl Wake for Unpark {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
 /// Writes each message the handle receives; flushes whenever the queue is momentarily empty.
 /// Ends once `stop` is set and the queue is empty (and drops the handle: no more subscription).
 fn write_loop(mut handle: SubscriberHandle, sink: Box<dyn Write + Send>, stop: &AtomicBool) {
@@ -171,7 +159,7 @@ fn write_loop(mut handle: SubscriberHandle, sink: Box<dyn Write + Send>, stop: &
             tracing::warn!("message log write failed (further failures not reported): {e}");
         }
     };
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let waker = crate::router::subscriber::thread_waker();
     let mut cx = Context::from_waker(&waker);
     // Set once `stop` is seen: one more look at the queue (what arrived while flushing), then out.
     let mut last_look = false;

@@ -23,7 +23,7 @@
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 
 use super::state::{Link, OutState, Outgoing, SessionState};
 use super::{Message, Router};
@@ -255,4 +255,21 @@ impl Drop for SubscriberHandle {
     fn drop(&mut self) {
         self.router.tear_down(&self.session);
     }
+}
+
+/// A waker that unparks the calling thread: for a subscriber served by a thread of its own
+/// (the `[MSG]` logger, the history's recorder), which parks while its handle's queue is empty.
+pub fn thread_waker() -> Waker {
+    struct Unpark(std::thread::Thread);
+
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+
+    Waker::from(Arc::new(Unpark(std::thread::current())))
 }

@@ -4,8 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::task::{Context, Poll, Wake, Waker};
-use std::thread::Thread;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use rusqlite::Connection;
@@ -59,22 +58,10 @@ pub(super) struct Writer {
     pub drops_logged: (u64, Option<Instant>),
 }
 
-/// Wakes the thread when its queue gains a message.
-struct Unpark(Thread);
-
-impl Wake for Unpark {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
 impl Writer {
     /// Records until `stop` is set, then writes what is queued and returns.
     pub fn run(mut self) {
-        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let waker = crate::router::subscriber::thread_waker();
         let mut cx = Context::from_waker(&waker);
         let mut batch: Vec<(i64, Arc<Message>)> = Vec::with_capacity(BATCH_MAX);
         let mut write_at: Option<Instant> = None;
