@@ -12,13 +12,12 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::{BrokerProcess, RawClient};
-use mqttd::protocol::{Connect, Packet, ProtocolVersion, PubResp, Publish, QoS};
+use mqttd::protocol::{Connect, Packet, PubResp, Publish, QoS};
 use parking_lot::Mutex;
 
 /// Kills per run (`CRASH_KILLS` raises it for a longer run; BENCHMARKS.md records one).
@@ -98,14 +97,8 @@ async fn session(addr: SocketAddr, client_id: &str, clean: bool) -> Option<RawCl
         .ok()?;
     let mut c = RawClient::from_stream(stream);
     let connect = Connect {
-        protocol: ProtocolVersion::V311,
         clean_start: clean,
-        keep_alive: 60,
-        client_id: client_id.into(),
-        will: None,
-        username: None,
-        password: None,
-        properties: None,
+        ..common::connect_packet(client_id)
     };
     c.stream_write(&Packet::Connect(Box::new(connect)))
         .await
@@ -184,15 +177,6 @@ impl Rng {
     }
 }
 
-fn config_in(dir: &Path) -> std::path::PathBuf {
-    let path = dir.join("mqttd.toml");
-    // The offline session collects every message of the run.
-    let text = "[[listener]]\nbind = \"127.0.0.1:0\"\n\n[sys]\ninterval = 0\n\n\
-                [limits]\nmax_queued_messages = 1000000\nmax_queued_bytes_per_client = 1073741824\n";
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_acknowledged_is_lost_and_no_qos2_message_is_delivered_twice_across_kill_9() {
     let seed = std::env::var("CRASH_SEED")
@@ -213,7 +197,11 @@ async fn nothing_acknowledged_is_lost_and_no_qos2_message_is_delivered_twice_acr
         .max(KILLS);
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().unwrap();
-    let conf = config_in(dir.path());
+    // The offline session collects every message of the run.
+    let conf = common::config_file(
+        dir.path(),
+        "[limits]\nmax_queued_messages = 1000000\nmax_queued_bytes_per_client = 1073741824\n",
+    );
 
     let online = Arc::new(Mutex::new(Inbox::default()));
     let offline = Arc::new(Mutex::new(Inbox::default()));

@@ -7,7 +7,6 @@
 mod common;
 
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,14 +15,6 @@ use mqttd::protocol::{Packet, Properties, Publish, QoS};
 
 /// Files the broker may write are cut off at this size.
 const FILE_LIMIT: u64 = 2 << 20;
-
-fn config_in(dir: &Path) -> PathBuf {
-    let path = dir.join("mqttd.toml");
-    let text =
-        "[[listener]]\nbind = \"127.0.0.1:0\"\n\n[sys]\ninterval = 0\n\n[log]\nlevel = \"info\"\n";
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 fn limited(cmd: &mut std::process::Command) {
     // SAFETY: setrlimit(2) and signal(2) are async-signal-safe; nothing else runs between fork
@@ -59,7 +50,7 @@ fn retained(topic: &str, id: u16, size: usize) -> Packet {
 #[tokio::test]
 async fn a_full_disk_refuses_what_it_cannot_keep_and_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
-    let conf = config_in(dir.path());
+    let conf = common::config_file(dir.path(), "");
     let broker = BrokerProcess::start_with(&conf, limited).await;
     let (mut c, _) = RawClient::connected_v5(broker.addr, "filler", Properties::default()).await;
     let mut kept = 0;

@@ -4,22 +4,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{BrokerProcess, RawClient, WAIT, command, output_within};
+use common::{BrokerProcess, RawClient, WAIT, command, config_file, output_within};
 use mqttd::protocol::{self, Packet, Properties, Publish, QoS};
-
-/// A broker configuration in `dir` (its store: `dir/data`, the default relative path).
-fn config_in(dir: &Path, extra: &str) -> PathBuf {
-    let path = dir.join("mqttd.toml");
-    let text = format!(
-        "[[listener]]\nbind = \"127.0.0.1:0\"\n\n[sys]\ninterval = 0\n\n[log]\nlevel = \"info\"\n{extra}"
-    );
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 /// Every retained message the broker sends a new subscriber to `#`, as (topic, payload),
 /// sorted; waits until `expect` of them came (bounded), then for silence.
@@ -40,7 +29,7 @@ async fn retained_of(broker: &BrokerProcess, expect: usize) -> Vec<(String, Byte
 #[tokio::test]
 async fn retained_messages_and_their_properties_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let conf = config_in(dir.path(), "");
+    let conf = config_file(dir.path(), "");
     let broker = BrokerProcess::start(&conf).await;
     let (mut v5, _) = RawClient::connected_v5(broker.addr, "pub5", Properties::default()).await;
     let props = Properties {
@@ -110,7 +99,7 @@ async fn every_acknowledged_retained_message_survives_kill_9() {
     const ROUNDS: usize = 10;
     const EACH: usize = 100;
     let dir = tempfile::tempdir().unwrap();
-    let conf = config_in(dir.path(), "");
+    let conf = config_file(dir.path(), "");
     let mut acknowledged = 0;
     for round in 0..ROUNDS {
         let broker = BrokerProcess::start(&conf).await;
@@ -155,12 +144,12 @@ async fn every_acknowledged_retained_message_survives_kill_9() {
 #[tokio::test]
 async fn a_second_broker_on_the_same_store_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
-    let conf = config_in(dir.path(), "");
+    let conf = config_file(dir.path(), "");
     let first = BrokerProcess::start(&conf).await;
     // Another port, the same store.
     let other = tempfile::tempdir().unwrap();
     let store = dir.path().join("data");
-    let conf2 = config_in(
+    let conf2 = config_file(
         other.path(),
         &format!("\n[persistence]\npath = {:?}\n", store.to_str().unwrap()),
     );
@@ -183,7 +172,7 @@ async fn a_second_broker_on_the_same_store_refuses_to_start() {
 #[tokio::test]
 async fn without_persistence_nothing_is_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let conf = config_in(dir.path(), "\n[persistence]\nenabled = false\n");
+    let conf = config_file(dir.path(), "\n[persistence]\nenabled = false\n");
     let broker = BrokerProcess::start(&conf).await;
     let mut c = RawClient::connected(broker.addr, "p").await;
     c.publish("kept/not", b"x", QoS::AtLeastOnce, true, 1).await;

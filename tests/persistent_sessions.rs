@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -13,14 +12,6 @@ use mqttd::protocol::{
     Connect, LastWill, Packet, Properties, PubResp, Publish, QoS, RetainHandling,
     SubscriptionOptions,
 };
-
-fn config_in(dir: &Path) -> PathBuf {
-    let path = dir.join("mqttd.toml");
-    let text =
-        "[[listener]]\nbind = \"127.0.0.1:0\"\n\n[sys]\ninterval = 0\n\n[log]\nlevel = \"info\"\n";
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 /// A 5.0 CONNECT for a session that lives `expiry` seconds, resumed if there is one.
 fn resume(client_id: &str, expiry: u32) -> Connect {
@@ -64,7 +55,7 @@ async fn publish_acked(c: &mut RawClient, topic: &str, payload: &str, qos: QoS, 
 #[tokio::test]
 async fn a_session_with_its_subscriptions_queue_and_inflight_state_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let conf = config_in(dir.path());
+    let conf = common::config_file(dir.path(), "");
     let broker = BrokerProcess::start(&conf).await;
 
     let (mut sub, ack) = RawClient::connect_v5_with(broker.addr, resume("keeper", 3600)).await;
@@ -188,7 +179,7 @@ async fn a_session_with_its_subscriptions_queue_and_inflight_state_survives_a_re
 #[tokio::test]
 async fn a_session_expires_across_downtime_and_one_that_did_not_stays() {
     let dir = tempfile::tempdir().unwrap();
-    let conf = config_in(dir.path());
+    let conf = common::config_file(dir.path(), "");
     let broker = BrokerProcess::start(&conf).await;
     let (mut short, _) = RawClient::connect_v5_with(broker.addr, resume("short", 1)).await;
     short.subscribe("s/#", QoS::AtLeastOnce, 1).await;
@@ -213,7 +204,7 @@ async fn a_session_expires_across_downtime_and_one_that_did_not_stays() {
 #[tokio::test]
 async fn a_will_survives_kill_9_and_is_published_after_its_delay() {
     let dir = tempfile::tempdir().unwrap();
-    let conf = config_in(dir.path());
+    let conf = common::config_file(dir.path(), "");
     let broker = BrokerProcess::start(&conf).await;
     let will = |name: &str| LastWill {
         topic: format!("status/{name}").into(),

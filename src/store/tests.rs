@@ -193,6 +193,16 @@ fn count(dir: &Path, table: &str) -> i64 {
         .unwrap()
 }
 
+/// A QoS 1 message as queued for sessions.
+fn queued_message() -> Arc<Message> {
+    Arc::new(Message::new(
+        "t".into(),
+        Bytes::from_static(b"p"),
+        QoS::AtLeastOnce,
+        false,
+    ))
+}
+
 fn delivery(msg: &Arc<Message>, seq: u64) -> crate::router::state::Delivery {
     let mut d = crate::router::state::Delivery::new(msg.clone(), QoS::AtLeastOnce, false);
     d.seq = seq;
@@ -212,12 +222,7 @@ fn session_op(id: u64, client_id: &str) -> Op {
 async fn a_message_queued_for_two_sessions_is_stored_once_and_goes_with_its_last_delivery() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = Store::open(&config(dir.path())).unwrap();
-    let msg = Arc::new(Message::new(
-        "t".into(),
-        Bytes::from_static(b"p"),
-        QoS::AtLeastOnce,
-        false,
-    ));
+    let msg = queued_message();
     store.submit(session_op(1, "a"));
     store.submit(session_op(2, "b"));
     store.submit(Op::Enqueue {
@@ -254,12 +259,7 @@ async fn a_message_queued_for_two_sessions_is_stored_once_and_goes_with_its_last
 
 #[test]
 fn a_delivery_queued_and_acknowledged_in_one_group_is_never_written() {
-    let msg = Arc::new(Message::new(
-        "t".into(),
-        Bytes::from_static(b"p"),
-        QoS::AtLeastOnce,
-        false,
-    ));
+    let msg = queued_message();
     let mut conn = Connection::open_in_memory().unwrap();
     schema::migrate(&mut conn).unwrap();
     let mut refs = ops::Refs::new();
@@ -301,12 +301,7 @@ fn a_delivery_queued_and_acknowledged_in_one_group_is_never_written() {
 
 #[test]
 fn a_group_that_fails_leaves_memory_as_it_was() {
-    let msg = Arc::new(Message::new(
-        "t".into(),
-        Bytes::from_static(b"p"),
-        QoS::AtLeastOnce,
-        false,
-    ));
+    let msg = queued_message();
     let mut conn = Connection::open_in_memory().unwrap();
     schema::migrate(&mut conn).unwrap();
     // A trigger makes the delivery's insert fail, as a full disk would.

@@ -586,6 +586,18 @@ impl Drop for ChildGuard {
     }
 }
 
+/// A configuration file for [`BrokerProcess`] in `dir` (one listener on an ephemeral port, no
+/// `$SYS`, info log), with `extra` appended; the store is `dir/data` (persistence is on by
+/// default), so each test has its own.
+pub fn config_file(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    let path = dir.join("mqttd.toml");
+    let text = format!(
+        "[[listener]]\nbind = \"127.0.0.1:0\"\n\n[sys]\ninterval = 0\n\n[log]\nlevel = \"info\"\n{extra}"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 /// The real `mqttd` binary, started with `--config`; its standard output and error are collected
 /// line by line.
 pub struct BrokerProcess {
