@@ -325,7 +325,6 @@ impl Router {
     fn redispatch_shared(&self, session: &Arc<SessionState>) {
         let taken: Vec<Delivery> = {
             let mut inner = session.inner.lock();
-            let mut kept = inner.persist.as_mut().map(|p| p.kept());
             let mut taken = Vec::new();
             inner.inflight.retain(|(_, f)| {
                 let shared =
@@ -341,12 +340,10 @@ impl Router {
                 }
                 d.shared.is_none()
             });
-            if let Some(kept) = &mut kept {
+            if let Some(mut kept) = inner.persist.as_mut().map(|p| p.kept()) {
                 for d in &taken {
                     kept.dropped(d.clone());
                 }
-            }
-            if let Some(kept) = kept {
                 inner.keep(session.id, kept);
             }
             taken
@@ -507,18 +504,14 @@ impl Router {
                 j += 1;
             }
             let sub_ids: Vec<u32> = plain[i..j].iter().filter_map(|s| s.sub_id).collect();
-            durable |= msg.qos != QoS::AtMostOnce
-                && best.options.qos != QoS::AtMostOnce
-                && best.session.is_persistent();
+            durable |= best.keeps(&msg);
             fanout.offer(best, msg.clone(), None, sub_ids);
             offered += usize::from(!best.observer);
             i = j;
         }
         for (key, member) in shared {
             let sub_ids = member.sub_id.into_iter().collect();
-            durable |= msg.qos != QoS::AtMostOnce
-                && member.options.qos != QoS::AtMostOnce
-                && member.session.is_persistent();
+            durable |= member.keeps(&msg);
             fanout.offer(member, msg.clone(), Some(key.clone()), sub_ids);
             offered += 1;
         }

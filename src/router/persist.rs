@@ -238,6 +238,16 @@ impl SessionState {
     }
 }
 
+impl super::trie::Subscriber {
+    /// Whether delivering `msg` through this subscription is something the store keeps (QoS
+    /// 1/2 to a persistent session): its publisher's acknowledgement then waits for the commit.
+    pub(super) fn keeps(&self, msg: &Message) -> bool {
+        msg.qos != QoS::AtMostOnce
+            && self.options.qos != QoS::AtMostOnce
+            && self.session.is_persistent()
+    }
+}
+
 fn will_row(will: &LastWill) -> Box<WillRow> {
     let (msg, delay) = Message::from_will(will);
     Box::new(WillRow {

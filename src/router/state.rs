@@ -298,11 +298,13 @@ impl SessionState {
         let mut added = 0;
         let mut kept = inner.persist.is_some().then(super::persist::Kept::default);
         for mut delivery in deliveries {
-            if let Some(p) = inner.persist.as_mut()
+            // Every QoS 1/2 delivery is queued below (a full queue drops the oldest instead).
+            if let (Some(p), Some(kept)) = (inner.persist.as_mut(), &mut kept)
                 && delivery.qos != QoS::AtMostOnce
             {
                 p.last_seq += 1;
                 delivery.seq = p.last_seq;
+                kept.queued(&delivery);
             }
             let cost = Queue::cost(&delivery);
             let len = inner.queue.len();
@@ -339,17 +341,11 @@ impl SessionState {
                         break;
                     }
                 }
-                if let Some(kept) = &mut kept {
-                    kept.queued(&delivery);
-                }
                 inner.queue.push_back_deferred(delivery, cost, &mut added);
                 if let Some(link) = &inner.connection {
                     link.kick(DisconnectReason::QuotaExceeded);
                 }
             } else {
-                if let Some(kept) = &mut kept {
-                    kept.queued(&delivery);
-                }
                 inner.queue.push_back_deferred(delivery, cost, &mut added);
             }
         }
