@@ -27,7 +27,8 @@
 //!      |           statistics -> router; a typed Outcome back (PUBACK code, HTTP status, ...)
 //!      v
 //!  router/         subscriptions (trie.rs), retained messages (retained.rs), sessions by client
-//!      |           id (mod.rs), each session's queue, in-flight and QoS 2 state (state.rs).
+//!      |           id (sessions.rs), each session's queue, in-flight and QoS 2 state (state.rs),
+//!      |           what leaves it for the client (outbox.rs), what the store keeps (persist.rs).
 //!      |           Fan-out pushes an Arc<Message> into each matching subscriber's bounded queue
 //!      |           and wakes it; it never awaits a socket.
 //!      v

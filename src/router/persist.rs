@@ -375,26 +375,4 @@ impl Router {
         }
         wills
     }
-
-    /// Ends `session` at `at` unless a client attaches first (attach number `attach_count`).
-    pub(super) fn expire_at(
-        self: &Arc<Self>,
-        session: &Arc<SessionState>,
-        at: SystemTime,
-        attach_count: u64,
-    ) {
-        let (router, target) = (Arc::downgrade(self), session.clone());
-        let key = self.timer.schedule(timer::instant_at(at), move || {
-            if let Some(router) = router.upgrade() {
-                router.expire(&target, attach_count);
-            }
-        });
-        let mut inner = session.inner.lock();
-        if inner.connection.is_some() || inner.ended {
-            // Back (or gone) already: the timer is not needed.
-            self.timer.cancel(key);
-        } else {
-            inner.timers.get_or_insert_default().expiry = Some((at, key));
-        }
-    }
 }
