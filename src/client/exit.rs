@@ -131,7 +131,7 @@ impl Client {
 }
 
 /// Start-up: schedules the will a persistent session's connection left when the broker stopped
-/// (see [`crate::store::StoredWill`]), as [`Client::publish_will`] would have: due at its stored
+/// (see [`crate::store::StoredWill`]), as `Client::publish_will` would have: due at its stored
 /// deadline, or its delay after the restart if the connection was still there (the restart
 /// ended it without a DISCONNECT), or when the session ends; cancelled if the client returns.
 pub fn restore_will(
@@ -147,12 +147,10 @@ pub fn restore_will(
     let at = will.at.unwrap_or_else(|| {
         timer::wall_after(Duration::from_secs(u64::from(will.delay.min(expiry))))
     });
+    // Its Message Expiry Interval counts from now, as for a will of a live connection.
     let mut msg = will.message;
-    msg.expires_at = msg
-        .properties
-        .as_ref()
-        .and_then(|p| p.message_expiry_interval)
-        .map(|secs| timer::wall_after(Duration::from_secs(u64::from(secs))));
+    let properties = msg.properties.take();
+    let msg = msg.with_properties(properties);
     let attach_count = session.attach_count();
     let (ingress, target) = (ingress.clone(), session.clone());
     let key = router.timer().schedule(timer::instant_at(at), move || {
