@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use tracing::warn;
 
 use super::ops::Refs;
@@ -61,6 +61,8 @@ pub(super) struct Loaded {
 pub(super) fn load(conn: &mut Connection) -> Result<Loaded, rusqlite::Error> {
     let mut loaded = Loaded::default();
     let mut bad_sessions = Vec::new();
+    // Rows of no (readable) session were seen: the tidy-up deletes them.
+    let mut orphans = false;
     let mut sessions: HashMap<i64, StoredSession> = HashMap::new();
     {
         let mut stmt = conn.prepare(
@@ -97,6 +99,7 @@ pub(super) fn load(conn: &mut Connection) -> Result<Loaded, rusqlite::Error> {
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
             let Some(s) = r.get::<_, i64>(0).ok().and_then(|k| sessions.get_mut(&k)) else {
+                orphans = true;
                 continue;
             };
             match subscription_row(r) {
@@ -118,6 +121,7 @@ pub(super) fn load(conn: &mut Connection) -> Result<Loaded, rusqlite::Error> {
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
             let Some(s) = r.get::<_, i64>(0).ok().and_then(|k| sessions.get_mut(&k)) else {
+                orphans = true;
                 continue;
             };
             let Some((message, msg)) = r
@@ -146,14 +150,16 @@ pub(super) fn load(conn: &mut Connection) -> Result<Loaded, rusqlite::Error> {
         let mut stmt = conn.prepare("SELECT session, packet_id FROM inbound_qos2")?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
-            if let Some(s) = r.get::<_, i64>(0).ok().and_then(|k| sessions.get_mut(&k))
-                && let Some(Ok(id @ 1..)) = r.get::<_, i64>(1).ok().map(u16::try_from)
-            {
+            let Some(s) = r.get::<_, i64>(0).ok().and_then(|k| sessions.get_mut(&k)) else {
+                orphans = true;
+                continue;
+            };
+            if let Some(Ok(id @ 1..)) = r.get::<_, i64>(1).ok().map(u16::try_from) {
                 s.inbound_qos2.push(id);
             }
         }
     }
-    tidy(conn, &bad_sessions, &messages, &loaded.refs)?;
+    tidy(conn, &bad_sessions, orphans, &messages, &loaded.refs)?;
     loaded.sessions = sessions.into_values().collect();
     loaded.sessions.sort_unstable_by_key(|s| s.id);
     Ok(loaded)
@@ -303,10 +309,12 @@ fn load_messages(
     Ok(messages)
 }
 
-/// Deletes bad sessions, rows of no session, and messages no delivery points at.
+/// Deletes bad sessions, rows of no session (`orphans`: the load saw some), and messages no
+/// delivery points at.
 fn tidy(
     conn: &mut Connection,
     bad_sessions: &[i64],
+    orphans: bool,
     messages: &HashMap<i64, Arc<Message>>,
     refs: &Refs,
 ) -> Result<(), rusqlite::Error> {
@@ -315,16 +323,7 @@ fn tidy(
         .filter(|id| !refs.contains_key(id))
         .copied()
         .collect();
-    let orphans: Option<i64> = conn
-        .query_row(
-            "SELECT 1 FROM deliveries WHERE session NOT IN (SELECT id FROM sessions)
-             UNION ALL SELECT 1 FROM subscriptions WHERE session NOT IN (SELECT id FROM sessions)
-             LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if unused.is_empty() && bad_sessions.is_empty() && orphans.is_none() {
+    if unused.is_empty() && bad_sessions.is_empty() && !orphans {
         return Ok(());
     }
     let tx = conn.transaction()?;
