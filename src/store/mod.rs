@@ -338,28 +338,12 @@ fn lock_dir(dir: &Path) -> Result<File, StoreError> {
 
 /// Opens the database, sets it up and brings its schema up to date.
 fn connect(db: &Path, sync: SyncMode) -> Result<Connection, StoreError> {
-    let sqlite = |source: rusqlite::Error| classify(db, source);
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-        | OpenFlags::SQLITE_OPEN_CREATE
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let mut conn = Connection::open_with_flags(db, flags).map_err(sqlite)?;
-    // Before any table exists, so that a new file can give pages back.
-    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
-        .map_err(sqlite)?;
-    let mode: String = conn
-        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-        .map_err(sqlite)?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        warn!("{}: journal mode {mode}, not WAL", db.display());
-    }
     let synchronous = match sync {
         SyncMode::Full => "FULL",
         SyncMode::Normal | SyncMode::Periodic => "NORMAL",
     };
-    conn.pragma_update(None, "synchronous", synchronous)
-        .map_err(sqlite)?;
-    conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)
-        .map_err(sqlite)?;
+    let mut conn =
+        open_for_writing(db, synchronous, JOURNAL_SIZE_LIMIT).map_err(|e| classify(db, e))?;
     schema::migrate(&mut conn).map_err(|e| match e {
         schema::SchemaError::Newer { .. } => StoreError::Newer {
             path: db.to_owned(),
@@ -371,6 +355,29 @@ fn connect(db: &Path, sync: SyncMode) -> Result<Connection, StoreError> {
         },
         schema::SchemaError::Sqlite(source) => classify(db, source),
     })?;
+    Ok(conn)
+}
+
+/// Opens (creating) a database that one writer thread owns: WAL mode, `synchronous` as given,
+/// the WAL truncated back to `journal_limit` bytes after checkpoints, and pages of deleted rows
+/// given back to the file system on `PRAGMA incremental_vacuum` (set before any table exists).
+/// The store's and the history's files are both opened this way.
+pub(crate) fn open_for_writing(
+    db: &Path,
+    synchronous: &str,
+    journal_limit: i64,
+) -> Result<Connection, rusqlite::Error> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(db, flags)?;
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        warn!("{}: journal mode {mode}, not WAL", db.display());
+    }
+    conn.pragma_update(None, "synchronous", synchronous)?;
+    conn.pragma_update(None, "journal_size_limit", journal_limit)?;
     Ok(conn)
 }
 

@@ -199,20 +199,8 @@ impl Drop for History {
 /// Opens the history for writing, sets it up and brings its schema up to date.
 pub fn connect(db: &Path) -> Result<Connection, HistoryError> {
     let sqlite = |source| classify(db, source);
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-        | OpenFlags::SQLITE_OPEN_CREATE
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let mut conn = Connection::open_with_flags(db, flags).map_err(sqlite)?;
-    // Before any table exists, so that deleted rows' pages can go back to the file system.
-    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
-        .map_err(sqlite)?;
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(sqlite)?;
     // A lost last batch on power failure is fine for a history; an fsync per batch is not.
-    conn.pragma_update(None, "synchronous", "NORMAL")
-        .map_err(sqlite)?;
-    conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)
-        .map_err(sqlite)?;
+    let mut conn = super::open_for_writing(db, "NORMAL", JOURNAL_SIZE_LIMIT).map_err(sqlite)?;
     // `mqttd history` or `sqlite3` reading at the same moment may hold a lock briefly.
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(sqlite)?;
