@@ -86,6 +86,107 @@ pub struct ListenerConfig {
     /// Overrides `[auth] allow_anonymous` for this listener (e.g. anonymous on loopback only).
     #[serde(default)]
     pub allow_anonymous: Option<bool>,
+    /// What the connection speaks: MQTT over TCP (default), or MQTT over WebSocket (`ws`; with
+    /// `tls`, wss).
+    #[serde(default)]
+    pub protocol: ListenerProtocol,
+    /// `ws` only: the HTTP path of the upgrade request; any other path gets 404. Default "/mqtt".
+    #[serde(default)]
+    pub path: Option<String>,
+    /// `ws` only: the Origin header values accepted on the upgrade request (browsers send one;
+    /// other clients usually do not, and a request without Origin is accepted). Unset: any.
+    #[serde(default)]
+    pub ws_origins: Option<Vec<String>>,
+    /// A PROXY protocol header (HAProxy's v1 text or v2 binary form) precedes every connection,
+    /// and its source address becomes the client's address. Decided by configuration only, never
+    /// by sniffing. Default off.
+    #[serde(default)]
+    pub proxy_protocol: ProxyProtocol,
+    /// The proxies allowed to speak for clients: a PROXY header is accepted only from these
+    /// addresses (required when `proxy_protocol` is on; any other peer is closed), and on `ws`
+    /// listeners an `X-Forwarded-For` header is believed only from them. Addresses or CIDR
+    /// blocks: "127.0.0.1", "10.0.0.0/8", "::1/128".
+    #[serde(default)]
+    pub proxy_trusted: Vec<TrustedNet>,
+}
+
+impl ListenerConfig {
+    /// A plain MQTT-over-TCP listener with every other setting at its default.
+    pub fn mqtt(name: &str, bind: SocketAddr) -> Self {
+        ListenerConfig {
+            name: name.into(),
+            bind,
+            max_connections: default_max_connections(),
+            tls: None,
+            allow_anonymous: None,
+            protocol: ListenerProtocol::Mqtt,
+            path: None,
+            ws_origins: None,
+            proxy_protocol: ProxyProtocol::Off,
+            proxy_trusted: Vec::new(),
+        }
+    }
+}
+
+/// A listener's wire protocol.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerProtocol {
+    /// MQTT straight over TCP (or TLS).
+    #[default]
+    Mqtt,
+    /// MQTT over WebSocket (RFC 6455; over TLS: wss), for browsers and MQTT.js.
+    Ws,
+}
+
+/// Which PROXY protocol header a listener expects.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyProtocol {
+    #[default]
+    Off,
+    V1,
+    V2,
+}
+
+/// An address block in `proxy_trusted`: "10.0.0.0/8", or one address ("127.0.0.1" = /32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrustedNet(pub ipnet::IpNet);
+
+impl TrustedNet {
+    /// Whether `ip` is inside; an IPv4 address mapped into IPv6 (`::ffff:a.b.c.d`, as a
+    /// dual-stack socket reports IPv4 peers) counts as that IPv4 address.
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        self.0.contains(&ip)
+    }
+}
+
+impl std::str::FromStr for TrustedNet {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Ok(net) = s.parse::<ipnet::IpNet>() {
+            return Ok(TrustedNet(net.trunc()));
+        }
+        match s.parse::<std::net::IpAddr>() {
+            Ok(ip) => Ok(TrustedNet(ipnet::IpNet::from(ip))),
+            Err(_) => Err(format!(
+                "{s:?} is not an address or CIDR block (\"10.0.0.0/8\", \"127.0.0.1\")"
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TrustedNet {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -332,13 +433,8 @@ impl Default for LogConfig {
 }
 
 fn default_listeners() -> Vec<ListenerConfig> {
-    vec![ListenerConfig {
-        name: default_listener_name(),
-        bind: SocketAddr::from(([127, 0, 0, 1], 1883)),
-        max_connections: default_max_connections(),
-        tls: None,
-        allow_anonymous: None,
-    }]
+    let bind = SocketAddr::from(([127, 0, 0, 1], 1883));
+    vec![ListenerConfig::mqtt(&default_listener_name(), bind)]
 }
 fn default_listener_name() -> String {
     "default".into()

@@ -1,21 +1,32 @@
-//! One accept loop per `[[listener]]`.
+//! One accept loop per `[[listener]]`, and the front door of each connection.
 //!
 //! Each accepted socket takes a permit from the listener's `max_connections` semaphore; without a
 //! permit the socket is closed at once and the refusal logged. Accept errors (e.g. out of file
-//! descriptors) back off exponentially instead of spinning. The TLS handshake, if any, runs in the
-//! spawned connection task under its own timeout, never in this loop.
+//! descriptors) back off exponentially instead of spinning.
+//!
+//! Everything that takes a round trip runs in the spawned connection task, never in this loop:
+//! the PROXY header ([`crate::proxy`]), then the TLS handshake ([`crate::tls`]), then the
+//! WebSocket upgrade ([`crate::transport::ws`]), each under its timeout. Then the connection is
+//! served by [`client::serve`], which never knows which transport it has.
+//!
+//! The per-IP connection slot is taken for the client's real address: at accept, or, behind a
+//! PROXY header, once the header has named it.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-use crate::client::{self, Context, Guard, Peer};
+use crate::client::{self, Context, Guard, IpSlot, Peer};
+use crate::connection::Stream;
+use crate::proxy::ProxyGate;
 use crate::stats::Limit;
 use crate::tls::Tls;
+use crate::transport::ws::{self, WsOptions};
 
 /// A bound listener ready to run.
 pub struct Listener {
@@ -24,12 +35,30 @@ pub struct Listener {
     pub tls: Option<Tls>,
     pub max_connections: usize,
     pub allow_anonymous: bool,
+    /// `Some`: every connection starts with a PROXY header from a trusted proxy.
+    pub proxy: Option<Arc<ProxyGate>>,
+    /// `Some`: MQTT over WebSocket; the connection starts with an HTTP upgrade.
+    pub ws: Option<Arc<WsOptions>>,
+}
+
+/// What a connection goes through before MQTT, shared by a listener's connections.
+#[derive(Clone)]
+struct FrontDoor {
+    tls: Option<Tls>,
+    proxy: Option<Arc<ProxyGate>>,
+    ws: Option<Arc<WsOptions>>,
 }
 
 impl Listener {
     /// Accepts until shutdown, spawning one tracked task per connection.
     pub async fn run(self, ctx: Arc<Context>, tracker: TaskTracker) {
         let permits = Arc::new(Semaphore::new(self.max_connections));
+        let front = FrontDoor {
+            tls: self.tls.clone(),
+            proxy: self.proxy.clone(),
+            ws: self.ws.clone(),
+        };
+        let plain = front.tls.is_none() && front.proxy.is_none() && front.ws.is_none();
         let mut backoff = Duration::from_millis(5);
         loop {
             let accepted = tokio::select! {
@@ -62,11 +91,18 @@ impl Listener {
                 drop(socket);
                 continue;
             };
-            let Some(ip_slot) = ctx.ip_slot(addr.ip()) else {
-                let max = ctx.limits.max_connections_per_ip.unwrap_or_default();
-                refused(&ctx, Limit::ConnectionsPerIp, &self.name, addr, max);
-                drop(socket);
-                continue;
+            // Behind a proxy the slot waits for the header's address.
+            let ip_slot = match front.proxy {
+                Some(_) => None,
+                None => match ctx.ip_slot(addr.ip()) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        let max = ctx.limits.max_connections_per_ip.unwrap_or_default();
+                        refused(&ctx, Limit::ConnectionsPerIp, &self.name, addr, max);
+                        drop(socket);
+                        continue;
+                    }
+                },
             };
             let _ = socket.set_nodelay(true);
             let peer = Peer {
@@ -76,43 +112,201 @@ impl Listener {
                 cert_identity: None,
             };
             let ctx = ctx.clone();
-            let guard = Guard {
-                permit,
-                ip_slot,
-                tracked: tracker.token(),
-            };
-            // Two task types, so a plain connection's task is not sized for rustls' state.
-            match self.tls.clone() {
-                None => tokio::spawn(client::serve(socket, peer, ctx, guard)),
-                Some(tls) => tokio::spawn(serve_tls(socket, peer, tls, ctx, guard)),
+            let tracked = tracker.token();
+            // A plain connection's task is not sized for the handshakes' state.
+            match (plain, ip_slot) {
+                (true, Some(ip_slot)) => {
+                    let guard = Guard {
+                        permit,
+                        ip_slot,
+                        tracked,
+                    };
+                    tokio::spawn(client::serve(socket, peer, ctx, guard))
+                }
+                (_, ip_slot) => {
+                    let opening = Opening {
+                        peer,
+                        ctx,
+                        permit,
+                        ip_slot,
+                        tracked,
+                    };
+                    tokio::spawn(front.clone().open(socket, opening))
+                }
             };
         }
     }
 }
 
-async fn serve_tls(socket: TcpStream, mut peer: Peer, tls: Tls, ctx: Arc<Context>, guard: Guard) {
-    // Shutdown does not wait out the handshake timeout, or the drain would stall on silent sockets.
-    let accepted = tokio::select! {
-        _ = ctx.shutdown.cancelled() => return,
-        res = tls.accept(socket) => res,
-    };
-    match accepted {
+/// A connection on its way through the front door.
+struct Opening {
+    peer: Peer,
+    ctx: Arc<Context>,
+    permit: OwnedSemaphorePermit,
+    /// `None` until the client's address is known (behind a PROXY header).
+    ip_slot: Option<IpSlot>,
+    tracked: tokio_util::task::task_tracker::TaskTrackerToken,
+}
+
+impl Opening {
+    /// The connection's guard; `None`: its address is over `limits.max_connections_per_ip`
+    /// (refused and logged).
+    fn guard(self) -> Option<(Peer, Arc<Context>, Guard)> {
+        let Opening {
+            peer,
+            ctx,
+            permit,
+            ip_slot,
+            tracked,
+        } = self;
+        let ip_slot = match ip_slot {
+            Some(slot) => slot,
+            None => match ctx.ip_slot(peer.addr.ip()) {
+                Some(slot) => slot,
+                None => {
+                    let max = ctx.limits.max_connections_per_ip.unwrap_or_default();
+                    refused(
+                        &ctx,
+                        Limit::ConnectionsPerIp,
+                        &peer.listener,
+                        peer.addr,
+                        max,
+                    );
+                    return None;
+                }
+            },
+        };
+        let guard = Guard {
+            permit,
+            ip_slot,
+            tracked,
+        };
+        Some((peer, ctx, guard))
+    }
+}
+
+impl FrontDoor {
+    /// PROXY header, TLS, WebSocket, as configured; then the MQTT connection.
+    async fn open(self, mut socket: TcpStream, mut opening: Opening) {
+        let ctx = opening.ctx.clone();
+        // Shutdown does not wait out the front door's timeouts, or the drain would stall on
+        // silent sockets.
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => {}
+            _ = async {
+                if let Some(proxy) = &self.proxy {
+                    let Some(()) = read_proxy_header(proxy, &mut socket, &mut opening).await else {
+                        return;
+                    };
+                }
+                let Some((peer, ctx, guard)) = opening.guard() else { return };
+                match self.tls.clone() {
+                    None => self.upgrade(socket, peer, ctx, guard).await,
+                    Some(tls) => {
+                        let Some((stream, peer)) = handshake(socket, peer, &tls, &ctx).await else {
+                            return;
+                        };
+                        self.upgrade(stream, peer, ctx, guard).await
+                    }
+                }
+            } => {}
+        }
+    }
+
+    /// The WebSocket upgrade if the listener has one, then MQTT. (Boxed: the connection's future
+    /// lives on the heap either way, and the front door's stays small.)
+    async fn upgrade<S: Stream>(&self, stream: S, mut peer: Peer, ctx: Arc<Context>, guard: Guard)
+    where
+        ws::WsStream<S>: Stream,
+    {
+        let Some(options) = &self.ws else {
+            return Box::pin(client::serve(stream, peer, ctx, guard)).await;
+        };
+        let trusted = self.proxy.as_deref();
+        match ws::accept(
+            stream,
+            options,
+            &mut peer,
+            trusted,
+            ctx.limits.connect_timeout,
+        )
+        .await
+        {
+            Ok(stream) => Box::pin(client::serve(stream, peer, ctx, guard)).await,
+            Err(e) => {
+                if matches!(e, ws::UpgradeError::Timeout(_)) {
+                    ctx.router.stats.limit_hit(Limit::ConnectTimeout);
+                }
+                info!(peer = %peer.addr, listener = %peer.listener, "WebSocket upgrade refused: {e}")
+            }
+        }
+    }
+}
+
+/// Reads and checks the PROXY header; the client's address from it goes into `opening`. `None`:
+/// refused (logged).
+async fn read_proxy_header(
+    proxy: &ProxyGate,
+    socket: &mut TcpStream,
+    opening: &mut Opening,
+) -> Option<()> {
+    let (peer, ctx) = (&mut opening.peer, &opening.ctx);
+    if !proxy.trusts(peer.addr.ip()) {
+        warn!(peer = %peer.addr, listener = %peer.listener,
+            "PROXY header from an address outside proxy_trusted; closing");
+        return None;
+    }
+    let timeout = ctx.limits.connect_timeout;
+    match tokio::time::timeout(timeout, proxy.read_header(socket)).await {
+        Err(_) => {
+            ctx.router.stats.limit_hit(Limit::ConnectTimeout);
+            info!(peer = %peer.addr, listener = %peer.listener,
+                "no PROXY header within {timeout:?} (limits.connect_timeout); closing");
+            None
+        }
+        Ok(Err(e)) => {
+            info!(peer = %peer.addr, listener = %peer.listener, "{e}; closing");
+            None
+        }
+        Ok(Ok(proxied)) => {
+            if let Some(source) = proxied.source {
+                debug!(proxy = %peer.addr, listener = %peer.listener, "PROXY header: client {source}");
+                peer.addr = source;
+            }
+            peer.cert_identity = proxied.verified_cn;
+            Some(())
+        }
+    }
+}
+
+/// The TLS handshake, under the listener's `tls.handshake_timeout`. `None`: failed (logged).
+async fn handshake(
+    socket: TcpStream,
+    mut peer: Peer,
+    tls: &Tls,
+    ctx: &Context,
+) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, Peer)> {
+    match tls.accept(socket).await {
         Ok((stream, identity)) => {
-            peer.cert_identity = identity;
-            client::serve(stream, peer, ctx, guard).await;
+            if identity.is_some() {
+                peer.cert_identity = identity;
+            }
+            Some((stream, peer))
         }
         Err(e @ crate::tls::TlsError::HandshakeTimeout(_)) => {
             ctx.router.stats.limit_hit(Limit::HandshakeTimeout);
             info!(peer = %peer.addr, listener = %peer.listener, "{e} (handshake_timeout); closing");
+            None
         }
         Err(e) => {
-            debug!(peer = %peer.addr, listener = %peer.listener, "TLS handshake failed: {e}")
+            debug!(peer = %peer.addr, listener = %peer.listener, "TLS handshake failed: {e}");
+            None
         }
     }
 }
 
 /// Counts a refused connection; logs the 1st, 2nd, 4th, 8th, ... so a flood cannot flood the log.
-fn refused(ctx: &Context, limit: Limit, listener: &str, peer: std::net::SocketAddr, max: usize) {
+fn refused(ctx: &Context, limit: Limit, listener: &str, peer: SocketAddr, max: usize) {
     ctx.router.stats.limit_hit(limit);
     let hits = ctx.router.stats.limit_hits(limit);
     if hits.is_power_of_two() {

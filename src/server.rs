@@ -261,6 +261,20 @@ impl Server {
                 tls,
                 max_connections: l.max_connections,
                 allow_anonymous,
+                proxy: (l.proxy_protocol != crate::config::ProxyProtocol::Off).then(|| {
+                    Arc::new(crate::proxy::ProxyGate {
+                        version: l.proxy_protocol,
+                        trusted: l.proxy_trusted.clone(),
+                    })
+                }),
+                ws: (l.protocol == crate::config::ListenerProtocol::Ws).then(|| {
+                    Arc::new(crate::transport::ws::WsOptions {
+                        path: l.path.clone().unwrap_or_else(|| "/mqtt".into()),
+                        origins: l.ws_origins.clone(),
+                        trusted: l.proxy_trusted.clone(),
+                        max_frame: config.limits.max_packet_size,
+                    })
+                }),
             });
         }
         let sys_interval = config.sys.interval;

@@ -81,6 +81,53 @@ impl Config {
         }
     }
 
+    /// A listener's WebSocket and PROXY protocol keys: each only where it has an effect.
+    fn validate_front_door(
+        &self,
+        l: &super::ListenerConfig,
+        key: &dyn Fn(&str) -> String,
+    ) -> Result<(), ConfigError> {
+        use super::{ListenerProtocol, ProxyProtocol};
+        let ws = l.protocol == ListenerProtocol::Ws;
+        let only_ws = [
+            ("path", l.path.is_some()),
+            ("ws_origins", l.ws_origins.is_some()),
+        ];
+        if let (false, Some((option, _))) = (ws, only_ws.iter().find(|o| o.1)) {
+            let why = format!(
+                "listener {:?}: {option} applies to WebSocket listeners only (protocol = \"ws\")",
+                l.name
+            );
+            return Err(self.invalid(&key(option), why));
+        }
+        if let Some(path) = &l.path
+            && (!path.starts_with('/') || path.contains(|c: char| c.is_whitespace() || c == '?'))
+        {
+            let why = format!(
+                "listener {:?}: path {path:?} must start with '/' and hold no spaces or '?'",
+                l.name
+            );
+            return Err(self.invalid(&key("path"), why));
+        }
+        if l.proxy_protocol != ProxyProtocol::Off && l.proxy_trusted.is_empty() {
+            let why = format!(
+                "listener {:?}: proxy_protocol needs proxy_trusted, the addresses of the proxies \
+                 allowed to send the header (e.g. [\"127.0.0.1/32\"])",
+                l.name
+            );
+            return Err(self.invalid(&key("proxy_protocol"), why));
+        }
+        if l.proxy_protocol == ProxyProtocol::Off && !ws && !l.proxy_trusted.is_empty() {
+            let why = format!(
+                "listener {:?}: proxy_trusted has no effect without proxy_protocol (or, on a \
+                 WebSocket listener, X-Forwarded-For)",
+                l.name
+            );
+            return Err(self.invalid(&key("proxy_trusted"), why));
+        }
+        Ok(())
+    }
+
     /// Checks what serde cannot: ranges and combinations. 0 never means "unlimited".
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.listeners.is_empty() {
@@ -97,6 +144,7 @@ impl Config {
                 let why = format!("listener {:?}: max_connections must be at least 1", l.name);
                 return Err(self.invalid(&key("max_connections"), why));
             }
+            self.validate_front_door(l, &key)?;
             let Some(tls) = &l.tls else { continue };
             let needs_ca = [
                 ("require_client_cert", tls.require_client_cert),

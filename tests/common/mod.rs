@@ -77,11 +77,8 @@ pub fn config() -> Config {
 
 pub fn listener(name: &str) -> ListenerConfig {
     ListenerConfig {
-        name: name.into(),
-        bind: "127.0.0.1:0".parse().unwrap(),
         max_connections: 1000,
-        tls: None,
-        allow_anonymous: None,
+        ..ListenerConfig::mqtt(name, "127.0.0.1:0".parse().unwrap())
     }
 }
 
