@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
@@ -23,6 +22,7 @@ use tokio_rustls::rustls::{
 };
 use tokio_util::sync::CancellationToken;
 
+use super::dial::{self, Conn, Transport};
 use super::wire;
 use super::{Opts, Report, Scenario, measure, rss_bytes};
 
@@ -57,7 +57,7 @@ pub async fn connections(opts: &Opts) -> Result<Report> {
     let errors = Arc::new(FirstError::default());
     let mut set = JoinSet::new();
     for w in 0..workers {
-        let (addr, errors) = (opts.addr(), errors.clone());
+        let (addr, errors, transport) = (opts.addr(), errors.clone(), opts.transport());
         set.spawn(async move {
             let mut held = Vec::with_capacity(n / workers + 1);
             let mut failed = 0usize;
@@ -66,7 +66,7 @@ pub async fn connections(opts: &Opts) -> Result<Report> {
                     failed += 1;
                     continue;
                 }
-                match idle_client(addr, i).await {
+                match idle_client(addr, &transport, i).await {
                     Ok(s) => held.push(s),
                     Err(e) => {
                         errors.set(&e);
@@ -116,12 +116,8 @@ pub async fn connections(opts: &Opts) -> Result<Report> {
     Ok(report)
 }
 
-async fn idle_client(addr: std::net::SocketAddr, i: usize) -> Result<TcpStream> {
-    let mut s = tokio::time::timeout(STEP_TIMEOUT, TcpStream::connect(addr))
-        .await
-        .map_err(|_| anyhow!("TCP connect timed out"))?
-        .context("TCP connect")?;
-    s.set_nodelay(true)?;
+async fn idle_client(addr: std::net::SocketAddr, t: &Transport, i: usize) -> Result<Conn> {
+    let mut s = dial::dial(addr, t).await?;
     let mut rbuf = BytesMut::with_capacity(64);
     let connect = wire::connect_packet(&format!("bench-idle-{i}"), 600, None);
     wire::handshake(&mut s, &connect, &mut rbuf).await?;
@@ -230,7 +226,7 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<()> {
     let mut rbuf = BytesMut::with_capacity(256);
     wire::handshake(s, connect, &mut rbuf).await?;
-    s.write_all(disconnect)
+    wire::send(s, disconnect)
         .await
         .context("sending DISCONNECT")?;
     let mut sink = [0u8; 256];
@@ -248,29 +244,29 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
 
 async fn one_cycle(
     opts: &Opts,
+    transport: &Transport,
     tls: Option<&TlsConnector>,
     connect: &[u8],
     disconnect: &[u8],
 ) -> Result<()> {
-    let tcp = tokio::time::timeout(STEP_TIMEOUT, TcpStream::connect(opts.addr()))
+    let Some(tls) = tls else {
+        // dial bounds the TCP connect, PROXY header and upgrade by its own timeout.
+        let mut s = dial::dial(opts.addr(), transport).await?;
+        return session(&mut s, connect, disconnect).await;
+    };
+    let mut tcp = tokio::time::timeout(STEP_TIMEOUT, dial::tcp(opts.addr()))
         .await
-        .map_err(|_| anyhow!("TCP connect timed out"))?
-        .context("TCP connect")?;
-    tcp.set_nodelay(true)?;
-    match tls {
-        None => {
-            let mut s = tcp;
-            session(&mut s, connect, disconnect).await
-        }
-        Some(c) => {
-            let name = ServerName::from(opts.host);
-            let mut s = tokio::time::timeout(STEP_TIMEOUT, c.connect(name, tcp))
-                .await
-                .map_err(|_| anyhow!("TLS handshake timed out"))?
-                .context("TLS handshake")?;
-            session(&mut s, connect, disconnect).await
-        }
+        .map_err(|_| anyhow!("TCP connect timed out"))??;
+    if transport.proxy_v2 {
+        // TLS passthrough: the proxy's header comes before the TLS bytes.
+        dial::send_proxy_header(&mut tcp).await?;
     }
+    let name = ServerName::from(opts.host);
+    let mut s = tokio::time::timeout(STEP_TIMEOUT, tls.connect(name, tcp))
+        .await
+        .map_err(|_| anyhow!("TLS handshake timed out"))?
+        .context("TLS handshake")?;
+    session(&mut s, connect, disconnect).await
 }
 
 /// `connect-rate`: `--concurrency` clients, each with its own fixed client id (returning clients
@@ -304,10 +300,11 @@ pub async fn connect_rate(opts: &Opts) -> Result<Report> {
         );
         let disconnect = wire::disconnect_packet();
         let (opts, tls, stop) = (opts.clone(), tls.clone(), stop.clone());
+        let transport = opts.transport();
         let (ok, failed, errors) = (ok.clone(), failed.clone(), errors.clone());
         set.spawn(async move {
             while !stop.is_cancelled() {
-                let cycle = one_cycle(&opts, tls.as_deref(), &connect, &disconnect);
+                let cycle = one_cycle(&opts, &transport, tls.as_deref(), &connect, &disconnect);
                 let r = tokio::select! {
                     r = cycle => r,
                     _ = stop.cancelled() => break,
@@ -346,6 +343,8 @@ pub async fn connect_rate(opts: &Opts) -> Result<Report> {
     report.add("concurrency", opts.concurrency as f64, "clients");
     report.add("tls", f64::from(u8::from(tls.is_some())), "");
     report.add("password", f64::from(u8::from(opts.username.is_some())), "");
+    report.add("ws", f64::from(u8::from(opts.ws)), "");
+    report.add("proxy_v2", f64::from(u8::from(opts.proxy_v2)), "");
     report.add("seconds", secs, "s");
     w.add_cpu(&mut report);
     Ok(report)

@@ -7,10 +7,10 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use bytes::{Buf, BytesMut};
 use mqttd::protocol::QoS;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
 use tokio::task::JoinSet;
 
+use super::dial::Conn;
 use super::flow::{connect, connect_session};
 use super::wire::{self, PublishTemplate, next_frame};
 use super::{Opts, Report};
@@ -24,10 +24,12 @@ pub async fn fill(opts: &Opts) -> Result<Report> {
     let sessions = opts.subscribers.unwrap_or(1000).max(1);
     let queued = opts.queued;
     let started = Instant::now();
+    let transport = opts.transport();
     for i in 0..sessions {
-        let (mut s, mut rbuf) = connect_session(opts.addr(), &format!("fill-{i}"), false).await?;
+        let (mut s, mut rbuf) =
+            connect_session(opts.addr(), &transport, &format!("fill-{i}"), false).await?;
         wire::subscribe(&mut s, &format!("fill/{i}"), QoS::AtLeastOnce, &mut rbuf).await?;
-        s.write_all(&wire::disconnect_packet()).await?;
+        wire::send(&mut s, &wire::disconnect_packet()).await?;
     }
     let mut tasks = JoinSet::new();
     for p in 0..PUBLISHERS {
@@ -35,7 +37,7 @@ pub async fn fill(opts: &Opts) -> Result<Report> {
             .step_by(PUBLISHERS)
             .map(|i| format!("fill/{i}"))
             .collect();
-        let (s, rbuf) = connect(opts.addr(), &format!("fill-pub-{p}")).await?;
+        let (s, rbuf) = connect(opts.addr(), &transport, &format!("fill-pub-{p}")).await?;
         let payload = opts.payload;
         tasks.spawn(async move {
             publish_all(
@@ -49,7 +51,7 @@ pub async fn fill(opts: &Opts) -> Result<Report> {
         });
     }
     let retained = opts.retained;
-    let (s, rbuf) = connect(opts.addr(), "fill-retained").await?;
+    let (s, rbuf) = connect(opts.addr(), &transport, "fill-retained").await?;
     let payload = opts.payload;
     tasks.spawn(async move {
         let topics = (0..retained).map(|i| (format!("kept/{}/{}", i / 1000, i % 1000), true));
@@ -68,7 +70,7 @@ pub async fn fill(opts: &Opts) -> Result<Report> {
 /// Publishes `each` QoS 1 messages to every topic (retained where flagged), keeping
 /// [`IN_FLIGHT`] unacknowledged; returns how many were acknowledged.
 async fn publish_all(
-    mut s: TcpStream,
+    mut s: Conn,
     mut rbuf: BytesMut,
     topics: impl Iterator<Item = (String, bool)>,
     each: u64,
@@ -96,7 +98,7 @@ async fn publish_all(
             next_id = next_id.checked_add(1).unwrap_or(1);
         }
         if !wbuf.is_empty() {
-            s.write_all(&wbuf).await.context("publishing")?;
+            wire::send(&mut s, &wbuf).await.context("publishing")?;
         }
         if done && n_in == 0 {
             return Ok(acked);

@@ -8,6 +8,7 @@
 
 use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::task::{Context as TaskContext, Poll, ready};
@@ -16,13 +17,14 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use bytes::{Buf, BytesMut};
 use mqttd::protocol::QoS;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_util::io::poll_read_buf;
 use tokio_util::sync::CancellationToken;
 
+use super::dial::{Conn, Transport, dial};
 use super::wire::{self, PublishTemplate, next_frame};
 use super::{Opts, Report, Scenario, measure};
 
@@ -38,22 +40,19 @@ const SINK_TASKS: usize = 4;
 /// After publishing stops, how long to wait for the last messages (and acks) to arrive.
 const DRAIN: Duration = Duration::from_secs(2);
 
-/// Connects, sets TCP_NODELAY and completes the MQTT handshake (clean session).
-pub async fn connect(addr: SocketAddr, client_id: &str) -> Result<(TcpStream, BytesMut)> {
-    connect_session(addr, client_id, true).await
+/// Connects over `t` (TCP_NODELAY on) and completes the MQTT handshake (clean session).
+pub async fn connect(addr: SocketAddr, t: &Transport, client_id: &str) -> Result<(Conn, BytesMut)> {
+    connect_session(addr, t, client_id, true).await
 }
 
 /// As [`connect`], with a clean or a persistent session.
 pub async fn connect_session(
     addr: SocketAddr,
+    t: &Transport,
     client_id: &str,
     clean: bool,
-) -> Result<(TcpStream, BytesMut)> {
-    let mut s = tokio::time::timeout(wire::SETUP_TIMEOUT, TcpStream::connect(addr))
-        .await
-        .with_context(|| format!("connecting to {addr}: timed out"))?
-        .with_context(|| format!("connecting to {addr}"))?;
-    s.set_nodelay(true)?;
+) -> Result<(Conn, BytesMut)> {
+    let mut s = dial(addr, t).await?;
     let mut rbuf = BytesMut::with_capacity(RBUF);
     wire::handshake(
         &mut s,
@@ -115,7 +114,7 @@ impl Flow {
 
 /// A QoS 0 publisher: writes `batch` messages at a time while the window allows.
 async fn flood(
-    mut s: TcpStream,
+    mut s: Conn,
     topic: String,
     payload: usize,
     batch: u64,
@@ -145,7 +144,7 @@ async fn flood(
         }
         flow.published.fetch_add(batch, Relaxed);
         // Not cancelled by `stop`: a half-written batch would count as published but lost.
-        tokio::time::timeout(WRITE_TIMEOUT, s.write_all(&buf))
+        tokio::time::timeout(WRITE_TIMEOUT, wire::send(&mut s, &buf))
             .await
             .map_err(|_| anyhow::anyhow!("the broker read nothing for {WRITE_TIMEOUT:?}"))?
             .context("publishing")?;
@@ -155,7 +154,7 @@ async fn flood(
 
 /// One subscriber connection of a [`sink_group`].
 struct Sink {
-    s: TcpStream,
+    s: Conn,
     rbuf: BytesMut,
     index: usize,
 }
@@ -163,13 +162,10 @@ struct Sink {
 /// Reads available bytes of one sink and counts the PUBLISH frames in them. `Ready(Ok(true))`:
 /// there may be more to read; `Pending`: the socket is drained and will wake the task.
 fn poll_sink(sink: &mut Sink, flow: &Flow, cx: &mut TaskContext<'_>) -> Poll<Result<bool>> {
-    if let Err(e) = ready!(sink.s.poll_read_ready(cx)) {
-        return Poll::Ready(Err(e).context("waiting for deliveries"));
-    }
     if sink.rbuf.capacity() - sink.rbuf.len() < RBUF / 4 {
         sink.rbuf.reserve(RBUF);
     }
-    match sink.s.try_read_buf(&mut sink.rbuf) {
+    match ready!(poll_read_buf(Pin::new(&mut sink.s), cx, &mut sink.rbuf)) {
         Ok(0) => Poll::Ready(Err(anyhow::anyhow!(
             "the broker closed a subscriber's connection"
         ))),
@@ -191,7 +187,6 @@ fn poll_sink(sink: &mut Sink, flow: &Flow, cx: &mut TaskContext<'_>) -> Poll<Res
             }
             Poll::Ready(Ok(true))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Poll::Ready(Ok(true)),
         Err(e) => Poll::Ready(Err(e).context("reading deliveries")),
     }
 }
@@ -237,6 +232,7 @@ async fn qos0(
     filter: &str,
     topic_of: impl Fn(usize) -> String,
 ) -> Result<Report> {
+    let transport = opts.transport();
     let flow = Arc::new(Flow {
         published: AtomicU64::new(0),
         deliveries: (0..subscribers).map(|_| Padded::default()).collect(),
@@ -252,7 +248,8 @@ async fn qos0(
         .map(|_| Vec::new())
         .collect();
     for index in 0..subscribers {
-        let (mut s, mut rbuf) = connect(opts.addr(), &format!("bench-sub-{index}")).await?;
+        let (mut s, mut rbuf) =
+            connect(opts.addr(), &transport, &format!("bench-sub-{index}")).await?;
         wire::subscribe(&mut s, filter, QoS::AtMostOnce, &mut rbuf).await?;
         if !rbuf.is_empty() {
             bail!("subscriber {index} received something before anyone published");
@@ -265,7 +262,7 @@ async fn qos0(
     }
     let batch = (opts.window / (2 * publishers as u64)).clamp(1, 64);
     for i in 0..publishers {
-        let (s, _) = connect(opts.addr(), &format!("bench-pub-{i}")).await?;
+        let (s, _) = connect(opts.addr(), &transport, &format!("bench-pub-{i}")).await?;
         tasks.spawn(flood(
             s,
             topic_of(i),
@@ -350,7 +347,7 @@ struct Q1Counts {
 /// the subscriber's queue in the broker. Returns how many were still unacknowledged when the
 /// drain ended, and acks for ids that were not in flight.
 async fn q1_publisher(
-    mut s: TcpStream,
+    mut s: Conn,
     mut rbuf: BytesMut,
     topic: String,
     index: usize,
@@ -385,7 +382,7 @@ async fn q1_publisher(
                 seq += 1;
                 next_id = next_id.checked_add(1).unwrap_or(1);
             }
-            s.write_all(&wbuf).await.context("publishing")?;
+            wire::send(&mut s, &wbuf).await.context("publishing")?;
             counts.sent.fetch_add(seq - first, Relaxed);
         }
         let until = match drain_until {
@@ -427,7 +424,7 @@ async fn q1_publisher(
 /// A QoS 1 subscriber: acknowledges every message and records each sequence number once.
 /// Returns (unique messages, duplicates).
 async fn q1_subscriber(
-    mut s: TcpStream,
+    mut s: Conn,
     mut rbuf: BytesMut,
     index: usize,
     counts: Arc<Q1Counts>,
@@ -472,7 +469,7 @@ async fn q1_subscriber(
         }
         rbuf.advance(off);
         if !wbuf.is_empty() {
-            s.write_all(&wbuf).await.context("acknowledging")?;
+            wire::send(&mut s, &wbuf).await.context("acknowledging")?;
         }
         counts.received.fetch_add(n, Relaxed);
         if let Some(c) = counts.per_pair.get(index) {
@@ -493,6 +490,7 @@ async fn q1_subscriber(
 /// `qos1`: N pairs (default 4): publisher i -> `bench/q1/i` -> subscriber i, QoS 1 both ways.
 pub async fn qos1(opts: &Opts) -> Result<Report> {
     let pairs = opts.publishers.unwrap_or(4).clamp(1, 1000);
+    let transport = opts.transport();
     let counts = Arc::new(Q1Counts {
         sent: AtomicU64::new(0),
         acked: AtomicU64::new(0),
@@ -504,7 +502,8 @@ pub async fn qos1(opts: &Opts) -> Result<Report> {
     let (mut subs, mut pubs) = (JoinSet::new(), JoinSet::new());
     for i in 0..pairs {
         let id = format!("bench-q1-sub-{i}");
-        let (mut s, mut rbuf) = connect_session(opts.addr(), &id, !opts.persistent).await?;
+        let (mut s, mut rbuf) =
+            connect_session(opts.addr(), &transport, &id, !opts.persistent).await?;
         wire::subscribe(
             &mut s,
             &format!("bench/q1/{i}"),
@@ -515,7 +514,7 @@ pub async fn qos1(opts: &Opts) -> Result<Report> {
         subs.spawn(q1_subscriber(s, rbuf, i, counts.clone(), stop_sub.clone()));
     }
     for i in 0..pairs {
-        let (s, rbuf) = connect(opts.addr(), &format!("bench-q1-pub-{i}")).await?;
+        let (s, rbuf) = connect(opts.addr(), &transport, &format!("bench-q1-pub-{i}")).await?;
         pubs.spawn(q1_publisher(
             s,
             rbuf,

@@ -3,6 +3,8 @@
 //! ```text
 //!  mod.rs        options, timing (warm-up, then a fixed measuring window), reports (table + JSON)
 //!  wire.rs       MQTT 3.1.1 through mqttd's codec; zero-allocation frame scanner for the hot path
+//!  dial.rs       TCP, then optionally a PROXY v2 header and a WebSocket upgrade: one `Conn` type
+//!  ws.rs         the WebSocket client: upgrade, one masked binary frame per write, unwrapping reads
 //!  flow.rs       fan-in, fan-out (QoS 0, windowed) and qos1 (64 in flight, loss/duplicate check)
 //!  latency.rs    fixed-rate end-to-end latency on two blocking threads
 //!  conns.rs      10k idle connections (broker RSS per connection) and connect-rate (auth, TLS)
@@ -12,10 +14,12 @@
 //! itself and is bounded as a whole by [`Opts::deadline`].
 
 pub mod conns;
+pub mod dial;
 pub mod fill;
 pub mod flow;
 pub mod latency;
 pub mod wire;
+pub mod ws;
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -124,6 +128,17 @@ pub struct Opts {
     /// persistence stores every message it queues for them before acknowledging it.
     #[arg(long)]
     pub persistent: bool,
+    /// MQTT over WebSocket (`--ws-path`, subprotocol `mqtt`, one masked binary frame per
+    /// write), for every scenario but latency.
+    #[arg(long)]
+    pub ws: bool,
+    /// The WebSocket upgrade's path.
+    #[arg(long, default_value = "/mqtt")]
+    pub ws_path: String,
+    /// Send a PROXY protocol v2 header (the connection's own source and destination, as
+    /// HAProxy's `send-proxy-v2` would) before anything else, for every scenario but latency.
+    #[arg(long)]
+    pub proxy_v2: bool,
     /// Name shown in the report (e.g. "mqttd", "mosquitto").
     #[arg(long, default_value = "broker")]
     pub label: String,
@@ -154,6 +169,14 @@ impl Opts {
         SocketAddr::new(self.host, self.port)
     }
 
+    /// How clients connect (`--ws`, `--ws-path`, `--proxy-v2`).
+    pub fn transport(&self) -> dial::Transport {
+        dial::Transport {
+            ws_path: self.ws.then(|| self.ws_path.clone()),
+            proxy_v2: self.proxy_v2,
+        }
+    }
+
     /// Refuses anything but loopback: this tool floods whatever it is pointed at.
     pub fn check(&self) -> Result<()> {
         if !self.host.is_loopback() {
@@ -170,6 +193,12 @@ impl Opts {
         }
         if self.clients > 100_000 || self.concurrency == 0 || self.concurrency > 4096 {
             bail!("--clients at most 100000, --concurrency 1..=4096");
+        }
+        if !self.ws_path.starts_with('/') || !self.ws_path.bytes().all(|b| b.is_ascii_graphic()) {
+            bail!("--ws-path must start with / and hold no spaces or control characters");
+        }
+        if self.ws && self.tls {
+            bail!("--ws with --tls (wss) is not supported");
         }
         Ok(())
     }
@@ -196,6 +225,8 @@ pub struct Metric {
 pub struct Report {
     pub scenario: Scenario,
     pub label: String,
+    /// "tcp", "ws", "tcp+proxy-v2"...
+    pub transport: String,
     pub metrics: Vec<Metric>,
 }
 
@@ -204,6 +235,7 @@ impl Report {
         Report {
             scenario,
             label: opts.label.clone(),
+            transport: opts.transport().name(),
             metrics: Vec::new(),
         }
     }
@@ -218,7 +250,12 @@ impl Report {
 
     /// A human table, one metric per row.
     pub fn table(&self) -> String {
-        let mut s = format!("{} ({})\n", self.scenario.name(), self.label);
+        let mut s = format!(
+            "{} ({}, {})\n",
+            self.scenario.name(),
+            self.label,
+            self.transport
+        );
         for m in &self.metrics {
             let v = m.value.map_or("n/a".to_owned(), human);
             let _ = writeln!(s, "  {:<24} {:>14} {}", m.key, v, m.unit);
@@ -226,7 +263,8 @@ impl Report {
         s
     }
 
-    /// One JSON object on one line: `{"scenario":..,"broker":..,"metric":..,"value":..,<metrics>}`.
+    /// One JSON object on one line:
+    /// `{"scenario":..,"broker":..,"transport":..,"metric":..,"value":..,<metrics>}`.
     pub fn json(&self) -> String {
         let num = |v: Option<f64>| match v {
             Some(v) if v.is_finite() => format!("{}", (v * 1000.0).round() / 1000.0),
@@ -234,9 +272,10 @@ impl Report {
         };
         let head = self.metrics.first();
         let mut s = format!(
-            "{{\"scenario\":\"{}\",\"broker\":\"{}\",\"metric\":\"{}\",\"value\":{},\"unit\":\"{}\"",
+            "{{\"scenario\":\"{}\",\"broker\":\"{}\",\"transport\":\"{}\",\"metric\":\"{}\",\"value\":{},\"unit\":\"{}\"",
             self.scenario.name(),
             json_escape(&self.label),
+            self.transport,
             head.map_or("", |m| m.key),
             num(head.and_then(|m| m.value)),
             head.map_or("", |m| m.unit),
@@ -362,6 +401,10 @@ pub async fn measure<const N: usize>(opts: &Opts, read: impl Fn() -> [u64; N]) -
 /// Runs one scenario under its overall deadline.
 pub async fn run(scenario: Scenario, opts: &Opts) -> Result<Report> {
     opts.check()?;
+    if scenario == Scenario::Latency && (opts.ws || opts.proxy_v2) {
+        // Its blocking sockets bypass the async transports.
+        bail!("latency runs over plain TCP only (no --ws or --proxy-v2)");
+    }
     let fut = async {
         match scenario {
             Scenario::FanIn => flow::fan_in(opts).await,

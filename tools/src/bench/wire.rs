@@ -207,6 +207,13 @@ pub fn ack_id(buf: &[u8], f: &Frame) -> Result<u16> {
     }
 }
 
+/// Writes `bytes` and flushes: over WebSocket a write is one frame, and a frame the socket could
+/// not take at once waits in the stream until the flush.
+pub async fn send<S: AsyncWrite + Unpin>(s: &mut S, bytes: &[u8]) -> std::io::Result<()> {
+    s.write_all(bytes).await?;
+    s.flush().await
+}
+
 /// Reads until one whole packet has been decoded by the broker's codec (set-up only).
 pub async fn read_packet<S: AsyncRead + Unpin>(s: &mut S, rbuf: &mut BytesMut) -> Result<Packet> {
     for _ in 0..10_000 {
@@ -230,7 +237,7 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     connect: &[u8],
     rbuf: &mut BytesMut,
 ) -> Result<()> {
-    s.write_all(connect).await.context("sending CONNECT")?;
+    send(s, connect).await.context("sending CONNECT")?;
     let packet = tokio::time::timeout(SETUP_TIMEOUT, read_packet(s, rbuf))
         .await
         .map_err(|_| anyhow!("no CONNACK within {SETUP_TIMEOUT:?}"))??;
@@ -257,7 +264,7 @@ pub async fn subscribe<S: AsyncRead + AsyncWrite + Unpin>(
         }],
         properties: None,
     }));
-    s.write_all(&packet).await.context("sending SUBSCRIBE")?;
+    send(s, &packet).await.context("sending SUBSCRIBE")?;
     let packet = tokio::time::timeout(SETUP_TIMEOUT, read_packet(s, rbuf))
         .await
         .map_err(|_| anyhow!("no SUBACK within {SETUP_TIMEOUT:?}"))??;
