@@ -1,6 +1,7 @@
-//! Smoke test for `mqtt-bench`: a one-second fan-in against an in-process mqttd must deliver
-//! something and print a JSON line that parses. Tiny settings so it stays cheap in
-//! `cargo test --workspace`; the real measurements are `tools/compare`'s job.
+//! Smoke tests for `mqtt-bench`: one-second runs against an in-process mqttd (plain TCP,
+//! WebSocket, PROXY v2) must deliver something, lose nothing and print a JSON line that parses.
+//! Tiny settings so they stay cheap in `cargo test --workspace`; the real measurements are
+//! `tools/compare`'s job.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -41,14 +42,10 @@ fn parse_flat_json(line: &str) -> Option<HashMap<String, String>> {
     Some(out)
 }
 
-#[test]
-fn fan_in_against_an_in_process_broker() {
-    let broker = InProcessBroker::start(1);
-    let port = broker.addr.port();
-
+/// Runs mqtt-bench with `args` (at most 20 s) and returns its JSON line, parsed.
+fn run_bench(args: &[&str]) -> HashMap<String, String> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mqtt-bench"))
-        .args(["fan-in", "--port", &port.to_string()])
-        .args(["--duration", "1s", "--warmup", "200ms", "--publishers", "2"])
+        .args(args)
         .args(["--threads", "1", "--label", "smoke"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -63,7 +60,7 @@ fn fan_in_against_an_in_process_broker() {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("mqtt-bench did not finish within 20 s");
+            panic!("mqtt-bench {args:?} did not finish within 20 s");
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -77,19 +74,119 @@ fn fan_in_against_an_in_process_broker() {
         .stderr
         .take()
         .map(|mut s| s.read_to_string(&mut stderr));
-    broker.stop();
-    assert!(status.success(), "mqtt-bench failed: {stderr}\n{stdout}");
-
+    assert!(
+        status.success(),
+        "mqtt-bench {args:?} failed: {stderr}\n{stdout}"
+    );
     let line = stdout
         .lines()
         .find(|l| l.starts_with('{'))
         .unwrap_or_else(|| panic!("no JSON line in:\n{stdout}"));
-    let json = parse_flat_json(line).unwrap_or_else(|| panic!("JSON does not parse: {line}"));
+    parse_flat_json(line).unwrap_or_else(|| panic!("JSON does not parse: {line}"))
+}
+
+/// A one-second fan-in with two publishers on `port` (plus `extra` options) that delivered
+/// something and lost nothing; returns the JSON.
+fn small_fan_in(port: u16, extra: &[&str]) -> HashMap<String, String> {
+    let port = port.to_string();
+    let mut args = vec![
+        "fan-in",
+        "--port",
+        &port,
+        "--duration",
+        "1s",
+        "--warmup",
+        "200ms",
+    ];
+    args.extend(["--publishers", "2"]);
+    args.extend(extra);
+    let json = run_bench(&args);
     assert_eq!(json.get("scenario").map(String::as_str), Some("fan-in"));
     assert_eq!(json.get("broker").map(String::as_str), Some("smoke"));
     let delivered: f64 = json["delivered"].parse().expect("delivered is a number");
     let rate: f64 = json["value"].parse().expect("value is a number");
-    assert!(delivered > 0.0 && rate > 0.0, "nothing delivered: {line}");
+    assert!(delivered > 0.0 && rate > 0.0, "nothing delivered: {json:?}");
+    assert_eq!(json["lost"], "0", "{json:?}");
+    json
+}
+
+#[test]
+fn fan_in_against_an_in_process_broker() {
+    let broker = InProcessBroker::start(1);
+    let json = small_fan_in(broker.addr.port(), &[]);
+    broker.stop();
+    assert_eq!(json["transport"], "tcp");
+}
+
+/// `--ws` against mqttd's WebSocket listener: fan-in, a few idle connections, connect rate.
+#[test]
+fn websocket_scenarios_against_an_in_process_broker() {
+    let broker = InProcessBroker::with_listeners(
+        1,
+        "[[listener]]\nname = \"ws\"\nbind = \"127.0.0.1:0\"\nprotocol = \"ws\"\npath = \"/bench\"\n",
+    );
+    let port = broker.addr.port();
+    let json = small_fan_in(port, &["--ws", "--ws-path", "/bench"]);
+    assert_eq!(json["transport"], "ws");
+    let p = port.to_string();
+    let quick = [
+        "--duration",
+        "500ms",
+        "--warmup",
+        "100ms",
+        "--ws",
+        "--ws-path",
+        "/bench",
+    ];
+    let conns = run_bench(
+        &[
+            &["connections", "--port", &p, "--clients", "50"],
+            &quick[..],
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        (conns["connected"].as_str(), conns["failed"].as_str()),
+        ("50", "0")
+    );
+    let rate = run_bench(
+        &[
+            &["connect-rate", "--port", &p, "--concurrency", "2"],
+            &quick[..],
+        ]
+        .concat(),
+    );
+    assert!(rate["value"].parse::<f64>().unwrap() > 0.0, "{rate:?}");
+    // A wrong path is refused by the broker, and mqtt-bench says so.
+    let out = Command::new(env!("CARGO_BIN_EXE_mqtt-bench"))
+        .args([
+            "fan-in",
+            "--port",
+            &p,
+            "--ws",
+            "--ws-path",
+            "/nope",
+            "--duration",
+            "1s",
+        ])
+        .output()
+        .expect("run mqtt-bench");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("404"), "{err}");
+    broker.stop();
+}
+
+/// `--proxy-v2` against a listener expecting PROXY v2 headers from loopback.
+#[test]
+fn proxy_v2_fan_in_against_an_in_process_broker() {
+    let broker = InProcessBroker::with_listeners(
+        1,
+        "[[listener]]\nbind = \"127.0.0.1:0\"\nproxy_protocol = \"v2\"\n\
+         proxy_trusted = [\"127.0.0.1/32\"]\n",
+    );
+    let json = small_fan_in(broker.addr.port(), &["--proxy-v2"]);
+    assert_eq!(json["transport"], "tcp+proxy-v2");
+    broker.stop();
 }
 
 #[test]

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 pub struct InProcessBroker {
     pub rt: tokio::runtime::Runtime,
+    /// The first listener's address.
     pub addr: SocketAddr,
     shutdown: CancellationToken,
     handle: tokio::task::JoinHandle<()>,
@@ -19,9 +20,16 @@ pub struct InProcessBroker {
 impl InProcessBroker {
     /// One plain listener on 127.0.0.1:0, `$SYS` off, warnings only.
     pub fn start(worker_threads: usize) -> InProcessBroker {
+        Self::with_listeners(worker_threads, "[[listener]]\nbind = \"127.0.0.1:0\"\n")
+    }
+
+    /// As [`InProcessBroker::start`], with these `[[listener]]` tables instead.
+    pub fn with_listeners(worker_threads: usize, listeners: &str) -> InProcessBroker {
         let config = Config::parse(
-            "[[listener]]\nbind = \"127.0.0.1:0\"\n[sys]\ninterval = 0\n[log]\nlevel = \"warn\"\n\
-             [persistence]\nenabled = false\n",
+            &format!(
+                "{listeners}\n[sys]\ninterval = 0\n[log]\nlevel = \"warn\"\n\
+                 [persistence]\nenabled = false\n"
+            ),
             Path::new("in-process.toml"),
         )
         .expect("config");
