@@ -102,10 +102,13 @@ pub async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
         .await
         .context("sending the WebSocket upgrade")?;
     let mut raw = BytesMut::with_capacity(FIRST_CHUNK);
+    // Where the search for the blank line goes on from (each read is searched once).
+    let mut from = 0;
     let end = loop {
-        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
+        if let Some(i) = raw[from..].windows(4).position(|w| w == b"\r\n\r\n") {
+            break from + i + 4;
         }
+        from = raw.len().saturating_sub(3);
         if raw.len() > MAX_RESPONSE {
             bail!("the upgrade response is longer than {MAX_RESPONSE} bytes");
         }
@@ -243,8 +246,9 @@ pub struct WsStream<S> {
 }
 
 impl<S> WsStream<S> {
-    /// `raw`: bytes already read past the upgrade response.
-    fn new(inner: S, raw: BytesMut) -> Self {
+    /// A stream on an already upgraded `inner`; `raw`: bytes already read past the upgrade
+    /// response (the first frames).
+    pub fn new(inner: S, raw: BytesMut) -> Self {
         let seed = SEEDS.fetch_add(0x9E37_79B9_7F4A_7C15, Relaxed)
             ^ std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
