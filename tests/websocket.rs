@@ -383,6 +383,28 @@ async fn wss_and_mtls_over_wss() {
         true
     });
     assert_eq!(users.into_inner(), ["alice"]);
+
+    // SIGHUP's reload: new wss handshakes get the new certificate; open connections go on.
+    let next = pki.issue_server_cert();
+    std::fs::write(pki.path("server.pem"), &next.cert_pem).unwrap();
+    std::fs::write(pki.path("server.key"), &next.key_pem).unwrap();
+    broker.reloader.reload().expect("reload");
+    let stream = wss_connect(
+        broker.addr_of("wss"),
+        pki.client(tokio_rustls::rustls::DEFAULT_VERSIONS),
+    )
+    .await;
+    let presented = stream
+        .inner
+        .get_ref()
+        .1
+        .peer_certificates()
+        .expect("a certificate")[0]
+        .clone();
+    assert_eq!(presented.as_ref(), next.der.as_ref());
+    let mut after = RawClient::connected_on(stream, "after-reload").await;
+    after.ping().await;
+    c.ping().await;
     c.disconnect().await;
     broker.stop().await;
 }
