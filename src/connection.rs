@@ -18,6 +18,8 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::protocol::{self, DecodeError, EncodeError, Packet, ProtocolVersion};
+use crate::transport::Framing;
+use crate::transport::ws::WsStream;
 
 /// Initial read buffer; grows on demand up to the largest packet allowed.
 /// Reads start small, so an idle connection holds little memory, and double (up to
@@ -35,20 +37,21 @@ pub enum ReadError {
     Truncated,
 }
 
-/// A stream a connection can be served over. Plain TCP can also be parked while idle (see
-/// [`crate::park`]); others cannot.
+/// A stream a connection can be served over. Plain TCP and WebSocket over plain TCP can also be
+/// parked while idle (see [`crate::park`]); others cannot.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + Sized + 'static {
     /// Whether [`Stream::into_socket`] can succeed.
     const PARKABLE: bool = false;
 
-    /// The socket, out of tokio's reactor, for parking; `Err`: not parkable, given back.
-    fn into_socket(self) -> Result<io::Result<std::net::TcpStream>, Self> {
+    /// The socket, out of tokio's reactor, with what frames its bytes, for parking; `Err`: not
+    /// parkable, given back.
+    fn into_socket(self) -> Result<io::Result<(std::net::TcpStream, Framing)>, Self> {
         Err(self)
     }
 
     /// Back from [`Stream::into_socket`].
-    fn from_socket(socket: std::net::TcpStream) -> io::Result<Self> {
-        drop(socket);
+    fn from_socket(socket: std::net::TcpStream, framing: Framing) -> io::Result<Self> {
+        drop((socket, framing));
         Err(io::Error::other("this kind of stream cannot be parked"))
     }
 }
@@ -56,16 +59,42 @@ pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + Sized + 'static {
 impl Stream for tokio::net::TcpStream {
     const PARKABLE: bool = true;
 
-    fn into_socket(self) -> Result<io::Result<std::net::TcpStream>, Self> {
-        Ok(self.into_std())
+    fn into_socket(self) -> Result<io::Result<(std::net::TcpStream, Framing)>, Self> {
+        Ok(self.into_std().map(|socket| (socket, Framing::Raw)))
     }
 
-    fn from_socket(socket: std::net::TcpStream) -> io::Result<Self> {
-        tokio::net::TcpStream::from_std(socket)
+    fn from_socket(socket: std::net::TcpStream, framing: Framing) -> io::Result<Self> {
+        match framing {
+            Framing::Raw => tokio::net::TcpStream::from_std(socket),
+            Framing::Ws(_) => Err(io::Error::other("a WebSocket connection resumed as plain TCP")),
+        }
+    }
+}
+
+impl Stream for WsStream<tokio::net::TcpStream> {
+    const PARKABLE: bool = true;
+
+    fn into_socket(self) -> Result<io::Result<(std::net::TcpStream, Framing)>, Self> {
+        let (tcp, state) = self.into_parts();
+        Ok(tcp
+            .into_std()
+            .map(|socket| (socket, Framing::Ws(Box::new(state)))))
+    }
+
+    fn from_socket(socket: std::net::TcpStream, framing: Framing) -> io::Result<Self> {
+        match framing {
+            Framing::Ws(state) => {
+                let tcp = tokio::net::TcpStream::from_std(socket)?;
+                Ok(WsStream::new(tcp, *state))
+            }
+            Framing::Raw => Err(io::Error::other("a plain TCP connection resumed as WebSocket")),
+        }
     }
 }
 
 impl Stream for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {}
+
+impl Stream for WsStream<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {}
 
 /// In-process connections (see [`crate::listener::InMemory`]).
 impl Stream for tokio::io::DuplexStream {}
@@ -155,14 +184,18 @@ impl Parked {
     /// handles its first packets at once, without waiting for tokio's reactor to report the
     /// newly registered socket readable. End of stream and errors are left for the connection's
     /// own read to find again. Returns how many bytes it read.
-    pub fn read_ahead(&mut self, socket: &std::net::TcpStream) -> usize {
+    /// `framing` takes the bytes out of their frames first (WebSocket).
+    pub fn read_ahead(&mut self, socket: &std::net::TcpStream, framing: &mut Framing) -> usize {
         use std::io::Read;
         let mut chunk = [0u8; MIN_READ_CHUNK];
         let mut socket = socket;
         match socket.read(&mut chunk) {
             Ok(n) if n > 0 => {
-                let buffers = self.buffers.get_or_insert_with(Box::default);
-                buffers.0.extend_from_slice(&chunk[..n]);
+                let kept = framing.decode(&mut chunk[..n]);
+                if kept > 0 {
+                    let buffers = self.buffers.get_or_insert_with(Box::default);
+                    buffers.0.extend_from_slice(&chunk[..kept]);
+                }
                 n
             }
             _ => 0,

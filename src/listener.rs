@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
@@ -91,10 +92,10 @@ impl Listener {
                 drop(socket);
                 continue;
             };
-            // Behind a proxy the slot waits for the header's address.
-            let ip_slot = match front.proxy {
-                Some(_) => None,
-                None => match ctx.ip_slot(addr.ip()) {
+            // Behind a proxy the slot waits for the client's address.
+            let ip_slot = match front.defers_address() {
+                true => None,
+                false => match ctx.ip_slot(addr.ip()) {
                     Some(slot) => Some(slot),
                     None => {
                         let max = ctx.limits.max_connections_per_ip.unwrap_or_default();
@@ -186,58 +187,69 @@ impl Opening {
 }
 
 impl FrontDoor {
+    /// Whether the client's address is known only after the front door: from a PROXY header,
+    /// or from X-Forwarded-For on a WebSocket listener with trusted proxies.
+    fn defers_address(&self) -> bool {
+        self.proxy.is_some() || self.ws.as_ref().is_some_and(|ws| !ws.trusted.is_empty())
+    }
+
     /// PROXY header, TLS, WebSocket, as configured; then the MQTT connection.
-    async fn open(self, mut socket: TcpStream, mut opening: Opening) {
-        let ctx = opening.ctx.clone();
+    async fn open(self, socket: TcpStream, opening: Opening) {
+        let shutdown = opening.ctx.shutdown.clone();
         // Shutdown does not wait out the front door's timeouts, or the drain would stall on
         // silent sockets.
         tokio::select! {
-            _ = ctx.shutdown.cancelled() => {}
-            _ = async {
-                if let Some(proxy) = &self.proxy {
-                    let Some(()) = read_proxy_header(proxy, &mut socket, &mut opening).await else {
-                        return;
-                    };
-                }
-                let Some((peer, ctx, guard)) = opening.guard() else { return };
-                match self.tls.clone() {
-                    None => self.upgrade(socket, peer, ctx, guard).await,
-                    Some(tls) => {
-                        let Some((stream, peer)) = handshake(socket, peer, &tls, &ctx).await else {
-                            return;
-                        };
-                        self.upgrade(stream, peer, ctx, guard).await
-                    }
-                }
-            } => {}
+            _ = shutdown.cancelled() => {}
+            _ = self.walk_through(socket, opening) => {}
+        }
+    }
+
+    async fn walk_through(&self, mut socket: TcpStream, mut opening: Opening) {
+        if let Some(proxy) = &self.proxy
+            && read_proxy_header(proxy, &mut socket, &mut opening)
+                .await
+                .is_none()
+        {
+            return;
+        }
+        match &self.tls {
+            None => self.upgrade(socket, opening).await,
+            Some(tls) => {
+                let Some(stream) = handshake(socket, &mut opening.peer, tls, &opening.ctx).await
+                else {
+                    return;
+                };
+                self.upgrade(stream, opening).await
+            }
         }
     }
 
     /// The WebSocket upgrade if the listener has one, then MQTT. (Boxed: the connection's future
     /// lives on the heap either way, and the front door's stays small.)
-    async fn upgrade<S: Stream>(&self, stream: S, mut peer: Peer, ctx: Arc<Context>, guard: Guard)
+    async fn upgrade<S: Stream + AsyncRead + AsyncWrite>(&self, stream: S, mut opening: Opening)
     where
         ws::WsStream<S>: Stream,
     {
         let Some(options) = &self.ws else {
+            let Some((peer, ctx, guard)) = opening.guard() else {
+                return;
+            };
             return Box::pin(client::serve(stream, peer, ctx, guard)).await;
         };
-        let trusted = self.proxy.as_deref();
-        match ws::accept(
-            stream,
-            options,
-            &mut peer,
-            trusted,
-            ctx.limits.connect_timeout,
-        )
-        .await
-        {
-            Ok(stream) => Box::pin(client::serve(stream, peer, ctx, guard)).await,
+        let timeout = opening.ctx.limits.connect_timeout;
+        match ws::accept(stream, options, &mut opening.peer, timeout).await {
+            Ok(stream) => {
+                let Some((peer, ctx, guard)) = opening.guard() else {
+                    return;
+                };
+                Box::pin(client::serve(stream, peer, ctx, guard)).await
+            }
             Err(e) => {
+                let (peer, ctx) = (&opening.peer, &opening.ctx);
                 if matches!(e, ws::UpgradeError::Timeout(_)) {
                     ctx.router.stats.limit_hit(Limit::ConnectTimeout);
                 }
-                info!(peer = %peer.addr, listener = %peer.listener, "WebSocket upgrade refused: {e}")
+                info!(peer = %peer.addr, listener = %peer.listener, "WebSocket upgrade refused: {e}; closing")
             }
         }
     }
@@ -282,16 +294,16 @@ async fn read_proxy_header(
 /// The TLS handshake, under the listener's `tls.handshake_timeout`. `None`: failed (logged).
 async fn handshake(
     socket: TcpStream,
-    mut peer: Peer,
+    peer: &mut Peer,
     tls: &Tls,
     ctx: &Context,
-) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, Peer)> {
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
     match tls.accept(socket).await {
         Ok((stream, identity)) => {
             if identity.is_some() {
                 peer.cert_identity = identity;
             }
-            Some((stream, peer))
+            Some(stream)
         }
         Err(e @ crate::tls::TlsError::HandshakeTimeout(_)) => {
             ctx.router.stats.limit_hit(Limit::HandshakeTimeout);

@@ -5,6 +5,8 @@ use tokio::time::Instant;
 
 use crate::connection::{Connection, Stream};
 use crate::park::Parkable;
+use crate::transport::Framing;
+use crate::transport::ws::WsStream;
 
 use super::exit::Exit;
 use super::{Client, Guard};
@@ -42,8 +44,8 @@ pub(super) async fn drive<S: Stream>(
         };
         let max_packet_size = client.ctx.limits.max_packet_size;
         let (stream, parked) = conn.park();
-        let socket = match stream.into_socket() {
-            Ok(Ok(socket)) => socket,
+        let (socket, framing) = match stream.into_socket() {
+            Ok(Ok(parts)) => parts,
             Err(stream) => {
                 conn = Connection::unpark(stream, parked, max_packet_size);
                 continue;
@@ -56,6 +58,7 @@ pub(super) async fn drive<S: Stream>(
         };
         let idle = Idle {
             socket,
+            framing,
             conn: parked,
             client,
             guard,
@@ -74,6 +77,8 @@ pub(super) async fn drive<S: Stream>(
 /// A parked connection (see [`crate::park`]): what its task held, without the task.
 pub struct Idle {
     socket: std::net::TcpStream,
+    /// Raw MQTT, or WebSocket frames with their state.
+    framing: Framing,
     conn: crate::connection::Parked,
     client: Client,
     guard: Guard,
@@ -91,14 +96,24 @@ impl Parkable for Idle {
     /// Serves the connection on as a task (spawned by the parker when something happened).
     async fn resume(mut self, deadline: Option<Instant>, readable: bool) {
         if readable {
-            let n = self.conn.read_ahead(&self.socket);
+            let n = self.conn.read_ahead(&self.socket, &mut self.framing);
             let stats = &self.client.ctx.router.stats;
             stats
                 .bytes_received
                 .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
         }
-        if let Some((conn, client, guard)) = self.unpark::<tokio::net::TcpStream>() {
-            drive(conn, client, guard, Start::Resumed { deadline }).await;
+        let start = Start::Resumed { deadline };
+        match self.framing {
+            Framing::Raw => {
+                if let Some((conn, client, guard)) = self.unpark::<tokio::net::TcpStream>() {
+                    drive(conn, client, guard, start).await;
+                }
+            }
+            Framing::Ws(_) => {
+                if let Some((conn, client, guard)) = self.unpark::<WsStream<tokio::net::TcpStream>>() {
+                    Box::pin(drive(conn, client, guard, start)).await;
+                }
+            }
         }
     }
 }
@@ -109,11 +124,12 @@ impl Idle {
     pub(super) fn unpark<S: Stream>(self) -> Option<(Connection<S>, Client, Guard)> {
         let Idle {
             socket,
+            framing,
             conn,
             mut client,
             guard,
         } = self;
-        match S::from_socket(socket) {
+        match S::from_socket(socket, framing) {
             Ok(stream) => {
                 let conn = Connection::unpark(stream, conn, client.ctx.limits.max_packet_size);
                 Some((conn, client, guard))

@@ -1,9 +1,39 @@
-//! MQTT over WebSocket (work in progress).
+//! MQTT over WebSocket (RFC 6455; MQTT 5.0 section 6): the upgrade handshake here, the frames in
+//! [`frames`].
+//!
+//! The handshake, under `limits.connect_timeout`:
+//! - an HTTP/1.1 `GET` of the listener's `path` (else 404), with `Upgrade: websocket`,
+//!   `Connection: Upgrade` (else 426), `Sec-WebSocket-Version: 13` (else 426 naming 13) and a key;
+//! - an `Origin`, when the browser sends one and `ws_origins` is set, must be listed (else 403);
+//! - `Sec-WebSocket-Protocol` must offer `mqtt` (or `mqttv3.1`, for old clients), and exactly that
+//!   one is echoed (else 400: MQTT 5.0 section 6.0.0.3 asks for it);
+//! - no extension is accepted (no permessage-deflate: MQTT payloads are often compressed or binary
+//!   already, and deflate state costs tens of kilobytes per connection);
+//! - `X-Forwarded-For` is believed only from a `proxy_trusted` address: the rightmost address not
+//!   itself trusted is the client's.
+//!
+//! A refused request gets its HTTP status and a one-line reason, then the connection closes.
+//! tungstenite (the crate under tokio-tungstenite) gives the accept key and the frame-header
+//! codec; the request is read with httparse.
 
+mod frames;
+#[cfg(test)]
+mod tests;
+
+pub use frames::{WsState, WsStream, close};
+
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::client::Peer;
 use crate::config::TrustedNet;
+
+/// The longest upgrade request read (browsers send 0.5 to 2 KB; cookies can add more).
+pub const MAX_REQUEST: usize = 8 * 1024;
+/// Headers parsed per request; more gets 431.
+const MAX_HEADERS: usize = 48;
 
 /// A WebSocket listener's settings.
 #[derive(Debug, Clone)]
@@ -14,7 +44,7 @@ pub struct WsOptions {
     pub origins: Option<Vec<String>>,
     /// Whose X-Forwarded-For header to believe (`proxy_trusted`).
     pub trusted: Vec<TrustedNet>,
-    /// Largest frame accepted (`limits.max_packet_size`).
+    /// Largest data frame accepted (`limits.max_packet_size`).
     pub max_frame: usize,
 }
 
@@ -23,61 +53,269 @@ pub struct WsOptions {
 pub enum UpgradeError {
     #[error("no WebSocket upgrade within {0:?} (limits.connect_timeout)")]
     Timeout(Duration),
+    #[error("closed before the upgrade request was complete")]
+    Closed,
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("HTTP {status}: {why}")]
+    Refused { status: u16, why: String },
 }
 
-/// MQTT bytes over WebSocket frames.
-pub struct WsStream<S> {
-    inner: S,
+/// The parts of an upgrade request that matter, owned.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct UpgradeRequest {
+    pub method: String,
+    /// Without the query string.
+    pub path: String,
+    /// HTTP/1.1 (or later).
+    pub http11: bool,
+    /// `Upgrade` names `websocket`.
+    pub upgrade: bool,
+    /// `Connection` names `upgrade`.
+    pub connection_upgrade: bool,
+    pub version: Option<String>,
+    pub key: Option<String>,
+    /// Every `Sec-WebSocket-Protocol` value offered, in order.
+    pub protocols: Vec<String>,
+    pub origin: Option<String>,
+    pub forwarded_for: Option<String>,
 }
 
-/// Answers the upgrade request on `stream`.
-pub async fn accept<S>(
-    stream: S,
+/// What a refusal answers: status, reason phrase, extra headers, and the reason for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub extra: &'static str,
+    pub why: String,
+}
+
+/// Parses an upgrade request from the bytes read so far. `Ok(None)`: incomplete; `Ok(Some((request,
+/// n)))`: the request is the first `n` bytes.
+pub fn parse_request(bytes: &[u8]) -> Result<Option<(UpgradeRequest, usize)>, Refusal> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let used = match parsed.parse(bytes) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(refusal(431, "", format!("more than {MAX_HEADERS} headers")));
+        }
+        Err(e) => return Err(refusal(400, "", format!("not an HTTP request ({e})"))),
+    };
+    let target = parsed.path.unwrap_or("");
+    let mut request = UpgradeRequest {
+        method: parsed.method.unwrap_or("").to_owned(),
+        path: target.split('?').next().unwrap_or("").to_owned(),
+        http11: parsed.version.is_some_and(|v| v >= 1),
+        ..UpgradeRequest::default()
+    };
+    for header in parsed.headers.iter() {
+        let value = String::from_utf8_lossy(header.value);
+        let value = value.trim();
+        let has_token = |token: &str| value.split(',').any(|t| t.trim().eq_ignore_ascii_case(token));
+        let name = header.name;
+        if name.eq_ignore_ascii_case("upgrade") {
+            request.upgrade |= has_token("websocket");
+        } else if name.eq_ignore_ascii_case("connection") {
+            request.connection_upgrade |= has_token("upgrade");
+        } else if name.eq_ignore_ascii_case("sec-websocket-version") {
+            request.version = Some(value.to_owned());
+        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
+            request.key = Some(value.to_owned());
+        } else if name.eq_ignore_ascii_case("sec-websocket-protocol") {
+            let offered = value.split(',').map(str::trim).filter(|p| !p.is_empty());
+            request.protocols.extend(offered.map(str::to_owned));
+        } else if name.eq_ignore_ascii_case("origin") {
+            request.origin = Some(value.to_owned());
+        } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+            // Several headers are one list (RFC 9110 section 5.3).
+            let list = request.forwarded_for.get_or_insert_with(String::new);
+            if !list.is_empty() {
+                list.push(',');
+            }
+            list.push_str(value);
+        }
+    }
+    Ok(Some((request, used)))
+}
+
+/// Checks the request against the listener's settings; `Ok`: the subprotocol to echo.
+pub fn check(request: &UpgradeRequest, options: &WsOptions) -> Result<&'static str, Refusal> {
+    if request.method != "GET" {
+        let why = format!("method {} (only GET upgrades)", cut(&request.method));
+        return Err(refusal(405, "Allow: GET\r\n", why));
+    }
+    if request.path != options.path {
+        let why = format!("path {} is not {}", cut(&request.path), options.path);
+        return Err(refusal(404, "", why));
+    }
+    if !request.http11 || !request.upgrade || !request.connection_upgrade {
+        let why = "not a WebSocket upgrade (Upgrade: websocket, Connection: Upgrade)".into();
+        return Err(refusal(426, "Upgrade: websocket\r\nConnection: Upgrade\r\n", why));
+    }
+    if request.version.as_deref() != Some("13") {
+        let why = format!(
+            "Sec-WebSocket-Version {} (13 is supported)",
+            cut(request.version.as_deref().unwrap_or("missing"))
+        );
+        return Err(refusal(426, "Sec-WebSocket-Version: 13\r\n", why));
+    }
+    let key_ok = request.key.as_deref().is_some_and(|key| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(key)
+            .is_ok_and(|k| k.len() == 16)
+    });
+    if !key_ok {
+        return Err(refusal(400, "", "no valid Sec-WebSocket-Key".into()));
+    }
+    if let (Some(allowed), Some(origin)) = (&options.origins, &request.origin)
+        && !allowed.iter().any(|a| a.eq_ignore_ascii_case(origin))
+    {
+        let why = format!("Origin {} is not in ws_origins", cut(origin));
+        return Err(refusal(403, "", why));
+    }
+    let offered = |p: &str| request.protocols.iter().any(|o| o.eq_ignore_ascii_case(p));
+    match ["mqtt", "mqttv3.1"].into_iter().find(|p| offered(p)) {
+        Some(protocol) => Ok(protocol),
+        None => {
+            let why = match request.protocols.first() {
+                None => "no Sec-WebSocket-Protocol (mqtt is required)".into(),
+                Some(p) => format!("Sec-WebSocket-Protocol {} does not offer mqtt", cut(p)),
+            };
+            Err(refusal(400, "", why))
+        }
+    }
+}
+
+/// The client's address from `X-Forwarded-For`, when `peer` is a trusted proxy: the rightmost
+/// entry that is not itself trusted (entries further left could be forged by the client), or the
+/// leftmost if all are. `None`: not trusted, no header, or an entry that is not an address.
+pub fn forwarded_client(
+    peer: IpAddr,
+    forwarded_for: Option<&str>,
+    trusted: &[TrustedNet],
+) -> Option<IpAddr> {
+    let trusts = |ip: IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !trusts(peer) {
+        return None;
+    }
+    let mut client = None;
+    for entry in forwarded_for?.rsplit(',') {
+        let ip = parse_forwarded_ip(entry.trim())?;
+        client = Some(ip);
+        if !trusts(ip) {
+            break;
+        }
+    }
+    client
+}
+
+/// An X-Forwarded-For entry: an address, maybe with a port ("1.2.3.4:5", "[::1]:5").
+fn parse_forwarded_ip(entry: &str) -> Option<IpAddr> {
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()))
+}
+
+fn refusal(status: u16, extra: &'static str, why: String) -> Refusal {
+    Refusal { status, extra, why }
+}
+
+/// Client-supplied text for a log line or reason: at most 64 characters, escaped.
+fn cut(text: &str) -> String {
+    let short: String = text.chars().take(64).collect();
+    let more = if text.chars().count() > 64 { "..." } else { "" };
+    format!("\"{}{more}\"", short.escape_debug())
+}
+
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        426 => "Upgrade Required",
+        431 => "Request Header Fields Too Large",
+        _ => "Error",
+    }
+}
+
+/// Runs the server side of the upgrade on `stream` under `timeout`; on success the connection
+/// speaks MQTT in binary frames. `peer.addr` becomes the X-Forwarded-For client's when the
+/// listener trusts the proxy that sent it.
+pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     options: &WsOptions,
     peer: &mut Peer,
-    proxy: Option<&crate::proxy::ProxyGate>,
     timeout: Duration,
 ) -> Result<WsStream<S>, UpgradeError> {
-    let _ = (options, peer, proxy, timeout);
-    Ok(WsStream { inner: stream })
-}
-
-impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WsStream<S> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    match tokio::time::timeout(timeout, handshake(&mut stream, options, peer)).await {
+        Err(_) => Err(UpgradeError::Timeout(timeout)),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(early)) => Ok(WsStream::new(stream, WsState::new(options.max_frame, early))),
     }
 }
 
-impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WsStream<S> {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+/// Reads and answers the request; returns the bytes that came after it.
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    options: &WsOptions,
+    peer: &mut Peer,
+) -> Result<Vec<u8>, UpgradeError> {
+    let mut buf = Vec::with_capacity(1024);
+    let parsed = loop {
+        if buf.len() >= MAX_REQUEST {
+            let why = format!("request header over {MAX_REQUEST} bytes");
+            break Err(refusal(431, "", why));
+        }
+        let mut chunk = [0u8; 1024];
+        let room = chunk.len().min(MAX_REQUEST - buf.len());
+        let n = stream.read(&mut chunk[..room]).await?;
+        if n == 0 {
+            return Err(UpgradeError::Closed);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        match parse_request(&buf) {
+            Ok(None) => continue,
+            Ok(Some(done)) => break Ok(done),
+            Err(refused) => break Err(refused),
+        }
+    };
+    let checked = parsed.and_then(|(request, used)| {
+        check(&request, options).map(|protocol| (request, used, protocol))
+    });
+    let (request, used, protocol) = match checked {
+        Ok(ok) => ok,
+        Err(Refusal { status, extra, why }) => {
+            let body = format!("{why}\n");
+            let answer = format!(
+                "HTTP/1.1 {status} {}\r\nConnection: close\r\nContent-Type: text/plain; \
+                 charset=utf-8\r\nContent-Length: {}\r\n{extra}\r\n{body}",
+                reason_phrase(status),
+                body.len()
+            );
+            let _ = stream.write_all(answer.as_bytes()).await;
+            let _ = stream.shutdown().await;
+            return Err(UpgradeError::Refused { status, why });
+        }
+    };
+    if let Some(ip) = forwarded_client(
+        peer.addr.ip(),
+        request.forwarded_for.as_deref(),
+        &options.trusted,
+    ) {
+        tracing::debug!(proxy = %peer.addr, listener = %peer.listener, "X-Forwarded-For: client {ip}");
+        peer.addr = SocketAddr::new(ip, 0);
     }
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-impl crate::connection::Stream for WsStream<tokio::net::TcpStream> {}
-impl crate::connection::Stream
-    for WsStream<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>
-{
+    let key = request.key.as_deref().unwrap_or_default();
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let answer = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: {protocol}\r\n\r\n"
+    );
+    stream.write_all(answer.as_bytes()).await?;
+    stream.flush().await?;
+    Ok(buf.split_off(used))
 }
