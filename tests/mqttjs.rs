@@ -1,7 +1,7 @@
 //! Interoperability with MQTT.js (npm `mqtt`, pinned in tests/js/package-lock.json), the client
 //! inside most browser dashboards and Node.js apps, over mqttd's WebSocket listeners: ws and wss,
 //! MQTT 5.0 and 3.1.1, QoS 0/1/2, a retained message, mTLS with `use_identity_as_username`, a will,
-//! and refused upgrades.
+//! and refused upgrades (another path, no MQTT subprotocol, an Origin not in `ws_origins`).
 //!
 //! `tests/js/client.mjs` runs one MQTT.js connection from a JSON job and prints one JSON line per
 //! event; `.ci/run` installs node (Debian's `nodejs`) and tests/js/node_modules. Without either the
@@ -515,12 +515,18 @@ async fn mqttjs_will_is_published_when_node_is_killed() {
     broker.stop().await;
 }
 
-/// An upgrade to another path than the listener's, or one without an MQTT subprotocol, gets an HTTP
-/// error, not a WebSocket; the listener goes on serving good upgrades.
+/// An upgrade to another path than the listener's (404), one without an MQTT subprotocol (400), or
+/// from a page whose Origin is not in `ws_origins` (403) gets an HTTP error, not a WebSocket; the
+/// listeners go on serving good upgrades.
 #[tokio::test]
-async fn mqttjs_bad_path_and_missing_subprotocol_are_refused() {
+async fn mqttjs_bad_path_missing_subprotocol_and_foreign_origin_are_refused() {
     let pki = Pki::generate();
-    let broker = TestBroker::start_with(config(&pki)).await;
+    let mut config = config(&pki);
+    config.listeners.push(ListenerConfig {
+        ws_origins: Some(vec!["https://app.example.com".into()]),
+        ..ws_listener("ws-origins", None)
+    });
+    let broker = TestBroker::start_with(config).await;
 
     let bad_path = MqttJs::start(
         "bad path",
@@ -542,11 +548,33 @@ async fn mqttjs_bad_path_and_missing_subprotocol_are_refused() {
     );
     let errors = no_subprotocol.refused().await;
     assert!(
-        errors
-            .iter()
-            .any(|e| e.contains("Unexpected server response")),
-        "an HTTP error instead of the upgrade: {errors:?}"
+        errors.iter().any(|e| e.contains("400")),
+        "HTTP 400 without an MQTT subprotocol: {errors:?}"
     );
+
+    let foreign = MqttJs::start(
+        "foreign origin",
+        json!({
+            "url": url(&broker, "ws", "ws-origins", "/mqtt"),
+            "protocolVersion": 5,
+            "origin": "https://evil.example",
+        }),
+    );
+    let errors = foreign.refused().await;
+    assert!(
+        errors.iter().any(|e| e.contains("403")),
+        "HTTP 403 for an Origin not in ws_origins: {errors:?}"
+    );
+    let mut listed = MqttJs::start(
+        "listed origin",
+        json!({
+            "url": url(&broker, "ws", "ws-origins", "/mqtt"),
+            "protocolVersion": 5,
+            "origin": "https://app.example.com",
+        }),
+    );
+    assert_eq!(listed.connected().await, "mqtt");
+    listed.end().await;
 
     let mut good = MqttJs::start(
         "good client",
