@@ -66,7 +66,9 @@ impl Stream for tokio::net::TcpStream {
     fn from_socket(socket: std::net::TcpStream, framing: Framing) -> io::Result<Self> {
         match framing {
             Framing::Raw => tokio::net::TcpStream::from_std(socket),
-            Framing::Ws(_) => Err(io::Error::other("a WebSocket connection resumed as plain TCP")),
+            Framing::Ws(_) => Err(io::Error::other(
+                "a WebSocket connection resumed as plain TCP",
+            )),
         }
     }
 }
@@ -87,7 +89,9 @@ impl Stream for WsStream<tokio::net::TcpStream> {
                 let tcp = tokio::net::TcpStream::from_std(socket)?;
                 Ok(WsStream::new(tcp, *state))
             }
-            Framing::Raw => Err(io::Error::other("a plain TCP connection resumed as WebSocket")),
+            Framing::Raw => Err(io::Error::other(
+                "a plain TCP connection resumed as WebSocket",
+            )),
         }
     }
 }

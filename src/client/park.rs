@@ -110,7 +110,9 @@ impl Parkable for Idle {
                 }
             }
             Framing::Ws(_) => {
-                if let Some((conn, client, guard)) = self.unpark::<WsStream<tokio::net::TcpStream>>() {
+                if let Some((conn, client, guard)) =
+                    self.unpark::<WsStream<tokio::net::TcpStream>>()
+                {
                     Box::pin(drive(conn, client, guard, start)).await;
                 }
             }

@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod wire;
+pub mod ws;
 
 use std::io::Write;
 use std::net::SocketAddr;

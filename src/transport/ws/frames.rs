@@ -172,7 +172,10 @@ impl WsState {
             );
         }
         let Some(mask) = header.mask else {
-            return self.fail(close::PROTOCOL_ERROR, "an unmasked frame from the client".into());
+            return self.fail(
+                close::PROTOCOL_ERROR,
+                "an unmasked frame from the client".into(),
+            );
         };
         self.kind = match header.opcode {
             OpCode::Data(Data::Binary) if self.fragmented => {
@@ -225,7 +228,10 @@ impl WsState {
         match control {
             Control::Ping => self.queue_control(0x8A, &payload),
             Control::Close if payload.len() == 1 => {
-                self.fail(close::PROTOCOL_ERROR, "a Close frame with a 1-byte body".into());
+                self.fail(
+                    close::PROTOCOL_ERROR,
+                    "a Close frame with a 1-byte body".into(),
+                );
             }
             Control::Close => {
                 if !self.close_queued {
@@ -441,8 +447,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if !this.state.close_queued && this.state.between_frames() {
-            this.state
-                .queue_control(0x88, &close::NORMAL.to_be_bytes());
+            this.state.queue_control(0x88, &close::NORMAL.to_be_bytes());
             this.state.close_queued = true;
         }
         ready!(this.poll_control(cx))?;

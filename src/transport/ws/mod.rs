@@ -112,7 +112,11 @@ pub fn parse_request(bytes: &[u8]) -> Result<Option<(UpgradeRequest, usize)>, Re
     for header in parsed.headers.iter() {
         let value = String::from_utf8_lossy(header.value);
         let value = value.trim();
-        let has_token = |token: &str| value.split(',').any(|t| t.trim().eq_ignore_ascii_case(token));
+        let has_token = |token: &str| {
+            value
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case(token))
+        };
         let name = header.name;
         if name.eq_ignore_ascii_case("upgrade") {
             request.upgrade |= has_token("websocket");
@@ -151,7 +155,11 @@ pub fn check(request: &UpgradeRequest, options: &WsOptions) -> Result<&'static s
     }
     if !request.http11 || !request.upgrade || !request.connection_upgrade {
         let why = "not a WebSocket upgrade (Upgrade: websocket, Connection: Upgrade)".into();
-        return Err(refusal(426, "Upgrade: websocket\r\nConnection: Upgrade\r\n", why));
+        return Err(refusal(
+            426,
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n",
+            why,
+        ));
     }
     if request.version.as_deref() != Some("13") {
         let why = format!(
@@ -254,7 +262,10 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     match tokio::time::timeout(timeout, handshake(&mut stream, options, peer)).await {
         Err(_) => Err(UpgradeError::Timeout(timeout)),
         Ok(Err(e)) => Err(e),
-        Ok(Ok(early)) => Ok(WsStream::new(stream, WsState::new(options.max_frame, early))),
+        Ok(Ok(early)) => Ok(WsStream::new(
+            stream,
+            WsState::new(options.max_frame, early),
+        )),
     }
 }
 

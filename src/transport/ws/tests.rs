@@ -106,7 +106,11 @@ fn protocol_errors_close_with_their_status() {
         ("text", frame(0x81, b"{}"), close::UNSUPPORTED_DATA),
         ("unmasked", unmasked, close::PROTOCOL_ERROR),
         ("rsv1", frame(0xC2, b"z"), close::PROTOCOL_ERROR),
-        ("continuation first", frame(0x80, b"z"), close::PROTOCOL_ERROR),
+        (
+            "continuation first",
+            frame(0x80, b"z"),
+            close::PROTOCOL_ERROR,
+        ),
         ("reserved opcode", frame(0x83, b"z"), close::PROTOCOL_ERROR),
         ("fragmented ping", frame(0x09, b""), close::PROTOCOL_ERROR),
         ("long ping", frame(0x89, &[0; 126]), close::PROTOCOL_ERROR),
@@ -210,7 +214,10 @@ fn upgrade_requests_are_checked() {
         check(&req, &options())
     };
     assert_eq!(ok("Sec-WebSocket-Protocol: mqtt\r\n"), Ok("mqtt"));
-    assert_eq!(ok("Sec-WebSocket-Protocol: foo, mqttv3.1\r\n"), Ok("mqttv3.1"));
+    assert_eq!(
+        ok("Sec-WebSocket-Protocol: foo, mqttv3.1\r\n"),
+        Ok("mqttv3.1")
+    );
     assert_eq!(
         ok("Sec-WebSocket-Protocol: mqttv3.1\r\nSec-WebSocket-Protocol: mqtt\r\n"),
         Ok("mqtt")
@@ -220,7 +227,10 @@ fn upgrade_requests_are_checked() {
         Ok("mqtt")
     );
     assert_eq!(ok("").unwrap_err().status, 400);
-    assert_eq!(ok("Sec-WebSocket-Protocol: chat\r\n").unwrap_err().status, 400);
+    assert_eq!(
+        ok("Sec-WebSocket-Protocol: chat\r\n").unwrap_err().status,
+        400
+    );
     let evil = ok("Origin: https://evil.example\r\nSec-WebSocket-Protocol: mqtt\r\n");
     assert_eq!(evil.unwrap_err().status, 403);
 
@@ -242,7 +252,10 @@ fn upgrade_requests_are_checked() {
     assert_eq!(refused(&swap("dGhlIHNhbXBsZSBub25jZQ==", "short")), 400);
 
     assert_eq!(parse_request(b"GET /mqtt HTTP/1.1\r\nHost:").unwrap(), None);
-    assert_eq!(parse_request(b"\x10\x0c\x00\x04MQTT").unwrap_err().status, 400);
+    assert_eq!(
+        parse_request(b"\x10\x0c\x00\x04MQTT").unwrap_err().status,
+        400
+    );
 }
 
 #[test]
@@ -251,14 +264,23 @@ fn forwarded_for_is_believed_from_trusted_proxies_only() {
     let proxy: IpAddr = "10.1.1.1".parse().unwrap();
     let stranger: IpAddr = "192.0.2.9".parse().unwrap();
     let client = |peer, header| forwarded_client(peer, Some(header), &trusted);
-    assert_eq!(client(proxy, "203.0.113.5"), Some("203.0.113.5".parse().unwrap()));
+    assert_eq!(
+        client(proxy, "203.0.113.5"),
+        Some("203.0.113.5".parse().unwrap())
+    );
     // The rightmost untrusted entry: what the client wrote further left is not believed.
     assert_eq!(
         client(proxy, "1.1.1.1, 203.0.113.5, 10.2.2.2"),
         Some("203.0.113.5".parse().unwrap())
     );
-    assert_eq!(client(proxy, "10.3.3.3, 10.2.2.2"), Some("10.3.3.3".parse().unwrap()));
-    assert_eq!(client(proxy, "[2001:db8::1]:443"), Some("2001:db8::1".parse().unwrap()));
+    assert_eq!(
+        client(proxy, "10.3.3.3, 10.2.2.2"),
+        Some("10.3.3.3".parse().unwrap())
+    );
+    assert_eq!(
+        client(proxy, "[2001:db8::1]:443"),
+        Some("2001:db8::1".parse().unwrap())
+    );
     assert_eq!(client(proxy, "nonsense"), None);
     assert_eq!(client(stranger, "203.0.113.5"), None);
     assert_eq!(forwarded_client(proxy, None, &trusted), None);
