@@ -237,19 +237,30 @@ impl FrontDoor {
             return Box::pin(client::serve(stream, peer, ctx, guard)).await;
         };
         let timeout = opening.ctx.limits.connect_timeout;
-        match ws::accept(stream, options, &mut opening.peer, timeout).await {
-            Ok(stream) => {
-                let Some((peer, ctx, guard)) = opening.guard() else {
-                    return;
-                };
-                Box::pin(client::serve(stream, peer, ctx, guard)).await
+        let refused = |opening: &Opening, e: ws::UpgradeError| {
+            let (peer, ctx) = (&opening.peer, &opening.ctx);
+            if matches!(e, ws::UpgradeError::Timeout(_)) {
+                ctx.router.stats.limit_hit(Limit::ConnectTimeout);
             }
+            info!(peer = %peer.addr, listener = %peer.listener, "WebSocket upgrade refused: {e}; closing");
+        };
+        let upgrade = match ws::read_upgrade(stream, options, &mut opening.peer, timeout).await {
+            Ok(upgrade) => upgrade,
+            Err(e) => return refused(&opening, e),
+        };
+        // The per-IP slot is taken before the 101, for the address X-Forwarded-For named.
+        let Some((peer, ctx, guard)) = opening.guard() else {
+            let why = "too many connections from this address (limits.max_connections_per_ip)";
+            return upgrade.refuse(503, why, timeout).await;
+        };
+        match upgrade.accept(timeout).await {
+            Ok(stream) => Box::pin(client::serve(stream, peer, ctx, guard)).await,
             Err(e) => {
-                let (peer, ctx) = (&opening.peer, &opening.ctx);
+                let (peer, ctx) = (&peer, &ctx);
                 if matches!(e, ws::UpgradeError::Timeout(_)) {
                     ctx.router.stats.limit_hit(Limit::ConnectTimeout);
                 }
-                info!(peer = %peer.addr, listener = %peer.listener, "WebSocket upgrade refused: {e}; closing")
+                info!(peer = %peer.addr, listener = %peer.listener, "WebSocket upgrade failed: {e}; closing");
             }
         }
     }

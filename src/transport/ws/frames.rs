@@ -135,6 +135,16 @@ impl WsState {
         w
     }
 
+    /// Whether the read side has ended (Close frame, or a protocol error).
+    pub fn ended(&self) -> bool {
+        self.ended.is_some()
+    }
+
+    /// Control frames waiting to be written (Pong, Close).
+    pub fn pending_control(&self) -> &[u8] {
+        &self.control_out
+    }
+
     /// Whether the read side stopped in the middle of a frame or message.
     pub(super) fn mid_frame(&self) -> bool {
         self.remaining > 0 || self.header_len > 0 || self.fragmented

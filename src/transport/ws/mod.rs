@@ -246,35 +246,96 @@ fn reason_phrase(status: u16) -> &'static str {
         405 => "Method Not Allowed",
         426 => "Upgrade Required",
         431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
         _ => "Error",
     }
 }
 
-/// Runs the server side of the upgrade on `stream` under `timeout`; on success the connection
-/// speaks MQTT in binary frames. `peer.addr` becomes the X-Forwarded-For client's when the
-/// listener trusts the proxy that sent it.
-pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
+/// An upgrade request that passed its checks, not yet answered: the listener decides (per-IP
+/// limit for the address X-Forwarded-For named) before [`Upgrade::accept`] or
+/// [`Upgrade::refuse`].
+#[derive(Debug)]
+pub struct Upgrade<S> {
+    stream: S,
+    protocol: &'static str,
+    key: String,
+    /// Bytes that came after the request.
+    early: Vec<u8>,
+    max_frame: usize,
+}
+
+/// Reads and checks the upgrade request on `stream` under `timeout` (a refusal is answered with
+/// its HTTP status and the connection closed). `peer.addr` becomes the X-Forwarded-For client's when the listener
+/// trusts the proxy that sent it.
+pub async fn read_upgrade<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     options: &WsOptions,
     peer: &mut Peer,
     timeout: Duration,
-) -> Result<WsStream<S>, UpgradeError> {
-    match tokio::time::timeout(timeout, handshake(&mut stream, options, peer)).await {
+) -> Result<Upgrade<S>, UpgradeError> {
+    let read = tokio::time::timeout(timeout, read_request(&mut stream, options, peer)).await;
+    match read {
         Err(_) => Err(UpgradeError::Timeout(timeout)),
-        Ok(Err(e)) => Err(e),
-        Ok(Ok(early)) => Ok(WsStream::new(
+        Ok(Ok((protocol, key, early))) => Ok(Upgrade {
             stream,
-            WsState::new(options.max_frame, early),
-        )),
+            protocol,
+            key,
+            early,
+            max_frame: options.max_frame,
+        }),
+        Ok(Err(e)) => Err(e),
     }
 }
 
-/// Reads and answers the request; returns the bytes that came after it.
-async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+impl<S: AsyncRead + AsyncWrite + Unpin> Upgrade<S> {
+    /// Answers 101: from now on the connection speaks MQTT in binary frames.
+    pub async fn accept(mut self, timeout: Duration) -> Result<WsStream<S>, UpgradeError> {
+        let accept = tungstenite::handshake::derive_accept_key(self.key.as_bytes());
+        let answer = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: {}\r\n\r\n",
+            self.protocol
+        );
+        let write = async {
+            self.stream.write_all(answer.as_bytes()).await?;
+            self.stream.flush().await
+        };
+        match tokio::time::timeout(timeout, write).await {
+            Err(_) => Err(UpgradeError::Timeout(timeout)),
+            Ok(Err(e)) => Err(e.into()),
+            Ok(Ok(())) => {
+                let state = WsState::new(self.max_frame, self.early);
+                Ok(WsStream::new(self.stream, state))
+            }
+        }
+    }
+
+    /// Answers `status` (e.g. 503 when a limit refuses the client) and closes.
+    pub async fn refuse(mut self, status: u16, why: &str, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, refuse(&mut self.stream, status, "", why)).await;
+    }
+}
+
+/// Writes an HTTP error answer with a one-line reason, then shuts the stream down.
+async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, status: u16, extra: &str, why: &str) {
+    let body = format!("{why}\n");
+    let answer = format!(
+        "HTTP/1.1 {status} {}\r\nConnection: close\r\nContent-Type: text/plain; \
+         charset=utf-8\r\nContent-Length: {}\r\n{extra}\r\n{body}",
+        reason_phrase(status),
+        body.len()
+    );
+    let _ = stream.write_all(answer.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Reads and checks the request; returns the subprotocol to echo, the key and the bytes that
+/// came after the request. A refusal is answered here.
+async fn read_request<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     options: &WsOptions,
     peer: &mut Peer,
-) -> Result<Vec<u8>, UpgradeError> {
+) -> Result<(&'static str, String, Vec<u8>), UpgradeError> {
     let mut buf = Vec::with_capacity(1024);
     let parsed = loop {
         if buf.len() >= MAX_REQUEST {
@@ -300,15 +361,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     let (request, used, protocol) = match checked {
         Ok(ok) => ok,
         Err(Refusal { status, extra, why }) => {
-            let body = format!("{why}\n");
-            let answer = format!(
-                "HTTP/1.1 {status} {}\r\nConnection: close\r\nContent-Type: text/plain; \
-                 charset=utf-8\r\nContent-Length: {}\r\n{extra}\r\n{body}",
-                reason_phrase(status),
-                body.len()
-            );
-            let _ = stream.write_all(answer.as_bytes()).await;
-            let _ = stream.shutdown().await;
+            refuse(stream, status, extra, &why).await;
             return Err(UpgradeError::Refused { status, why });
         }
     };
@@ -320,13 +373,6 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         tracing::debug!(proxy = %peer.addr, listener = %peer.listener, "X-Forwarded-For: client {ip}");
         peer.addr = SocketAddr::new(ip, 0);
     }
-    let key = request.key.as_deref().unwrap_or_default();
-    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
-    let answer = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: {protocol}\r\n\r\n"
-    );
-    stream.write_all(answer.as_bytes()).await?;
-    stream.flush().await?;
-    Ok(buf.split_off(used))
+    let key = request.key.unwrap_or_default();
+    Ok((protocol, key, buf.split_off(used)))
 }
