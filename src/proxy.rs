@@ -127,7 +127,12 @@ impl ProxyGate {
                 Step::More(n) => {
                     let len = buf.len();
                     buf.resize(len + n, 0);
-                    let got = socket.read(&mut buf[len..]).await?;
+                    let got = match socket.read(&mut buf[len..]).await {
+                        Ok(got) => got,
+                        // A health check's reset, before saying anything: as a close.
+                        Err(e) if len == 0 && e.kind() == std::io::ErrorKind::ConnectionReset => 0,
+                        Err(e) => return Err(e.into()),
+                    };
                     buf.truncate(len + got);
                     if got == 0 {
                         return Err(ProxyError::Closed(len));

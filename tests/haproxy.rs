@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{BrokerProcess, RawClient, WAIT, command, config_file, output_within};
+use common::{BrokerProcess, RawClient, WAIT, command, output_within};
 use mqttd::protocol::QoS;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -98,7 +98,7 @@ fn haproxy_config(v2: u16, v2_backend: SocketAddr, v1: u16, v1_backend: SocketAd
          defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 60s\n    \
          timeout server 60s\n\n\
          frontend mqtt_v2\n    bind 127.0.0.1:{v2}\n    default_backend mqttd_v2\n\n\
-         backend mqttd_v2\n    server s1 {v2_backend} send-proxy-v2\n\n\
+         backend mqttd_v2\n    server s1 {v2_backend} send-proxy-v2 check inter 100ms\n\n\
          frontend mqtt_v1\n    bind 127.0.0.1:{v1}\n    default_backend mqttd_v1\n\n\
          backend mqttd_v1\n    server s1 {v1_backend} send-proxy\n"
     )
@@ -118,13 +118,25 @@ fn listening_on(broker: &BrokerProcess, name: &str) -> SocketAddr {
     rest[..end].parse().expect("a socket address")
 }
 
+/// mqttd's configuration: a plain listener (first), then "v2" and "v1" PROXY listeners that trust
+/// 127.0.0.1 only; debug log for mqttd itself, so the health checks show.
+fn config(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("mqttd.toml");
+    let text = "[[listener]]\nbind = \"127.0.0.1:0\"\n\n\
+                [[listener]]\nname = \"v2\"\nbind = \"127.0.0.1:0\"\nproxy_protocol = \"v2\"\n\
+                proxy_trusted = [\"127.0.0.1\"]\n\n\
+                [[listener]]\nname = \"v1\"\nbind = \"127.0.0.1:0\"\nproxy_protocol = \"v1\"\n\
+                proxy_trusted = [\"127.0.0.1\"]\n\n\
+                [sys]\ninterval = 0\n\n[log]\nlevel = \"info,mqttd=debug\"\n\n\
+                [persistence]\nenabled = false\n";
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 #[tokio::test]
 async fn clients_through_haproxy_are_seen_with_their_own_address() {
     let dir = tempfile::tempdir().unwrap();
-    let extra = "\n[[listener]]\nname = \"v2\"\nbind = \"127.0.0.1:0\"\nproxy_protocol = \"v2\"\n\
-                 proxy_trusted = [\"127.0.0.1\"]\n\n[[listener]]\nname = \"v1\"\n\
-                 bind = \"127.0.0.1:0\"\nproxy_protocol = \"v1\"\nproxy_trusted = [\"127.0.0.1\"]\n";
-    let broker = BrokerProcess::start(&config_file(dir.path(), extra)).await;
+    let broker = BrokerProcess::start(&config(dir.path())).await;
     broker.wait_for_line("listener=v1").await;
     let (v2_addr, v1_addr) = (listening_on(&broker, "v2"), listening_on(&broker, "v1"));
     let haproxy = Haproxy::start(dir.path(), v2_addr, v1_addr).await;
@@ -165,6 +177,15 @@ async fn clients_through_haproxy_are_seen_with_their_own_address() {
             "mqttd names the client's address, not HAProxy's: {connected}"
         );
     }
+    // HAProxy's health checks (every 100 ms on the v2 backend) send the header, then reset:
+    // accepted, and logged at debug level only.
+    broker.wait_for_line("reset before CONNECT").await;
     haproxy.stop().await;
-    broker.stop().await;
+    let log = broker.stop().await;
+    let noisy: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" INFO ") || l.contains(" WARN "))
+        .filter(|l| l.contains("PROXY") || l.contains("CONNECT"))
+        .collect();
+    assert!(noisy.is_empty(), "health checks made noise: {noisy:#?}");
 }
