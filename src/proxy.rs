@@ -182,30 +182,30 @@ fn parse_v1(bytes: &[u8]) -> Result<Step, ProxyError> {
             body[bad]
         )));
     }
-    match cr {
-        Some(i) if bytes.len() == i + 1 => Ok(Step::More(1)),
-        Some(_) => {
-            let header = ppp::v1::Header::try_from(bytes)
-                .map_err(|e| ProxyError::Malformed(format!("v1: {e}")))?;
-            if header.header.len() != bytes.len() {
-                return Err(ProxyError::Malformed("v1: bytes after the CRLF".into()));
-            }
-            let source = match header.addresses {
-                ppp::v1::Addresses::Unknown => None,
-                ppp::v1::Addresses::Tcp4(a) => Some((IpAddr::V4(a.source_address), a.source_port)),
-                ppp::v1::Addresses::Tcp6(a) => Some((IpAddr::V6(a.source_address), a.source_port)),
-            };
-            Ok(Step::Done(Proxied {
-                source: source.map(|(ip, port)| SocketAddr::new(ip.to_canonical(), port)),
-                verified_cn: None,
-            }))
+    if cr.is_none_or(|i| i + 1 == bytes.len()) {
+        // At least the LF after a CR, or CR LF, is still to come.
+        let more = if cr.is_some() { 1 } else { 2 };
+        if bytes.len() + more > V1_MAX_LEN {
+            return Err(ProxyError::Malformed(format!(
+                "v1 header has no CRLF within {V1_MAX_LEN} bytes"
+            )));
         }
-        // At least CR LF is still to come.
-        None if bytes.len() + 2 > V1_MAX_LEN => Err(ProxyError::Malformed(format!(
-            "v1 header has no CRLF within {V1_MAX_LEN} bytes"
-        ))),
-        None => Ok(Step::More(2)),
+        return Ok(Step::More(more));
     }
+    let header =
+        ppp::v1::Header::try_from(bytes).map_err(|e| ProxyError::Malformed(format!("v1: {e}")))?;
+    if header.header.len() != bytes.len() {
+        return Err(ProxyError::Malformed("v1: bytes after the CRLF".into()));
+    }
+    let source = match header.addresses {
+        ppp::v1::Addresses::Unknown => None,
+        ppp::v1::Addresses::Tcp4(a) => Some((IpAddr::V4(a.source_address), a.source_port)),
+        ppp::v1::Addresses::Tcp6(a) => Some((IpAddr::V6(a.source_address), a.source_port)),
+    };
+    Ok(Step::Done(Proxied {
+        source: source.map(|(ip, port)| SocketAddr::new(ip.to_canonical(), port)),
+        verified_cn: None,
+    }))
 }
 
 /// v2: 16 fixed bytes, then addresses and TLVs (at most [`V2_MAX_PAYLOAD`] bytes).

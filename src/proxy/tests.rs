@@ -116,6 +116,15 @@ fn v1_asks_for_no_byte_past_the_crlf() {
     assert_eq!(v1().parse(b"").unwrap(), Step::More(15));
     assert_eq!(v1().parse(b"PROXY UNKNOWN").unwrap(), Step::More(2));
     assert_eq!(v1().parse(b"PROXY UNKNOWN\r").unwrap(), Step::More(1));
+    // A CR as the 107th byte leaves no room for its LF: refused, not asked for a 108th.
+    let cr_last = format!("PROXY UNKNOWN {}\r", "x".repeat(V1_MAX_LEN - 15));
+    assert_eq!(cr_last.len(), V1_MAX_LEN);
+    assert!(matches!(
+        v1().parse(cr_last.as_bytes()),
+        Err(ProxyError::Malformed(_))
+    ));
+    let longest = format!("PROXY UNKNOWN {}\r\n", "x".repeat(V1_MAX_LEN - 16));
+    assert_eq!(done(v1().parse(longest.as_bytes())).source, None);
 }
 
 #[test]
