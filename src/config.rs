@@ -108,6 +108,11 @@ pub struct ListenerConfig {
     /// blocks: "127.0.0.1", "10.0.0.0/8", "::1/128".
     #[serde(default)]
     pub proxy_trusted: Vec<TrustedNet>,
+    /// TLS terminated at the proxy: the CN of a client certificate that the proxy verified (its
+    /// v2 SSL TLV) becomes the username, as `tls.use_identity_as_username` does for TLS at mqttd.
+    /// Needs `proxy_protocol = "v2"`, no `[listener.tls]`.
+    #[serde(default)]
+    pub use_identity_as_username: bool,
 }
 
 impl ListenerConfig {
@@ -124,6 +129,7 @@ impl ListenerConfig {
             ws_origins: None,
             proxy_protocol: ProxyProtocol::Off,
             proxy_trusted: Vec::new(),
+            use_identity_as_username: false,
         }
     }
 }

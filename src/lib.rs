@@ -4,10 +4,12 @@
 //!
 //! ```text
 //!  listener.rs     accept loop per [[listener]]: max_connections permit, per-IP slot, TCP_NODELAY,
-//!      |           one task per socket; the TLS handshake runs in that task (tls.rs). InMemory:
-//!      |           the same without a socket (tests on paused time, embedding).
+//!      |           one task per socket, where the front door runs: PROXY header (proxy.rs), TLS
+//!      |           handshake (tls.rs), WebSocket upgrade (transport/ws/). InMemory: the same
+//!      |           without a socket (tests on paused time, embedding).
 //!      v
-//!  connection.rs   framed, cancel-safe reads and batched writes over any Stream (TCP, TLS, pipe)
+//!  connection.rs   framed, cancel-safe reads and batched writes over any Stream (TCP, TLS, ws,
+//!      |           wss, pipe)
 //!      v
 //!  client/         one MQTT connection:
 //!      |             mod.rs      serve(): CONNECT within connect_timeout, then the loop
@@ -39,9 +41,9 @@
 //! ```
 //!
 //! Where the next pieces plug in:
-//! - **A new transport** (WebSocket, PROXY protocol): a [`connection::Stream`] made in the
-//!   listener's task; `client/` never knows which transport it has. Parking needs a
-//!   [`park::Parkable`].
+//! - **A new transport**: a [`connection::Stream`] made in the listener's task (as
+//!   [`transport::ws`] is); `client/` never knows which transport it has. Parking needs
+//!   [`connection::Stream::into_socket`] to give the socket and its [`transport::Framing`] back.
 //! - **A new publisher** (HTTP API, CoAP, bridge, cluster link): an [`ingress::Publisher`] with its
 //!   [`ingress::Source`], then [`ingress::Ingress::publish`]; map the [`ingress::Outcome`].
 //! - **A new subscriber kind**: [`router::Router::subscriber`] gives a
@@ -63,6 +65,8 @@
 //!   credential cache, back-off, ACL, SCRAM-SHA-256 enhanced authentication, the auth state in
 //!   force ([`auth::AuthCell`]).
 //! - [`tls`]: PEM -> one shared rustls `ServerConfig` (aws-lc-rs), reloadable.
+//! - [`transport`]: MQTT over WebSocket (frames unwrapped in the connection's own buffer);
+//!   [`proxy`]: the PROXY protocol header and the `proxy_trusted` gate.
 //! - [`stats`]: counters and limit hits (a leaf); [`sys`]: publishes them as `$SYS`.
 //! - [`server`]: binds listeners, runs until the shutdown token fires, drains; SIGHUP reloads.
 #![forbid(unsafe_code)]

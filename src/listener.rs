@@ -287,6 +287,11 @@ async fn read_proxy_header(
                 "no PROXY header within {timeout:?} (limits.connect_timeout); closing");
             None
         }
+        // Closed (or reset) before a byte: a health check that sends no header; routine.
+        Ok(Err(crate::proxy::ProxyError::Closed(0))) => {
+            debug!(peer = %peer.addr, listener = %peer.listener, "closed before a PROXY header");
+            None
+        }
         Ok(Err(e)) => {
             info!(peer = %peer.addr, listener = %peer.listener, "{e}; closing");
             None

@@ -265,6 +265,7 @@ impl Server {
                     Arc::new(crate::proxy::ProxyGate {
                         version: l.proxy_protocol,
                         trusted: l.proxy_trusted.clone(),
+                        use_identity_as_username: l.use_identity_as_username,
                     })
                 }),
                 ws: (l.protocol == crate::config::ListenerProtocol::Ws).then(|| {

@@ -332,6 +332,43 @@ async fn x_forwarded_for_names_the_client_only_from_trusted_proxies() {
     broker.stop().await;
 }
 
+/// A PROXY v2 header (TCP over IPv4) naming `client` as the source.
+fn proxy_v2(client: [u8; 4]) -> Vec<u8> {
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.extend_from_slice(&[0x21, 0x11, 0, 12]);
+    h.extend_from_slice(&client);
+    h.extend_from_slice(&[127, 0, 0, 1]);
+    h.extend_from_slice(&40000u16.to_be_bytes());
+    h.extend_from_slice(&8083u16.to_be_bytes());
+    h
+}
+
+#[tokio::test]
+async fn a_proxy_header_may_precede_the_upgrade() {
+    let mut ws = ws_listener("ws");
+    ws.proxy_protocol = mqttd::config::ProxyProtocol::V2;
+    ws.proxy_trusted = vec!["127.0.0.1".parse::<TrustedNet>().unwrap()];
+    let broker = broker_with(ws, |c| c.limits.max_connections_per_ip = Some(1)).await;
+    let addr = broker.addr_of("ws");
+    let upgrade = |client: [u8; 4]| async move {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(&proxy_v2(client)).await.unwrap();
+        let (answer, rest) = handshake(&mut tcp, &upgrade_request("/mqtt", "mqtt", "")).await;
+        (answer.status, WsClient::new(tcp, rest))
+    };
+    let (status, stream) = upgrade([203, 0, 113, 9]).await;
+    assert_eq!(status, 101);
+    let mut c = RawClient::connected_on(stream, "behind-proxy").await;
+    // The header's address is the client's: a second client from it is over the limit...
+    assert_eq!(upgrade([203, 0, 113, 9]).await.0, 503);
+    // ...another address is not.
+    let (status, stream) = upgrade([203, 0, 113, 10]).await;
+    assert_eq!(status, 101);
+    let _d = RawClient::connected_on(stream, "other").await;
+    c.ping().await;
+    broker.stop().await;
+}
+
 // ---- wss ---------------------------------------------------------------------------------------
 
 async fn wss_connect(
@@ -383,6 +420,28 @@ async fn wss_and_mtls_over_wss() {
         true
     });
     assert_eq!(users.into_inner(), ["alice"]);
+
+    // SIGHUP's reload: new wss handshakes get the new certificate; open connections go on.
+    let next = pki.issue_server_cert();
+    std::fs::write(pki.path("server.pem"), &next.cert_pem).unwrap();
+    std::fs::write(pki.path("server.key"), &next.key_pem).unwrap();
+    broker.reloader.reload().expect("reload");
+    let stream = wss_connect(
+        broker.addr_of("wss"),
+        pki.client(tokio_rustls::rustls::DEFAULT_VERSIONS),
+    )
+    .await;
+    let presented = stream
+        .inner
+        .get_ref()
+        .1
+        .peer_certificates()
+        .expect("a certificate")[0]
+        .clone();
+    assert_eq!(presented.as_ref(), next.der.as_ref());
+    let mut after = RawClient::connected_on(stream, "after-reload").await;
+    after.ping().await;
+    c.ping().await;
     c.disconnect().await;
     broker.stop().await;
 }

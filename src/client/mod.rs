@@ -89,6 +89,11 @@ pub async fn serve<S: Stream>(stream: S, peer: Peer, ctx: Arc<Context>, guard: G
             let _ = conn.shutdown().await;
             return;
         }
+        // Load balancers' health checks connect and reset: routine, not worth a log line each.
+        Ok(Err(ReadError::Io(e))) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+            debug!(peer = %peer.addr, "reset before CONNECT");
+            return;
+        }
         Ok(Err(e)) => {
             if let ReadError::Decode(DecodeError::TooLarge { .. }) = e {
                 ctx.router.stats.limit_hit(Limit::PacketSize);

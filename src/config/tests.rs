@@ -111,6 +111,57 @@ fn client_certificate_options_need_a_client_ca() {
 }
 
 #[test]
+fn proxy_keys_are_checked_where_they_apply() {
+    let base = "[[listener]]\nname = \"lb\"\nbind = \"127.0.0.1:1883\"\n";
+    let ok = format!(
+        "{base}proxy_protocol = \"v2\"\nproxy_trusted = [\"10.0.0.0/8\", \"127.0.0.1\"]\n\
+         use_identity_as_username = true\n"
+    );
+    let c = Config::parse(&ok, Path::new("m.toml")).expect("valid");
+    assert!(c.listeners[0].use_identity_as_username);
+    assert_eq!(c.listeners[0].proxy_trusted.len(), 2);
+    for (extra, line, why) in [
+        (
+            "proxy_protocol = \"v2\"\n",
+            4,
+            "proxy_protocol needs proxy_trusted",
+        ),
+        (
+            "proxy_trusted = [\"10.0.0.1\"]\n",
+            4,
+            "no effect without proxy_protocol",
+        ),
+        ("proxy_protocol = \"v3\"\n", 4, "unknown variant"),
+        (
+            "proxy_protocol = \"v1\"\nproxy_trusted = [\"10.0.0.0/33\"]\n",
+            5,
+            "not an address",
+        ),
+        (
+            "use_identity_as_username = true\n",
+            4,
+            "needs proxy_protocol = \"v2\"",
+        ),
+        (
+            "proxy_protocol = \"v1\"\nproxy_trusted = [\"10.0.0.1\"]\n\
+             use_identity_as_username = true\n",
+            6,
+            "needs proxy_protocol = \"v2\"",
+        ),
+        (
+            "proxy_protocol = \"v2\"\nproxy_trusted = [\"10.0.0.1\"]\n\
+             use_identity_as_username = true\n[listener.tls]\ncert = \"c\"\nkey = \"k\"\n",
+            6,
+            "use tls.use_identity_as_username",
+        ),
+    ] {
+        let e = invalid(&format!("{base}{extra}"));
+        assert!(e.starts_with(&format!("m.toml:{line}:")), "{extra}: {e}");
+        assert!(e.contains(why), "{extra}: {e}");
+    }
+}
+
+#[test]
 fn persistence_is_on_by_default_and_its_keys_are_checked() {
     let c = Config::parse("[sys]\ninterval = 0\n", Path::new("m.toml")).unwrap();
     assert!(c.persistence.enabled);

@@ -125,6 +125,22 @@ impl Config {
             );
             return Err(self.invalid(&key("proxy_trusted"), why));
         }
+        let identity = match (l.use_identity_as_username, &l.tls, l.proxy_protocol) {
+            (false, _, _) | (true, None, ProxyProtocol::V2) => None,
+            (true, Some(_), _) => Some(
+                "use_identity_as_username takes the CN a proxy verified, which cannot be when \
+                 mqttd terminates TLS itself ([listener.tls]): use tls.use_identity_as_username",
+            ),
+            (true, None, _) => Some(
+                "use_identity_as_username takes the client certificate's CN from a PROXY v2 SSL \
+                 TLV and needs proxy_protocol = \"v2\" (with TLS at mqttd: \
+                 tls.use_identity_as_username)",
+            ),
+        };
+        if let Some(why) = identity {
+            let why = format!("listener {:?}: {why}", l.name);
+            return Err(self.invalid(&key("use_identity_as_username"), why));
+        }
         Ok(())
     }
 
