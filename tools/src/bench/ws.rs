@@ -333,6 +333,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
+        // One read hands over as many frames' payloads as are here and fit: a broker that sends
+        // a frame per MQTT packet (Mosquitto) must not cost the generator a read per message.
+        let start = buf.filled().len();
         loop {
             if this.payload_left > 0 && !this.raw.is_empty() {
                 let n = (this.raw.len() as u64)
@@ -341,9 +344,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
                 buf.put_slice(&this.raw[..n]);
                 this.raw.advance(n);
                 this.payload_left -= n as u64;
-                return Poll::Ready(Ok(()));
+                if buf.remaining() == 0 {
+                    return Poll::Ready(Ok(()));
+                }
+                continue;
             }
-            if this.payload_left == 0 && !this.closed && this.take_header()? {
+            let header = if this.payload_left == 0 && !this.closed {
+                match this.take_header() {
+                    // An error waits for the next call when bytes before it are being handed
+                    // over (the bad header stays in `raw`), so no byte is lost to it.
+                    Err(_) if buf.filled().len() > start => return Poll::Ready(Ok(())),
+                    r => r?,
+                }
+            } else {
+                false
+            };
+            if header {
                 if !this.out.is_empty() {
                     // A pong to send; if the socket is full it goes with the next write.
                     if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
@@ -352,7 +368,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
                 }
                 continue;
             }
-            if this.closed {
+            if this.closed || buf.filled().len() > start {
+                // The end, or what was here: the socket is read on the next call.
                 return Poll::Ready(Ok(()));
             }
             if this.raw.capacity() - this.raw.len() < this.chunk / 4 {
@@ -549,6 +566,28 @@ mod tests {
         assert!(got == data, "the bytes come out in order");
         let (op, payload, _) = writer.await.unwrap();
         assert_eq!((op, payload.as_slice()), (OP_PONG, &b"hi"[..]));
+    }
+
+    #[tokio::test]
+    async fn one_read_takes_many_small_frames_and_an_error_comes_after_them() {
+        let (client, mut server) = duplex(1 << 16);
+        let mut ws = WsStream::new(client, BytesMut::new());
+        let mut wire = Vec::new();
+        for i in 0..100u8 {
+            wire.extend(server_frame(OP_BINARY, true, &[i; 7]));
+        }
+        wire.extend(server_frame(OP_TEXT, true, b"x"));
+        server.write_all(&wire).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = ws.read(&mut buf).await.unwrap();
+        assert_eq!(n, 700, "all hundred frames in one read");
+        assert!(
+            buf[..n]
+                .chunks(7)
+                .enumerate()
+                .all(|(i, c)| c == [i as u8; 7])
+        );
+        assert!(ws.read(&mut buf).await.is_err(), "then the text frame");
     }
 
     #[tokio::test]
