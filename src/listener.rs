@@ -150,9 +150,32 @@ struct Opening {
 }
 
 impl Opening {
+    /// Takes the per-IP slot for the client's address, if not taken yet; `false`: the address is
+    /// over `limits.max_connections_per_ip` (refused and logged).
+    fn take_slot(&mut self) -> bool {
+        if self.ip_slot.is_some() {
+            return true;
+        }
+        self.ip_slot = self.ctx.ip_slot(self.peer.addr.ip());
+        if self.ip_slot.is_none() {
+            let max = self.ctx.limits.max_connections_per_ip.unwrap_or_default();
+            refused(
+                &self.ctx,
+                Limit::ConnectionsPerIp,
+                &self.peer.listener,
+                self.peer.addr,
+                max,
+            );
+        }
+        self.ip_slot.is_some()
+    }
+
     /// The connection's guard; `None`: its address is over `limits.max_connections_per_ip`
     /// (refused and logged).
-    fn guard(self) -> Option<(Peer, Arc<Context>, Guard)> {
+    fn guard(mut self) -> Option<(Peer, Arc<Context>, Guard)> {
+        if !self.take_slot() {
+            return None;
+        }
         let Opening {
             peer,
             ctx,
@@ -160,26 +183,9 @@ impl Opening {
             ip_slot,
             tracked,
         } = self;
-        let ip_slot = match ip_slot {
-            Some(slot) => slot,
-            None => match ctx.ip_slot(peer.addr.ip()) {
-                Some(slot) => slot,
-                None => {
-                    let max = ctx.limits.max_connections_per_ip.unwrap_or_default();
-                    refused(
-                        &ctx,
-                        Limit::ConnectionsPerIp,
-                        &peer.listener,
-                        peer.addr,
-                        max,
-                    );
-                    return None;
-                }
-            },
-        };
         let guard = Guard {
             permit,
-            ip_slot,
+            ip_slot: ip_slot?,
             tracked,
         };
         Some((peer, ctx, guard))
@@ -190,7 +196,12 @@ impl FrontDoor {
     /// Whether the client's address is known only after the front door: from a PROXY header,
     /// or from X-Forwarded-For on a WebSocket listener with trusted proxies.
     fn defers_address(&self) -> bool {
-        self.proxy.is_some() || self.ws.as_ref().is_some_and(|ws| !ws.trusted.is_empty())
+        self.proxy.is_some() || self.forwarded()
+    }
+
+    /// Whether X-Forwarded-For may name the client (a WebSocket listener with trusted proxies).
+    fn forwarded(&self) -> bool {
+        self.ws.as_ref().is_some_and(|ws| !ws.trusted.is_empty())
     }
 
     /// PROXY header, TLS, WebSocket, as configured; then the MQTT connection.
@@ -210,6 +221,10 @@ impl FrontDoor {
                 .await
                 .is_none()
         {
+            return;
+        }
+        // Known now, unless X-Forwarded-For may still name it: refused before any handshake.
+        if !self.forwarded() && !opening.take_slot() {
             return;
         }
         match &self.tls {
