@@ -78,16 +78,14 @@ impl Stream for WsStream<tokio::net::TcpStream> {
 
     fn into_socket(self) -> Result<io::Result<(std::net::TcpStream, Framing)>, Self> {
         let (tcp, state) = self.into_parts();
-        Ok(tcp
-            .into_std()
-            .map(|socket| (socket, Framing::Ws(Box::new(state)))))
+        Ok(tcp.into_std().map(|socket| (socket, Framing::Ws(state))))
     }
 
     fn from_socket(socket: std::net::TcpStream, framing: Framing) -> io::Result<Self> {
         match framing {
             Framing::Ws(state) => {
                 let tcp = tokio::net::TcpStream::from_std(socket)?;
-                Ok(WsStream::new(tcp, *state))
+                Ok(WsStream::new(tcp, state))
             }
             Framing::Raw => Err(io::Error::other(
                 "a plain TCP connection resumed as WebSocket",

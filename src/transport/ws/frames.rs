@@ -317,15 +317,16 @@ fn unmask(buf: &mut [u8], mask: [u8; 4], pos: usize) {
 #[derive(Debug)]
 pub struct WsStream<S> {
     inner: S,
-    state: WsState,
+    /// Boxed from the start: parking keeps this same allocation (see `Framing::Ws`).
+    state: Box<WsState>,
 }
 
 impl<S> WsStream<S> {
-    pub fn new(inner: S, state: WsState) -> Self {
+    pub fn new(inner: S, state: Box<WsState>) -> Self {
         WsStream { inner, state }
     }
 
-    pub fn into_parts(self) -> (S, WsState) {
+    pub fn into_parts(self) -> (S, Box<WsState>) {
         (self.inner, self.state)
     }
 

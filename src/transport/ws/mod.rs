@@ -304,7 +304,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Upgrade<S> {
             Err(_) => Err(UpgradeError::Timeout(timeout)),
             Ok(Err(e)) => Err(e.into()),
             Ok(Ok(())) => {
-                let state = WsState::new(self.max_frame, self.early);
+                let state = Box::new(WsState::new(self.max_frame, self.early));
                 Ok(WsStream::new(self.stream, state))
             }
         }
@@ -336,19 +336,19 @@ async fn read_request<S: AsyncRead + AsyncWrite + Unpin>(
     options: &WsOptions,
     peer: &mut Peer,
 ) -> Result<(&'static str, String, Vec<u8>), UpgradeError> {
-    let mut buf = Vec::with_capacity(1024);
+    // Grown as the request comes (most fit in the first 512 bytes), never past MAX_REQUEST.
+    let mut buf = Vec::new();
     let parsed = loop {
         if buf.len() >= MAX_REQUEST {
             let why = format!("request header over {MAX_REQUEST} bytes");
             break Err(refusal(431, "", why));
         }
-        let mut chunk = [0u8; 1024];
-        let room = chunk.len().min(MAX_REQUEST - buf.len());
-        let n = stream.read(&mut chunk[..room]).await?;
+        buf.reserve(512.min(MAX_REQUEST - buf.len()));
+        let room = (buf.capacity() - buf.len()).min(MAX_REQUEST - buf.len());
+        let n = (&mut *stream).take(room as u64).read_buf(&mut buf).await?;
         if n == 0 {
             return Err(UpgradeError::Closed);
         }
-        buf.extend_from_slice(&chunk[..n]);
         match parse_request(&buf) {
             Ok(None) => continue,
             Ok(Some(done)) => break Ok(done),

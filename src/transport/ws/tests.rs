@@ -139,7 +139,7 @@ fn protocol_errors_close_with_their_status() {
 #[tokio::test]
 async fn the_stream_reads_frames_and_writes_one_frame_per_write() {
     let (ours, mut theirs) = tokio::io::duplex(1 << 16);
-    let mut ws = WsStream::new(ours, WsState::new(1 << 20, binary(b"early")));
+    let mut ws = WsStream::new(ours, Box::new(WsState::new(1 << 20, binary(b"early"))));
     let mut wire = binary(b" one");
     wire.extend(frame(0x89, b"p"));
     wire.extend(binary(b" two"));
@@ -168,13 +168,13 @@ async fn the_stream_reads_frames_and_writes_one_frame_per_write() {
 #[tokio::test]
 async fn a_client_close_is_end_of_stream_and_a_broken_frame_an_error() {
     let (ours, mut theirs) = tokio::io::duplex(1 << 16);
-    let mut ws = WsStream::new(ours, WsState::new(1 << 20, Vec::new()));
+    let mut ws = WsStream::new(ours, Box::new(WsState::new(1 << 20, Vec::new())));
     theirs.write_all(&frame(0x88, &[])).await.unwrap();
     let mut buf = [0u8; 16];
     assert_eq!(ws.read(&mut buf).await.unwrap(), 0);
 
     let (ours, mut theirs) = tokio::io::duplex(1 << 16);
-    let mut ws = WsStream::new(ours, WsState::new(1 << 20, Vec::new()));
+    let mut ws = WsStream::new(ours, Box::new(WsState::new(1 << 20, Vec::new())));
     let half = binary(b"abcdef");
     theirs.write_all(&half[..5]).await.unwrap();
     drop(theirs);
