@@ -229,12 +229,18 @@ impl FrontDoor {
         }
         match &self.tls {
             None => self.upgrade(socket, opening).await,
+            // Boxed: rustls' handshake state is kilobytes, and a plain ws connection's task
+            // should not be sized for it.
             Some(tls) => {
-                let Some(stream) = handshake(socket, &mut opening.peer, tls, &opening.ctx).await
-                else {
-                    return;
-                };
-                self.upgrade(stream, opening).await
+                Box::pin(async move {
+                    let Some(stream) =
+                        handshake(socket, &mut opening.peer, tls, &opening.ctx).await
+                    else {
+                        return;
+                    };
+                    self.upgrade(stream, opening).await
+                })
+                .await
             }
         }
     }
