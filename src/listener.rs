@@ -95,11 +95,9 @@ impl Listener {
             // Behind a proxy the slot waits for the client's address.
             let ip_slot = match front.defers_address() {
                 true => None,
-                false => match ctx.ip_slot(addr.ip()) {
+                false => match ip_slot(&ctx, &self.name, addr) {
                     Some(slot) => Some(slot),
                     None => {
-                        let max = ctx.limits.max_connections_per_ip.unwrap_or_default();
-                        refused(&ctx, Limit::ConnectionsPerIp, &self.name, addr, max);
                         drop(socket);
                         continue;
                     }
@@ -156,17 +154,7 @@ impl Opening {
         if self.ip_slot.is_some() {
             return true;
         }
-        self.ip_slot = self.ctx.ip_slot(self.peer.addr.ip());
-        if self.ip_slot.is_none() {
-            let max = self.ctx.limits.max_connections_per_ip.unwrap_or_default();
-            refused(
-                &self.ctx,
-                Limit::ConnectionsPerIp,
-                &self.peer.listener,
-                self.peer.addr,
-                max,
-            );
-        }
+        self.ip_slot = ip_slot(&self.ctx, &self.peer.listener, self.peer.addr);
         self.ip_slot.is_some()
     }
 
@@ -258,16 +246,9 @@ impl FrontDoor {
             return Box::pin(client::serve(stream, peer, ctx, guard)).await;
         };
         let timeout = opening.ctx.limits.connect_timeout;
-        let refused = |opening: &Opening, e: ws::UpgradeError| {
-            let (peer, ctx) = (&opening.peer, &opening.ctx);
-            if matches!(e, ws::UpgradeError::Timeout(_)) {
-                ctx.router.stats.limit_hit(Limit::ConnectTimeout);
-            }
-            info!(peer = %peer.addr, listener = %peer.listener, "WebSocket upgrade refused: {e}; closing");
-        };
         let upgrade = match ws::read_upgrade(stream, options, &mut opening.peer, timeout).await {
             Ok(upgrade) => upgrade,
-            Err(e) => return refused(&opening, e),
+            Err(e) => return upgrade_failed(&opening.peer, &opening.ctx, e),
         };
         // The per-IP slot is taken before the 101, for the address X-Forwarded-For named.
         let Some((peer, ctx, guard)) = opening.guard() else {
@@ -276,15 +257,28 @@ impl FrontDoor {
         };
         match upgrade.accept(timeout).await {
             Ok(stream) => Box::pin(client::serve(stream, peer, ctx, guard)).await,
-            Err(e) => {
-                let (peer, ctx) = (&peer, &ctx);
-                if matches!(e, ws::UpgradeError::Timeout(_)) {
-                    ctx.router.stats.limit_hit(Limit::ConnectTimeout);
-                }
-                info!(peer = %peer.addr, listener = %peer.listener, "WebSocket upgrade failed: {e}; closing");
-            }
+            Err(e) => upgrade_failed(&peer, &ctx, e),
         }
     }
+}
+
+/// Logs a WebSocket upgrade that did not happen (an HTTP refusal, a timeout, a closed socket);
+/// a timeout counts as `limits.connect_timeout` hit.
+fn upgrade_failed(peer: &Peer, ctx: &Context, e: ws::UpgradeError) {
+    if matches!(e, ws::UpgradeError::Timeout(_)) {
+        ctx.router.stats.limit_hit(Limit::ConnectTimeout);
+    }
+    info!(peer = %peer.addr, listener = %peer.listener, "WebSocket upgrade failed: {e}; closing");
+}
+
+/// The per-IP slot for `addr`; `None`: over `limits.max_connections_per_ip` (refused, logged).
+fn ip_slot(ctx: &Arc<Context>, listener: &str, addr: SocketAddr) -> Option<IpSlot> {
+    let slot = ctx.ip_slot(addr.ip());
+    if slot.is_none() {
+        let max = ctx.limits.max_connections_per_ip.unwrap_or_default();
+        refused(ctx, Limit::ConnectionsPerIp, listener, addr, max);
+    }
+    slot
 }
 
 /// Reads and checks the PROXY header; the client's address from it goes into `opening`. `None`:
