@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::protocol::{self, DecodeError, EncodeError, Packet, ProtocolVersion};
 use crate::transport::Framing;
+use crate::transport::tls::TlsStream;
 use crate::transport::ws::WsStream;
 
 /// Initial read buffer; grows on demand up to the largest packet allowed.
@@ -37,8 +38,8 @@ pub enum ReadError {
     Truncated,
 }
 
-/// A stream a connection can be served over. Plain TCP and WebSocket over plain TCP can also be
-/// parked while idle (see [`crate::park`]); others cannot.
+/// A stream a connection can be served over. TCP, TLS, ws and wss sockets can also be parked
+/// while idle (see [`crate::park`]); in-process pipes cannot.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + Sized + 'static {
     /// Whether [`Stream::into_socket`] can succeed.
     const PARKABLE: bool = false;
@@ -66,9 +67,7 @@ impl Stream for tokio::net::TcpStream {
     fn from_socket(socket: std::net::TcpStream, framing: Framing) -> io::Result<Self> {
         match framing {
             Framing::Raw => tokio::net::TcpStream::from_std(socket),
-            Framing::Ws(_) => Err(io::Error::other(
-                "a WebSocket connection resumed as plain TCP",
-            )),
+            other => Err(resumed_as(&other, "plain TCP")),
         }
     }
 }
@@ -87,16 +86,64 @@ impl Stream for WsStream<tokio::net::TcpStream> {
                 let tcp = tokio::net::TcpStream::from_std(socket)?;
                 Ok(WsStream::new(tcp, state))
             }
-            Framing::Raw => Err(io::Error::other(
-                "a plain TCP connection resumed as WebSocket",
-            )),
+            other => Err(resumed_as(&other, "WebSocket")),
         }
     }
 }
 
-impl Stream for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {}
+impl Stream for TlsStream<tokio::net::TcpStream> {
+    const PARKABLE: bool = true;
 
-impl Stream for WsStream<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {}
+    fn into_socket(self) -> Result<io::Result<(std::net::TcpStream, Framing)>, Self> {
+        let (tcp, session) = self.into_parts()?;
+        Ok(tcp.into_std().map(|socket| (socket, Framing::Tls(session))))
+    }
+
+    fn from_socket(socket: std::net::TcpStream, framing: Framing) -> io::Result<Self> {
+        match framing {
+            Framing::Tls(session) => {
+                let tcp = tokio::net::TcpStream::from_std(socket)?;
+                Ok(TlsStream::from_parts(tcp, session))
+            }
+            other => Err(resumed_as(&other, "TLS")),
+        }
+    }
+}
+
+impl Stream for WsStream<TlsStream<tokio::net::TcpStream>> {
+    const PARKABLE: bool = true;
+
+    fn into_socket(self) -> Result<io::Result<(std::net::TcpStream, Framing)>, Self> {
+        let (tls, ws) = self.into_parts();
+        match tls.into_parts() {
+            Ok((tcp, session)) => Ok(tcp
+                .into_std()
+                .map(|socket| (socket, Framing::Wss(session, ws)))),
+            Err(tls) => Err(WsStream::new(tls, ws)),
+        }
+    }
+
+    fn from_socket(socket: std::net::TcpStream, framing: Framing) -> io::Result<Self> {
+        match framing {
+            Framing::Wss(session, ws) => {
+                let tcp = tokio::net::TcpStream::from_std(socket)?;
+                Ok(WsStream::new(TlsStream::from_parts(tcp, session), ws))
+            }
+            other => Err(resumed_as(&other, "WebSocket over TLS")),
+        }
+    }
+}
+
+/// A parked socket handed back as a kind of stream it was not parked as (a bug, not input).
+fn resumed_as(framing: &Framing, kind: &str) -> io::Error {
+    let was = match framing {
+        Framing::Raw => "plain TCP",
+        Framing::Ws(_) => "WebSocket",
+        Framing::Tls(_) => "TLS",
+        Framing::Wss(..) => "WebSocket over TLS",
+    };
+    io::Error::other(format!("a {was} connection resumed as {kind}"))
+}
 
 /// In-process connections (see [`crate::listener::InMemory`]).
 impl Stream for tokio::io::DuplexStream {}
@@ -189,6 +236,10 @@ impl Parked {
     /// `framing` takes the bytes out of their frames first (WebSocket).
     pub fn read_ahead(&mut self, socket: &std::net::TcpStream, framing: &mut Framing) -> usize {
         use std::io::Read;
+        // Still encrypted: the TLS session keeps it for the resumed stream to decrypt.
+        if let Some(tls) = framing.tls_mut() {
+            return tls.read_ahead(socket);
+        }
         let mut chunk = [0u8; MIN_READ_CHUNK];
         let mut socket = socket;
         match socket.read(&mut chunk) {

@@ -328,7 +328,7 @@ async fn handshake(
     peer: &mut Peer,
     tls: &Tls,
     ctx: &Context,
-) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+) -> Option<crate::transport::tls::TlsStream<TcpStream>> {
     match tls.accept(socket).await {
         Ok((stream, identity)) => {
             if identity.is_some() {

@@ -1,4 +1,4 @@
-//! Parking: idle plain-TCP connections without a task.
+//! Parking: idle connections (TCP, TLS, WebSocket, wss) without a task.
 //!
 //! Most MQTT clients are idle most of the time: a sensor publishes every few seconds or minutes
 //! and otherwise only sends PINGREQ. A connection task costs about 2 KB (its future, sized for
@@ -23,7 +23,8 @@
 //! thread itself ([`Parker::start`]), before the watcher looks at the next socket: parked
 //! connections' packets take effect in the order they arrived, as in Mosquitto's one loop.
 //!
-//! TLS connections are not parked: rustls keeps its own buffers per connection anyway.
+//! TLS connections park too: the TLS session (keys, sequence numbers, a record still arriving)
+//! goes with the socket, and the stream's buffers are dropped (see [`crate::transport::tls`]).
 
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -6,7 +6,8 @@
 //! - [`Tls::reload`] rebuilds the config from the same files and swaps it in only if that worked, so
 //!   a half-written or broken file never takes the listener down. Handshakes already running keep
 //!   the config they started with; new ones get the new one.
-//! - [`Tls::accept`] runs the handshake under `handshake_timeout`. Call it inside the per-connection
+//! - [`Tls::accept`] runs the handshake under `handshake_timeout`, giving our own
+//!   [`TlsStream`] (it parks; see [`crate::transport::tls`]). Call it inside the per-connection
 //!   task, never in the accept loop: a client that opens a socket and stays silent must only cost
 //!   its own task, not stall everyone else's accept.
 //! - [`close`] sends close_notify under a timeout so a peer that stops reading cannot pin the task.
@@ -22,20 +23,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::RwLock;
+use rustls::crypto::{CryptoProvider, aws_lc_rs};
+use rustls::server::WebPkiClientVerifier;
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
+use rustls::version::{TLS12, TLS13};
+use rustls::{
+    CipherSuite, InconsistentKeys, RootCertStore, ServerConfig, SupportedProtocolVersion,
+};
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::rustls::crypto::{CryptoProvider, aws_lc_rs};
-use tokio_rustls::rustls::server::WebPkiClientVerifier;
-use tokio_rustls::rustls::sign::{CertifiedKey, SingleCertAndKey};
-use tokio_rustls::rustls::version::{TLS12, TLS13};
-use tokio_rustls::rustls::{
-    self, CipherSuite, InconsistentKeys, RootCertStore, ServerConfig, SupportedProtocolVersion,
-};
-use tokio_rustls::server::TlsStream;
 
 use crate::config::TlsConfig;
+use crate::transport::tls::TlsStream;
 
 /// The protocol versions every listener offers, newest first. TLS 1.0/1.1 are never offered.
 pub const PROTOCOL_VERSIONS: &[&SupportedProtocolVersion] = &[&TLS13, &TLS12];
@@ -136,9 +136,9 @@ impl Tls {
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        let acceptor = TlsAcceptor::from(self.server_config());
         let limit = self.inner.settings.handshake_timeout;
-        let stream = match tokio::time::timeout(limit, acceptor.accept(io)).await {
+        let accept = TlsStream::accept(io, self.server_config());
+        let stream = match tokio::time::timeout(limit, accept).await {
             Err(_elapsed) => return Err(TlsError::HandshakeTimeout(limit)),
             Ok(Err(e)) => return Err(TlsError::Handshake(e)),
             Ok(Ok(stream)) => stream,

@@ -220,27 +220,11 @@ async fn queued_bytes_budget_drops_qos0_first_then_slows_publishers() {
     broker.stop().await;
 }
 
-/// Raises the open-file limit so one process can hold both ends of `n` connections.
-fn raise_fd_limit(wanted: u64) -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        lim.rlim_cur = lim.rlim_max.min(wanted);
-        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-    }
-    lim.rlim_cur
-}
-
 /// 5,000 clients connect at once: every one gets a CONNACK or a clear refusal (the connection is
 /// closed), none hangs; past `max_connections` the rest are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_thousand_clients_at_once() {
-    let fds = raise_fd_limit(12_000);
+    let fds = common::raise_fd_limit(12_000);
     let clients: usize = if fds >= 11_000 {
         5000
     } else {

@@ -1,11 +1,13 @@
 //! Parking glue: the packet loop's driver ([`drive`]) hands an idle connection to the parker
 //! ([`crate::park`]) as an [`Idle`], which resumes it as a new task when something happens.
 
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::connection::{Connection, Stream};
 use crate::park::Parkable;
 use crate::transport::Framing;
+use crate::transport::tls::TlsStream;
 use crate::transport::ws::WsStream;
 
 use super::exit::Exit;
@@ -77,7 +79,7 @@ pub(super) async fn drive<S: Stream>(
 /// A parked connection (see [`crate::park`]): what its task held, without the task.
 pub struct Idle {
     socket: std::net::TcpStream,
-    /// Raw MQTT, or WebSocket frames with their state.
+    /// Raw MQTT, or WebSocket frames, TLS, or both, with their state.
     framing: Framing,
     conn: crate::connection::Parked,
     client: Client,
@@ -105,13 +107,22 @@ impl Parkable for Idle {
         let start = Start::Resumed { deadline };
         match self.framing {
             Framing::Raw => {
-                if let Some((conn, client, guard)) = self.unpark::<tokio::net::TcpStream>() {
+                if let Some((conn, client, guard)) = self.unpark::<TcpStream>() {
                     drive(conn, client, guard, start).await;
                 }
             }
             Framing::Ws(_) => {
-                if let Some((conn, client, guard)) =
-                    self.unpark::<WsStream<tokio::net::TcpStream>>()
+                if let Some((conn, client, guard)) = self.unpark::<WsStream<TcpStream>>() {
+                    Box::pin(drive(conn, client, guard, start)).await;
+                }
+            }
+            Framing::Tls(_) => {
+                if let Some((conn, client, guard)) = self.unpark::<TlsStream<TcpStream>>() {
+                    Box::pin(drive(conn, client, guard, start)).await;
+                }
+            }
+            Framing::Wss(..) => {
+                if let Some((conn, client, guard)) = self.unpark::<WsStream<TlsStream<TcpStream>>>()
                 {
                     Box::pin(drive(conn, client, guard, start)).await;
                 }
