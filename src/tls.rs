@@ -187,8 +187,11 @@ fn common_name(cert: &CertificateDer<'_>) -> Result<String, TlsError> {
 /// Go's crypto/tls: AES-128 is all the security a 2048-bit RSA or X25519 key exchange can carry,
 /// and its SHA-256 handshake hashing is cheaper than AES-256's SHA-384 (about 9% more full
 /// handshakes per second here). A client that offers no AES-128-GCM suite gets its best other.
+///
+/// The record protection is aws-lc's too, with keys that release their memory while a connection
+/// is parked ([`keys`]).
 fn server_provider() -> Arc<CryptoProvider> {
-    let mut provider = aws_lc_rs::default_provider();
+    let mut provider = keys::lazy_record_keys(aws_lc_rs::default_provider());
     provider.cipher_suites.sort_by_key(|s| {
         !matches!(
             s.suite(),
@@ -341,5 +344,6 @@ fn warn_if_not_valid_now(path: &Path, cert: &CertificateDer<'_>) {
     }
 }
 
+pub mod keys;
 #[cfg(test)]
 mod tests;

@@ -37,6 +37,8 @@ use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::tls::keys::{KeyCache, with_cache};
+
 /// The most plaintext encrypted per `poll_write`, and how much encrypted output may wait before a
 /// write first flushes: four full records.
 pub const MAX_WRITE: usize = 4 * 16 * 1024;
@@ -55,6 +57,8 @@ const RECORD_OVERHEAD: usize = 32;
 /// What a parked TLS connection keeps: the session, and the bytes of a record still arriving.
 pub struct TlsSession {
     conn: UnbufferedServerConnection,
+    /// The record keys' expanded contexts while active; cleared when parked.
+    keys: Arc<KeyCache>,
     /// TLS bytes read and not yet processed (a partial record, or records not yet decrypted).
     incoming: Buf,
 }
@@ -143,6 +147,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> TlsStream<IO> {
             io,
             Box::new(TlsSession {
                 conn,
+                keys: Arc::default(),
                 incoming: Buf::default(),
             }),
         );
@@ -202,6 +207,7 @@ impl<IO> TlsStream<IO> {
             io, mut session, ..
         } = self;
         session.incoming.release();
+        session.keys.clear();
         Ok((io, session))
     }
 
@@ -233,6 +239,15 @@ impl<IO> TlsStream<IO> {
     /// Decrypted data goes into `sink` (the reader's buffer) while it has room, then `plain`.
     /// On a fatal error the alert rustls queued is moved into `out` first.
     fn advance(&mut self, sink: &mut Option<&mut ReadBuf<'_>>, want: Want<'_>) -> io::Result<Next> {
+        let keys = Arc::clone(&self.session.keys);
+        with_cache(&keys, || self.advance_inner(sink, want))
+    }
+
+    fn advance_inner(
+        &mut self,
+        sink: &mut Option<&mut ReadBuf<'_>>,
+        want: Want<'_>,
+    ) -> io::Result<Next> {
         if self.failed {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -248,7 +263,7 @@ impl<IO> TlsStream<IO> {
             failed,
             ..
         } = self;
-        let TlsSession { conn, incoming } = &mut **session;
+        let TlsSession { conn, incoming, .. } = &mut **session;
         loop {
             let UnbufferedStatus { discard, state } = conn.process_tls_records(incoming.pending());
             let mut extra_discard = 0;
