@@ -1,5 +1,5 @@
 //! Smoke tests for `mqtt-bench`: one-second runs against an in-process mqttd (plain TCP,
-//! WebSocket, PROXY v2) must deliver something, lose nothing and print a JSON line that parses.
+//! WebSocket, PROXY v2, TLS) must deliver something, lose nothing and print a JSON line that parses.
 //! Tiny settings so they stay cheap in `cargo test --workspace`; the real measurements are
 //! `tools/compare`'s job.
 
@@ -186,6 +186,92 @@ fn proxy_v2_fan_in_against_an_in_process_broker() {
     );
     let json = small_fan_in(broker.addr.port(), &["--proxy-v2"]);
     assert_eq!(json["transport"], "tcp+proxy-v2");
+    broker.stop();
+}
+
+/// `--tls` against mqttd's TLS listener (certificates from `mqtt-certs init`): fan-in, a few
+/// idle connections, qos1 with no loss, and a wrong CA refused by the handshake.
+#[test]
+fn tls_scenarios_against_an_in_process_broker() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let certs = dir.path().join("certs");
+    let out = Command::new(env!("CARGO_BIN_EXE_mqtt-certs"))
+        .args(["init", "--dir"])
+        .arg(&certs)
+        .output()
+        .expect("run mqtt-certs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let broker = InProcessBroker::with_listeners(
+        1,
+        &format!(
+            "[[listener]]\nbind = \"127.0.0.1:0\"\n[listener.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+            certs.join("server.pem").display(),
+            certs.join("server.key").display()
+        ),
+    );
+    let p = broker.addr.port().to_string();
+    let ca = certs.join("ca.pem");
+    let ca = ca.to_str().expect("utf-8 temp path");
+    let json = small_fan_in(broker.addr.port(), &["--tls", "--cafile", ca]);
+    assert_eq!(json["transport"], "tls");
+    let quick = [
+        "--duration",
+        "500ms",
+        "--warmup",
+        "100ms",
+        "--tls",
+        "--cafile",
+        ca,
+    ];
+    let conns = run_bench(
+        &[
+            &["connections", "--port", &p, "--clients", "50"],
+            &quick[..],
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        (conns["connected"].as_str(), conns["failed"].as_str()),
+        ("50", "0")
+    );
+    assert_eq!(conns["transport"], "tls");
+    let q1 = run_bench(&[&["qos1", "--port", &p, "--publishers", "2"], &quick[..]].concat());
+    assert!(q1["value"].parse::<f64>().unwrap() > 0.0, "{q1:?}");
+    assert_eq!(
+        (q1["lost"].as_str(), q1["duplicates"].as_str()),
+        ("0", "0"),
+        "{q1:?}"
+    );
+    // A CA that did not sign the broker's certificate: the handshake fails and says so.
+    let other = dir.path().join("other");
+    let out = Command::new(env!("CARGO_BIN_EXE_mqtt-certs"))
+        .args(["init", "--dir"])
+        .arg(&other)
+        .output()
+        .expect("run mqtt-certs");
+    assert!(out.status.success());
+    let out = Command::new(env!("CARGO_BIN_EXE_mqtt-bench"))
+        .args([
+            "fan-in",
+            "--port",
+            &p,
+            "--duration",
+            "1s",
+            "--tls",
+            "--cafile",
+        ])
+        .arg(other.join("ca.pem"))
+        .output()
+        .expect("run mqtt-bench");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("TLS handshake"),
+        "{err}"
+    );
     broker.stop();
 }
 

@@ -1,6 +1,6 @@
 //! Connection scenarios: many idle clients (memory per connection) and the connect rate.
 
-use std::path::Path;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,16 +10,6 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::rustls::client::WebPkiServerVerifier;
-use tokio_rustls::rustls::client::danger::{
-    HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
-};
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use tokio_rustls::rustls::{
-    self, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
-};
 use tokio_util::sync::CancellationToken;
 
 use super::dial::{self, Conn, Transport};
@@ -47,9 +37,11 @@ impl FirstError {
 }
 
 /// `connections`: opens `--clients` idle connections (keep-alive 10 minutes, longer than any
-/// run) and reads the broker's VmRSS before and after.
+/// run) over the run's transport (plain, WebSocket or TLS: a full handshake each) and reads the
+/// broker's VmRSS before and after.
 pub async fn connections(opts: &Opts) -> Result<Report> {
     let n = opts.clients;
+    let transport = opts.transport()?;
     let rss_before = opts.broker_pid.map(rss_bytes).transpose()?;
     let start = Instant::now();
     let deadline = start + CONNECT_PHASE;
@@ -57,7 +49,7 @@ pub async fn connections(opts: &Opts) -> Result<Report> {
     let errors = Arc::new(FirstError::default());
     let mut set = JoinSet::new();
     for w in 0..workers {
-        let (addr, errors, transport) = (opts.addr(), errors.clone(), opts.transport());
+        let (addr, errors, transport) = (opts.addr(), errors.clone(), transport.clone());
         set.spawn(async move {
             let mut held = Vec::with_capacity(n / workers + 1);
             let mut failed = 0usize;
@@ -116,105 +108,12 @@ pub async fn connections(opts: &Opts) -> Result<Report> {
     Ok(report)
 }
 
-async fn idle_client(addr: std::net::SocketAddr, t: &Transport, i: usize) -> Result<Conn> {
+async fn idle_client(addr: SocketAddr, t: &Transport, i: usize) -> Result<Conn> {
     let mut s = dial::dial(addr, t).await?;
     let mut rbuf = BytesMut::with_capacity(64);
     let connect = wire::connect_packet(&format!("bench-idle-{i}"), 600, None);
     wire::handshake(&mut s, &connect, &mut rbuf).await?;
     Ok(s)
-}
-
-/// A TLS client configuration trusting only `cafile`, with session resumption off so every
-/// connection is a full handshake.
-pub fn tls_connector(cafile: &Path) -> Result<TlsConnector> {
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(cafile)
-        .with_context(|| format!("reading {}", cafile.display()))?
-    {
-        roots
-            .add(cert.with_context(|| format!("parsing {}", cafile.display()))?)
-            .context("adding the CA certificate")?;
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .context("building the certificate verifier")?;
-    let verifier = Arc::new(ChainOnce {
-        inner: webpki,
-        verified: Mutex::new(Vec::new()),
-    });
-    let mut cfg = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    cfg.resumption = rustls::client::Resumption::disabled();
-    Ok(TlsConnector::from(Arc::new(cfg)))
-}
-
-/// Verifies the broker's certificate chain as any client does (webpki, against `--cafile`), but
-/// each distinct chain only once per run: thousands of handshakes with one broker would otherwise
-/// re-verify the same bytes every time, a sixth of the generator's CPU, which on a 2-core machine
-/// the broker needs. Every handshake's own signature (the broker proving it holds the key) is
-/// still checked, so each connection still costs the broker a full handshake.
-#[derive(Debug)]
-struct ChainOnce {
-    inner: Arc<WebPkiServerVerifier>,
-    verified: Mutex<Vec<Chain>>,
-}
-
-/// A verified chain: end entity, intermediates, server name.
-type Chain = (Vec<u8>, Vec<Vec<u8>>, String);
-
-impl ServerCertVerifier for ChainOnce {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let key = (
-            end_entity.to_vec(),
-            intermediates.iter().map(|c| c.to_vec()).collect::<Vec<_>>(),
-            server_name.to_str().into_owned(),
-        );
-        if self.verified.lock().unwrap().contains(&key) {
-            return Ok(ServerCertVerified::assertion());
-        }
-        self.inner.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        )?;
-        self.verified.lock().unwrap().push(key);
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
 }
 
 /// CONNECT -> CONNACK -> DISCONNECT, then wait for the broker to close first (so the TIME_WAIT
@@ -243,39 +142,21 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 async fn one_cycle(
-    opts: &Opts,
+    addr: SocketAddr,
     transport: &Transport,
-    tls: Option<&TlsConnector>,
     connect: &[u8],
     disconnect: &[u8],
 ) -> Result<()> {
-    let Some(tls) = tls else {
-        // dial bounds the TCP connect, PROXY header and upgrade by its own timeout.
-        let mut s = dial::dial(opts.addr(), transport).await?;
-        return session(&mut s, connect, disconnect).await;
-    };
-    let mut tcp = tokio::time::timeout(STEP_TIMEOUT, dial::tcp(opts.addr()))
-        .await
-        .map_err(|_| anyhow!("TCP connect timed out"))??;
-    if transport.proxy_v2 {
-        // TLS passthrough: the proxy's header comes before the TLS bytes.
-        dial::send_proxy_header(&mut tcp).await?;
-    }
-    let name = ServerName::from(opts.host);
-    let mut s = tokio::time::timeout(STEP_TIMEOUT, tls.connect(name, tcp))
-        .await
-        .map_err(|_| anyhow!("TLS handshake timed out"))?
-        .context("TLS handshake")?;
+    // dial bounds the TCP connect, PROXY header, TLS handshake or upgrade by its own timeout.
+    let mut s = dial::dial(addr, transport).await?;
     session(&mut s, connect, disconnect).await
 }
 
 /// `connect-rate`: `--concurrency` clients, each with its own fixed client id (returning clients
-/// with repeat credentials), loop connect -> CONNACK -> DISCONNECT.
+/// with repeat credentials), loop connect -> CONNACK -> DISCONNECT (with `--tls`, a full
+/// handshake every time).
 pub async fn connect_rate(opts: &Opts) -> Result<Report> {
-    let tls = match (&opts.cafile, opts.tls) {
-        (Some(ca), true) => Some(Arc::new(tls_connector(ca)?)),
-        _ => None,
-    };
+    let transport = opts.transport()?;
     // MQTT_PASSWORD is only looked at when a username is given (scripts export it for all runs).
     let password =
         match (&opts.username, &opts.password) {
@@ -299,12 +180,11 @@ pub async fn connect_rate(opts: &Opts) -> Result<Report> {
             creds.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
         );
         let disconnect = wire::disconnect_packet();
-        let (opts, tls, stop) = (opts.clone(), tls.clone(), stop.clone());
-        let transport = opts.transport();
+        let (addr, transport, stop) = (opts.addr(), transport.clone(), stop.clone());
         let (ok, failed, errors) = (ok.clone(), failed.clone(), errors.clone());
         set.spawn(async move {
             while !stop.is_cancelled() {
-                let cycle = one_cycle(&opts, &transport, tls.as_deref(), &connect, &disconnect);
+                let cycle = one_cycle(addr, &transport, &connect, &disconnect);
                 let r = tokio::select! {
                     r = cycle => r,
                     _ = stop.cancelled() => break,
@@ -341,7 +221,7 @@ pub async fn connect_rate(opts: &Opts) -> Result<Report> {
     report.add("connects_per_s", connects as f64 / secs, "connects/s");
     report.add("failures", failures as f64, "");
     report.add("concurrency", opts.concurrency as f64, "clients");
-    report.add("tls", f64::from(u8::from(tls.is_some())), "");
+    report.add("tls", f64::from(u8::from(transport.tls.is_some())), "");
     report.add("password", f64::from(u8::from(opts.username.is_some())), "");
     report.add("ws", f64::from(u8::from(opts.ws)), "");
     report.add("proxy_v2", f64::from(u8::from(opts.proxy_v2)), "");

@@ -1,7 +1,8 @@
 //! How a benchmark client reaches the broker: a TCP connection, then optionally a PROXY protocol
-//! v2 header (as HAProxy's `send-proxy-v2` sends it), then optionally a WebSocket upgrade; the
-//! scenarios get one [`Conn`] whichever it is and speak MQTT over it.
+//! v2 header (as HAProxy's `send-proxy-v2` sends it), then optionally a TLS handshake or a
+//! WebSocket upgrade; the scenarios get one [`Conn`] whichever it is and speak MQTT over it.
 
+use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -10,24 +11,47 @@ use std::task::{Context, Poll};
 use anyhow::{Context as _, Result, anyhow};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::pki_types::ServerName;
 
 use super::wire::SETUP_TIMEOUT;
 use super::ws::{self, WsStream};
 
-/// The transport options of a run (`--ws`, `--ws-path`, `--proxy-v2`).
-#[derive(Clone, Debug, Default)]
+/// The transport options of a run (`--ws`, `--ws-path`, `--proxy-v2`, `--tls`).
+#[derive(Clone, Default)]
 pub struct Transport {
     /// MQTT over WebSocket, upgrading on this path.
     pub ws_path: Option<String>,
-    /// A PROXY v2 header before anything else.
+    /// A PROXY v2 header before anything else (before the TLS handshake too: TLS passthrough).
     pub proxy_v2: bool,
+    /// MQTT over TLS with this client configuration (`super::tls::tls_connector`: resumption
+    /// off, so every connection is a full handshake). Built once per run and shared, so a
+    /// certificate chain is verified once, not once per connection.
+    pub tls: Option<TlsConnector>,
+}
+
+impl fmt::Debug for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
 }
 
 impl Transport {
-    /// "tcp", "ws", "tcp+proxy-v2", "ws+proxy-v2": for the report.
+    /// "tcp", "ws", "tls", each with "+proxy-v2" when the header is sent: for the report.
     pub fn name(&self) -> String {
-        let base = if self.ws_path.is_some() { "ws" } else { "tcp" };
-        if self.proxy_v2 {
+        Self::describe(self.ws_path.is_some(), self.tls.is_some(), self.proxy_v2)
+    }
+
+    /// [`Transport::name`] from the options alone (no TLS configuration needs to be built).
+    pub fn describe(ws: bool, tls: bool, proxy_v2: bool) -> String {
+        let base = match (ws, tls) {
+            (true, true) => "wss",
+            (true, false) => "ws",
+            (false, true) => "tls",
+            (false, false) => "tcp",
+        };
+        if proxy_v2 {
             format!("{base}+proxy-v2")
         } else {
             base.to_owned()
@@ -35,23 +59,34 @@ impl Transport {
     }
 }
 
-/// A client's connection, plain or WebSocket.
+/// A client's connection: plain, TLS or WebSocket.
 pub enum Conn {
     Tcp(TcpStream),
+    /// Boxed: a client connection's TLS state is over a kilobyte, the other variants a few words.
+    Tls(Box<TlsStream<TcpStream>>),
     Ws(WsStream<TcpStream>),
 }
 
-/// Connects to `addr` (TCP_NODELAY on), sends the PROXY header and upgrades as `t` says, all
-/// within [`SETUP_TIMEOUT`].
+/// Connects to `addr` (TCP_NODELAY on), sends the PROXY header, then completes the TLS handshake
+/// or the WebSocket upgrade as `t` says, all within [`SETUP_TIMEOUT`].
 pub async fn dial(addr: SocketAddr, t: &Transport) -> Result<Conn> {
     tokio::time::timeout(SETUP_TIMEOUT, async {
         let mut s = tcp(addr).await?;
         if t.proxy_v2 {
             send_proxy_header(&mut s).await?;
         }
-        match &t.ws_path {
-            None => Ok(Conn::Tcp(s)),
-            Some(path) => Ok(Conn::Ws(ws::upgrade(s, &addr.to_string(), path).await?)),
+        match (&t.tls, &t.ws_path) {
+            (Some(_), Some(_)) => Err(anyhow!("WebSocket over TLS (wss) is not supported")),
+            (Some(tls), None) => {
+                // The broker's certificate names its address (mqtt-certs puts 127.0.0.1 in it).
+                let s = tls
+                    .connect(ServerName::from(addr.ip()), s)
+                    .await
+                    .with_context(|| format!("TLS handshake with {addr}"))?;
+                Ok(Conn::Tls(Box::new(s)))
+            }
+            (None, None) => Ok(Conn::Tcp(s)),
+            (None, Some(path)) => Ok(Conn::Ws(ws::upgrade(s, &addr.to_string(), path).await?)),
         }
     })
     .await
@@ -113,6 +148,7 @@ impl AsyncRead for Conn {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
             Conn::Ws(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
@@ -126,6 +162,7 @@ impl AsyncWrite for Conn {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Conn::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
             Conn::Ws(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
@@ -133,6 +170,7 @@ impl AsyncWrite for Conn {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
             Conn::Ws(s) => Pin::new(s).poll_flush(cx),
         }
     }
@@ -140,6 +178,7 @@ impl AsyncWrite for Conn {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
             Conn::Ws(s) => Pin::new(s).poll_shutdown(cx),
         }
     }

@@ -24,7 +24,7 @@ pub async fn fill(opts: &Opts) -> Result<Report> {
     let sessions = opts.subscribers.unwrap_or(1000).max(1);
     let queued = opts.queued;
     let started = Instant::now();
-    let transport = opts.transport();
+    let transport = opts.transport()?;
     for i in 0..sessions {
         let (mut s, mut rbuf) =
             connect_session(opts.addr(), &transport, &format!("fill-{i}"), false).await?;

@@ -232,7 +232,7 @@ async fn qos0(
     filter: &str,
     topic_of: impl Fn(usize) -> String,
 ) -> Result<Report> {
-    let transport = opts.transport();
+    let transport = opts.transport()?;
     let flow = Arc::new(Flow {
         published: AtomicU64::new(0),
         deliveries: (0..subscribers).map(|_| Padded::default()).collect(),
@@ -490,7 +490,7 @@ async fn q1_subscriber(
 /// `qos1`: N pairs (default 4): publisher i -> `bench/q1/i` -> subscriber i, QoS 1 both ways.
 pub async fn qos1(opts: &Opts) -> Result<Report> {
     let pairs = opts.publishers.unwrap_or(4).clamp(1, 1000);
-    let transport = opts.transport();
+    let transport = opts.transport()?;
     let counts = Arc::new(Q1Counts {
         sent: AtomicU64::new(0),
         acked: AtomicU64::new(0),

@@ -3,11 +3,13 @@
 //! ```text
 //!  mod.rs        options, timing (warm-up, then a fixed measuring window), reports (table + JSON)
 //!  wire.rs       MQTT 3.1.1 through mqttd's codec; zero-allocation frame scanner for the hot path
-//!  dial.rs       TCP, then optionally a PROXY v2 header and a WebSocket upgrade: one `Conn` type
+//!  dial.rs       TCP, then optionally a PROXY v2 header and a TLS handshake or a WebSocket
+//!                upgrade: one `Conn` type
+//!  tls.rs        the TLS client configuration (--cafile only, resumption off, each chain verified once)
 //!  ws.rs         the WebSocket client: upgrade, one masked binary frame per write, unwrapping reads
 //!  flow.rs       fan-in, fan-out (QoS 0, windowed) and qos1 (64 in flight, loss/duplicate check)
 //!  latency.rs    fixed-rate end-to-end latency on two blocking threads
-//!  conns.rs      10k idle connections (broker RSS per connection) and connect-rate (auth, TLS)
+//!  conns.rs      10k idle connections (broker RSS per connection) and connect-rate (auth)
 //! ```
 //!
 //! Every scenario connects to 127.0.0.1 only, warms up, measures for `--duration`, stops by
@@ -18,6 +20,7 @@ pub mod dial;
 pub mod fill;
 pub mod flow;
 pub mod latency;
+pub mod tls;
 pub mod wire;
 pub mod ws;
 
@@ -112,7 +115,8 @@ pub struct Opts {
     pub username: Option<String>,
     #[arg(long)]
     pub password: Option<String>,
-    /// connect-rate: TLS (a full handshake per connection; resumption off).
+    /// MQTT over TLS, trusting only `--cafile`, with session resumption off (every connection
+    /// is a full handshake), for every scenario but latency. Not with `--ws`.
     #[arg(long, requires = "cafile")]
     pub tls: bool,
     /// CA certificate (PEM) that signed the broker's certificate.
@@ -169,12 +173,19 @@ impl Opts {
         SocketAddr::new(self.host, self.port)
     }
 
-    /// How clients connect (`--ws`, `--ws-path`, `--proxy-v2`).
-    pub fn transport(&self) -> dial::Transport {
-        dial::Transport {
+    /// How clients connect (`--ws`, `--ws-path`, `--proxy-v2`, `--tls`). Reads `--cafile`:
+    /// build it once per run and clone it (the clones share one TLS configuration).
+    pub fn transport(&self) -> Result<dial::Transport> {
+        let tls = match (self.tls, &self.cafile) {
+            (false, _) => None,
+            (true, Some(ca)) => Some(tls::tls_connector(ca)?),
+            (true, None) => bail!("--tls needs --cafile"),
+        };
+        Ok(dial::Transport {
             ws_path: self.ws.then(|| self.ws_path.clone()),
             proxy_v2: self.proxy_v2,
-        }
+            tls,
+        })
     }
 
     /// Refuses anything but loopback: this tool floods whatever it is pointed at.
@@ -225,7 +236,7 @@ pub struct Metric {
 pub struct Report {
     pub scenario: Scenario,
     pub label: String,
-    /// "tcp", "ws", "tcp+proxy-v2"...
+    /// "tcp", "ws", "tls", "tcp+proxy-v2"...
     pub transport: String,
     pub metrics: Vec<Metric>,
 }
@@ -235,7 +246,7 @@ impl Report {
         Report {
             scenario,
             label: opts.label.clone(),
-            transport: opts.transport().name(),
+            transport: dial::Transport::describe(opts.ws, opts.tls, opts.proxy_v2),
             metrics: Vec::new(),
         }
     }
@@ -401,9 +412,9 @@ pub async fn measure<const N: usize>(opts: &Opts, read: impl Fn() -> [u64; N]) -
 /// Runs one scenario under its overall deadline.
 pub async fn run(scenario: Scenario, opts: &Opts) -> Result<Report> {
     opts.check()?;
-    if scenario == Scenario::Latency && (opts.ws || opts.proxy_v2) {
+    if scenario == Scenario::Latency && (opts.ws || opts.proxy_v2 || opts.tls) {
         // Its blocking sockets bypass the async transports.
-        bail!("latency runs over plain TCP only (no --ws or --proxy-v2)");
+        bail!("latency runs over plain TCP only (no --ws, --proxy-v2 or --tls)");
     }
     let fut = async {
         match scenario {

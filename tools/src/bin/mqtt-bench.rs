@@ -7,6 +7,7 @@
 //! mqtt-bench latency --rate 5000                # p50/p99/max end-to-end
 //! mqtt-bench connections --broker-pid PID       # 10,000 idle clients, broker RSS per connection
 //! mqtt-bench connect-rate --username u --password p [--tls --cafile certs/ca.pem --port 8883]
+//! mqtt-bench fan-in --tls --cafile certs/ca.pem --port 8883   # any scenario but latency over TLS
 //! ```
 //!
 //! Each run prints a table and then one JSON line (`{"scenario":...}`) for scripts; see
