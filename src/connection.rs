@@ -18,9 +18,9 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::protocol::{self, DecodeError, EncodeError, Packet, ProtocolVersion};
-use crate::transport::Framing;
 use crate::transport::tls::TlsStream;
 use crate::transport::ws::WsStream;
+use crate::transport::{Framing, Wss};
 
 /// Initial read buffer; grows on demand up to the largest packet allowed.
 /// Reads start small, so an idle connection holds little memory, and double (up to
@@ -118,16 +118,17 @@ impl Stream for WsStream<TlsStream<tokio::net::TcpStream>> {
         match tls.into_parts() {
             Ok((tcp, session)) => Ok(tcp
                 .into_std()
-                .map(|socket| (socket, Framing::Wss(session, ws)))),
+                .map(|socket| (socket, Framing::Wss(Box::new(Wss { tls: session, ws }))))),
             Err(tls) => Err(WsStream::new(tls, ws)),
         }
     }
 
     fn from_socket(socket: std::net::TcpStream, framing: Framing) -> io::Result<Self> {
         match framing {
-            Framing::Wss(session, ws) => {
+            Framing::Wss(wss) => {
+                let Wss { tls, ws } = *wss;
                 let tcp = tokio::net::TcpStream::from_std(socket)?;
-                Ok(WsStream::new(TlsStream::from_parts(tcp, session), ws))
+                Ok(WsStream::new(TlsStream::from_parts(tcp, tls), ws))
             }
             other => Err(resumed_as(&other, "WebSocket over TLS")),
         }
@@ -140,7 +141,7 @@ fn resumed_as(framing: &Framing, kind: &str) -> io::Error {
         Framing::Raw => "plain TCP",
         Framing::Ws(_) => "WebSocket",
         Framing::Tls(_) => "TLS",
-        Framing::Wss(..) => "WebSocket over TLS",
+        Framing::Wss(_) => "WebSocket over TLS",
     };
     io::Error::other(format!("a {was} connection resumed as {kind}"))
 }

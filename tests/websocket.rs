@@ -445,3 +445,35 @@ async fn wss_and_mtls_over_wss() {
     c.disconnect().await;
     broker.stop().await;
 }
+
+/// wss parks like ws: the TLS session and the frame state go with the socket. Woken by a 1 MB
+/// delivery (many records, many frames) and by the client's own ping frame.
+#[tokio::test]
+async fn idle_wss_connections_park_and_wake() {
+    let pki = common::certs::Pki::generate();
+    let mut wss = ws_listener("wss");
+    wss.tls = Some(pki.server_tls(WAIT));
+    let broker = broker_with(wss, |_| {}).await;
+    let client = || pki.client(tokio_rustls::rustls::DEFAULT_VERSIONS);
+    let stream = wss_connect(broker.addr_of("wss"), client()).await;
+    let mut sub = RawClient::connected_on(stream, "wss-sub").await;
+    assert_eq!(sub.subscribe("big", QoS::AtLeastOnce, 1).await, [1]);
+    let stream = wss_connect(broker.addr_of("wss"), client()).await;
+    let mut other = RawClient::connected_on(stream, "wss-other").await;
+    broker.parked(2).await;
+
+    let mut tcp = RawClient::connected(broker.addr_of("plain"), "tcp").await;
+    let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 249) as u8).collect();
+    tcp.publish("big", &big, QoS::AtLeastOnce, false, 1).await;
+    assert!(sub.receive().await.payload[..] == big[..]);
+
+    broker.parked(3).await;
+    other.stream.send_frame(0x89, b"p").await;
+    other
+        .publish("big", b"small", QoS::AtLeastOnce, false, 2)
+        .await;
+    assert_eq!(&sub.receive().await.payload[..], b"small");
+    assert!(other.stream.controls.contains(&0x8A));
+    sub.ping().await;
+    broker.stop().await;
+}

@@ -121,7 +121,7 @@ impl Parkable for Idle {
                     Box::pin(drive(conn, client, guard, start)).await;
                 }
             }
-            Framing::Wss(..) => {
+            Framing::Wss(_) => {
                 if let Some((conn, client, guard)) = self.unpark::<WsStream<TlsStream<TcpStream>>>()
                 {
                     Box::pin(drive(conn, client, guard, start)).await;

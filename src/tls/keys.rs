@@ -300,12 +300,7 @@ impl MessageEncrypter for Tls12GcmSealer {
         let total_len = self.encrypted_payload_len(msg.payload.len());
         let mut payload = PrefixedPayload::with_capacity(total_len);
         let nonce = AeadNonce::assume_unique_for_key(Nonce::new(&self.iv, seq).0);
-        let aad = Aad::from(make_tls12_aad(
-            seq,
-            msg.typ,
-            msg.version,
-            msg.payload.len(),
-        ));
+        let aad = Aad::from(make_tls12_aad(seq, msg.typ, msg.version, msg.payload.len()));
         payload.extend_from_slice(&nonce.as_ref()[4..]);
         payload.extend_from_chunks(&msg.payload);
         let tag = self
@@ -363,9 +358,11 @@ impl MessageDecrypter for Tls12GcmOpener {
         if plain_len > MAX_FRAGMENT_LEN {
             return Err(Error::PeerSentOversizedRecord);
         }
-        Ok(msg.into_plain_message_range(
-            GCM_EXPLICIT_NONCE_LEN..GCM_EXPLICIT_NONCE_LEN + plain_len,
-        ))
+        Ok(
+            msg.into_plain_message_range(
+                GCM_EXPLICIT_NONCE_LEN..GCM_EXPLICIT_NONCE_LEN + plain_len,
+            ),
+        )
     }
 }
 
@@ -419,12 +416,7 @@ impl MessageEncrypter for Tls12ChaChaSealer {
         let total_len = self.encrypted_payload_len(msg.payload.len());
         let mut payload = PrefixedPayload::with_capacity(total_len);
         let nonce = AeadNonce::assume_unique_for_key(Nonce::new(&self.iv, seq).0);
-        let aad = Aad::from(make_tls12_aad(
-            seq,
-            msg.typ,
-            msg.version,
-            msg.payload.len(),
-        ));
+        let aad = Aad::from(make_tls12_aad(seq, msg.typ, msg.version, msg.payload.len()));
         payload.extend_from_chunks(&msg.payload);
         self.key
             .with(|key| key.seal_in_place_append_tag(nonce, aad, &mut payload))?

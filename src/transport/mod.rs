@@ -18,8 +18,16 @@ pub enum Framing {
     Ws(Box<ws::WsState>),
     /// MQTT over TLS, with the TLS session (keys, sequence numbers, a partial record).
     Tls(Box<tls::TlsSession>),
-    /// MQTT in WebSocket frames over TLS.
-    Wss(Box<tls::TlsSession>, Box<ws::WsState>),
+    /// MQTT in WebSocket frames over TLS (one box, so plain connections' `Framing` stays two
+    /// words).
+    Wss(Box<Wss>),
+}
+
+/// What a parked wss connection keeps.
+#[derive(Debug)]
+pub struct Wss {
+    pub tls: Box<tls::TlsSession>,
+    pub ws: Box<ws::WsState>,
 }
 
 impl Framing {
@@ -27,7 +35,8 @@ impl Framing {
     /// still encrypted, for the resumed stream to decrypt.
     pub fn tls_mut(&mut self) -> Option<&mut tls::TlsSession> {
         match self {
-            Framing::Tls(session) | Framing::Wss(session, _) => Some(session),
+            Framing::Tls(session) => Some(session),
+            Framing::Wss(wss) => Some(&mut wss.tls),
             Framing::Raw | Framing::Ws(_) => None,
         }
     }
@@ -38,7 +47,7 @@ impl Framing {
         match self {
             Framing::Raw => data.len(),
             Framing::Ws(state) => state.decode(data),
-            Framing::Tls(_) | Framing::Wss(..) => 0,
+            Framing::Tls(_) | Framing::Wss(_) => 0,
         }
     }
 }

@@ -156,10 +156,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> TlsStream<IO> {
             // Our flight, or the alert of a failure (best effort then).
             let flushed = std::future::poll_fn(|cx| stream.poll_flush_out(cx)).await;
             let next = next?;
-            flushed?;
+            // Done: a failed write (of session tickets) is the stream's first write's to report,
+            // so a client that sent its packets and closed at once is still read.
             if !stream.session.conn.is_handshaking() {
                 return Ok(stream);
             }
+            flushed?;
             match next {
                 Next::Input => {
                     if std::future::poll_fn(|cx| stream.poll_fill(cx)).await? == 0 {

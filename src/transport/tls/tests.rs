@@ -13,16 +13,32 @@ use super::*;
 
 const BOUND: Duration = Duration::from_secs(10);
 
-/// A server config for `localhost` and a client config trusting it, for `versions`.
+/// A server config for `localhost` (our lazy record keys, as the broker's) and a client config
+/// trusting it, for `versions`.
 fn configs(
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> (Arc<ServerConfig>, Arc<rustls::ClientConfig>) {
-    let key = rcgen::KeyPair::generate().unwrap();
+    configs_with(versions, aws_lc_rs::default_provider(), false)
+}
+
+/// As [`configs`], the client with `client_provider` (e.g. only one cipher suite).
+fn configs_with(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    client_provider: rustls::crypto::CryptoProvider,
+    rsa: bool,
+) -> (Arc<ServerConfig>, Arc<rustls::ClientConfig>) {
+    let key = if rsa {
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap()
+    } else {
+        rcgen::KeyPair::generate().unwrap()
+    };
     let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
     let cert = params.self_signed(&key).unwrap();
     let der = cert.der().clone();
-    let provider = Arc::new(aws_lc_rs::default_provider());
-    let server = ServerConfig::builder_with_provider(Arc::clone(&provider))
+    let provider = Arc::new(crate::tls::keys::lazy_record_keys(
+        aws_lc_rs::default_provider(),
+    ));
+    let server = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)
         .unwrap()
         .with_no_client_auth()
@@ -33,7 +49,7 @@ fn configs(
         .unwrap();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from(der.to_vec())).unwrap();
-    let client = rustls::ClientConfig::builder_with_provider(provider)
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(client_provider))
         .with_protocol_versions(versions)
         .unwrap()
         .with_root_certificates(roots)
@@ -117,7 +133,13 @@ async fn connected(
     versions: &[&'static rustls::SupportedProtocolVersion],
     pipe: usize,
 ) -> (TlsStream<DuplexStream>, Client) {
-    let (server_config, client_config) = configs(versions);
+    handshaken(configs(versions), pipe).await
+}
+
+async fn handshaken(
+    (server_config, client_config): (Arc<ServerConfig>, Arc<rustls::ClientConfig>),
+    pipe: usize,
+) -> (TlsStream<DuplexStream>, Client) {
     let (server_io, client_io) = tokio::io::duplex(pipe);
     let accept = tokio::spawn(TlsStream::accept(server_io, server_config));
     let name = ServerName::try_from("localhost").unwrap();
@@ -375,4 +397,83 @@ async fn a_handshake_that_is_not_tls_fails_with_an_alert() {
     let mut reply = Vec::new();
     client_io.read_to_end(&mut reply).await.unwrap();
     assert_eq!(reply.first(), Some(&0x15), "an alert record: {reply:02x?}");
+}
+
+#[tokio::test]
+async fn a_client_that_sends_and_closes_at_once_is_still_read() {
+    let (server_config, client_config) = configs(&[&rustls::version::TLS13]);
+    let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+    let accept = tokio::spawn(TlsStream::accept(server_io, server_config));
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut client = Client {
+        tls: ClientConnection::new(client_config, name).unwrap(),
+        io: client_io,
+        pending: Vec::new(),
+    };
+    let mut chunk = vec![0u8; 64 * 1024];
+    let hello = client.records();
+    client.send(&hello).await;
+    while client.tls.is_handshaking() {
+        assert!(client.pump(&mut chunk).await);
+    }
+    // Finished, CONNECT and DISCONNECT in one go, then gone: the server's session ticket finds
+    // no reader.
+    let wire = client.seal(b"CONNECT..DISCONNECT");
+    client.send(&wire).await;
+    drop(client);
+    let mut server = tokio::time::timeout(BOUND, accept)
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("the handshake completed");
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(BOUND, server.read_to_end(&mut got))
+        .await
+        .unwrap();
+    assert_eq!(got, b"CONNECT..DISCONNECT");
+}
+
+/// Every suite the broker serves, each way, against rustls' own record protection; parked and
+/// resumed between (the expanded keys are rebuilt), and for TLS 1.3 across a key update.
+#[tokio::test]
+async fn every_suite_interoperates_and_survives_parking() {
+    let suites = aws_lc_rs::default_provider().cipher_suites;
+    assert_eq!(suites.len(), 9);
+    for suite in suites {
+        let version = suite.version();
+        let mut client_provider = aws_lc_rs::default_provider();
+        client_provider.cipher_suites = vec![suite];
+        // TLS 1.2's ECDHE_RSA suites need an RSA certificate.
+        let rsa = format!("{:?}", suite.suite()).contains("_RSA_");
+        let (mut server, mut client) =
+            handshaken(configs_with(&[version], client_provider, rsa), 64 * 1024).await;
+        assert_eq!(
+            client.tls.negotiated_cipher_suite().unwrap().suite(),
+            suite.suite()
+        );
+        let what = format!("{:?}", suite.suite());
+        for round in 0..3 {
+            if round == 2 && version == &rustls::version::TLS13 {
+                client.tls.refresh_traffic_keys().unwrap();
+            }
+            let message = format!("{what} round {round}");
+            let wire = client.seal(message.as_bytes());
+            client.send(&wire).await;
+            let mut got = vec![0u8; message.len()];
+            tokio::time::timeout(BOUND, server.read_exact(&mut got))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(got, message.as_bytes(), "{what}");
+            server.write_all(message.as_bytes()).await.unwrap();
+            server.flush().await.unwrap();
+            assert_eq!(
+                client.receive(message.len()).await,
+                message.as_bytes(),
+                "{what}"
+            );
+            let (io, session) = server.into_parts().expect("idle, parks");
+            server = TlsStream::from_parts(io, session);
+        }
+    }
 }
