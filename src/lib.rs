@@ -5,8 +5,8 @@
 //! ```text
 //!  listener.rs     accept loop per [[listener]]: max_connections permit, per-IP slot, TCP_NODELAY,
 //!      |           one task per socket, where the front door runs: PROXY header (proxy.rs), TLS
-//!      |           handshake (tls.rs), WebSocket upgrade (transport/ws/). InMemory: the same
-//!      |           without a socket (tests on paused time, embedding).
+//!      |           handshake (tls.rs, transport/tls.rs), WebSocket upgrade (transport/ws/).
+//!      |           InMemory: the same without a socket (tests on paused time, embedding).
 //!      v
 //!  connection.rs   framed, cancel-safe reads and batched writes over any Stream (TCP, TLS, ws,
 //!      |           wss, pipe)
@@ -21,7 +21,8 @@
 //!      |             acks.rs     PUBACK/PUBREC that wait for the store's commit
 //!      |             alias.rs    5.0 topic aliases both ways
 //!      |             exit.rs     why it ended, DISCONNECT, the will, detach
-//!      |             park.rs     an idle connection leaves its task (park.rs holds it)
+//!      |             park.rs     an idle connection (TCP, TLS, ws, wss) leaves its task (park.rs
+//!      |                         holds it)
 //!      |             context.rs  what all connections share; per-IP slots
 //!      v
 //!  ingress.rs      THE way in, for every source (MQTT, will, $SYS; next HTTP, CoAP, bridge,
@@ -64,8 +65,10 @@
 //! - [`auth`]: password file and `mqtt-passwd`'s file handling, argon2 verification pool,
 //!   credential cache, back-off, ACL, SCRAM-SHA-256 enhanced authentication, the auth state in
 //!   force ([`auth::AuthCell`]).
-//! - [`tls`]: PEM -> one shared rustls `ServerConfig` (aws-lc-rs), reloadable.
-//! - [`transport`]: MQTT over WebSocket (frames unwrapped in the connection's own buffer);
+//! - [`tls`]: PEM -> one shared rustls `ServerConfig` (aws-lc-rs), reloadable; record keys that
+//!   give their memory back while parked ([`tls::keys`]).
+//! - [`transport`]: the TLS stream (rustls' unbuffered connection, parkable), MQTT over WebSocket
+//!   (frames unwrapped in the connection's own buffer);
 //!   [`proxy`]: the PROXY protocol header and the `proxy_trusted` gate.
 //! - [`stats`]: counters and limit hits (a leaf); [`sys`]: publishes them as `$SYS`.
 //! - [`server`]: binds listeners, runs until the shutdown token fires, drains; SIGHUP reloads.
