@@ -43,8 +43,10 @@ use crate::tls::keys::{KeyCache, with_cache};
 /// write first flushes: four full records.
 pub const MAX_WRITE: usize = 4 * 16 * 1024;
 
-/// The first read of a record's bytes; reads grow to hold a whole record (up to [`MAX_RECORD`]).
+/// Reads start at this size, grow to hold a whole record (up to [`MAX_RECORD`]), and double (up
+/// to [`MAX_READ`]) while they keep filling what was asked, so a busy connection makes few reads.
 const MIN_READ: usize = 4 * 1024;
+const MAX_READ: usize = 64 * 1024;
 
 /// A TLS record on the wire at its largest: header, 16 KiB of plaintext and TLS 1.2's allowance of
 /// 2 KiB expansion. rustls refuses longer ones.
@@ -105,6 +107,8 @@ pub struct TlsStream<IO> {
     /// rustls reported a fatal error: it must not be driven again (it would read the same input
     /// again, and panics rather than send a second fatal alert).
     failed: bool,
+    /// The next read's size (see [`MIN_READ`]).
+    read_size: usize,
 }
 
 impl<IO> std::fmt::Debug for TlsStream<IO> {
@@ -191,6 +195,7 @@ impl<IO> TlsStream<IO> {
             peer_closed: false,
             close_sent: false,
             failed: false,
+            read_size: MIN_READ,
         }
     }
 
@@ -370,15 +375,25 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> TlsStream<IO> {
         Poll::Ready(Ok(()))
     }
 
-    /// Reads more TLS bytes into the session's buffer, room for at least the rest of the record
-    /// being read; 0: end of stream.
+    /// Reads more TLS bytes into the session's buffer: room for at least the rest of the record
+    /// being read, and more while reads keep filling it; 0: end of stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let incoming = &mut self.session.incoming;
-        let want = incoming.record_remaining().clamp(MIN_READ, MAX_RECORD);
-        let mut buf = ReadBuf::new(incoming.spare(want));
+        let want = incoming
+            .record_remaining()
+            .min(MAX_RECORD)
+            .max(self.read_size);
+        let spare = incoming.spare(want);
+        let asked = spare.len().min(MAX_READ.max(want));
+        let mut buf = ReadBuf::new(&mut spare[..asked]);
         ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
         let n = buf.filled().len();
         incoming.commit(n);
+        self.read_size = if n == asked {
+            (self.read_size * 2).min(MAX_READ)
+        } else {
+            MIN_READ
+        };
         Poll::Ready(Ok(n))
     }
 }
