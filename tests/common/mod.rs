@@ -72,6 +72,9 @@ pub fn config() -> Config {
         listeners: vec![listener("plain")],
         sys: mqttd::config::SysConfig { interval: 0 },
         persistence: mqttd::config::PersistenceConfig::off(),
+        // The built-in 127.0.0.1:18083 would be shared by every test broker; tests/http_api.rs
+        // sets an [http] on port 0.
+        http: None,
         ..Config::default()
     }
 }
