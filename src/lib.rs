@@ -75,6 +75,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod connection;
+pub mod http;
 pub mod ingress;
 pub mod listener;
 pub mod msglog;

@@ -140,7 +140,11 @@ impl ApiKeyFile {
             if file.get(name).is_some() {
                 return Err(err(format!("key {name:?} appears twice")));
             }
-            file.lines.push(Line::Key(KeyEntry { name: name.to_owned(), role, digest }));
+            file.lines.push(Line::Key(KeyEntry {
+                name: name.to_owned(),
+                role,
+                digest,
+            }));
         }
         Ok(file)
     }
@@ -329,7 +333,10 @@ mod tests {
         assert_eq!(new.key.len(), KEY_PREFIX.len() + 43);
         let text = file.serialize();
         assert!(text.starts_with("# keys\n\ngrafana:viewer:"));
-        assert!(!text.contains(new.key.as_str()), "the key itself is never stored");
+        assert!(
+            !text.contains(new.key.as_str()),
+            "the key itself is never stored"
+        );
         let again = p(&text).unwrap();
         assert_eq!(again, file);
         let dir = tempfile::tempdir().unwrap();
@@ -340,7 +347,10 @@ mod tests {
         assert_eq!((&*holder.name, holder.role), ("grafana", Role::Viewer));
         assert!(keys.check("mqttd_wrong").is_none());
         assert!(keys.check(&new.key[1..]).is_none());
-        assert!(file.add("grafana", Role::Admin).is_err(), "names are unique");
+        assert!(
+            file.add("grafana", Role::Admin).is_err(),
+            "names are unique"
+        );
         assert!(file.remove("grafana") && !file.remove("grafana"));
     }
 
@@ -352,7 +362,10 @@ mod tests {
             (format!("# c\na:root:{hex}"), "keys:2: unknown role"),
             ("a:admin:00".to_owned(), "keys:1: the digest"),
             (format!("a:admin:{}", "A".repeat(64)), "keys:1: the digest"),
-            (format!("a:admin:{hex}\na:viewer:{hex}"), "keys:2: key \"a\" appears twice"),
+            (
+                format!("a:admin:{hex}\na:viewer:{hex}"),
+                "keys:2: key \"a\" appears twice",
+            ),
             (format!(":admin:{hex}"), "keys:1: key name"),
             (format!("a:admin:{hex}:x"), "keys:1: expected"),
         ] {
@@ -376,8 +389,10 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("api_keys");
-        let key = ApiKeyFile::update(&path, true, |f| Ok((f.add("ci", Role::Publisher)?.key, true)))
-            .unwrap();
+        let key = ApiKeyFile::update(&path, true, |f| {
+            Ok((f.add("ci", Role::Publisher)?.key, true))
+        })
+        .unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         let keys = ApiKeys::load(Some(&path)).unwrap();

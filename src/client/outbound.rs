@@ -7,11 +7,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
 use crate::auth::Access;
-use crate::router::clients::ConnCounters;
 use crate::connection::Connection;
 use crate::protocol::{
     EncodeError, Packet, Properties, PubResp, PublishView, QoS, ReasonCode, text,
 };
+use crate::router::clients::ConnCounters;
 use crate::router::state::{Delivery, OutState, Outgoing};
 
 use super::{Client, reason_string};
