@@ -28,7 +28,8 @@ pub struct ConnInfo {
     pub counters: ConnCounters,
 }
 
-/// A connection's own traffic counters (what `$SYS` counts for the whole broker).
+/// A connection's own traffic counters (what `$SYS` counts for the whole broker), from CONNACK
+/// on, as `$SYS` counts them.
 #[derive(Debug, Default)]
 pub struct ConnCounters {
     pub packets_in: AtomicU64,

@@ -62,6 +62,8 @@ pub struct TestBroker {
     pub memory: mqttd::listener::InMemory,
     /// What the message logger dropped (None: the message log is off).
     pub msglog_drops: Option<mqttd::router::subscriber::DropCounter>,
+    /// The HTTP API's address (None: no `[http]`).
+    pub http: Option<SocketAddr>,
     handle: JoinHandle<()>,
 }
 
@@ -114,6 +116,7 @@ impl TestBroker {
         let ingress = server.ingress();
         let memory = server.in_memory(true);
         let msglog_drops = server.message_log_drops();
+        let http = server.http_addr();
         let handle = tokio::spawn(server.run());
         TestBroker {
             addr: addrs[0].1,
@@ -126,6 +129,7 @@ impl TestBroker {
             ingress,
             memory,
             msglog_drops,
+            http,
             handle,
         }
     }
