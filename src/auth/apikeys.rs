@@ -182,7 +182,7 @@ impl ApiKeyFile {
     pub fn add(&mut self, name: &str, role: Role) -> Result<NewKey, PasswdError> {
         validate_username(name)?;
         if self.get(name).is_some() {
-            return Err(PasswdError::Username(format!(
+            return Err(PasswdError::Exists(format!(
                 "a key called {name:?} exists already (remove it first)"
             )));
         }

@@ -48,6 +48,9 @@ pub enum PasswdError {
     },
     #[error("invalid username: {0}")]
     Username(String),
+    /// An entry that must not be replaced by accident exists already.
+    #[error("{0}")]
+    Exists(String),
     #[error(transparent)]
     Credential(#[from] CredentialError),
 }

@@ -155,3 +155,71 @@ impl Config {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, Path::new("m.toml"))
+            .expect_err("refused")
+            .to_string()
+    }
+
+    #[test]
+    fn on_only_with_a_table_and_in_the_default_run() {
+        let file = Config::parse("", Path::new("m.toml")).unwrap();
+        assert!(
+            file.http.is_none(),
+            "a file without [http] has no HTTP listener"
+        );
+        let c = Config::parse("[http]\n", Path::new("m.toml")).unwrap();
+        let http = c.http.unwrap();
+        assert_eq!(http.bind.to_string(), "127.0.0.1:18083");
+        assert!(!http.optional && !http.metrics_public && http.tls.is_none());
+        let default = Config::default().http.unwrap();
+        assert!(
+            default.optional,
+            "the default run's listener steps aside if its port is taken"
+        );
+        assert!(default.bind.ip().is_loopback());
+    }
+
+    #[test]
+    fn what_would_open_the_api_to_the_network_is_refused_naming_the_line() {
+        let e = err("[log]\nlevel = \"info\"\n\n[http]\nbind = \"0.0.0.0:18083\"\n");
+        assert!(e.starts_with("m.toml:5: http.bind 0.0.0.0:18083"), "{e}");
+        assert!(e.contains("password_file"), "{e}");
+        let e = err("[http]\nadmins = [\"alice\"]\n");
+        assert!(e.starts_with("m.toml:2: http.admins"), "{e}");
+        let e = err("[http]\napi_keys = \"keys\"\n");
+        assert!(e.starts_with("m.toml:2: http.api_keys needs"), "{e}");
+    }
+
+    #[test]
+    fn users_keys_and_tls_are_checked() {
+        let auth = "[auth]\npassword_file = \"p\"\n";
+        let ok =
+            format!("{auth}[http]\nbind = \"0.0.0.0:8080\"\nadmins = [\"a\"]\nviewers = [\"b\"]\n");
+        assert!(Config::parse(&ok, Path::new("m.toml")).is_ok());
+        let e = err(&format!(
+            "{auth}[http]\nadmins = [\"a\"]\nviewers = [\"b\", \"a\"]\n"
+        ));
+        assert!(
+            e.starts_with("m.toml:5: http.viewers: \"a\" is in http.admins"),
+            "{e}"
+        );
+        let e = err(&format!("{auth}[http]\nadmins = [\"a:b\"]\n"));
+        assert!(e.contains("http.admins: \"a:b\""), "{e}");
+        let e = err(&format!(
+            "{auth}[http]\ntls = {{ cert = \"c\", key = \"k\", client_ca = \"ca\" }}\n"
+        ));
+        assert!(e.contains("http.tls.client_ca: client certificates"), "{e}");
+        let e = err("[[listener]]\nbind = \"127.0.0.1:1883\"\n[http]\nbind = \"127.0.0.1:1883\"\n");
+        assert!(e.contains("is the address of listener \"default\""), "{e}");
+        let e = err("[http]\ntrusted_proxies = [\"nope\"]\n");
+        assert!(e.starts_with("m.toml:2:"), "{e}");
+    }
+}
