@@ -227,8 +227,9 @@ pub async fn identify(
     })
 }
 
-/// `user:password` from a Basic credential (RFC 7617; the user part has no ':').
-fn basic(encoded: &str) -> Option<(String, Password)> {
+/// `user:password` from a Basic credential (RFC 7617; the user part has no ':'). None for
+/// anything else (not base64, no ':', an empty or non-UTF-8 user).
+pub fn parse_basic(encoded: &str) -> Option<(String, Password)> {
     let decoded = zeroize::Zeroizing::new(
         base64::engine::general_purpose::STANDARD
             .decode(encoded)
@@ -249,13 +250,13 @@ mod tests {
     #[test]
     fn basic_credentials_are_split_at_the_first_colon() {
         let enc = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-        let (user, pw) = basic(&enc("alice:pa:ss")).unwrap();
+        let (user, pw) = parse_basic(&enc("alice:pa:ss")).unwrap();
         assert_eq!((user.as_str(), pw.as_bytes()), ("alice", &b"pa:ss"[..]));
-        let (_, empty) = basic(&enc("bob:")).unwrap();
+        let (_, empty) = parse_basic(&enc("bob:")).unwrap();
         assert!(empty.as_bytes().is_empty());
-        assert!(basic(&enc("nocolon")).is_none());
-        assert!(basic(&enc(":pw")).is_none());
-        assert!(basic("not base64!").is_none());
+        assert!(parse_basic(&enc("nocolon")).is_none());
+        assert!(parse_basic(&enc(":pw")).is_none());
+        assert!(parse_basic("not base64!").is_none());
     }
 
     #[test]
