@@ -182,8 +182,8 @@ pub async fn identify(
             "unsupported authorization scheme (Basic or Bearer)",
         ));
     }
-    let (user, password) =
-        basic(rest.trim()).ok_or_else(|| ApiError::unauthorized("malformed Basic credentials"))?;
+    let (user, password) = parse_basic(rest.trim())
+        .ok_or_else(|| ApiError::unauthorized("malformed Basic credentials"))?;
     let creds = Credentials {
         client_id: "",
         username: Some(&user),
