@@ -6,7 +6,8 @@
 //! - `auth.rs`: who is calling (Basic, API key, open on loopback) and what their role allows.
 //! - `api/`: one file per group of endpoints; handlers only translate between JSON and the
 //!   broker's own API (router, ingress). `metrics.rs`: `/metrics`. `error.rs`: JSON errors.
-//! - `tls.rs`: HTTPS with the `[http] tls` certificate (handshakes in their own tasks).
+//! - `tls.rs`: HTTPS with the `[http] tls` certificate (handshakes in their own tasks);
+//!   `guard.rs`: a bound on open connections and an idle timeout (slowloris).
 //!
 //! Not here yet (issue 14): the dashboard, Server-Sent Events, cookie sessions with CSRF, the
 //! topics / retained / history / listeners / reload endpoints, OpenAPI.
@@ -14,6 +15,7 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+mod guard;
 pub mod metrics;
 mod tls;
 
@@ -121,17 +123,19 @@ impl HttpServer {
         info!("HTTP API on {scheme}://{}/api/v1", self.local);
         let app = app(self.state).into_make_service_with_connect_info::<SocketAddr>();
         let stop = shutdown.clone().cancelled_owned();
+        // `tap_io` gives the peer address as connect info for any listener.
+        use axum::serve::ListenerExt as _;
         let served = match self.tls {
             None => {
-                axum::serve(self.tcp, app)
+                let listener = guard::Guarded::new(self.tcp).tap_io(|_| {});
+                axum::serve(listener, app)
                     .with_graceful_shutdown(stop)
                     .await
             }
             Some(tls) => {
-                use axum::serve::ListenerExt as _;
                 let listener = tls::TlsListener::start(self.tcp, tls, shutdown.clone());
-                // `tap_io` gives the peer address as connect info for any listener.
-                axum::serve(listener.tap_io(|_| {}), app)
+                let listener = guard::Guarded::new(listener).tap_io(|_| {});
+                axum::serve(listener, app)
                     .with_graceful_shutdown(stop)
                     .await
             }

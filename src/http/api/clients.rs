@@ -202,7 +202,7 @@ pub async fn get(
     caller.may(Need::Read)?;
     match state.ctx.router.client(&id) {
         Some(v) => Ok(Json(Client::of(v, true))),
-        None => Err(no_such_client(&id)),
+        None => Err(no_such_client("no client", &id)),
     }
 }
 
@@ -219,16 +219,16 @@ pub async fn disconnect(
         .router
         .disconnect_client(&id, DisconnectReason::AdministrativeAction)
     {
-        return Err(no_such_client(&id));
+        return Err(no_such_client("no connected client", &id));
     }
     info!(client_id = %text::cut(&id), by = %caller, "client disconnected through the HTTP API");
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn no_such_client(id: &str) -> ApiError {
+fn no_such_client(what: &str, id: &str) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "CLIENTID_NOT_FOUND",
-        format!("no connected client {:?}", text::cut(id)),
+        format!("{what} {:?}", text::cut(id)),
     )
 }
