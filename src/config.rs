@@ -6,10 +6,12 @@
 //! on the rest of it.
 
 mod history;
+mod http;
 mod persistence;
 mod validate;
 
 pub use history::{HistoryConfig, MIN_HISTORY_BYTES};
+pub use http::{DEFAULT_HTTP_PORT, HttpConfig};
 pub use persistence::{OnCorrupt, PersistenceConfig, SyncMode};
 pub use validate::Locations;
 
@@ -63,6 +65,9 @@ pub struct Config {
     pub persistence: PersistenceConfig,
     #[serde(default)]
     pub history: HistoryConfig,
+    /// The HTTP API and `/metrics`: on with an `[http]` table (see `config/http.rs`).
+    #[serde(default)]
+    pub http: Option<HttpConfig>,
     /// Where the file was loaded from; relative paths in it are resolved against the working directory
     /// (as Mosquitto does).
     #[serde(skip)]
@@ -525,7 +530,7 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 
 impl Default for Config {
     /// The configuration used without `--config`: 127.0.0.1:1883 only, anonymous (Mosquitto 2's
-    /// local-only mode).
+    /// local-only mode), and the HTTP API on 127.0.0.1:18083 if that port is free.
     fn default() -> Self {
         Config {
             listeners: default_listeners(),
@@ -535,6 +540,7 @@ impl Default for Config {
             log: LogConfig::default(),
             persistence: PersistenceConfig::default(),
             history: HistoryConfig::default(),
+            http: Some(HttpConfig::local()),
             source: None,
             locations: Locations::default(),
         }

@@ -45,7 +45,7 @@
 //! - **A new transport**: a [`connection::Stream`] made in the listener's task (as
 //!   [`transport::ws`] is); `client/` never knows which transport it has. Parking needs
 //!   [`connection::Stream::into_socket`] to give the socket and its [`transport::Framing`] back.
-//! - **A new publisher** (HTTP API, CoAP, bridge, cluster link): an [`ingress::Publisher`] with its
+//! - **A new publisher** (like the HTTP API's; next CoAP, bridge, cluster link): an [`ingress::Publisher`] with its
 //!   [`ingress::Source`], then [`ingress::Ingress::publish`]; map the [`ingress::Outcome`].
 //! - **A new subscriber kind**: [`router::Router::subscriber`] gives a
 //!   [`router::subscriber::SubscriberHandle`] (filters, bounded queue, acks, ACL identity);
@@ -72,12 +72,17 @@
 //!   [`proxy`]: the PROXY protocol header and the `proxy_trusted` gate.
 //! - [`stats`]: counters and limit hits (a leaf); [`sys`]: publishes them as `$SYS`.
 //! - [`server`]: binds listeners, runs until the shutdown token fires, drains; SIGHUP reloads.
+//! - [`http`]: the HTTP API (`/api/v1`: stats, clients, publish through the ingress as the
+//!   caller), `/metrics` and `/healthz` on axum; Basic auth through [`auth`] (same pool, cache,
+//!   back-off as MQTT), API keys ([`auth::apikeys`]); the client list comes from
+//!   [`router::clients`].
 #![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod client;
 pub mod config;
 pub mod connection;
+pub mod http;
 pub mod ingress;
 pub mod listener;
 pub mod msglog;

@@ -62,6 +62,11 @@ pub enum StartError {
         at: String,
         error: crate::store::history::HistoryError,
     },
+    #[error("{at}: http.api_keys: {error}")]
+    ApiKeys {
+        at: String,
+        error: crate::auth::passwd::PasswdError,
+    },
 }
 
 /// Everything start-up loads from the files a configuration names: the password file and ACL,
@@ -72,6 +77,9 @@ pub struct Resources {
     auth: Auth,
     /// One per listener, in order: `Some` for TLS listeners.
     tls: Vec<Option<Tls>>,
+    /// `[http] tls`, and the `[http] api_keys` file (empty without one).
+    http_tls: Option<Tls>,
+    api_keys: Arc<crate::auth::apikeys::ApiKeys>,
 }
 
 impl Resources {
@@ -93,6 +101,22 @@ impl Resources {
             };
             tls.push(loaded);
         }
+        let http = config.http.as_ref();
+        let http_tls = match http.and_then(|h| h.tls.as_ref()) {
+            Some(t) => Some(Tls::load(t).map_err(|error| StartError::Tls {
+                at: config.locate("http.tls"),
+                name: "http".into(),
+                error,
+            })?),
+            None => None,
+        };
+        let api_keys = crate::auth::apikeys::ApiKeys::load(
+            http.and_then(|h| h.api_keys.as_deref()),
+        )
+        .map_err(|error| StartError::ApiKeys {
+            at: config.locate("http.api_keys"),
+            error,
+        })?;
         if let Some(path) = &config.log.file {
             check_log_file(path).map_err(|error| StartError::LogFile {
                 at: config.locate("log.file"),
@@ -100,7 +124,12 @@ impl Resources {
                 error,
             })?;
         }
-        Ok(Resources { auth, tls })
+        Ok(Resources {
+            auth,
+            tls,
+            http_tls,
+            api_keys: Arc::new(api_keys),
+        })
     }
 }
 
@@ -136,6 +165,8 @@ pub struct Server {
     sys_interval: u64,
     /// The message history's recorder (`[history]`), closed after the connections.
     history: Option<History>,
+    /// The HTTP API (`[http]`; None when off, or when the default run's port was taken).
+    http: Option<crate::http::HttpServer>,
 }
 
 /// Reloads the password file, ACL and certificates (SIGHUP). Cheap to clone.
@@ -144,6 +175,7 @@ pub struct Reloader {
     ctx: Arc<Context>,
     config: Arc<Config>,
     tls: Vec<(String, Tls)>,
+    api_keys: Arc<crate::auth::apikeys::ApiKeys>,
 }
 
 impl Server {
@@ -160,7 +192,12 @@ impl Server {
         shutdown: CancellationToken,
         msglog_sink: Option<Box<dyn std::io::Write + Send>>,
     ) -> Result<Server, StartError> {
-        let Resources { auth, tls } = Resources::load(&config)?;
+        let Resources {
+            auth,
+            tls,
+            http_tls,
+            api_keys,
+        } = Resources::load(&config)?;
         let mut router = Router::new(RouterLimits {
             max_queued_messages: config.limits.max_queued_messages,
             max_queued_bytes: config.limits.max_queued_bytes,
@@ -278,11 +315,41 @@ impl Server {
                 }),
             });
         }
+        if let Some(tls) = &http_tls {
+            tls_list.push(("http".into(), tls.clone()));
+        }
+        let http = crate::http::HttpServer::bind(
+            &config,
+            http_tls,
+            crate::http::AppState {
+                ctx: ctx.clone(),
+                api_keys: api_keys.clone(),
+                admins: config
+                    .http
+                    .as_ref()
+                    .map(|h| h.admins.clone())
+                    .unwrap_or_default(),
+                viewers: config
+                    .http
+                    .as_ref()
+                    .map(|h| h.viewers.clone())
+                    .unwrap_or_default(),
+                trusted_proxies: config
+                    .http
+                    .as_ref()
+                    .map(|h| h.trusted_proxies.clone())
+                    .unwrap_or_default(),
+                metrics_public: config.http.as_ref().is_some_and(|h| h.metrics_public),
+                msglog_drops: ctx.msglog.as_ref().map(MessageLogger::drop_counter),
+                history_drops: history.as_ref().map(History::drop_counter),
+            },
+        )?;
         let sys_interval = config.sys.interval;
         let reloader = Reloader {
             ctx: ctx.clone(),
             config: Arc::new(config),
             tls: tls_list,
+            api_keys,
         };
         Ok(Server {
             ctx,
@@ -291,7 +358,13 @@ impl Server {
             reloader,
             sys_interval,
             history,
+            http,
         })
+    }
+
+    /// The HTTP API's bound address (None: no HTTP listener).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(crate::http::HttpServer::local_addr)
     }
 
     /// The address each listener is bound to, by listener name.
@@ -357,6 +430,9 @@ impl Server {
         }
         for listener in self.listeners {
             tracker.spawn(listener.run(self.ctx.clone(), tracker.clone()));
+        }
+        if let Some(http) = self.http {
+            tracker.spawn(http.run(self.ctx.shutdown.clone()));
         }
         if self.sys_interval > 0 {
             let interval = Duration::from_secs(self.sys_interval);
@@ -457,7 +533,7 @@ fn restore_sessions(ingress: &Arc<Ingress>, stored: Stored) {
 /// overflows, stalling them for a SYN retransmit (1 s, then 3 s, ...).
 const LISTEN_BACKLOG: u32 = 4096;
 
-fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub(crate) fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = match addr {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
@@ -495,6 +571,15 @@ impl Reloader {
             Err(e) => {
                 warn!("reload: keeping the previous password file and ACL: {e}");
                 errors.push(e.to_string());
+            }
+        }
+        if let Some(path) = self.api_keys.path() {
+            match self.api_keys.reload() {
+                Ok(()) => info!("reloaded API keys from {}", path.display()),
+                Err(e) => {
+                    warn!("reload: keeping the previous API keys: {e}");
+                    errors.push(e.to_string());
+                }
             }
         }
         for (name, tls) in &self.tls {

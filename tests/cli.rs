@@ -157,6 +157,39 @@ async fn check_config_rejects_an_unknown_key_with_file_line_and_column() {
 }
 
 #[tokio::test]
+async fn check_config_covers_the_http_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        &format!("{BASE}\n[http]\nbind = \"0.0.0.0:0\"\n"),
+    );
+    let path = path.to_str().unwrap();
+    let out = output_within(spawn(&mut mqttd(&["--check-config", path])), WAIT).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!("{path}:8: http.bind 0.0.0.0:0")),
+        "{stderr}"
+    );
+    // The files [http] names are loaded as at start-up: a missing API key file fails the check.
+    let passwd = dir.path().join("passwd");
+    std::fs::write(&passwd, "").unwrap();
+    let text = format!(
+        "{BASE}\n[auth]\npassword_file = {passwd:?}\n\n[http]\napi_keys = {:?}\n",
+        dir.path().join("missing_keys")
+    );
+    let path = write_config(dir.path(), &text);
+    let path = path.to_str().unwrap();
+    let out = output_within(spawn(&mut mqttd(&["--check-config", path])), WAIT).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("http.api_keys") && stderr.contains("missing_keys"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
 async fn config_with_a_bad_value_stops_the_start_naming_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(

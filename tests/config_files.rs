@@ -63,6 +63,10 @@ fn the_main_example_matches_the_built_in_defaults() {
     assert_eq!(file.history.enabled, default.history.enabled);
     assert_eq!(file.history.filters, default.history.filters);
     assert_eq!(file.history.max_age, default.history.max_age);
+    let (fh, dh) = (file.http.unwrap(), default.http.unwrap());
+    assert_eq!(fh.bind, dh.bind);
+    assert_eq!(fh.metrics_public, dh.metrics_public);
+    assert!(fh.admins.is_empty() && fh.api_keys.is_none() && fh.tls.is_none());
 }
 #[test]
 fn secure_example_is_secure() {

@@ -365,3 +365,60 @@ fn real_mosquitto_passwd_file() {
     );
     assert_eq!(code(&v), 1);
 }
+
+#[test]
+fn api_keys_are_shown_once_stored_hashed_listed_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let passwd = dir.path().join("passwd");
+    let out = run(
+        &passwd,
+        &["api-key", "add", "grafana", "--role", "viewer"],
+        None,
+    );
+    assert_eq!(code(&out), 0, "{out:?}");
+    let key = stdout(&out).trim().to_owned();
+    assert!(key.starts_with("mqttd_") && key.len() > 40, "{key}");
+    // Next to the password file by default, 0600, without the key itself.
+    let keys = dir.path().join("api_keys");
+    let text = std::fs::read_to_string(&keys).unwrap();
+    assert!(
+        text.starts_with("grafana:viewer:") && !text.contains(&key),
+        "{text}"
+    );
+    let mode = std::fs::metadata(&keys).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let loaded = mqttd::auth::apikeys::ApiKeys::load(Some(&keys)).unwrap();
+    assert_eq!(&*loaded.check(&key).unwrap().name, "grafana");
+
+    let out = run(
+        &passwd,
+        &["api-key", "add", "grafana", "--role", "admin"],
+        None,
+    );
+    assert_eq!(code(&out), 2, "names are unique: {out:?}");
+    let out = run(&passwd, &["api-key", "add", "x", "--role", "root"], None);
+    assert_ne!(code(&out), 0);
+    let other = dir.path().join("elsewhere");
+    let out = run(
+        &passwd,
+        &[
+            "api-key",
+            "add",
+            "ci",
+            "--role",
+            "publisher",
+            "--keys",
+            other.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(code(&out), 0, "{out:?}");
+    let out = run(&passwd, &["api-key", "list"], None);
+    assert_eq!(stdout(&out), "grafana\tviewer\n");
+    let out = run(&passwd, &["api-key", "remove", "grafana"], None);
+    assert_eq!(code(&out), 0, "{out:?}");
+    let out = run(&passwd, &["api-key", "remove", "grafana"], None);
+    assert_eq!(code(&out), 2);
+    assert_eq!(stdout(&run(&passwd, &["api-key", "list"], None)), "");
+    no_temp_files(dir.path());
+}

@@ -29,6 +29,7 @@
 //! the password to argon2id and atomically rewrites the password file (failure only logs).
 
 pub mod acl;
+pub mod apikeys;
 mod backoff;
 mod cache;
 mod cell;

@@ -48,6 +48,9 @@ pub enum PasswdError {
     },
     #[error("invalid username: {0}")]
     Username(String),
+    /// An entry that must not be replaced by accident exists already.
+    #[error("{0}")]
+    Exists(String),
     #[error(transparent)]
     Credential(#[from] CredentialError),
 }
@@ -254,43 +257,7 @@ impl PasswordFile {
     /// Writes the file atomically (0600 temp file in the same directory, fsync, rename, fsync dir).
     /// Callers that read-modify-write should use [`PasswordFile::update`] for the lock.
     pub fn write_atomic(&self, path: &Path) -> Result<(), PasswdError> {
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-            _ => PathBuf::from("."),
-        };
-        let name = path
-            .file_name()
-            .ok_or_else(|| PasswdError::Io {
-                path: path.to_owned(),
-                source: io::Error::new(io::ErrorKind::InvalidInput, "not a file name"),
-            })?
-            .to_string_lossy()
-            .into_owned();
-        let tmp = dir.join(format!(
-            ".{name}.tmp.{}.{:08x}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        let result = (|| {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(io_err(&tmp))?;
-            f.write_all(self.serialize().as_bytes())
-                .map_err(io_err(&tmp))?;
-            f.sync_all().map_err(io_err(&tmp))?;
-            drop(f);
-            std::fs::rename(&tmp, path).map_err(io_err(path))?;
-            File::open(&dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io_err(&dir))
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
+        write_text_atomic(path, &self.serialize())
     }
 
     /// Locked read-modify-write: takes an exclusive lock on `<path>.lock` (waiting for other
@@ -304,32 +271,80 @@ impl PasswordFile {
     where
         E: From<PasswdError>,
     {
-        let lock_path = lock_path(path);
-        let lock_file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path))?;
-        let mut lock = fd_lock::RwLock::new(lock_file);
-        let _guard = lock.write().map_err(io_err(&lock_path))?;
-        let mut file = match PasswordFile::load(path) {
-            Ok(f) => f,
-            Err(PasswdError::Io { source, .. })
-                if create && source.kind() == io::ErrorKind::NotFound =>
-            {
-                PasswordFile::default()
+        with_lock(path, || {
+            let mut file = match PasswordFile::load(path) {
+                Ok(f) => f,
+                Err(PasswdError::Io { source, .. })
+                    if create && source.kind() == io::ErrorKind::NotFound =>
+                {
+                    PasswordFile::default()
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let (value, changed) = edit(&mut file)?;
+            if changed {
+                file.write_atomic(path)?;
             }
-            Err(e) => return Err(e.into()),
-        };
-        let (value, changed) = edit(&mut file)?;
-        if changed {
-            file.write_atomic(path)?;
-        }
-        Ok(value)
+            Ok(value)
+        })?
     }
+}
+
+/// Runs `f` holding the exclusive lock on `<path>.lock` (waiting for other editors of `path`).
+pub fn with_lock<T>(path: &Path, f: impl FnOnce() -> T) -> Result<T, PasswdError> {
+    let lock_path = lock_path(path);
+    let lock_file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(io_err(&lock_path))?;
+    let mut lock = fd_lock::RwLock::new(lock_file);
+    let _guard = lock.write().map_err(io_err(&lock_path))?;
+    Ok(f())
+}
+
+/// Writes `text` to `path` atomically: a 0600 temporary file in the same directory, fsync,
+/// rename over `path`, fsync the directory. Never in place.
+pub fn write_text_atomic(path: &Path, text: &str) -> Result<(), PasswdError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| PasswdError::Io {
+            path: path.to_owned(),
+            source: io::Error::new(io::ErrorKind::InvalidInput, "not a file name"),
+        })?
+        .to_string_lossy()
+        .into_owned();
+    let tmp = dir.join(format!(
+        ".{name}.tmp.{}.{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io_err(&tmp))?;
+        f.write_all(text.as_bytes()).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+        drop(f);
+        std::fs::rename(&tmp, path).map_err(io_err(path))?;
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(&dir))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// The sidecar lock file for `path`: `<path>.lock`.

@@ -19,7 +19,8 @@ use zeroize::Zeroizing;
 #[command(
     name = "mqtt-passwd",
     version,
-    about = "Manage mqttd's password file (argon2id hashes, optional SCRAM-SHA-256 credentials)",
+    about = "Manage mqttd's password file (argon2id hashes, optional SCRAM-SHA-256 credentials) \
+             and the HTTP API's keys",
     after_help = "Exit status: 0 on success; `verify` exits 1 when the password does not match \
                   (or the user is unknown); any error exits 2."
 )]
@@ -96,6 +97,54 @@ enum Command {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Manage API keys for the broker's HTTP API (`[http] api_keys`): `Authorization: Bearer
+    /// <key>`. A key is shown once, when it is made; the file keeps only its SHA-256.
+    #[command(subcommand)]
+    ApiKey(ApiKeyCommand),
+}
+
+#[derive(Subcommand)]
+enum ApiKeyCommand {
+    /// Make a key called NAME and print it (once). The broker picks it up on reload (SIGHUP).
+    /// Publishes made with it go out as username NAME, so the ACL's rules for NAME apply.
+    Add {
+        name: String,
+        /// admin (everything), viewer (read only) or publisher (publish only).
+        #[arg(long)]
+        role: mqttd::auth::apikeys::Role,
+        #[command(flatten)]
+        keys: KeysFile,
+    },
+    /// Print each key's name and role (never the keys).
+    List {
+        #[command(flatten)]
+        keys: KeysFile,
+    },
+    /// Remove the key called NAME (requests with it are refused after the broker's next reload).
+    Remove {
+        name: String,
+        #[command(flatten)]
+        keys: KeysFile,
+    },
+}
+
+#[derive(Args)]
+struct KeysFile {
+    /// The API key file. Default: `api_keys` next to the password file (--file), i.e.
+    /// config/api_keys. Created (mode 0600) by `add` if missing.
+    #[arg(long, value_name = "FILE")]
+    keys: Option<PathBuf>,
+}
+
+impl KeysFile {
+    fn path(&self, password_file: &Path) -> PathBuf {
+        self.keys.clone().unwrap_or_else(|| {
+            password_file
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("api_keys")
+        })
+    }
 }
 
 fn main() -> ExitCode {
@@ -120,6 +169,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
     let file = cli.file.as_path();
     match cli.command {
+        Command::ApiKey(command) => api_key(file, command)?,
         Command::Add {
             user,
             password_stdin,
@@ -225,6 +275,40 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn api_key(password_file: &Path, command: ApiKeyCommand) -> anyhow::Result<()> {
+    use mqttd::auth::apikeys::ApiKeyFile;
+    match command {
+        ApiKeyCommand::Add { name, role, keys } => {
+            let path = keys.path(password_file);
+            let new = ApiKeyFile::update(&path, true, |f| Ok((f.add(&name, role)?, true)))?;
+            println!("{}", new.key.as_str());
+            eprintln!(
+                "added API key {name} ({}) to {}; it is shown only now: keep it safe. The broker \
+                 picks it up on reload (SIGHUP).",
+                role.name(),
+                path.display()
+            );
+        }
+        ApiKeyCommand::List { keys } => {
+            for e in ApiKeyFile::load(&keys.path(password_file))?.entries() {
+                println!("{}\t{}", e.name, e.role.name());
+            }
+        }
+        ApiKeyCommand::Remove { name, keys } => {
+            let path = keys.path(password_file);
+            let removed = ApiKeyFile::update(&path, false, |f| {
+                let removed = f.remove(&name);
+                Ok((removed, removed))
+            })?;
+            if !removed {
+                bail!("no API key {name:?} in {}", path.display());
+            }
+            println!("removed API key {name} from {}", path.display());
+        }
+    }
+    Ok(())
 }
 
 fn import(file: &Path, from: &Path, force: bool) -> anyhow::Result<()> {

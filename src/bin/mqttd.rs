@@ -15,7 +15,8 @@ use tracing::{error, info, warn};
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// Configuration file (TOML). Without it: 127.0.0.1:1883 only, anonymous (local-only mode).
+    /// Configuration file (TOML). Without it: 127.0.0.1:1883 only, anonymous (local-only mode),
+    /// and the HTTP API on 127.0.0.1:18083 (skipped if that port is taken).
     #[arg(short, long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// Validate FILE and everything it names (password file, ACL, certificates and keys, log
@@ -96,7 +97,7 @@ fn main() -> ExitCode {
     }
     if args.config.is_none() {
         warn!(
-            "no --config given: local-only mode, listening on 127.0.0.1:1883 with anonymous access"
+            "no --config given: local-only mode, listening on 127.0.0.1:1883 with anonymous access, HTTP API on 127.0.0.1:18083"
         );
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -111,6 +111,15 @@ where
     let attached = ctx
         .router
         .attach(&client_id, connect.clean_start, expiry, username.clone());
+    attached.link.describe(crate::router::clients::ConnInfo {
+        peer: peer.addr,
+        listener: peer.listener.clone(),
+        protocol: connect.protocol.level(),
+        keep_alive,
+        clean_start: connect.clean_start,
+        connected_at: std::time::SystemTime::now(),
+        counters: Default::default(),
+    });
     attached
         .session
         .keep_will(attached.attach_count, connect.will.as_ref());

@@ -11,6 +11,7 @@ use crate::connection::Connection;
 use crate::protocol::{
     EncodeError, Packet, Properties, PubResp, PublishView, QoS, ReasonCode, text,
 };
+use crate::router::clients::ConnCounters;
 use crate::router::state::{Delivery, OutState, Outgoing};
 
 use super::{Client, reason_string};
@@ -89,6 +90,9 @@ impl Client {
         }
         if sent > 0 {
             stats.messages_sent.fetch_add(sent, Ordering::Relaxed);
+            if let Some(info) = self.attached.link.info() {
+                ConnCounters::add(&info.counters.packets_out, sent);
+            }
         }
         held
     }
@@ -152,6 +156,9 @@ impl Client {
             .stats
             .messages_sent
             .fetch_add(1, Ordering::Relaxed);
+        if let Some(info) = self.attached.link.info() {
+            ConnCounters::add(&info.counters.packets_out, 1);
+        }
     }
 
     /// An ack with a 5.0 reason code (and, if the client allows, a reason string).

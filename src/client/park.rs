@@ -103,6 +103,9 @@ impl Parkable for Idle {
             stats
                 .bytes_received
                 .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            if let Some(info) = self.client.attached.link.info() {
+                crate::router::clients::ConnCounters::add(&info.counters.bytes_in, n as u64);
+            }
         }
         let start = Start::Resumed { deadline };
         match self.framing {

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use crate::connection::{Connection, ReadError, Stream};
 use crate::protocol::DisconnectReason;
 use crate::protocol::{DecodeError, Packet};
+use crate::router::clients::ConnCounters;
 use crate::router::state::SessionState;
 use crate::stats::Limit;
 
@@ -159,6 +160,9 @@ impl Client {
         }
         // Delivered (and counted) before any PUBACK for them is written.
         let stats = &self.ctx.router.stats;
+        if let Some(info) = self.attached.link.info() {
+            ConnCounters::add(&info.counters.packets_in, batch.packets);
+        }
         stats
             .messages_received
             .fetch_add(std::mem::take(&mut batch.packets), Ordering::Relaxed);
@@ -256,6 +260,11 @@ impl Client {
             stats
                 .bytes_sent
                 .fetch_add(conn.bytes_out - seen_out, Ordering::Relaxed);
+            if let Some(info) = link.info() {
+                let own = &info.counters;
+                ConnCounters::add(&own.bytes_in, conn.bytes_in - seen_in);
+                ConnCounters::add(&own.bytes_out, conn.bytes_out - seen_out);
+            }
             (seen_in, seen_out) = (conn.bytes_in, conn.bytes_out);
 
             // Not reading is how a client is slowed down: TCP back-pressure does the rest. The

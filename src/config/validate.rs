@@ -184,6 +184,7 @@ impl Config {
         }
         self.validate_persistence()?;
         self.validate_history()?;
+        self.validate_http()?;
         self.validate_limits()?;
         self.validate_auth()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {

@@ -27,6 +27,8 @@ struct LinkShared {
     /// The outbox gained a message since the connection last looked.
     outbox: AtomicBool,
     waker: Mutex<Option<Waker>>,
+    /// What the connection told about itself after CONNACK (None for subscriber handles).
+    info: std::sync::OnceLock<Box<super::clients::ConnInfo>>,
 }
 
 impl Link {
@@ -36,11 +38,22 @@ impl Link {
             reason: AtomicU8::new(0),
             outbox: AtomicBool::new(false),
             waker: Mutex::new(None),
+            info: std::sync::OnceLock::new(),
         }))
     }
 
     pub fn id(&self) -> u64 {
         self.0.id
+    }
+
+    /// Records what the connection is (once; later calls are ignored).
+    pub fn describe(&self, info: super::clients::ConnInfo) {
+        let _ = self.0.info.set(Box::new(info));
+    }
+
+    /// What the connection told about itself, and its traffic counters.
+    pub fn info(&self) -> Option<&super::clients::ConnInfo> {
+        self.0.info.get().map(|b| &**b)
     }
 
     /// Closes the connection with a 5.0 reason code (0x8E taken over, 0x97 quota, 0x98 admin,

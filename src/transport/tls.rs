@@ -38,6 +38,7 @@ use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedS
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::tls::keys::{KeyCache, with_cache};
+use buf::Buf;
 
 /// The most plaintext encrypted per `poll_write`, and how much encrypted output may wait before a
 /// write first flushes: four full records.
@@ -518,85 +519,6 @@ fn tls_error(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
-/// A byte queue: `data[start..end]` is pending; `data` is allocated (and zeroed) only when it
-/// grows, so appending costs no memset.
-#[derive(Default)]
-struct Buf {
-    data: Vec<u8>,
-    start: usize,
-    end: usize,
-}
-
-impl Buf {
-    fn len(&self) -> usize {
-        self.end - self.start
-    }
-
-    fn is_empty(&self) -> bool {
-        self.start == self.end
-    }
-
-    fn capacity(&self) -> usize {
-        self.data.len()
-    }
-
-    fn pending(&mut self) -> &mut [u8] {
-        &mut self.data[self.start..self.end]
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.start = (self.start + n).min(self.end);
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        }
-    }
-
-    /// At least `n` writable bytes after the pending ones (moved to the front first if that
-    /// makes the room).
-    fn spare(&mut self, n: usize) -> &mut [u8] {
-        if self.data.len() - self.end < n {
-            if self.start > 0 {
-                self.data.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-            }
-            if self.data.len() - self.end < n {
-                self.data.resize(self.end + n, 0);
-            }
-        }
-        &mut self.data[self.end..]
-    }
-
-    fn commit(&mut self, n: usize) {
-        self.end = (self.end + n).min(self.data.len());
-    }
-
-    /// How many bytes the record at the front still lacks (0 if whole, or no header yet).
-    fn record_remaining(&self) -> usize {
-        let pending = &self.data[self.start..self.end];
-        match pending {
-            [_, _, _, hi, lo, ..] => {
-                let whole = 5 + usize::from(u16::from_be_bytes([*hi, *lo]));
-                whole.saturating_sub(pending.len())
-            }
-            _ => 0,
-        }
-    }
-
-    /// Gives the memory back, keeping only pending bytes.
-    fn release(&mut self) {
-        if self.is_empty() {
-            *self = Buf::default();
-        } else {
-            self.data.copy_within(self.start..self.end, 0);
-            self.data.truncate(self.end - self.start);
-            self.data.shrink_to_fit();
-            self.end -= self.start;
-            self.start = 0;
-        }
-    }
-}
-
+mod buf;
 #[cfg(test)]
 mod tests;

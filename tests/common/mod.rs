@@ -62,6 +62,8 @@ pub struct TestBroker {
     pub memory: mqttd::listener::InMemory,
     /// What the message logger dropped (None: the message log is off).
     pub msglog_drops: Option<mqttd::router::subscriber::DropCounter>,
+    /// The HTTP API's address (None: no `[http]`).
+    pub http: Option<SocketAddr>,
     handle: JoinHandle<()>,
 }
 
@@ -72,6 +74,9 @@ pub fn config() -> Config {
         listeners: vec![listener("plain")],
         sys: mqttd::config::SysConfig { interval: 0 },
         persistence: mqttd::config::PersistenceConfig::off(),
+        // The built-in 127.0.0.1:18083 would be shared by every test broker; tests/http_api.rs
+        // sets an [http] on port 0.
+        http: None,
         ..Config::default()
     }
 }
@@ -111,6 +116,7 @@ impl TestBroker {
         let ingress = server.ingress();
         let memory = server.in_memory(true);
         let msglog_drops = server.message_log_drops();
+        let http = server.http_addr();
         let handle = tokio::spawn(server.run());
         TestBroker {
             addr: addrs[0].1,
@@ -123,6 +129,7 @@ impl TestBroker {
             ingress,
             memory,
             msglog_drops,
+            http,
             handle,
         }
     }

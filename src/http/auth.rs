@@ -1,0 +1,281 @@
+//! Who is calling, and what they may do.
+//!
+//! Every route but `/healthz` (and `/metrics` with `metrics_public`) goes through
+//! [`authenticate`], which finds the [`Caller`] and puts it in the request's extensions; each
+//! handler then asks [`Caller::may`] for what it needs. The ways in, tried in order:
+//!
+//! 1. `Authorization: Basic` with a password-file user listed in `[http] admins` or `viewers`,
+//!    verified by [`crate::auth::Auth::authenticate`]: the same argon2 pool, credential cache
+//!    and back-off as MQTT logins (so guessing over HTTP slows MQTT guesses for that user too).
+//! 2. `Authorization: Bearer <key>` with a key from the `[http] api_keys` file.
+//! 3. No credentials, no password file, and a loopback caller: open, as an admin (local-only
+//!    mode, like anonymous MQTT there).
+//!
+//! A dashboard session cookie will be a fourth way, in [`identify`], giving a [`Caller`] with
+//! its own [`Via`]; handlers do not change.
+//!
+//! No credentials (where they are needed), wrong ones, or an unknown key: 401 with
+//! `WWW-Authenticate`. A caller whose role does not allow the request: 403. A username backing
+//! off: 429. Passwords and keys are never logged.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::auth::apikeys::Role;
+use crate::auth::{AuthOutcome, Credentials};
+use crate::protocol::Password;
+
+/// How a caller proved who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// Nothing to prove: local-only mode (no password file, loopback caller).
+    Open,
+    /// HTTP Basic with a password-file user.
+    Password,
+    /// A bearer API key.
+    ApiKey,
+}
+
+/// What a request needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Look: statistics, clients, metrics.
+    Read,
+    /// Publish a message (the ACL still decides where).
+    Publish,
+    /// Change the broker's state otherwise: disconnect a client.
+    Manage,
+}
+
+/// The authenticated caller of one request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The user or key name (None: open local-only mode). Publishes go out as this username,
+    /// so the ACL's rules for it apply.
+    pub name: Option<Arc<str>>,
+    pub role: Role,
+    pub via: Via,
+    /// The caller's address (a trusted proxy's `X-Forwarded-For` client, else the peer).
+    pub ip: IpAddr,
+}
+
+impl Caller {
+    /// Whether this caller's role allows `need`: 403 if not.
+    pub fn may(&self, need: Need) -> Result<(), ApiError> {
+        let allowed = match self.role {
+            Role::Admin => true,
+            Role::Viewer => need == Need::Read,
+            Role::Publisher => need == Need::Publish,
+        };
+        if allowed {
+            return Ok(());
+        }
+        let what = match need {
+            Need::Read => "read the broker's state",
+            Need::Publish => "publish",
+            Need::Manage => "change the broker's state",
+        };
+        Err(ApiError::forbidden(format!(
+            "the {} role may not {what}",
+            self.role.name()
+        )))
+    }
+}
+
+/// For logs: `user "alice"`, `api key "ci"`, `local caller` (with the address).
+impl fmt::Display for Caller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = self.name.as_deref().unwrap_or("");
+        let name = crate::protocol::text::cut(name);
+        match self.via {
+            Via::Open => write!(f, "local caller at {}", self.ip),
+            Via::Password => write!(f, "user {name:?} at {}", self.ip),
+            Via::ApiKey => write!(f, "api key {name:?} at {}", self.ip),
+        }
+    }
+}
+
+/// The middleware: finds the caller or answers 401 / 403 / 429 / 503 itself.
+pub async fn authenticate(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    match identify(&state, peer, request.headers()).await {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The caller's address: `peer`, or the client a trusted proxy names.
+pub fn caller_ip(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+    let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    crate::transport::ws::forwarded_client(peer.ip(), forwarded, &state.trusted_proxies)
+        .unwrap_or(peer.ip())
+}
+
+/// Who sent these headers (see the module doc).
+pub async fn identify(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Result<Caller, ApiError> {
+    let ip = caller_ip(state, peer, headers);
+    let auth = state.ctx.auth.current();
+    let open = !auth.has_password_file();
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        if open && ip.is_loopback() {
+            return Ok(Caller {
+                name: None,
+                role: Role::Admin,
+                via: Via::Open,
+                ip,
+            });
+        }
+        return Err(ApiError::unauthorized("credentials required"));
+    };
+    if open {
+        // No password file: no user or key can be checked; on loopback nothing is needed.
+        return match ip.is_loopback() {
+            true => Ok(Caller {
+                name: None,
+                role: Role::Admin,
+                via: Via::Open,
+                ip,
+            }),
+            false => Err(ApiError::unauthorized("credentials cannot be checked")),
+        };
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return match state.api_keys.check(rest.trim()) {
+            Some(holder) => Ok(Caller {
+                name: Some(holder.name),
+                role: holder.role,
+                via: Via::ApiKey,
+                ip,
+            }),
+            None => {
+                tracing::info!(%ip, "HTTP request with an unknown API key refused");
+                Err(ApiError::unauthorized("unknown API key"))
+            }
+        };
+    }
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(ApiError::unauthorized(
+            "unsupported authorization scheme (Basic or Bearer)",
+        ));
+    }
+    let (user, password) = parse_basic(rest.trim())
+        .ok_or_else(|| ApiError::unauthorized("malformed Basic credentials"))?;
+    let creds = Credentials {
+        client_id: "",
+        username: Some(&user),
+        password: Some(&password),
+        peer: SocketAddr::new(ip, peer.port()),
+        allow_anonymous: false,
+        cert_identity: None,
+    };
+    match auth.authenticate(&creds).await {
+        AuthOutcome::Allowed { .. } => {}
+        AuthOutcome::BadCredentials => {
+            return Err(ApiError::unauthorized("bad username or password"));
+        }
+        AuthOutcome::NotAuthorized => {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TOO_MANY_FAILURES",
+                "too many failed logins for this user; try again later",
+            ));
+        }
+        AuthOutcome::Unavailable => {
+            return Err(ApiError::unavailable("password verification is busy"));
+        }
+    }
+    let role = if state.admins.contains(&user) {
+        Role::Admin
+    } else if state.viewers.contains(&user) {
+        Role::Viewer
+    } else {
+        tracing::info!(%ip, username = %crate::protocol::text::cut(&user),
+            "HTTP request refused: the user is in neither http.admins nor http.viewers");
+        return Err(ApiError::forbidden(
+            "this user has no HTTP API role (http.admins, http.viewers)",
+        ));
+    };
+    Ok(Caller {
+        name: Some(user.as_str().into()),
+        role,
+        via: Via::Password,
+        ip,
+    })
+}
+
+/// `user:password` from a Basic credential (RFC 7617; the user part has no ':'). None for
+/// anything else (not base64, no ':', an empty or non-UTF-8 user).
+pub fn parse_basic(encoded: &str) -> Option<(String, Password)> {
+    let decoded = zeroize::Zeroizing::new(
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok()?,
+    );
+    let colon = decoded.iter().position(|&b| b == b':')?;
+    let user = std::str::from_utf8(&decoded[..colon]).ok()?.to_owned();
+    if user.is_empty() {
+        return None;
+    }
+    Some((user, Password::new(decoded[colon + 1..].to_vec())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_credentials_are_split_at_the_first_colon() {
+        let enc = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let (user, pw) = parse_basic(&enc("alice:pa:ss")).unwrap();
+        assert_eq!((user.as_str(), pw.as_bytes()), ("alice", &b"pa:ss"[..]));
+        let (_, empty) = parse_basic(&enc("bob:")).unwrap();
+        assert!(empty.as_bytes().is_empty());
+        assert!(parse_basic(&enc("nocolon")).is_none());
+        assert!(parse_basic(&enc(":pw")).is_none());
+        assert!(parse_basic("not base64!").is_none());
+    }
+
+    #[test]
+    fn roles_allow_what_they_say() {
+        let caller = |role| Caller {
+            name: None,
+            role,
+            via: Via::Password,
+            ip: IpAddr::from([127, 0, 0, 1]),
+        };
+        for (role, read, publish, manage) in [
+            (Role::Admin, true, true, true),
+            (Role::Viewer, true, false, false),
+            (Role::Publisher, false, true, false),
+        ] {
+            let c = caller(role);
+            assert_eq!(c.may(Need::Read).is_ok(), read, "{role:?}");
+            assert_eq!(c.may(Need::Publish).is_ok(), publish, "{role:?}");
+            assert_eq!(c.may(Need::Manage).is_ok(), manage, "{role:?}");
+        }
+    }
+}

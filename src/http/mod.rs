@@ -1,0 +1,191 @@
+//! The HTTP listener: the API (`/api/v1`), Prometheus `/metrics` and `/healthz`, on axum.
+//!
+//! - `mod.rs`: binding (the default run's listener steps aside if its port is taken), the
+//!   router and its layers, serving until the broker's shutdown token fires (graceful: open
+//!   requests finish, keep-alive connections are told to close).
+//! - `auth.rs`: who is calling (Basic, API key, open on loopback) and what their role allows.
+//! - `api/`: one file per group of endpoints; handlers only translate between JSON and the
+//!   broker's own API (router, ingress). `metrics.rs`: `/metrics`. `error.rs`: JSON errors.
+//! - `tls.rs`: HTTPS with the `[http] tls` certificate (handshakes in their own tasks);
+//!   `guard.rs`: a bound on open connections and an idle timeout (slowloris).
+//!
+//! Not here yet (issue 14): the dashboard, Server-Sent Events, cookie sessions with CSRF, the
+//! topics / retained / history / listeners / reload endpoints, OpenAPI.
+
+pub mod api;
+pub mod auth;
+pub mod error;
+mod guard;
+pub mod metrics;
+mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::auth::apikeys::ApiKeys;
+use crate::client::Context;
+use crate::config::{Config, TrustedNet};
+use crate::router::subscriber::DropCounter;
+use crate::server::StartError;
+
+/// What every handler shares.
+#[derive(Debug)]
+pub struct AppState {
+    /// The broker: router (sessions, statistics), ingress (publishing), auth (password file,
+    /// ACL), limits, shutdown.
+    pub ctx: Arc<Context>,
+    pub api_keys: Arc<ApiKeys>,
+    /// `[http] admins` / `viewers`: password-file users and their role.
+    pub admins: Vec<String>,
+    pub viewers: Vec<String>,
+    pub trusted_proxies: Vec<TrustedNet>,
+    /// `/metrics` without credentials.
+    pub metrics_public: bool,
+    /// For `/metrics`: what the message logger and the history recorder dropped.
+    pub msglog_drops: Option<DropCounter>,
+    pub history_drops: Option<DropCounter>,
+}
+
+/// A bound HTTP listener, not serving yet.
+pub struct HttpServer {
+    tcp: TcpListener,
+    local: SocketAddr,
+    tls: Option<crate::tls::Tls>,
+    state: Arc<AppState>,
+}
+
+impl HttpServer {
+    /// Binds `config.http` (None when there is none, or when the default run's port is taken:
+    /// then a warning says so). `tls`: its certificate, loaded by `server::Resources`.
+    pub fn bind(
+        config: &Config,
+        tls: Option<crate::tls::Tls>,
+        state: AppState,
+    ) -> Result<Option<HttpServer>, StartError> {
+        let Some(http) = &config.http else {
+            return Ok(None);
+        };
+        let bind_error = |error| StartError::Bind {
+            at: config.locate("http.bind"),
+            name: "http".into(),
+            addr: http.bind,
+            error,
+        };
+        let tcp = match crate::server::bind_tcp(http.bind) {
+            Ok(tcp) => tcp,
+            Err(e) if http.optional && e.kind() == std::io::ErrorKind::AddrInUse => {
+                warn!(
+                    "HTTP API not started: {} is in use (another broker?); configure [http] to \
+                     choose another port",
+                    http.bind
+                );
+                return Ok(None);
+            }
+            Err(e) => return Err(bind_error(e)),
+        };
+        let local = tcp.local_addr().map_err(bind_error)?;
+        if !local.ip().is_loopback() && tls.is_none() {
+            warn!(
+                "HTTP API on {local} is reachable beyond loopback without TLS: passwords and API \
+                 keys cross the network in clear text (set [http] tls, or terminate TLS in a proxy)"
+            );
+        }
+        for user in state.admins.iter().chain(&state.viewers) {
+            if !state.ctx.auth.current().has_user(user) {
+                warn!(
+                    "{}: http user {user:?} is not in the password file (yet)",
+                    config.locate("http")
+                );
+            }
+        }
+        Ok(Some(HttpServer {
+            tcp,
+            local,
+            tls,
+            state: Arc::new(state),
+        }))
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Serves until `shutdown` fires; then open requests finish and connections close.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        info!("HTTP API on {scheme}://{}/api/v1", self.local);
+        let app = app(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        let stop = shutdown.clone().cancelled_owned();
+        // `tap_io` gives the peer address as connect info for any listener.
+        use axum::serve::ListenerExt as _;
+        let served = match self.tls {
+            None => {
+                let listener = guard::Guarded::new(self.tcp).tap_io(|_| {});
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }
+            Some(tls) => {
+                let listener = tls::TlsListener::start(self.tcp, tls, shutdown.clone());
+                let listener = guard::Guarded::new(listener).tap_io(|_| {});
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }
+        };
+        if let Err(e) = served {
+            warn!("HTTP API stopped: {e}");
+        }
+    }
+}
+
+/// Requests larger than this are refused (413) before they are read whole: a publish of the
+/// largest message the broker takes, base64-encoded (4/3), with room for its JSON.
+fn body_limit(max_packet_size: usize) -> usize {
+    max_packet_size.saturating_mul(4) / 3 + 64 * 1024
+}
+
+/// The routes and their layers.
+pub fn app(state: Arc<AppState>) -> Router {
+    let limit = body_limit(state.ctx.limits.max_packet_size);
+    let protected = Router::new()
+        .route("/api/v1/stats", get(api::stats::get))
+        .route("/api/v1/clients", get(api::clients::list))
+        .route(
+            "/api/v1/clients/{id}",
+            get(api::clients::get).delete(api::clients::disconnect),
+        )
+        .route("/api/v1/publish", post(api::publish::publish));
+    let protected = if state.metrics_public {
+        protected
+    } else {
+        protected.route("/metrics", get(metrics::metrics))
+    };
+    let protected = protected.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        auth::authenticate,
+    ));
+    let open = Router::new().route("/healthz", get(healthz));
+    let open = if state.metrics_public {
+        open.route("/metrics", get(metrics::metrics))
+    } else {
+        open
+    };
+    protected
+        .merge(open)
+        .fallback(error::not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// `GET /healthz`: 200 while the broker runs (no credentials: for load balancers and probes).
+async fn healthz() -> &'static str {
+    "ok\n"
+}
