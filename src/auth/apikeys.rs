@@ -124,7 +124,10 @@ impl ApiKeyFile {
             };
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
-                file.lines.push(Line::Other(raw.to_owned()));
+                // Kept as written, less carriage returns (a lone one at the very end is not
+                // taken off by `lines()`, and written back it would read as another line).
+                file.lines
+                    .push(Line::Other(raw.trim_end_matches('\r').to_owned()));
                 continue;
             }
             let mut fields = line.split(':');
@@ -323,6 +326,17 @@ mod tests {
 
     fn p(text: &str) -> Result<ApiKeyFile, PasswdError> {
         ApiKeyFile::parse(text, Path::new("keys"))
+    }
+
+    /// Found by the `api_keys_parse` fuzz target: a lone carriage return at the end.
+    #[test]
+    fn carriage_returns_round_trip() {
+        for text in ["\r", "# note\r", "\r\r\n", "# a\r\n\r"] {
+            let path = Path::new("keys");
+            let file = ApiKeyFile::parse(text, path).unwrap();
+            let written = file.serialize();
+            assert_eq!(ApiKeyFile::parse(&written, path).unwrap(), file, "{text:?}");
+        }
     }
 
     #[test]
