@@ -245,6 +245,19 @@ impl MessageDecrypter for Tls13Opener {
 
 // ---- TLS 1.2 ---------------------------------------------------------------------------------
 
+/// A TLS 1.2 record's nonce (the IV xor the sequence number), additional data, and a buffer for
+/// its `total_len` bytes.
+fn tls12_record(
+    iv: &Iv,
+    seq: u64,
+    msg: &OutboundPlainMessage<'_>,
+    total_len: usize,
+) -> (AeadNonce, Aad<[u8; 13]>, PrefixedPayload) {
+    let nonce = AeadNonce::assume_unique_for_key(Nonce::new(iv, seq).0);
+    let aad = Aad::from(make_tls12_aad(seq, msg.typ, msg.version, msg.payload.len()));
+    (nonce, aad, PrefixedPayload::with_capacity(total_len))
+}
+
 /// AES-GCM (RFC 5288): a 4-byte salt from the key block, an 8-byte explicit nonce per record.
 struct Tls12Gcm(&'static aead::Algorithm);
 
@@ -298,9 +311,7 @@ impl MessageEncrypter for Tls12GcmSealer {
         seq: u64,
     ) -> Result<OutboundOpaqueMessage, Error> {
         let total_len = self.encrypted_payload_len(msg.payload.len());
-        let mut payload = PrefixedPayload::with_capacity(total_len);
-        let nonce = AeadNonce::assume_unique_for_key(Nonce::new(&self.iv, seq).0);
-        let aad = Aad::from(make_tls12_aad(seq, msg.typ, msg.version, msg.payload.len()));
+        let (nonce, aad, mut payload) = tls12_record(&self.iv, seq, &msg, total_len);
         payload.extend_from_slice(&nonce.as_ref()[4..]);
         payload.extend_from_chunks(&msg.payload);
         let tag = self
@@ -414,9 +425,7 @@ impl MessageEncrypter for Tls12ChaChaSealer {
         seq: u64,
     ) -> Result<OutboundOpaqueMessage, Error> {
         let total_len = self.encrypted_payload_len(msg.payload.len());
-        let mut payload = PrefixedPayload::with_capacity(total_len);
-        let nonce = AeadNonce::assume_unique_for_key(Nonce::new(&self.iv, seq).0);
-        let aad = Aad::from(make_tls12_aad(seq, msg.typ, msg.version, msg.payload.len()));
+        let (nonce, aad, mut payload) = tls12_record(&self.iv, seq, &msg, total_len);
         payload.extend_from_chunks(&msg.payload);
         self.key
             .with(|key| key.seal_in_place_append_tag(nonce, aad, &mut payload))?
