@@ -93,6 +93,8 @@ enum Direction {
 struct LazyKey {
     alg: &'static aead::Algorithm,
     key: Zeroizing<[u8; 32]>,
+    /// How many bytes of `key` are the key.
+    len: usize,
     /// Unique per key: a cache slot holding another key's context is rebuilt.
     id: u64,
     direction: Direction,
@@ -104,12 +106,16 @@ struct LazyKey {
 impl LazyKey {
     fn new(alg: &'static aead::Algorithm, key: &AeadKey, direction: Direction) -> LazyKey {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        // rustls hands over exactly the suite's key length; anything else fails at `expand`
+        // (an error for that record), never here.
         let mut raw = Zeroizing::new([0u8; 32]);
-        let bytes = &key.as_ref()[..alg.key_len()];
-        raw[..bytes.len()].copy_from_slice(bytes);
+        let bytes = key.as_ref();
+        let len = bytes.len().min(raw.len());
+        raw[..len].copy_from_slice(&bytes[..len]);
         LazyKey {
             alg,
             key: raw,
+            len,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             direction,
             cache: CURRENT.with(|c| c.borrow().clone()),
@@ -118,7 +124,7 @@ impl LazyKey {
     }
 
     fn expand(&self) -> Result<LessSafeKey, Error> {
-        UnboundKey::new(self.alg, &self.key[..self.alg.key_len()])
+        UnboundKey::new(self.alg, &self.key[..self.len])
             .map(LessSafeKey::new)
             .map_err(|_| Error::General("bad record key length".into()))
     }
