@@ -417,8 +417,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<IO> {
             let next = this.advance(&mut Some(buf), Want::Read);
             // Whatever rustls queued (session tickets, a KeyUpdate answer, an alert) goes out
             // now if the socket takes it; otherwise with the next read or flush.
-            if !this.out.is_empty()
-                && let Poll::Ready(Err(e)) = this.poll_flush_out(cx)
+            let flushed = if this.out.is_empty() {
+                Poll::Ready(Ok(()))
+            } else {
+                this.poll_flush_out(cx)
+            };
+            let blocked = flushed.is_pending();
+            if let Poll::Ready(Err(e)) = flushed
                 && next.is_ok()
             {
                 return Poll::Ready(Err(e));
@@ -428,6 +433,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<IO> {
             }
             if this.plain_pos < this.plain.len() || this.peer_closed {
                 continue;
+            }
+            // A peer that makes rustls answer (key updates) but does not read its answers is not
+            // read either until it does: what waits for it stays bounded.
+            if blocked && this.out.len() >= MAX_WRITE {
+                return Poll::Pending;
             }
             if ready!(this.poll_fill(cx))? == 0 {
                 this.peer_closed = true;
