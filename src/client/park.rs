@@ -109,32 +109,25 @@ impl Parkable for Idle {
         }
         let start = Start::Resumed { deadline };
         match self.framing {
-            Framing::Raw => {
-                if let Some((conn, client, guard)) = self.unpark::<TcpStream>() {
-                    drive(conn, client, guard, start).await;
-                }
-            }
-            Framing::Ws(_) => {
-                if let Some((conn, client, guard)) = self.unpark::<WsStream<TcpStream>>() {
-                    Box::pin(drive(conn, client, guard, start)).await;
-                }
-            }
-            Framing::Tls(_) => {
-                if let Some((conn, client, guard)) = self.unpark::<TlsStream<TcpStream>>() {
-                    Box::pin(drive(conn, client, guard, start)).await;
-                }
-            }
+            Framing::Raw => self.serve_on::<TcpStream>(start).await,
+            // Boxed, so a plain connection's resumed task is not sized for the others' streams.
+            Framing::Ws(_) => Box::pin(self.serve_on::<WsStream<TcpStream>>(start)).await,
+            Framing::Tls(_) => Box::pin(self.serve_on::<TlsStream<TcpStream>>(start)).await,
             Framing::Wss(_) => {
-                if let Some((conn, client, guard)) = self.unpark::<WsStream<TlsStream<TcpStream>>>()
-                {
-                    Box::pin(drive(conn, client, guard, start)).await;
-                }
+                Box::pin(self.serve_on::<WsStream<TlsStream<TcpStream>>>(start)).await;
             }
         }
     }
 }
 
 impl Idle {
+    /// Back in tokio's reactor as a `S`, served on as a task.
+    async fn serve_on<S: Stream>(self, start: Start) {
+        if let Some((conn, client, guard)) = self.unpark::<S>() {
+            drive(conn, client, guard, start).await;
+        }
+    }
+
     /// The socket back in tokio's reactor, as a connection again. `None`: that failed, and the
     /// connection has ended (will published, session detached).
     pub(super) fn unpark<S: Stream>(self) -> Option<(Connection<S>, Client, Guard)> {

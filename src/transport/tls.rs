@@ -98,9 +98,8 @@ pub struct TlsStream<IO> {
     session: Box<TlsSession>,
     /// Encrypted bytes waiting to be written, in order.
     out: Buf,
-    /// Decrypted bytes the reader has not taken yet, from `plain_pos`.
-    plain: Vec<u8>,
-    plain_pos: usize,
+    /// Decrypted bytes the reader has not taken yet.
+    plain: Buf,
     /// close_notify (or end of stream) from the peer: reads return end of stream.
     peer_closed: bool,
     /// Our close_notify is queued.
@@ -117,7 +116,7 @@ impl<IO> std::fmt::Debug for TlsStream<IO> {
         f.debug_struct("TlsStream")
             .field("session", &self.session)
             .field("out", &self.out.len())
-            .field("plain", &(self.plain.len() - self.plain_pos))
+            .field("plain", &self.plain.len())
             .finish_non_exhaustive()
     }
 }
@@ -191,8 +190,7 @@ impl<IO> TlsStream<IO> {
             io,
             session,
             out: Buf::default(),
-            plain: Vec::new(),
-            plain_pos: 0,
+            plain: Buf::default(),
             peer_closed: false,
             close_sent: false,
             failed: false,
@@ -204,7 +202,7 @@ impl<IO> TlsStream<IO> {
     /// (output not yet written, plaintext not yet read, or closing), given back.
     pub fn into_parts(self) -> Result<(IO, Box<TlsSession>), Self> {
         if !self.out.is_empty()
-            || self.plain_pos < self.plain.len()
+            || !self.plain.is_empty()
             || self.peer_closed
             || self.close_sent
             || self.failed
@@ -226,20 +224,14 @@ impl<IO> TlsStream<IO> {
 
     /// Moves pending plaintext into `buf`; whether any moved.
     fn take_plain(&mut self, buf: &mut ReadBuf<'_>) -> bool {
-        let pending = &self.plain[self.plain_pos..];
+        let pending = self.plain.pending();
         let n = pending.len().min(buf.remaining());
         if n == 0 {
             return false;
         }
         buf.put_slice(&pending[..n]);
-        self.plain_pos += n;
-        if self.plain_pos == self.plain.len() {
-            self.plain.clear();
-            self.plain_pos = 0;
-            if self.plain.capacity() > MAX_WRITE {
-                self.plain = Vec::new();
-            }
-        }
+        self.plain.consume(n);
+        self.plain.trim(MAX_WRITE);
         true
     }
 
@@ -266,7 +258,6 @@ impl<IO> TlsStream<IO> {
             session,
             out,
             plain,
-            plain_pos,
             peer_closed,
             failed,
             ..
@@ -290,26 +281,20 @@ impl<IO> TlsStream<IO> {
                         })?;
                         extra_discard += record.discard;
                         let mut payload = record.payload;
-                        if *plain_pos == plain.len()
+                        if plain.is_empty()
                             && let Some(buf) = sink
                         {
                             let n = payload.len().min(buf.remaining());
                             buf.put_slice(&payload[..n]);
                             payload = &payload[n..];
                         }
-                        plain.extend_from_slice(payload);
+                        plain.push(payload);
                     }
                     None
                 }
                 Ok(ConnectionState::EncodeTlsData(mut encode)) => {
-                    let mut need = 1024;
-                    loop {
-                        match encode.encode(out.spare(need)) {
-                            Ok(n) => break out.commit(n),
-                            Err(EncodeError::InsufficientSize(e)) => need = e.required_size,
-                            Err(e) => return Err(fail(failed, e.to_string())),
-                        }
-                    }
+                    write_out(out, 1024, |room| encode.encode(room))
+                        .map_err(|e| fail(failed, e.to_string()))?;
                     None
                 }
                 // Queued in `out` in order; it leaves with the next flush.
@@ -327,25 +312,14 @@ impl<IO> TlsStream<IO> {
                     Want::Read => Next::Input,
                     Want::Encrypt(data) => {
                         let records = data.len().div_ceil(16 * 1024).max(1);
-                        let mut need = data.len() + records * RECORD_OVERHEAD;
-                        loop {
-                            match traffic.encrypt(data, out.spare(need)) {
-                                Ok(n) => break out.commit(n),
-                                Err(EncryptError::InsufficientSize(e)) => need = e.required_size,
-                                Err(e) => return Err(fail(failed, e.to_string())),
-                            }
-                        }
+                        let need = data.len() + records * RECORD_OVERHEAD;
+                        write_out(out, need, |room| traffic.encrypt(data, room))
+                            .map_err(|e| fail(failed, e.to_string()))?;
                         Next::Done(data.len())
                     }
                     Want::CloseNotify => {
-                        let mut need = 64;
-                        loop {
-                            match traffic.queue_close_notify(out.spare(need)) {
-                                Ok(n) => break out.commit(n),
-                                Err(EncryptError::InsufficientSize(e)) => need = e.required_size,
-                                Err(e) => return Err(fail(failed, e.to_string())),
-                            }
-                        }
+                        write_out(out, 64, |room| traffic.queue_close_notify(room))
+                            .map_err(|e| fail(failed, e.to_string()))?;
                         Next::Done(0)
                     }
                 }),
@@ -370,9 +344,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> TlsStream<IO> {
             }
             self.out.consume(n);
         }
-        if self.out.capacity() > 2 * MAX_WRITE {
-            self.out = Buf::default();
-        }
+        self.out.trim(2 * MAX_WRITE);
         Poll::Ready(Ok(()))
     }
 
@@ -431,7 +403,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<IO> {
             if next? == Next::Closed || buf.filled().len() > before {
                 return Poll::Ready(Ok(()));
             }
-            if this.plain_pos < this.plain.len() || this.peer_closed {
+            if !this.plain.is_empty() || this.peer_closed {
                 continue;
             }
             // A peer that makes rustls answer (key updates) but does not read its answers is not
@@ -503,18 +475,55 @@ fn queue_alert(conn: &mut UnbufferedServerConnection, incoming: &mut Buf, out: &
         }
         let UnbufferedStatus { discard, state } = conn.process_tls_records(incoming.pending());
         let more = match state {
-            Ok(ConnectionState::EncodeTlsData(mut encode)) => match encode.encode(out.spare(256)) {
-                Ok(n) => {
-                    out.commit(n);
-                    true
-                }
-                Err(_) => false,
-            },
+            Ok(ConnectionState::EncodeTlsData(mut encode)) => {
+                write_out(out, 256, |room| encode.encode(room)).is_ok()
+            }
             _ => false,
         };
         incoming.consume(discard);
         if !more {
             return;
+        }
+    }
+}
+
+/// rustls' two "write into this buffer" errors: the room it wanted, if that was all.
+trait Room {
+    fn wanted(&self) -> Option<usize>;
+}
+
+impl Room for EncodeError {
+    fn wanted(&self) -> Option<usize> {
+        match self {
+            EncodeError::InsufficientSize(e) => Some(e.required_size),
+            _ => None,
+        }
+    }
+}
+
+impl Room for EncryptError {
+    fn wanted(&self) -> Option<usize> {
+        match self {
+            EncryptError::InsufficientSize(e) => Some(e.required_size),
+            _ => None,
+        }
+    }
+}
+
+/// Appends what `write` puts into the room it is given to `out`: room for `need` bytes first,
+/// then as much as rustls says it wants.
+fn write_out<E: Room>(
+    out: &mut Buf,
+    mut need: usize,
+    mut write: impl FnMut(&mut [u8]) -> Result<usize, E>,
+) -> Result<(), E> {
+    loop {
+        match write(out.spare(need)) {
+            Ok(n) => {
+                out.commit(n);
+                return Ok(());
+            }
+            Err(e) => need = e.wanted().ok_or(e)?,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The TLS stream's byte queues (incoming records, outgoing records).
+//! The TLS stream's byte queues (incoming records, outgoing records, plaintext not yet read).
 
 /// A byte queue: `data[start..end]` is pending; `data` is allocated (and zeroed) only when it
 /// grows, so appending costs no memset.
@@ -31,6 +31,19 @@ impl Buf {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
+        }
+    }
+
+    /// Appends `bytes`.
+    pub(super) fn push(&mut self, bytes: &[u8]) {
+        self.spare(bytes.len())[..bytes.len()].copy_from_slice(bytes);
+        self.commit(bytes.len());
+    }
+
+    /// When empty, gives the memory back if it holds more than `max` bytes (after a burst).
+    pub(super) fn trim(&mut self, max: usize) {
+        if self.is_empty() && self.capacity() > max {
+            *self = Buf::default();
         }
     }
 
