@@ -14,11 +14,9 @@ use common::certs::Pki;
 use common::{RawClient, TestBroker, WAIT, connect_packet, connect_v5, listener};
 use mqttd::protocol::reason::v5;
 use mqttd::protocol::{self, ConnAck, ConnAckReason, Connect, LastWill, Packet, Properties, QoS};
-use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_rustls::TlsConnector;
 
 /// Each case, as a test over TCP and one over TLS.
 macro_rules! over_tcp_and_tls {
@@ -65,22 +63,20 @@ type Link = Box<dyn Io>;
 /// How a case reaches the broker: its plain listener, or its TLS listener.
 struct Dial {
     addr: SocketAddr,
-    tls: Option<TlsConnector>,
+    tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
 }
 
 impl Dial {
     async fn stream(&self) -> Link {
-        let tcp = tokio::time::timeout(WAIT, TcpStream::connect(self.addr))
-            .await
-            .expect("connect in time")
-            .expect("connect");
-        let Some(connector) = &self.tls else {
+        let Some(client) = &self.tls else {
+            let tcp = tokio::time::timeout(WAIT, TcpStream::connect(self.addr))
+                .await
+                .expect("connect in time")
+                .expect("connect");
             return Box::new(tcp);
         };
-        let name = ServerName::try_from("localhost").unwrap();
-        let tls = tokio::time::timeout(WAIT, connector.connect(name, tcp))
+        let tls = common::certs::tls_connect(self.addr, Arc::clone(client))
             .await
-            .expect("TLS handshake in time")
             .expect("TLS handshake");
         Box::new(tls)
     }
@@ -132,7 +128,7 @@ async fn tls() -> (TestBroker, Dial, Pki) {
     let client = pki.client(tokio_rustls::rustls::DEFAULT_VERSIONS);
     let dial = Dial {
         addr: broker.addr_of("tls"),
-        tls: Some(TlsConnector::from(Arc::new(client))),
+        tls: Some(Arc::new(client)),
     };
     (broker, dial, pki)
 }

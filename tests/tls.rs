@@ -17,11 +17,10 @@ use mqttd::config::TlsConfig;
 use mqttd::protocol::{self, Packet, ProtocolVersion, QoS};
 use mqttd::server::Server;
 use parking_lot::Mutex;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
-use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::{self, ClientConfig};
 use tokio_util::sync::CancellationToken;
@@ -138,13 +137,7 @@ async fn tls_handshake(
     addr: SocketAddr,
     client: ClientConfig,
 ) -> std::io::Result<TlsStream<TcpStream>> {
-    let connector = TlsConnector::from(Arc::new(client));
-    tokio::time::timeout(WAIT, async {
-        let tcp = TcpStream::connect(addr).await?;
-        connector.connect(ServerName::from(addr.ip()), tcp).await
-    })
-    .await
-    .expect("TLS handshake finished in time")
+    common::certs::tls_connect(addr, Arc::new(client)).await
 }
 
 /// MQTT 3.1.1 over a tokio-rustls stream.

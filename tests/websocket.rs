@@ -16,8 +16,6 @@ use mqttd::config::{ListenerConfig, ListenerProtocol, TrustedNet};
 use mqttd::protocol::{self, Packet, ProtocolVersion, QoS};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::rustls::pki_types::ServerName;
 
 fn ws_listener(name: &str) -> ListenerConfig {
     ListenerConfig {
@@ -375,14 +373,9 @@ async fn wss_connect(
     addr: SocketAddr,
     client: tokio_rustls::rustls::ClientConfig,
 ) -> WsClient<tokio_rustls::client::TlsStream<TcpStream>> {
-    let connector = TlsConnector::from(Arc::new(client));
-    let mut tls = tokio::time::timeout(WAIT, async {
-        let tcp = TcpStream::connect(addr).await?;
-        connector.connect(ServerName::from(addr.ip()), tcp).await
-    })
-    .await
-    .expect("TLS handshake in time")
-    .expect("TLS handshake");
+    let mut tls = common::certs::tls_connect(addr, Arc::new(client))
+        .await
+        .expect("TLS handshake");
     let (answer, rest) = handshake(&mut tls, &upgrade_request("/mqtt", "mqtt", "")).await;
     assert_eq!(answer.status, 101, "{}", answer.text);
     WsClient::new(tls, rest)

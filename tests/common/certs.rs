@@ -167,3 +167,20 @@ fn issue_server(ca: &Issuer) -> Issued {
         ExtendedKeyUsagePurpose::ServerAuth,
     )
 }
+
+/// A TLS connection to the broker's listener at `addr`, as `client` (the server name is the
+/// address; the test certificates carry 127.0.0.1); panics after `WAIT`.
+pub async fn tls_connect(
+    addr: std::net::SocketAddr,
+    client: Arc<ClientConfig>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let connector = tokio_rustls::TlsConnector::from(client);
+    tokio::time::timeout(super::WAIT, async {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        connector
+            .connect(rustls_pki_types::ServerName::from(addr.ip()), tcp)
+            .await
+    })
+    .await
+    .expect("TLS handshake finished in time")
+}
