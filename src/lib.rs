@@ -89,6 +89,7 @@ pub mod msglog;
 pub mod park;
 pub mod protocol;
 pub mod proxy;
+pub mod reload;
 pub mod router;
 pub mod server;
 pub mod stats;
