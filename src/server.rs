@@ -17,10 +17,10 @@ use crate::ingress::{Ingress, IngressLimits};
 use crate::listener::Listener;
 use crate::msglog::MessageLogger;
 use crate::park::Parker;
+pub use crate::reload::Reloader;
 use crate::router::{Router, RouterLimits};
 use crate::store::history::History;
 use crate::tls::{Tls, TlsError};
-pub use crate::reload::Reloader;
 
 /// How long connections get to close after shutdown before the broker exits anyway.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(5);

@@ -30,7 +30,9 @@ pub(crate) fn paging(
     let page = page.unwrap_or(1);
     let limit = limit.unwrap_or(100);
     if page == 0 {
-        return Err(crate::http::error::ApiError::bad_request("page starts at 1"));
+        return Err(crate::http::error::ApiError::bad_request(
+            "page starts at 1",
+        ));
     }
     if !(1..=clients::MAX_LIMIT).contains(&limit) {
         return Err(crate::http::error::ApiError::bad_request(format!(

@@ -169,7 +169,11 @@ pub(crate) async fn publish_one(
     let name = caller.name.as_deref();
     let mut publisher = ctx
         .ingress
-        .publisher(client_id(caller).into(), name.map(str::to_owned), Source::Http)
+        .publisher(
+            client_id(caller).into(),
+            name.map(str::to_owned),
+            Source::Http,
+        )
         .with_origin("http".into(), std::net::SocketAddr::new(caller.ip, port));
     let id = format!("{:016x}", rand::random::<u64>());
     let outcome = ctx.ingress.publish_now(&mut publisher, msg);

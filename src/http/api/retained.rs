@@ -201,7 +201,9 @@ pub async fn delete(
     caller.may(Need::Manage)?;
     let topic = topic_of(&topic)?;
     let router = &state.ctx.router;
-    let ticket = router.clear_retained(topic).ok_or_else(|| not_found(topic))?;
+    let ticket = router
+        .clear_retained(topic)
+        .ok_or_else(|| not_found(topic))?;
     if let (Some(ticket), Some(store)) = (ticket, router.store()) {
         store
             .committed(ticket)

@@ -6,9 +6,9 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Extension;
 use tracing::info;
 
 use crate::http::AppState;
