@@ -37,7 +37,14 @@ pub async fn publish(
     body: Result<Json<Vec<Value>>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Vec<ItemResult>>, ApiError> {
     caller.may(Need::Publish)?;
-    let Json(items) = body?;
+    // Valid JSON of another shape is 422 to axum; here it is the one whole-request error.
+    let Json(items) = body.map_err(|r| match r.status() {
+        axum::http::StatusCode::UNPROCESSABLE_ENTITY => ApiError::bad_request(format!(
+            "the body is not an array of messages: {}",
+            r.body_text()
+        )),
+        _ => ApiError::from(r),
+    })?;
     if items.len() > MAX_ITEMS {
         return Err(ApiError::bad_request(format!(
             "at most {MAX_ITEMS} messages per request ({} given)",
