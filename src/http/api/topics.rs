@@ -251,3 +251,97 @@ pub async fn list(
         },
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::{Message, RouterLimits};
+
+    fn router() -> Arc<Router> {
+        Arc::new(Router::new(RouterLimits {
+            max_queued_messages: 100,
+            max_queued_bytes: 1 << 20,
+            max_queued_bytes_per_client: 1 << 20,
+            slow_subscriber_timeout: Duration::from_secs(1),
+        }))
+    }
+
+    fn publish(router: &Router, topic: &str) {
+        let msg = Message::new(topic.into(), bytes::Bytes::new(), QoS::AtMostOnce, false);
+        router.publish(Arc::new(msg));
+    }
+
+    fn messages(tracker: &Tracker, topic: &str) -> Option<u64> {
+        let counts = tracker.counts.lock();
+        Some(counts.as_ref()?.topics.get(topic).map_or(0, |c| c.messages))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn counts_while_asked_and_stops_ten_minutes_after_the_last_request() {
+        let router = router();
+        let shutdown = CancellationToken::new();
+        let tracker = Tracker::default();
+        publish(&router, "before");
+        tracker.touch(&router, &shutdown);
+        // Past the first tick: the next one, at 1 s, measures these.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        for _ in 0..3 {
+            publish(&router, "a/b");
+        }
+        // Not a subscriber: a publish still finds nobody.
+        let msg = Message::new("a/b".into(), bytes::Bytes::new(), QoS::AtMostOnce, false);
+        assert_eq!(router.publish(Arc::new(msg)), 0);
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(messages(&tracker, "a/b"), Some(4));
+        assert_eq!(
+            messages(&tracker, "before"),
+            Some(0),
+            "nothing before it started"
+        );
+        let per_s = tracker.counts.lock().as_ref().unwrap().topics["a/b"].per_s;
+        assert!((per_s - 4.0).abs() < 0.1, "{per_s}");
+        // A request keeps it going; ten minutes without one stop it.
+        tokio::time::sleep(IDLE_STOP - Duration::from_secs(5)).await;
+        tracker.touch(&router, &shutdown);
+        tokio::time::sleep(IDLE_STOP - Duration::from_secs(5)).await;
+        assert_eq!(messages(&tracker, "a/b"), Some(4));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(messages(&tracker, "a/b"), None, "stopped and forgotten");
+        publish(&router, "a/b");
+        // Asked again: a fresh start.
+        tracker.touch(&router, &shutdown);
+        publish(&router, "a/b");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(messages(&tracker, "a/b"), Some(1));
+        shutdown.cancel();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(messages(&tracker, "a/b"), None, "stopped with the broker");
+    }
+
+    #[test]
+    fn the_map_is_bounded_and_idle_topics_make_room() {
+        let mut c = Counts {
+            since: SystemTime::now(),
+            last_request: Instant::now(),
+            tick: 0,
+            topics: HashMap::new(),
+            untracked: 0,
+        };
+        for i in 0..MAX_TOPICS {
+            c.count(&Arc::from(format!("t/{i}")));
+        }
+        c.count(&Arc::from("one/more"));
+        assert_eq!((c.topics.len(), c.untracked), (MAX_TOPICS, 1));
+        // Half of them stay busy; the others go quiet and are forgotten when full.
+        for _ in 0..STALE_TICKS {
+            for i in 0..MAX_TOPICS / 2 {
+                c.count(&Arc::from(format!("t/{i}")));
+            }
+            c.on_tick(1.0);
+        }
+        assert_eq!(c.topics.len(), MAX_TOPICS / 2);
+        assert_eq!(c.topics["t/0"].per_s, 1.0);
+        c.count(&Arc::from("one/more"));
+        assert!(c.topics.contains_key("one/more"));
+    }
+}
