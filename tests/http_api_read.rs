@@ -366,3 +366,60 @@ async fn metrics_count_logins_and_acl_denials() {
     );
     s.broker.stop().await;
 }
+
+#[tokio::test]
+async fn the_grafana_dashboard_uses_only_metrics_the_broker_serves() {
+    let data = tempfile::tempdir().unwrap();
+    let (broker, base) = open_with(|c| {
+        c.persistence = PersistenceConfig {
+            path: data.path().to_owned(),
+            ..PersistenceConfig::off()
+        };
+        c.history.enabled = true;
+        c.log.messages = true;
+    })
+    .await;
+    // Connections by listener has a sample per listener with connections.
+    let _client = RawClient::connected(broker.addr, "g-1").await;
+    let url = format!("{base}/metrics");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let served = loop {
+        let served = scrape(&url, As::Nobody).await;
+        if sample(&served, "mqttd_connections", None) == 1.0 {
+            break served;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the client is never counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let dashboard = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/grafana/mqttd.json"),
+    )
+    .unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard).expect("valid JSON");
+    let mut used = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(at) = rest.find("mqttd_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                rest = &rest[at + name.len()..];
+                used.push(name);
+            }
+        }
+    }
+    assert!(used.len() > 15, "{used:?}");
+    for name in &used {
+        assert!(
+            served.samples.iter().any(|s| s.metric == *name),
+            "the dashboard charts {name}, which /metrics does not serve"
+        );
+    }
+    broker.stop().await;
+}
