@@ -153,6 +153,10 @@ async fn retained_messages_are_listed_with_a_preview_and_shown_whole() {
     let (status, body) = get(&format!("{base}/api/v1/retained/shelf%2F%23"), As::Nobody).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_error(&body, "TOPIC_INVALID");
+    // Not UTF-8 once decoded: refused in the API's shape.
+    let (status, body) = get(&format!("{base}/api/v1/retained/a%FF"), As::Nobody).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_error(&body, "BAD_REQUEST");
     let (status, _) = get(
         &format!("{base}/api/v1/retained?filter=a%2F%23%2Fb"),
         As::Nobody,

@@ -173,9 +173,10 @@ fn not_found(topic: &str) -> ApiError {
 pub async fn get(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
-    Path(topic): Path<String>,
+    topic: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<Retained>, ApiError> {
     caller.may(Need::Read)?;
+    let Path(topic) = topic?;
     let topic = topic_of(&topic)?;
     let msg: Arc<Message> = state
         .ctx
@@ -196,9 +197,10 @@ pub async fn get(
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
-    Path(topic): Path<String>,
+    topic: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<StatusCode, ApiError> {
     caller.may(Need::Manage)?;
+    let Path(topic) = topic?;
     let topic = topic_of(&topic)?;
     let router = &state.ctx.router;
     let ticket = router

@@ -20,9 +20,10 @@ use crate::protocol::{DisconnectReason, text};
 pub async fn discard(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<StatusCode, ApiError> {
     caller.may(Need::Manage)?;
+    let Path(id) = id?;
     if !state
         .ctx
         .router
