@@ -205,6 +205,10 @@ async fn listeners_show_connections_and_the_tls_certificate_expiry() {
     assert_eq!(http["name"], "http");
     assert_eq!(http["protocol"], "http");
     assert_eq!(http["bind"], broker.http.unwrap().to_string());
+    assert!(
+        http["connections"].as_u64().unwrap() >= 1,
+        "this request's: {http}"
+    );
     broker.stop().await;
 }
 

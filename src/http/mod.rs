@@ -92,6 +92,8 @@ pub struct HttpServer {
     local: SocketAddr,
     tls: Option<crate::tls::Tls>,
     state: Arc<AppState>,
+    /// Its connection slots (see `guard.rs`); `GET /api/v1/listeners` counts the taken ones.
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl HttpServer {
@@ -124,9 +126,12 @@ impl HttpServer {
             Err(e) => return Err(bind_error(e)),
         };
         let local = tcp.local_addr().map_err(bind_error)?;
-        state
-            .listeners
-            .push(api::listeners::ListenerInfo::http(local, tls.clone()));
+        let slots = guard::slots();
+        state.listeners.push(api::listeners::ListenerInfo::http(
+            local,
+            tls.clone(),
+            slots.clone(),
+        ));
         if !local.ip().is_loopback() && tls.is_none() {
             warn!(
                 "HTTP API on {local} is reachable beyond loopback without TLS: passwords and API \
@@ -146,6 +151,7 @@ impl HttpServer {
             local,
             tls,
             state: Arc::new(state),
+            slots,
         }))
     }
 
@@ -163,14 +169,14 @@ impl HttpServer {
         use axum::serve::ListenerExt as _;
         let served = match self.tls {
             None => {
-                let listener = guard::Guarded::new(self.tcp).tap_io(|_| {});
+                let listener = guard::Guarded::new(self.tcp, self.slots).tap_io(|_| {});
                 axum::serve(listener, app)
                     .with_graceful_shutdown(stop)
                     .await
             }
             Some(tls) => {
                 let listener = tls::TlsListener::start(self.tcp, tls, shutdown.clone());
-                let listener = guard::Guarded::new(listener).tap_io(|_| {});
+                let listener = guard::Guarded::new(listener, self.slots).tap_io(|_| {});
                 axum::serve(listener, app)
                     .with_graceful_shutdown(stop)
                     .await

@@ -61,7 +61,7 @@ pub struct Recorded {
 }
 
 /// `{time}.{row id}`, as [`history::Found::last`] gives them.
-fn parse_cursor(s: &str) -> Option<(i64, i64)> {
+pub fn parse_cursor(s: &str) -> Option<(i64, i64)> {
     let (t, id) = s.split_once('.')?;
     Some((t.parse().ok()?, id.parse().ok()?))
 }

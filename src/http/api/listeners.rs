@@ -2,7 +2,7 @@
 //! "protocol": "mqtt"|"mqtts"|"ws"|"wss"|"http"|"https", "connections", "max_connections"?,
 //! "certificate"?: {"subject", "not_after", "days_left"}}]}`. The certificate is the one new
 //! handshakes present now (a reload swaps it); `days_left` is negative once it has expired.
-//! `connections` of the HTTP listener is left out (its connections are not MQTT clients).
+//! The HTTP listener's `connections` are its open HTTP connections (this request's included).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +28,8 @@ pub struct ListenerInfo {
     pub max_connections: Option<usize>,
     /// Its certificates (reloadable), for TLS listeners.
     pub tls: Option<Tls>,
+    /// The HTTP listener's connection slots (its open connections are counted from them).
+    pub http_slots: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl ListenerInfo {
@@ -59,19 +61,25 @@ impl ListenerInfo {
                     protocol,
                     max_connections: Some(l.max_connections),
                     tls,
+                    http_slots: None,
                 }
             })
             .collect()
     }
 
-    /// The HTTP listener itself, bound to `bind`.
-    pub fn http(bind: SocketAddr, tls: Option<Tls>) -> ListenerInfo {
+    /// The HTTP listener itself, bound to `bind`, with its connection `slots`.
+    pub fn http(
+        bind: SocketAddr,
+        tls: Option<Tls>,
+        slots: Arc<tokio::sync::Semaphore>,
+    ) -> ListenerInfo {
         ListenerInfo {
             name: "http".into(),
             bind,
             protocol: if tls.is_some() { "https" } else { "http" },
             max_connections: Some(crate::http::guard::MAX_CONNECTIONS),
             tls,
+            http_slots: Some(slots),
         }
     }
 }
@@ -86,8 +94,8 @@ pub struct Listener {
     pub name: String,
     pub bind: String,
     pub protocol: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub connections: Option<u64>,
+    /// MQTT connections (for the HTTP listener: its open HTTP connections).
+    pub connections: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -130,17 +138,18 @@ pub async fn list(
         .listeners
         .iter()
         .map(|l| {
-            let mqtt = !l.protocol.starts_with("http");
+            let connections = match &l.http_slots {
+                Some(slots) => crate::http::guard::open_connections(slots) as u64,
+                None => counts
+                    .iter()
+                    .find(|(n, _)| **n == *l.name)
+                    .map_or(0, |(_, c)| *c),
+            };
             Listener {
                 name: l.name.clone(),
                 bind: l.bind.to_string(),
                 protocol: l.protocol,
-                connections: mqtt.then(|| {
-                    counts
-                        .iter()
-                        .find(|(n, _)| **n == *l.name)
-                        .map_or(0, |(_, c)| *c)
-                }),
+                connections,
                 max_connections: l.max_connections,
                 certificate: l.tls.as_ref().and_then(|t| Certificate::of(t, now)),
             }

@@ -85,7 +85,8 @@ fn mqtt_string(what: &str, s: &str) -> Result<(), ApiError> {
 }
 
 impl PublishProperties {
-    fn into_properties(self) -> Result<Option<Box<Properties>>, ApiError> {
+    /// The properties as the broker holds them, each checked (400 otherwise).
+    pub fn into_properties(self) -> Result<Option<Box<Properties>>, ApiError> {
         if let Some(topic) = &self.response_topic {
             validate_topic_name(topic).map_err(|why| {
                 ApiError::bad_request(format!("properties.response_topic: {why}"))

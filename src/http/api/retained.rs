@@ -101,7 +101,7 @@ impl MessageProperties {
 
 /// The start of `payload`: at most [`PREVIEW_BYTES`] bytes of text (cut at a character
 /// boundary) if it is UTF-8, else of base64.
-fn preview(payload: &[u8]) -> (String, &'static str) {
+pub fn preview(payload: &[u8]) -> (String, &'static str) {
     match std::str::from_utf8(payload) {
         Ok(s) => {
             let mut end = s.len().min(PREVIEW_BYTES);
