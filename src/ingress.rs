@@ -288,8 +288,13 @@ impl Ingress {
     /// Whether `from` may use `topic` as `access` under the ACL in force.
     pub fn allowed(&self, from: &mut Publisher, topic: &str, access: Access) -> bool {
         let (username, client_id) = (from.username.as_deref(), &from.client_id);
-        self.auth
-            .allowed(&mut from.auth, username, client_id, topic, access)
+        let allowed = self
+            .auth
+            .allowed(&mut from.auth, username, client_id, topic, access);
+        if !allowed {
+            self.router.stats.acl_denied(access.action());
+        }
+        allowed
     }
 
     /// Checks a topic name or filter against `max_topic_length` and `max_topic_levels`,

@@ -71,11 +71,13 @@
 //!   (frames unwrapped in the connection's own buffer);
 //!   [`proxy`]: the PROXY protocol header and the `proxy_trusted` gate.
 //! - [`stats`]: counters and limit hits (a leaf); [`sys`]: publishes them as `$SYS`.
-//! - [`server`]: binds listeners, runs until the shutdown token fires, drains; SIGHUP reloads.
-//! - [`http`]: the HTTP API (`/api/v1`: stats, clients, publish through the ingress as the
-//!   caller), `/metrics` and `/healthz` on axum; Basic auth through [`auth`] (same pool, cache,
-//!   back-off as MQTT), API keys ([`auth::apikeys`]); the client list comes from
-//!   [`router::clients`].
+//! - [`server`]: binds listeners, runs until the shutdown token fires, drains; [`reload`]: what
+//!   SIGHUP and `POST /api/v1/reload` re-read (password file, ACL, API keys, certificates).
+//! - [`http`]: the HTTP API (`/api/v1`: stats, clients and sessions, subscriptions, topics,
+//!   retained messages, listeners, reload, history, publish through the ingress as the caller),
+//!   `/metrics` and `/healthz` on axum; Basic auth through [`auth`] (same pool, cache, back-off
+//!   as MQTT), API keys ([`auth::apikeys`]); the client list comes from [`router::clients`];
+//!   topic rates from an observer started on demand (`http/api/topics.rs`).
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -89,6 +91,7 @@ pub mod msglog;
 pub mod park;
 pub mod protocol;
 pub mod proxy;
+pub mod reload;
 pub mod router;
 pub mod server;
 pub mod stats;

@@ -17,6 +17,7 @@ use crate::ingress::{Ingress, IngressLimits};
 use crate::listener::Listener;
 use crate::msglog::MessageLogger;
 use crate::park::Parker;
+pub use crate::reload::Reloader;
 use crate::router::{Router, RouterLimits};
 use crate::store::history::History;
 use crate::tls::{Tls, TlsError};
@@ -169,15 +170,6 @@ pub struct Server {
     http: Option<crate::http::HttpServer>,
 }
 
-/// Reloads the password file, ACL and certificates (SIGHUP). Cheap to clone.
-#[derive(Clone)]
-pub struct Reloader {
-    ctx: Arc<Context>,
-    config: Arc<Config>,
-    tls: Vec<(String, Tls)>,
-    api_keys: Arc<crate::auth::apikeys::ApiKeys>,
-}
-
 impl Server {
     /// Binds every listener of `config` (port 0 picks a free port), loads auth and TLS. Errors
     /// name the listener or file at fault.
@@ -275,6 +267,7 @@ impl Server {
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
         let mut tls_list = Vec::new();
+        let tls_all = tls.clone();
         for (i, (l, tls)) in config.listeners.iter().zip(tls).enumerate() {
             if let Some(tls) = &tls {
                 tls_list.push((l.name.clone(), tls.clone()));
@@ -318,39 +311,20 @@ impl Server {
         if let Some(tls) = &http_tls {
             tls_list.push(("http".into(), tls.clone()));
         }
-        let http = crate::http::HttpServer::bind(
-            &config,
-            http_tls,
-            crate::http::AppState {
-                ctx: ctx.clone(),
-                api_keys: api_keys.clone(),
-                admins: config
-                    .http
-                    .as_ref()
-                    .map(|h| h.admins.clone())
-                    .unwrap_or_default(),
-                viewers: config
-                    .http
-                    .as_ref()
-                    .map(|h| h.viewers.clone())
-                    .unwrap_or_default(),
-                trusted_proxies: config
-                    .http
-                    .as_ref()
-                    .map(|h| h.trusted_proxies.clone())
-                    .unwrap_or_default(),
-                metrics_public: config.http.as_ref().is_some_and(|h| h.metrics_public),
-                msglog_drops: ctx.msglog.as_ref().map(MessageLogger::drop_counter),
-                history_drops: history.as_ref().map(History::drop_counter),
-            },
-        )?;
-        let sys_interval = config.sys.interval;
+        let config = Arc::new(config);
         let reloader = Reloader {
             ctx: ctx.clone(),
-            config: Arc::new(config),
+            config: config.clone(),
             tls: tls_list,
-            api_keys,
+            api_keys: api_keys.clone(),
         };
+        let mut state = crate::http::AppState::new(&config, ctx.clone(), api_keys);
+        state.listeners = crate::http::api::listeners::ListenerInfo::of(&config, &addrs, &tls_all);
+        state.reloader = Some(reloader.clone());
+        state.history = history.as_ref().map(History::access);
+        state.history_drops = history.as_ref().map(History::drop_counter);
+        let http = crate::http::HttpServer::bind(&config, http_tls, state)?;
+        let sys_interval = config.sys.interval;
         Ok(Server {
             ctx,
             listeners,
@@ -541,60 +515,4 @@ pub(crate) fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
-}
-
-impl Reloader {
-    /// The authentication state in force now (replaced by each successful reload), e.g. to read
-    /// [`Auth::verifications`] in tests and metrics.
-    pub fn current_auth(&self) -> Arc<Auth> {
-        self.ctx.current_auth()
-    }
-
-    /// Re-reads the password file, ACL and certificates. Each is parsed fully before it replaces
-    /// the old one; on error the old one stays in force and the error is returned (and logged).
-    ///
-    /// The new password file is installed first, then the sessions of users it no longer has are
-    /// kicked: a login that authenticated against the old file and attaches after the kick sees
-    /// the new generation and re-checks its user (`client/admit.rs`). So once this returns, no
-    /// connection of a deleted user survives: each is closing or is refused before its CONNACK.
-    pub fn reload(&self) -> Result<(), String> {
-        let mut errors = Vec::new();
-        match Auth::load(&self.config.auth) {
-            Ok(auth) => {
-                self.ctx.set_auth(auth);
-                let current = self.ctx.current_auth();
-                let kicked = self.ctx.router.kick_users(|user| current.keeps_user(user));
-                info!(
-                    "reloaded authentication (password file, ACL); disconnected {kicked} client(s) of removed users"
-                );
-            }
-            Err(e) => {
-                warn!("reload: keeping the previous password file and ACL: {e}");
-                errors.push(e.to_string());
-            }
-        }
-        if let Some(path) = self.api_keys.path() {
-            match self.api_keys.reload() {
-                Ok(()) => info!("reloaded API keys from {}", path.display()),
-                Err(e) => {
-                    warn!("reload: keeping the previous API keys: {e}");
-                    errors.push(e.to_string());
-                }
-            }
-        }
-        for (name, tls) in &self.tls {
-            match tls.reload() {
-                Ok(()) => info!(listener = %name, "reloaded TLS certificates"),
-                Err(e) => {
-                    warn!(listener = %name, "reload: keeping the previous certificates: {e}");
-                    errors.push(format!("listener {name:?}: {e}"));
-                }
-            }
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors.join("; "))
-        }
-    }
 }

@@ -56,6 +56,56 @@ impl Limit {
     }
 }
 
+/// Why an MQTT login was refused (`mqttd_auth_failure{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// Unknown user or wrong password (CONNACK 0x86 / 0x04).
+    BadCredentials,
+    /// Anonymous where not allowed, backing off, or a failed enhanced authentication (0x87 /
+    /// 0x05).
+    NotAuthorized,
+    /// The password verification pool was saturated (0x88 / 0x03).
+    ServerBusy,
+}
+
+impl AuthFailure {
+    pub const ALL: [AuthFailure; 3] = [
+        AuthFailure::BadCredentials,
+        AuthFailure::NotAuthorized,
+        AuthFailure::ServerBusy,
+    ];
+
+    /// The metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthFailure::BadCredentials => "bad_username_or_password",
+            AuthFailure::NotAuthorized => "not_authorized",
+            AuthFailure::ServerBusy => "server_busy",
+        }
+    }
+}
+
+/// What the ACL denied (`mqttd_authorization_deny{action}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AclAction {
+    Publish,
+    Subscribe,
+    /// A delivery to a subscriber (retained messages included) left out.
+    Deliver,
+}
+
+impl AclAction {
+    pub const ALL: [AclAction; 3] = [AclAction::Publish, AclAction::Subscribe, AclAction::Deliver];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AclAction::Publish => "publish",
+            AclAction::Subscribe => "subscribe",
+            AclAction::Deliver => "deliver",
+        }
+    }
+}
+
 /// Counters updated on the hot path with relaxed atomics (no locks).
 #[derive(Debug)]
 pub struct Stats {
@@ -71,6 +121,12 @@ pub struct Stats {
     pub clients_maximum: AtomicU64,
     /// Hits per [`Limit`], in `Limit::ALL` order.
     limits: [AtomicU64; 12],
+    /// MQTT logins let in (password, anonymous, certificate, enhanced authentication).
+    pub auth_success: AtomicU64,
+    /// MQTT logins refused, per [`AuthFailure`] in `ALL` order.
+    auth_failures: [AtomicU64; 3],
+    /// ACL denials, per [`AclAction`] in `ALL` order.
+    acl_denials: [AtomicU64; 3],
 }
 
 impl Default for Stats {
@@ -87,6 +143,9 @@ impl Default for Stats {
             clients_connected: AtomicU64::new(0),
             clients_maximum: AtomicU64::new(0),
             limits: Default::default(),
+            auth_success: AtomicU64::new(0),
+            auth_failures: Default::default(),
+            acl_denials: Default::default(),
         }
     }
 }
@@ -109,6 +168,24 @@ impl Stats {
     /// How often `limit` was hit.
     pub fn limit_hits(&self, limit: Limit) -> u64 {
         self.limits[limit as usize].load(Ordering::Relaxed)
+    }
+    /// Counts an MQTT login let in.
+    pub fn auth_succeeded(&self) {
+        self.auth_success.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Counts a refused MQTT login.
+    pub fn auth_failed(&self, why: AuthFailure) {
+        self.auth_failures[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn auth_failures(&self, why: AuthFailure) -> u64 {
+        self.auth_failures[why as usize].load(Ordering::Relaxed)
+    }
+    /// Counts an ACL denial (only denials are counted: an allowed access costs nothing).
+    pub fn acl_denied(&self, action: AclAction) {
+        self.acl_denials[action as usize].fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn acl_denials(&self, action: AclAction) -> u64 {
+        self.acl_denials[action as usize].load(Ordering::Relaxed)
     }
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()

@@ -85,6 +85,17 @@ struct Inner {
     /// Replaced wholesale on reload. A handshake clones the inner `Arc` under the read lock and
     /// releases it at once, so the lock is never held across an `.await`.
     current: RwLock<Arc<ServerConfig>>,
+    /// The leaf certificate of `current` (for `GET /api/v1/listeners`: subject, expiry).
+    leaf: RwLock<CertificateDer<'static>>,
+}
+
+/// What an operator wants to know about a listener's certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateSummary {
+    /// The subject's distinguished name (`CN=broker.example, O=...`).
+    pub subject: String,
+    /// The end of its validity.
+    pub not_after: std::time::SystemTime,
 }
 
 impl fmt::Debug for Tls {
@@ -99,11 +110,12 @@ impl Tls {
     /// Reads the PEM files named in `cfg` and builds the server config. Blocking file I/O: call it at
     /// start-up (or from `spawn_blocking`).
     pub fn load(cfg: &TlsConfig) -> Result<Tls, TlsError> {
-        let config = build(cfg)?;
+        let (config, leaf) = build(cfg)?;
         Ok(Tls {
             inner: Arc::new(Inner {
                 settings: cfg.clone(),
                 current: RwLock::new(Arc::new(config)),
+                leaf: RwLock::new(leaf),
             }),
         })
     }
@@ -111,8 +123,9 @@ impl Tls {
     /// Re-reads the files and swaps the new config in only if it builds; on error the old config
     /// stays in force. Affects new handshakes only. Blocking file I/O: run it from `spawn_blocking`.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let config = build(&self.inner.settings)?;
+        let (config, leaf) = build(&self.inner.settings)?;
         *self.inner.current.write() = Arc::new(config);
+        *self.inner.leaf.write() = leaf;
         tracing::info!(cert = %self.inner.settings.cert.display(), "TLS certificate reloaded");
         Ok(())
     }
@@ -120,6 +133,22 @@ impl Tls {
     /// The settings this was loaded from.
     pub fn settings(&self) -> &TlsConfig {
         &self.inner.settings
+    }
+
+    /// The subject and expiry of the certificate new handshakes present (None if it cannot be
+    /// parsed, which a loaded certificate always can).
+    pub fn certificate(&self) -> Option<CertificateSummary> {
+        let leaf = self.inner.leaf.read().clone();
+        let (_, parsed) = x509_parser::parse_x509_certificate(&leaf).ok()?;
+        let secs = parsed.validity().not_after.timestamp();
+        let not_after = match u64::try_from(secs) {
+            Ok(s) => std::time::UNIX_EPOCH + Duration::from_secs(s),
+            Err(_) => std::time::UNIX_EPOCH,
+        };
+        Some(CertificateSummary {
+            subject: parsed.subject().to_string(),
+            not_after,
+        })
     }
 
     /// The config new handshakes will use.
@@ -209,7 +238,8 @@ fn server_provider() -> Arc<CryptoProvider> {
 /// entry per handshake.
 const TLS13_TICKETS: usize = 1;
 
-fn build(cfg: &TlsConfig) -> Result<ServerConfig, TlsError> {
+/// The server config `cfg` describes, and its leaf certificate.
+fn build(cfg: &TlsConfig) -> Result<(ServerConfig, CertificateDer<'static>), TlsError> {
     let settings_error = |reason| TlsError::Settings {
         cert: cfg.cert.clone(),
         reason,
@@ -229,6 +259,7 @@ fn build(cfg: &TlsConfig) -> Result<ServerConfig, TlsError> {
     let provider = server_provider();
     let chain = read_certs(&cfg.cert)?;
     warn_if_not_valid_now(&cfg.cert, &chain[0]);
+    let leaf = chain[0].clone();
     let key = read_key(&cfg.key)?;
     let signing_key =
         provider
@@ -289,7 +320,7 @@ fn build(cfg: &TlsConfig) -> Result<ServerConfig, TlsError> {
     let mut config = config;
     config.ignore_client_order = true;
     config.send_tls13_tickets = TLS13_TICKETS;
-    Ok(config)
+    Ok((config, leaf))
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, TlsError> {

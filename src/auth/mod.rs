@@ -97,6 +97,17 @@ pub enum Access {
     Subscribe,
 }
 
+impl Access {
+    /// What a denial of this access counts as in the statistics.
+    pub fn action(self) -> crate::stats::AclAction {
+        match self {
+            Access::Write => crate::stats::AclAction::Publish,
+            Access::Subscribe => crate::stats::AclAction::Subscribe,
+            Access::Read => crate::stats::AclAction::Deliver,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error("{0}")]

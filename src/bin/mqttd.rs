@@ -167,6 +167,7 @@ fn history_command(
         since,
         until,
         limit: args.limit,
+        before: None,
     };
     let found = query::run(&conn, &q).with_context(|| db.display().to_string())?;
     for (id, why) in &found.skipped {

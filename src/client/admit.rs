@@ -11,7 +11,7 @@ use crate::auth::{Auth, AuthOutcome, Credentials};
 use crate::connection::Connection;
 use crate::ingress::{Publisher, Source};
 use crate::protocol::{ConnAck, ConnAckReason, Connect, Packet, Properties, text};
-use crate::stats::Limit;
+use crate::stats::{AuthFailure, Limit};
 
 use super::alias::Aliases;
 use super::enhanced::{Reauth, enhanced_login};
@@ -244,19 +244,31 @@ where
         _ = ctx.shutdown.cancelled() => AuthOutcome::Unavailable,
         outcome = auth.authenticate(&creds) => outcome,
     };
+    let stats = &ctx.router.stats;
     match outcome {
-        AuthOutcome::Allowed { username } => Some(username),
+        AuthOutcome::Allowed { username } => {
+            stats.auth_succeeded();
+            Some(username)
+        }
         outcome => {
-            let (code, why) = match outcome {
+            let (code, why, failure) = match outcome {
                 AuthOutcome::BadCredentials => (
                     ConnAckReason::BadUsernameOrPassword,
                     "bad username or password",
+                    AuthFailure::BadCredentials,
                 ),
-                AuthOutcome::Unavailable => {
-                    (ConnAckReason::ServerUnavailable, "server busy: retry later")
-                }
-                _ => (ConnAckReason::NotAuthorized, "not authorised"),
+                AuthOutcome::Unavailable => (
+                    ConnAckReason::ServerUnavailable,
+                    "server busy: retry later",
+                    AuthFailure::ServerBusy,
+                ),
+                _ => (
+                    ConnAckReason::NotAuthorized,
+                    "not authorised",
+                    AuthFailure::NotAuthorized,
+                ),
             };
+            stats.auth_failed(failure);
             warn!(client_id = %text::cut(client_id), peer = %peer.addr,
                 user = ?connect.username.as_deref().map(text::cut), "refused: {why}");
             let _ = conn.write_packet(&refusal(v5, code, why)).await;

@@ -12,7 +12,7 @@ use crate::connection::{Connection, ReadError};
 use crate::protocol::{
     Auth as AuthPacket, AuthReason, ConnAckReason, DisconnectReason, Packet, Properties, text,
 };
-use crate::stats::Limit;
+use crate::stats::{AuthFailure, Limit};
 
 use super::exit::Exit;
 use super::{Client, Context, Peer, Step, refusal};
@@ -63,12 +63,18 @@ where
             };
             if let Err(outcome) = proceed {
                 let packet = match outcome {
-                    AuthOutcome::Unavailable => refusal(
-                        true,
-                        ConnAckReason::ServerUnavailable,
-                        "server busy: retry later",
-                    ),
-                    _ => not_authorised,
+                    AuthOutcome::Unavailable => {
+                        ctx.router.stats.auth_failed(AuthFailure::ServerBusy);
+                        refusal(
+                            true,
+                            ConnAckReason::ServerUnavailable,
+                            "server busy: retry later",
+                        )
+                    }
+                    _ => {
+                        ctx.router.stats.auth_failed(AuthFailure::NotAuthorized);
+                        not_authorised
+                    }
                 };
                 let _ = conn.write_packet(&packet).await;
                 return None;
@@ -77,16 +83,19 @@ where
         match step {
             AuthStep::Success { username, data } => {
                 attempt.succeeded(&username);
+                ctx.router.stats.auth_succeeded();
                 return Some((username, data));
             }
             AuthStep::Fail(why) => {
                 attempt.failed(claimed);
+                ctx.router.stats.auth_failed(AuthFailure::NotAuthorized);
                 info!(%ip, method = name, user = %text::cut(claimed), "login failed: {why}");
                 let _ = conn.write_packet(&not_authorised).await;
                 return None;
             }
             AuthStep::Continue(_) if rounds == MAX_AUTH_ROUNDS => {
                 attempt.failed(claimed);
+                ctx.router.stats.auth_failed(AuthFailure::NotAuthorized);
                 info!(%ip, method = name, user = %text::cut(claimed),
                     "login failed: too many AUTH rounds");
                 let _ = conn.write_packet(&not_authorised).await;

@@ -100,6 +100,12 @@ impl From<axum::extract::rejection::QueryRejection> for ApiError {
     }
 }
 
+impl From<axum::extract::rejection::PathRejection> for ApiError {
+    fn from(r: axum::extract::rejection::PathRejection) -> Self {
+        ApiError::rejected(r.status(), r.body_text())
+    }
+}
+
 /// Unknown paths: 404 in the API's shape.
 pub async fn not_found() -> ApiError {
     ApiError::not_found("no such endpoint")

@@ -29,12 +29,20 @@ pub struct Guarded<L> {
 }
 
 impl<L> Guarded<L> {
-    pub fn new(inner: L) -> Self {
-        Guarded {
-            inner,
-            slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
-        }
+    /// `slots`: from [`slots`], shared (so others can count open connections).
+    pub fn new(inner: L, slots: Arc<Semaphore>) -> Self {
+        Guarded { inner, slots }
     }
+}
+
+/// The connection slots of a listener: [`MAX_CONNECTIONS`].
+pub fn slots() -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(MAX_CONNECTIONS))
+}
+
+/// HTTP connections open now on a listener with these `slots`.
+pub fn open_connections(slots: &Semaphore) -> usize {
+    MAX_CONNECTIONS.saturating_sub(slots.available_permits())
 }
 
 impl<L> axum::serve::Listener for Guarded<L>

@@ -20,7 +20,7 @@ use prometheus_client::registry::Registry;
 use super::AppState;
 use super::auth::{Caller, Need};
 use super::error::ApiError;
-use crate::stats::{Limit, Stats};
+use crate::stats::{AclAction, AuthFailure, Limit, Stats};
 
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -59,6 +59,23 @@ fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fm
 fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
     let g = ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX));
     g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+/// A counter family with one label: `(label value, count)` each.
+fn counter_family<'a>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: impl IntoIterator<Item = (&'a str, u64)>,
+) -> std::fmt::Result {
+    let c = ConstCounter::new(0u64);
+    let mut family = e.encode_descriptor(name, help, None, c.metric_type())?;
+    for (value, n) in values {
+        let labels = [(label, value)];
+        ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
 }
 
 impl Collector for Snapshot {
@@ -153,19 +170,33 @@ impl Collector for Snapshot {
             "Bytes sent to MQTT clients",
             Stats::get(&s.bytes_sent),
         )?;
-        {
-            let c = ConstCounter::new(0u64);
-            let mut family = e.encode_descriptor(
-                "mqttd_limit_hits",
-                "Times each configured limit was hit, by its config key",
-                None,
-                c.metric_type(),
-            )?;
-            for limit in Limit::ALL {
-                let labels = [("limit", limit.name())];
-                ConstCounter::new(s.limit_hits(limit)).encode(family.encode_family(&labels)?)?;
-            }
-        }
+        counter_family(
+            &mut e,
+            "mqttd_limit_hits",
+            "Times each configured limit was hit, by its config key",
+            "limit",
+            Limit::ALL.map(|l| (l.name(), s.limit_hits(l))),
+        )?;
+        counter(
+            &mut e,
+            "mqttd_client_auth_success",
+            "MQTT logins let in (password, anonymous, certificate, enhanced authentication)",
+            Stats::get(&s.auth_success),
+        )?;
+        counter_family(
+            &mut e,
+            "mqttd_client_auth_failure",
+            "MQTT logins refused, by reason",
+            "reason",
+            AuthFailure::ALL.map(|r| (r.name(), s.auth_failures(r))),
+        )?;
+        counter_family(
+            &mut e,
+            "mqttd_authorization_deny",
+            "Accesses the ACL denied, by action (publish, subscribe, deliver)",
+            "action",
+            AclAction::ALL.map(|a| (a.name(), s.acl_denials(a))),
+        )?;
         counter(
             &mut e,
             "mqttd_auth_password_verifications",
@@ -178,6 +209,21 @@ impl Collector for Snapshot {
                 "mqttd_message_log_dropped",
                 "Messages the message log could not keep up with",
                 drops.get(),
+            )?;
+        }
+        if let Some(history) = &state.history {
+            let c = &history.counters;
+            counter(
+                &mut e,
+                "mqttd_history_rows_written",
+                "Messages the history recorded",
+                Stats::get(&c.recorded),
+            )?;
+            counter(
+                &mut e,
+                "mqttd_history_rows_failed",
+                "Messages the history lost to a failed write (full disk, I/O error)",
+                Stats::get(&c.failed),
             )?;
         }
         if let Some(drops) = &state.history_drops {

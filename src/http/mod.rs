@@ -9,13 +9,13 @@
 //! - `tls.rs`: HTTPS with the `[http] tls` certificate (handshakes in their own tasks);
 //!   `guard.rs`: a bound on open connections and an idle timeout (slowloris).
 //!
-//! Not here yet (issue 14): the dashboard, Server-Sent Events, cookie sessions with CSRF, the
-//! topics / retained / history / listeners / reload endpoints, OpenAPI.
+//! Not here yet (issue 14): the dashboard, Server-Sent Events, cookie sessions with CSRF,
+//! OpenAPI.
 
 pub mod api;
 pub mod auth;
 pub mod error;
-mod guard;
+pub(crate) mod guard;
 pub mod metrics;
 mod tls;
 
@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -51,6 +51,39 @@ pub struct AppState {
     /// For `/metrics`: what the message logger and the history recorder dropped.
     pub msglog_drops: Option<DropCounter>,
     pub history_drops: Option<DropCounter>,
+    /// `GET /api/v1/listeners`: the MQTT listeners, then this one.
+    pub listeners: Vec<api::listeners::ListenerInfo>,
+    /// `POST /api/v1/reload`: SIGHUP's reload (None: nothing to reload, as when embedded).
+    pub reloader: Option<crate::server::Reloader>,
+    /// `GET /api/v1/history` (None: `[history]` is off).
+    pub history: Option<crate::store::history::HistoryAccess>,
+    /// `GET /api/v1/topics`: the traffic tracker, idle until asked.
+    pub topics: api::topics::Tracker,
+}
+
+impl AppState {
+    /// The state for `config`'s `[http]` (the fields after `msglog_drops` are left empty for the
+    /// caller to fill in).
+    pub fn new(config: &Config, ctx: Arc<Context>, api_keys: Arc<ApiKeys>) -> AppState {
+        let http = config.http.as_ref();
+        AppState {
+            api_keys,
+            admins: http.map(|h| h.admins.clone()).unwrap_or_default(),
+            viewers: http.map(|h| h.viewers.clone()).unwrap_or_default(),
+            trusted_proxies: http.map(|h| h.trusted_proxies.clone()).unwrap_or_default(),
+            metrics_public: http.is_some_and(|h| h.metrics_public),
+            msglog_drops: ctx
+                .msglog
+                .as_ref()
+                .map(crate::msglog::MessageLogger::drop_counter),
+            history_drops: None,
+            listeners: Vec::new(),
+            reloader: None,
+            history: None,
+            topics: api::topics::Tracker::default(),
+            ctx,
+        }
+    }
 }
 
 /// A bound HTTP listener, not serving yet.
@@ -59,6 +92,8 @@ pub struct HttpServer {
     local: SocketAddr,
     tls: Option<crate::tls::Tls>,
     state: Arc<AppState>,
+    /// Its connection slots (see `guard.rs`); `GET /api/v1/listeners` counts the taken ones.
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl HttpServer {
@@ -67,7 +102,7 @@ impl HttpServer {
     pub fn bind(
         config: &Config,
         tls: Option<crate::tls::Tls>,
-        state: AppState,
+        mut state: AppState,
     ) -> Result<Option<HttpServer>, StartError> {
         let Some(http) = &config.http else {
             return Ok(None);
@@ -91,6 +126,12 @@ impl HttpServer {
             Err(e) => return Err(bind_error(e)),
         };
         let local = tcp.local_addr().map_err(bind_error)?;
+        let slots = guard::slots();
+        state.listeners.push(api::listeners::ListenerInfo::http(
+            local,
+            tls.clone(),
+            slots.clone(),
+        ));
         if !local.ip().is_loopback() && tls.is_none() {
             warn!(
                 "HTTP API on {local} is reachable beyond loopback without TLS: passwords and API \
@@ -110,6 +151,7 @@ impl HttpServer {
             local,
             tls,
             state: Arc::new(state),
+            slots,
         }))
     }
 
@@ -127,14 +169,14 @@ impl HttpServer {
         use axum::serve::ListenerExt as _;
         let served = match self.tls {
             None => {
-                let listener = guard::Guarded::new(self.tcp).tap_io(|_| {});
+                let listener = guard::Guarded::new(self.tcp, self.slots).tap_io(|_| {});
                 axum::serve(listener, app)
                     .with_graceful_shutdown(stop)
                     .await
             }
             Some(tls) => {
                 let listener = tls::TlsListener::start(self.tcp, tls, shutdown.clone());
-                let listener = guard::Guarded::new(listener).tap_io(|_| {});
+                let listener = guard::Guarded::new(listener, self.slots).tap_io(|_| {});
                 axum::serve(listener, app)
                     .with_graceful_shutdown(stop)
                     .await
@@ -162,7 +204,19 @@ pub fn app(state: Arc<AppState>) -> Router {
             "/api/v1/clients/{id}",
             get(api::clients::get).delete(api::clients::disconnect),
         )
-        .route("/api/v1/publish", post(api::publish::publish));
+        .route("/api/v1/publish", post(api::publish::publish))
+        .route("/api/v1/publish/bulk", post(api::bulk::publish))
+        .route("/api/v1/sessions/{id}", delete(api::sessions::discard))
+        .route("/api/v1/subscriptions", get(api::subscriptions::list))
+        .route("/api/v1/topics", get(api::topics::list))
+        .route("/api/v1/retained", get(api::retained::list))
+        .route(
+            "/api/v1/retained/{*topic}",
+            get(api::retained::get).delete(api::retained::delete),
+        )
+        .route("/api/v1/listeners", get(api::listeners::list))
+        .route("/api/v1/reload", post(api::reload::reload))
+        .route("/api/v1/history", get(api::history::query));
     let protected = if state.metrics_public {
         protected
     } else {

@@ -180,3 +180,53 @@ impl Router {
         counts.into_iter().collect()
     }
 }
+
+/// One subscription of one session, as listed (`GET /api/v1/subscriptions`).
+#[derive(Debug, Clone)]
+pub struct SubscriptionView {
+    pub client_id: Arc<str>,
+    pub filter: String,
+    pub options: crate::protocol::SubscriptionOptions,
+}
+
+impl Router {
+    /// Every subscription of every session (observers are not sessions) that `keep` accepts,
+    /// sorted by client id, then filter. Locks as [`Router::clients`] does.
+    pub fn subscriptions_list(
+        &self,
+        mut keep: impl FnMut(&str, &str) -> bool,
+    ) -> Vec<SubscriptionView> {
+        let sessions: Vec<_> = self.sessions.lock().values().cloned().collect();
+        let mut out = Vec::new();
+        for session in sessions {
+            let inner = session.inner.lock();
+            if inner.ended {
+                continue;
+            }
+            for (filter, (options, _)) in &inner.subscriptions {
+                if keep(&session.client_id, filter) {
+                    out.push(SubscriptionView {
+                        client_id: session.client_id.clone(),
+                        filter: filter.clone(),
+                        options: *options,
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| (&a.client_id, &a.filter).cmp(&(&b.client_id, &b.filter)));
+        out
+    }
+
+    /// Subscriptions a message on `topic` would match now: plain ones of sessions (observers
+    /// left out), and each shared group once.
+    pub fn matching_subscriptions(&self, topic: &str) -> usize {
+        let mut n = 0;
+        self.subscriptions
+            .read()
+            .for_each_match(topic, |m| match m {
+                super::trie::Match::Plain(s) => n += usize::from(!s.observer),
+                super::trie::Match::Shared(..) => n += 1,
+            });
+        n
+    }
+}

@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::Message;
+use super::{Message, Router};
+use crate::store::{Op, Ticket};
 
 #[derive(Debug, Default)]
 struct Node {
@@ -45,12 +46,64 @@ impl RetainedStore {
         self.count == 0
     }
 
+    /// The retained message of exactly `topic`.
+    pub fn get(&self, topic: &str) -> Option<Arc<Message>> {
+        let mut node = &self.root;
+        for level in topic.split('/') {
+            node = node.children.get(level)?;
+        }
+        node.message.clone()
+    }
+
+    /// Every retained message, `$` topics included.
+    pub fn all(&self) -> Vec<Arc<Message>> {
+        let mut out = Vec::with_capacity(self.count);
+        collect_all(&self.root, &mut out);
+        out
+    }
+
     /// Every retained message whose topic matches `filter` (already validated).
     pub fn matching(&self, filter: &str) -> Vec<Arc<Message>> {
         let levels: Vec<&str> = filter.split('/').collect();
         let mut out = Vec::new();
         collect_rec(&self.root, &levels, true, &mut out);
         out
+    }
+}
+
+impl Router {
+    /// The retained message of `topic` (None: none, or it expired).
+    pub fn retained_message(&self, topic: &str) -> Option<Arc<Message>> {
+        let msg = self.retained.read().get(topic)?;
+        (!msg.expired(crate::timer::wall_now())).then_some(msg)
+    }
+
+    /// Retained messages whose topic matches `filter` (all of them, `$` topics too, without
+    /// one), unexpired, sorted by topic.
+    pub fn retained_messages(&self, filter: Option<&str>) -> Vec<Arc<Message>> {
+        let mut out = match filter {
+            Some(f) => self.retained.read().matching(f),
+            None => self.retained.read().all(),
+        };
+        let now = crate::timer::wall_now();
+        out.retain(|m| !m.expired(now));
+        out.sort_by(|a, b| a.topic.cmp(&b.topic));
+        out
+    }
+
+    /// Clears the retained message of `topic` as an empty retained PUBLISH would, delivering
+    /// nothing. None when there was none; else the store's ticket for the removal (None when
+    /// nothing is stored: persistence off, or a `$SYS` topic).
+    pub fn clear_retained(&self, topic: &str) -> Option<Option<Ticket>> {
+        let mut retained = self.retained.write();
+        let levels: Vec<&str> = topic.split('/').collect();
+        if !clear_rec(&mut retained.root, &levels) {
+            return None;
+        }
+        retained.count -= 1;
+        // Under the same lock as memory (see `Router::retain` in persist.rs).
+        let store = self.store.as_ref().filter(|_| !topic.starts_with("$SYS"));
+        Some(store.map(|s| s.submit(Op::Unretain(topic.into()))))
     }
 }
 

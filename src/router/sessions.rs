@@ -257,6 +257,25 @@ impl Router {
         self.deliver(&mut fanout);
     }
 
+    /// Ends `client_id`'s session now, connected or not (an operator's request): its connection
+    /// closes (5.0: DISCONNECT with `reason`), its subscriptions and queue go, and the store
+    /// forgets it. False when there is no such session.
+    pub fn discard_session(&self, client_id: &str, reason: DisconnectReason) -> bool {
+        let mut sessions = self.sessions.lock();
+        let Some(existing) = sessions.get(client_id).cloned() else {
+            return false;
+        };
+        let mut inner = existing.inner.lock();
+        if let Some(link) = inner.connection.take() {
+            // As in a takeover: the connection's detach will find itself gone.
+            link.kick(reason);
+            self.stats.client_disconnected();
+        }
+        drop(inner);
+        self.discard(&mut sessions, &existing);
+        true
+    }
+
     /// Number of sessions, connected or not (Mosquitto's `clients/total`).
     pub fn session_count(&self) -> usize {
         self.sessions.lock().len()

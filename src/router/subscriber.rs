@@ -147,7 +147,11 @@ impl SubscriberHandle {
             return true;
         };
         let (username, client_id) = (self.username.as_deref(), &self.session.client_id);
-        cell.allowed(snapshot, username, client_id, topic, access)
+        let allowed = cell.allowed(snapshot, username, client_id, topic, access);
+        if !allowed {
+            self.router.stats.acl_denied(access.action());
+        }
+        allowed
     }
 
     /// Subscribes to `filter` at `qos` (`$share/G/F` joins a shared group). Returns the retained

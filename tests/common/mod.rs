@@ -2,6 +2,7 @@
 //! Every wait here is bounded.
 #![allow(dead_code)] // each test binary uses a different subset of these helpers
 
+pub mod api;
 pub mod certs;
 pub mod wire;
 pub mod ws;

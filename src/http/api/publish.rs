@@ -85,7 +85,8 @@ fn mqtt_string(what: &str, s: &str) -> Result<(), ApiError> {
 }
 
 impl PublishProperties {
-    fn into_properties(self) -> Result<Option<Box<Properties>>, ApiError> {
+    /// The properties as the broker holds them, each checked (400 otherwise).
+    pub fn into_properties(self) -> Result<Option<Box<Properties>>, ApiError> {
         if let Some(topic) = &self.response_topic {
             validate_topic_name(topic).map_err(|why| {
                 ApiError::bad_request(format!("properties.response_topic: {why}"))
@@ -129,6 +130,18 @@ pub async fn publish(
 ) -> Result<(StatusCode, Json<Published>), ApiError> {
     caller.may(Need::Publish)?;
     let Json(body) = body?;
+    let (status, published) = publish_one(&state, &caller, peer.port(), body).await?;
+    Ok((status, Json(published)))
+}
+
+/// One publish, as `caller` (coming from `port`): 200 or 202 (no subscriber matched) with its
+/// id, or why not. Shared by the single and the bulk publish.
+pub(crate) async fn publish_one(
+    state: &AppState,
+    caller: &Caller,
+    port: u16,
+    body: PublishBody,
+) -> Result<(StatusCode, Published), ApiError> {
     let ctx = &state.ctx;
     if ctx.shutdown.is_cancelled() {
         return Err(ApiError::unavailable("the broker is shutting down"));
@@ -155,14 +168,14 @@ pub async fn publish(
     let topic: Arc<str> = body.topic.into();
     let msg = Message::new(topic.clone(), payload, qos, body.retain).with_properties(properties);
     let name = caller.name.as_deref();
-    let client_id = name.map_or_else(|| "http".to_owned(), |n| format!("http:{n}"));
     let mut publisher = ctx
         .ingress
-        .publisher(client_id.into(), name.map(str::to_owned), Source::Http)
-        .with_origin(
-            "http".into(),
-            std::net::SocketAddr::new(caller.ip, peer.port()),
-        );
+        .publisher(
+            client_id(caller).into(),
+            name.map(str::to_owned),
+            Source::Http,
+        )
+        .with_origin("http".into(), std::net::SocketAddr::new(caller.ip, port));
     let id = format!("{:016x}", rand::random::<u64>());
     let outcome = ctx.ingress.publish_now(&mut publisher, msg);
     let (subscribers, commit) = match outcome {
@@ -190,7 +203,16 @@ pub async fn publish(
         0 => StatusCode::ACCEPTED,
         _ => StatusCode::OK,
     };
-    Ok((status, Json(Published { id })))
+    Ok((status, Published { id }))
+}
+
+/// The client id the ACL (`%c`) and the logs see for `caller`: `http:<name>`, or `http` in
+/// local-only mode.
+pub(crate) fn client_id(caller: &Caller) -> String {
+    caller
+        .name
+        .as_deref()
+        .map_or_else(|| "http".to_owned(), |n| format!("http:{n}"))
 }
 
 fn refused(refusal: Refusal) -> ApiError {

@@ -93,6 +93,13 @@ impl std::fmt::Debug for History {
     }
 }
 
+/// What others (the HTTP API) need of a running history: where to query it, what it wrote.
+#[derive(Debug, Clone)]
+pub struct HistoryAccess {
+    pub db: PathBuf,
+    pub counters: Arc<Counters>,
+}
+
 /// `<dir>/history.db`.
 pub fn db_path(dir: &Path) -> PathBuf {
     dir.join(FILE)
@@ -156,6 +163,14 @@ impl History {
 
     pub fn db_path(&self) -> &Path {
         &self.db
+    }
+
+    /// Its database and counters, for readers elsewhere.
+    pub fn access(&self) -> HistoryAccess {
+        HistoryAccess {
+            db: self.db.clone(),
+            counters: self.counters.clone(),
+        }
     }
 
     /// Messages left out because the recorder could not keep up.

@@ -22,6 +22,8 @@ pub struct Query {
     pub until: Option<i64>,
     /// The newest this many (at least 1).
     pub limit: usize,
+    /// Only messages older than this one ([`Found::last`] of the previous page): pages on.
+    pub before: Option<(i64, i64)>,
 }
 
 /// What a query found.
@@ -33,6 +35,8 @@ pub struct Found {
     pub skipped: Vec<(Option<i64>, RowError)>,
     /// More messages matched than `limit`: older ones were left out.
     pub more: bool,
+    /// The (time, row id) of the oldest message returned: `before` for the next page.
+    pub last: Option<(i64, i64)>,
 }
 
 /// Checks `filter` as `mqttd history --filter` takes it.
@@ -88,6 +92,9 @@ pub fn run(conn: &Connection, q: &Query) -> Result<Found, rusqlite::Error> {
         (None, Some(_)) => sql.push_str(" AND topic >= ?4 AND topic < ?5"),
         (None, None) => {}
     }
+    if q.before.is_some() {
+        sql.push_str(" AND (time < ?6 OR (time = ?6 AND id < ?7))");
+    }
     sql.push_str(" ORDER BY time DESC, id DESC");
     let mut stmt = conn.prepare(&sql)?;
     let (lo, hi) = match &n.range {
@@ -103,6 +110,10 @@ pub fn run(conn: &Connection, q: &Query) -> Result<Found, rusqlite::Error> {
     }
     stmt.raw_bind_parameter(1, since)?;
     stmt.raw_bind_parameter(2, until)?;
+    if let Some((time, id)) = q.before {
+        stmt.raw_bind_parameter(6, time)?;
+        stmt.raw_bind_parameter(7, id)?;
+    }
     let mut rows = stmt.raw_query();
     let mut found = Found::default();
     let limit = q.limit.max(1);
@@ -122,6 +133,7 @@ pub fn run(conn: &Connection, q: &Query) -> Result<Found, rusqlite::Error> {
             found.more = true;
             break;
         }
+        found.last = id.map(|id| (recorded.time, id));
         found.messages.push(recorded);
     }
     found.messages.reverse();

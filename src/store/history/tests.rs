@@ -49,6 +49,7 @@ fn everything(db: &Path) -> Found {
             since: None,
             until: None,
             limit: usize::MAX,
+            before: None,
         },
     )
     .expect("query")
@@ -99,6 +100,7 @@ fn records_what_its_filters_match_and_close_flushes() {
             since: None,
             until: None,
             limit: 10,
+            before: None,
         },
     )
     .unwrap();
@@ -323,6 +325,7 @@ fn query_by_filter_time_and_limit_and_bad_rows_are_skipped() {
                 since,
                 until,
                 limit,
+                before: None,
             },
         )
         .unwrap()
