@@ -342,6 +342,7 @@ impl Server {
                 metrics_public: config.http.as_ref().is_some_and(|h| h.metrics_public),
                 msglog_drops: ctx.msglog.as_ref().map(MessageLogger::drop_counter),
                 history_drops: history.as_ref().map(History::drop_counter),
+                web: crate::http::Web::new(&config),
             },
         )?;
         let sys_interval = config.sys.interval;

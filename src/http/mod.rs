@@ -3,20 +3,29 @@
 //! - `mod.rs`: binding (the default run's listener steps aside if its port is taken), the
 //!   router and its layers, serving until the broker's shutdown token fires (graceful: open
 //!   requests finish, keep-alive connections are told to close).
-//! - `auth.rs`: who is calling (Basic, API key, open on loopback) and what their role allows.
+//! - `auth.rs`: who is calling (Basic, API key, dashboard session, open on loopback) and what
+//!   their role allows; `session.rs`: the dashboard's sessions; `login.rs`: log in and out;
+//!   `security.rs`: CSRF, Origin and Host checks (its doc explains them), security headers.
+//! - `rates.rs`: the per-second sampler (the last hour of rates); `events.rs`: Server-Sent
+//!   Events (stats each second, clients coming and going, live messages).
 //! - `api/`: one file per group of endpoints; handlers only translate between JSON and the
 //!   broker's own API (router, ingress). `metrics.rs`: `/metrics`. `error.rs`: JSON errors.
 //! - `tls.rs`: HTTPS with the `[http] tls` certificate (handshakes in their own tasks);
 //!   `guard.rs`: a bound on open connections and an idle timeout (slowloris).
 //!
-//! Not here yet (issue 14): the dashboard, Server-Sent Events, cookie sessions with CSRF, the
-//! topics / retained / history / listeners / reload endpoints, OpenAPI.
+//! Not here yet (issue 14): the dashboard, the topics / retained / history / listeners / reload
+//! endpoints, OpenAPI.
 
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod events;
 mod guard;
+pub mod login;
 pub mod metrics;
+pub mod rates;
+pub mod security;
+pub mod session;
 mod tls;
 
 use std::net::SocketAddr;
@@ -51,6 +60,42 @@ pub struct AppState {
     /// For `/metrics`: what the message logger and the history recorder dropped.
     pub msglog_drops: Option<DropCounter>,
     pub history_drops: Option<DropCounter>,
+    /// Dashboard sessions, CSRF, rates, event streams.
+    pub web: Web,
+}
+
+/// What the dashboard's side of the API keeps (sessions, rates, event streams).
+#[derive(Debug)]
+pub struct Web {
+    pub sessions: session::Sessions,
+    /// The CSRF token of local-only (open) mode: random per process, given by
+    /// `GET /api/v1/session` (see `security.rs`).
+    pub open_csrf: Arc<str>,
+    pub rates: rates::Rates,
+    /// Server-Sent Events streams open at once (see `events.rs`).
+    pub streams: Arc<tokio::sync::Semaphore>,
+    /// Served over https (`[http] tls`): cookies get `Secure`, origins are `https://`.
+    pub https: bool,
+    /// `[http] bind`: a `Host` naming its address is local (see `security.rs`).
+    pub bind: SocketAddr,
+}
+
+impl Web {
+    /// For `config.http` (defaults without one).
+    pub fn new(config: &Config) -> Self {
+        let http = config
+            .http
+            .clone()
+            .unwrap_or_else(crate::config::HttpConfig::local);
+        Web {
+            sessions: session::Sessions::new(http.session_ttl),
+            open_csrf: session::random_token().into(),
+            rates: rates::Rates::default(),
+            streams: Arc::new(tokio::sync::Semaphore::new(events::MAX_STREAMS)),
+            https: http.tls.is_some(),
+            bind: http.bind,
+        }
+    }
 }
 
 /// A bound HTTP listener, not serving yet.
@@ -121,25 +166,29 @@ impl HttpServer {
     pub async fn run(self, shutdown: CancellationToken) {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         info!("HTTP API on {scheme}://{}/api/v1", self.local);
+        let sampler = rates::run(self.state.clone(), shutdown.clone());
         let app = app(self.state).into_make_service_with_connect_info::<SocketAddr>();
         let stop = shutdown.clone().cancelled_owned();
         // `tap_io` gives the peer address as connect info for any listener.
         use axum::serve::ListenerExt as _;
-        let served = match self.tls {
-            None => {
-                let listener = guard::Guarded::new(self.tcp).tap_io(|_| {});
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stop)
-                    .await
-            }
-            Some(tls) => {
-                let listener = tls::TlsListener::start(self.tcp, tls, shutdown.clone());
-                let listener = guard::Guarded::new(listener).tap_io(|_| {});
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stop)
-                    .await
+        let serve = async {
+            match self.tls {
+                None => {
+                    let listener = guard::Guarded::new(self.tcp).tap_io(|_| {});
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(stop)
+                        .await
+                }
+                Some(tls) => {
+                    let listener = tls::TlsListener::start(self.tcp, tls, shutdown.clone());
+                    let listener = guard::Guarded::new(listener).tap_io(|_| {});
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(stop)
+                        .await
+                }
             }
         };
+        let (served, ()) = tokio::join!(serve, sampler);
         if let Err(e) = served {
             warn!("HTTP API stopped: {e}");
         }
@@ -162,7 +211,11 @@ pub fn app(state: Arc<AppState>) -> Router {
             "/api/v1/clients/{id}",
             get(api::clients::get).delete(api::clients::disconnect),
         )
-        .route("/api/v1/publish", post(api::publish::publish));
+        .route("/api/v1/publish", post(api::publish::publish))
+        .route("/api/v1/stats/series", get(rates::series))
+        .route("/api/v1/events", get(events::events))
+        .route("/api/v1/session", get(login::session))
+        .route("/api/v1/logout", post(login::logout));
     let protected = if state.metrics_public {
         protected
     } else {
@@ -172,7 +225,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         state.clone(),
         auth::authenticate,
     ));
-    let open = Router::new().route("/healthz", get(healthz));
+    let open = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/api/v1/login", post(login::login));
     let open = if state.metrics_public {
         open.route("/metrics", get(metrics::metrics))
     } else {
@@ -182,6 +237,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         .merge(open)
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            security::layer,
+        ))
         .with_state(state)
 }
 
