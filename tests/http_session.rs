@@ -308,6 +308,9 @@ async fn a_user_removed_by_a_reload_loses_the_session() {
     let get = |d: &Dashboard| req(Method::GET, &stats, &[("cookie", d.cookie.as_str())]);
     let (alice, bob) = (alice.unwrap(), bob.unwrap());
     assert_eq!(send(get(&bob)).await.status, StatusCode::OK);
+    let events = format!("{}/api/v1/events", s.base);
+    let mut bobs_stream = Events::open(&events, &[("cookie", &bob.cookie)]).await;
+    bobs_stream.until("stats", |_| true).await;
     // bob leaves the password file.
     std::fs::remove_file(&s.passwd).unwrap();
     set_passwords(
@@ -318,6 +321,10 @@ async fn a_user_removed_by_a_reload_loses_the_session() {
     s.broker.reloader.reload().expect("reload");
     assert_eq!(send(get(&bob)).await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(send(get(&alice)).await.status, StatusCode::OK);
+    // His open event stream ends too (within a second).
+    while let Some((name, _)) = bobs_stream.next().await {
+        assert_ne!(name, "message");
+    }
     s.broker.stop().await;
 }
 
@@ -622,13 +629,10 @@ async fn the_acl_decides_which_filters_a_caller_may_watch() {
     )
     .await;
     assert_code(&a, StatusCode::FORBIDDEN, "FORBIDDEN");
-    let a = send(
-        client()
-            .get(url("bad/%23/x"))
-            .basic_auth("alice", Some("alice")),
-    )
-    .await;
-    assert_code(&a, StatusCode::BAD_REQUEST, "BAD_REQUEST");
+    for bad in ["bad/%23/x", "%24share/g/alice/%23"] {
+        let a = send(client().get(url(bad)).basic_auth("alice", Some("alice"))).await;
+        assert_code(&a, StatusCode::BAD_REQUEST, "BAD_REQUEST");
+    }
     // `#` overlaps what alice may read: allowed, and only that arrives.
     let (_, dash) = login(&s.base, "alice", "alice").await;
     let cookie = dash.unwrap().cookie;

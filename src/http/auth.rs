@@ -282,6 +282,47 @@ fn role_of(state: &AppState, auth: &crate::auth::Auth, user: &str) -> Option<Rol
         .flatten()
 }
 
+/// What [`still_allowed`] needs to check `caller` again later: its session's token, or its API
+/// key (kept in memory only, wiped when dropped).
+pub fn token_of(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+) -> Option<zeroize::Zeroizing<String>> {
+    match caller.via {
+        Via::Session => state
+            .web
+            .sessions
+            .from_headers(headers)
+            .map(|(t, _)| t.into()),
+        Via::ApiKey => headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .map(|(_, key)| key.trim().to_owned().into()),
+        Via::Open | Via::Password => None,
+    }
+}
+
+/// Whether `caller`, identified at the start of a long request (an event stream), may still
+/// come in: its session still live and its user still allowed; a Basic user still in the
+/// password file and a role list; an API key still in the key file with the same role.
+/// `token`: from [`token_of`].
+pub fn still_allowed(state: &AppState, caller: &Caller, token: Option<&str>) -> bool {
+    let name = caller.name.as_deref().unwrap_or("");
+    match caller.via {
+        Via::Session => {
+            token.is_some_and(|t| state.web.sessions.find(t).is_some())
+                && role_of(state, &state.ctx.auth.current(), name).is_some()
+        }
+        Via::Password => role_of(state, &state.ctx.auth.current(), name).is_some(),
+        Via::ApiKey => token
+            .and_then(|k| state.api_keys.check(k))
+            .is_some_and(|h| *h.name == *name && h.role == caller.role),
+        Via::Open => true,
+    }
+}
+
 /// `user:password` from a Basic credential (RFC 7617; the user part has no ':'). None for
 /// anything else (not base64, no ':', an empty or non-UTF-8 user).
 pub fn parse_basic(encoded: &str) -> Option<(String, Password)> {

@@ -28,7 +28,7 @@ use axum::Extension;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use bytes::Bytes;
@@ -63,6 +63,7 @@ const QUEUED_BYTES: usize = 4 << 20;
 pub async fn events(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     caller.may(Need::Read)?;
@@ -98,6 +99,11 @@ pub async fn events(
     let mut ping = tokio::time::interval_at(Instant::now() + PING, PING);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let live = Live {
+        caller: Recheck {
+            state: state.clone(),
+            token: super::auth::token_of(&state, &caller, &headers),
+            caller,
+        },
         shutdown: ctx.shutdown.clone(),
         stats: state.web.rates.watch_stats(),
         clients: ctx.router.client_events.subscribe(),
@@ -142,6 +148,14 @@ fn observe(
     let mut handle = ctx.router.subscriber(options, Some(ctx.auth.clone()));
     for filter in filters {
         let shown = crate::protocol::text::cut(filter);
+        if filter.starts_with("$share/") {
+            // A member of a shared group takes messages away from the others: a live view
+            // must only watch.
+            return Err(ApiError::bad_request(format!(
+                "filter {shown:?}: shared subscriptions cannot be watched (use the filter \
+                 without $share/GROUP/)"
+            )));
+        }
         match handle.subscribe(filter, QoS::AtMostOnce) {
             Ok(_retained) => {}
             Err(SubscribeError::InvalidFilter(why)) => {
@@ -157,8 +171,28 @@ fn observe(
     Ok(handle)
 }
 
+/// Whether the caller may still watch: checked each second, so a logout, or a reload that
+/// removes the user, ends the stream as it ends other requests.
+struct Recheck {
+    state: Arc<AppState>,
+    caller: Caller,
+    /// The session cookie's token, or the API key (see [`super::auth::token_of`]).
+    token: Option<zeroize::Zeroizing<String>>,
+}
+
+impl Recheck {
+    fn still_allowed(&self) -> bool {
+        super::auth::still_allowed(
+            &self.state,
+            &self.caller,
+            self.token.as_deref().map(|t| t.as_str()),
+        )
+    }
+}
+
 /// One open stream.
 struct Live {
+    caller: Recheck,
     shutdown: CancellationToken,
     stats: watch::Receiver<Option<Arc<str>>>,
     clients: ClientEventReceiver,
@@ -183,6 +217,9 @@ impl Live {
                 _ = self.shutdown.cancelled() => return None,
                 changed = self.stats.changed() => {
                     changed.ok()?;
+                    if !self.caller.still_allowed() {
+                        return None;
+                    }
                     let data = self.stats.borrow_and_update().clone();
                     if let Some(data) = data {
                         let mut out = self.dropped_event();
