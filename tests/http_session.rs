@@ -487,7 +487,8 @@ async fn stats_arrive_every_second_with_rates_that_move_with_traffic() {
     let started = std::time::Instant::now();
     events.until("stats", |_| true).await;
     let gap = started.elapsed();
-    assert!(gap < Duration::from_millis(1600), "{gap:?}");
+    // One a second (with room for a busy test machine).
+    assert!(gap < Duration::from_millis(2500), "{gap:?}");
     let mut publisher = RawClient::connected(broker.addr, "pub").await;
     let stop = tokio_util::sync::CancellationToken::new();
     let flood = {

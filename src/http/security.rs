@@ -35,7 +35,8 @@
 //!    same-origin with the API as far as the browser knows (so rule 1 cannot see it), but its
 //!    requests say `Host: evil.example`. In open mode (where such a page needs no credentials)
 //!    a `Host` that is not `localhost`, a loopback address or the bind address gets 403
-//!    `BAD_HOST`, for every request. With a password file the page would need credentials it
+//!    `BAD_HOST`, for every request. (A request without `Host`, which no browser sends, is
+//!    not a browser's and passes.) With a password file the page would need credentials it
 //!    does not have (the cookie belongs to the real host name).
 //!
 //! No CORS headers are ever sent. Every answer has `X-Content-Type-Options: nosniff`,
@@ -124,7 +125,7 @@ fn check(state: &AppState, peer: SocketAddr, request: &Request) -> Result<(), Ap
         && let Some(origin) = headers.get(header::ORIGIN)
         && !same_origin(
             origin.as_bytes(),
-            &own_scheme(state, peer, headers),
+            own_scheme(state, peer, headers),
             headers,
         )
     {
