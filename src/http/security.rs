@@ -123,11 +123,7 @@ fn check(state: &AppState, peer: SocketAddr, request: &Request) -> Result<(), Ap
     }
     if changes_state(request.method())
         && let Some(origin) = headers.get(header::ORIGIN)
-        && !same_origin(
-            origin.as_bytes(),
-            own_scheme(state, peer, headers),
-            headers,
-        )
+        && !same_origin(origin.as_bytes(), own_scheme(state, peer, headers), headers)
     {
         return Err(bad_origin("the request's Origin is not this server"));
     }
