@@ -37,8 +37,8 @@
 //!      v
 //!  subscribers     an MQTT connection's session (drained by client/outbound.rs), or a
 //!                  router/subscriber.rs handle for everything else: the [MSG] logger (msglog.rs)
-//!                  and the message history (store/history/) today; dashboard live view, CoAP
-//!                  observers, bridges next.
+//!                  the message history (store/history/) and the dashboard's live view
+//!                  (http/events.rs) today; CoAP observers, bridges next.
 //! ```
 //!
 //! Where the next pieces plug in:
@@ -76,8 +76,11 @@
 //! - [`http`]: the HTTP API (`/api/v1`: stats, clients and sessions, subscriptions, topics,
 //!   retained messages, listeners, reload, history, publish through the ingress as the caller),
 //!   `/metrics` and `/healthz` on axum; Basic auth through [`auth`] (same pool, cache, back-off
-//!   as MQTT), API keys ([`auth::apikeys`]); the client list comes from [`router::clients`];
-//!   topic rates from an observer started on demand (`http/api/topics.rs`).
+//!   as MQTT), API keys ([`auth::apikeys`]), dashboard sessions with CSRF and Origin checks; the
+//!   client list comes from [`router::clients`]; topic rates from an observer started on demand
+//!   (`http/api/topics.rs`). Live views: a per-second rate sampler, and Server-Sent Events fed
+//!   by the router's client events ([`router::clients::ClientEvents`]) and an observer per
+//!   stream.
 #![forbid(unsafe_code)]
 
 pub mod auth;

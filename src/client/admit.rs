@@ -11,6 +11,7 @@ use crate::auth::{Auth, AuthOutcome, Credentials};
 use crate::connection::Connection;
 use crate::ingress::{Publisher, Source};
 use crate::protocol::{ConnAck, ConnAckReason, Connect, Packet, Properties, text};
+use crate::router::clients::ClientEvent;
 use crate::stats::{AuthFailure, Limit};
 
 use super::alias::Aliases;
@@ -166,6 +167,16 @@ where
         user = ?username.as_deref().map(text::cut),
         version = ?connect.protocol, clean = connect.clean_start, resumed = attached.present,
         "connected");
+    ctx.router.client_events.emit(|| ClientEvent {
+        connected: true,
+        client_id: attached.session.client_id.clone(),
+        username: username.clone(),
+        peer: peer.addr,
+        listener: peer.listener.clone(),
+        protocol: connect.protocol.level(),
+        reason: None,
+        at: std::time::SystemTime::now(),
+    });
     let mut publisher = Publisher::new(
         attached.session.client_id.clone(),
         username,

@@ -11,6 +11,7 @@ use crate::connection::Connection;
 use crate::ingress::Source;
 use crate::protocol::{Disconnect, DisconnectReason, LastWill, Packet, text};
 use crate::router::Message;
+use crate::router::clients::ClientEvent;
 use crate::timer;
 
 use super::{Client, reason_string};
@@ -79,6 +80,18 @@ impl Client {
     /// DISCONNECT, and detaches from the router.
     pub(super) fn end(&mut self, why: &str, publish_will: bool) {
         info!(client_id = %text::cut(self.client_id()), "{why}");
+        if let Some(info) = self.attached.link.info() {
+            self.ctx.router.client_events.emit(|| ClientEvent {
+                connected: false,
+                client_id: self.attached.session.client_id.clone(),
+                username: self.publisher.username.clone(),
+                peer: info.peer,
+                listener: info.listener.clone(),
+                protocol: info.protocol,
+                reason: Some(why.to_owned()),
+                at: std::time::SystemTime::now(),
+            });
+        }
         let will = self.will.take().filter(|_| publish_will);
         match will {
             Some(will) => self.publish_will(*will),

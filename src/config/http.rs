@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -50,10 +51,22 @@ pub struct HttpConfig {
     /// loopback and keys would add nothing).
     #[serde(default)]
     pub api_keys: Option<PathBuf>,
+    /// How long a dashboard login (its session cookie) lasts, from the login. Default `"8h"`:
+    /// a working day; at most 30 days. A reload that removes the user from the password file
+    /// or from `admins` / `viewers` ends their sessions at their next request.
+    #[serde(default = "default_session_ttl", deserialize_with = "super::duration")]
+    pub session_ttl: Duration,
     /// Set only for the built-in listener of the default run: a taken port logs a warning and
     /// the broker runs without HTTP. A configured `[http]` whose port is taken stops the start.
     #[serde(skip)]
     pub optional: bool,
+}
+
+/// The longest `session_ttl` accepted.
+pub const MAX_SESSION_TTL: Duration = Duration::from_secs(30 * 86_400);
+
+fn default_session_ttl() -> Duration {
+    Duration::from_secs(8 * 3600)
 }
 
 fn default_bind() -> SocketAddr {
@@ -72,6 +85,7 @@ impl HttpConfig {
             trusted_proxies: Vec::new(),
             metrics_public: false,
             api_keys: None,
+            session_ttl: default_session_ttl(),
             optional: true,
         }
     }
@@ -121,6 +135,12 @@ impl Config {
                 "http.api_keys",
                 "http.api_keys needs [auth] password_file: without one the API is open on \
                  loopback and API keys would not be asked for",
+            ));
+        }
+        if http.session_ttl.is_zero() || http.session_ttl > MAX_SESSION_TTL {
+            return Err(self.invalid(
+                "http.session_ttl",
+                "http.session_ttl must be greater than zero and at most 30 days",
             ));
         }
         if let Some(tls) = &http.tls {
@@ -219,6 +239,10 @@ mod tests {
         assert!(e.contains("http.tls.client_ca: client certificates"), "{e}");
         let e = err("[[listener]]\nbind = \"127.0.0.1:1883\"\n[http]\nbind = \"127.0.0.1:1883\"\n");
         assert!(e.contains("is the address of listener \"default\""), "{e}");
+        let e = err("[http]\nsession_ttl = \"0s\"\n");
+        assert!(e.starts_with("m.toml:2: http.session_ttl"), "{e}");
+        let c = Config::parse("[http]\nsession_ttl = \"1h\"\n", Path::new("m.toml")).unwrap();
+        assert_eq!(c.http.unwrap().session_ttl.as_secs(), 3600);
         let e = err("[http]\ntrusted_proxies = [\"nope\"]\n");
         assert!(e.starts_with("m.toml:2:"), "{e}");
     }

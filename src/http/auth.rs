@@ -11,8 +11,12 @@
 //! 3. No credentials, no password file, and a loopback caller: open, as an admin (local-only
 //!    mode, like anonymous MQTT there).
 //!
-//! A dashboard session cookie will be a fourth way, in [`identify`], giving a [`Caller`] with
-//! its own [`Via`]; handlers do not change.
+//! 4. No `Authorization`, and a `mqttd_session` cookie of a live dashboard session
+//!    ([`super::session`]) whose user is still in the password file and still in `admins` or
+//!    `viewers` (checked on every request, against the auth state in force: a reload that
+//!    removes the user ends the session, which is then forgotten).
+//!
+//! Then, for requests that change something, the CSRF rules of [`super::security`].
 //!
 //! No credentials (where they are needed), wrong ones, or an unknown key: 401 with
 //! `WWW-Authenticate`. A caller whose role does not allow the request: 403. A username backing
@@ -43,6 +47,20 @@ pub enum Via {
     Password,
     /// A bearer API key.
     ApiKey,
+    /// A dashboard session cookie (after `POST /api/v1/login`).
+    Session,
+}
+
+impl Via {
+    /// As the API names it (`GET /api/v1/session`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Via::Open => "open",
+            Via::Password => "password",
+            Via::ApiKey => "api_key",
+            Via::Session => "session",
+        }
+    }
 }
 
 /// What a request needs.
@@ -100,6 +118,7 @@ impl fmt::Display for Caller {
             Via::Open => write!(f, "local caller at {}", self.ip),
             Via::Password => write!(f, "user {name:?} at {}", self.ip),
             Via::ApiKey => write!(f, "api key {name:?} at {}", self.ip),
+            Via::Session => write!(f, "user {name:?} (dashboard) at {}", self.ip),
         }
     }
 }
@@ -111,7 +130,13 @@ pub async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
-    match identify(&state, peer, request.headers()).await {
+    let identified = identify(&state, peer, request.headers())
+        .await
+        .and_then(|caller| {
+            super::security::check_csrf(&state, &caller, &request)?;
+            Ok(caller)
+        });
+    match identified {
         Ok(caller) => {
             request.extensions_mut().insert(caller);
             next.run(request).await
@@ -137,6 +162,22 @@ pub async fn identify(
     let auth = state.ctx.auth.current();
     let open = !auth.has_password_file();
     let Some(value) = headers.get(header::AUTHORIZATION) else {
+        if !open && let Some((_, session)) = state.web.sessions.from_headers(headers) {
+            return match role_of(state, &auth, &session.username) {
+                Some(role) => Ok(Caller {
+                    name: Some(session.username),
+                    role,
+                    via: Via::Session,
+                    ip,
+                }),
+                None => {
+                    tracing::info!(%ip, username = %crate::protocol::text::cut(&session.username),
+                        "dashboard session ended: the user lost its HTTP role or was removed");
+                    state.web.sessions.forget_user(&session.username);
+                    Err(ApiError::unauthorized("session ended: log in again"))
+                }
+            };
+        }
         if open && ip.is_loopback() {
             return Ok(Caller {
                 name: None,
@@ -208,11 +249,7 @@ pub async fn identify(
             return Err(ApiError::unavailable("password verification is busy"));
         }
     }
-    let role = if state.admins.contains(&user) {
-        Role::Admin
-    } else if state.viewers.contains(&user) {
-        Role::Viewer
-    } else {
+    let Some(role) = http_role(state, &user) else {
         tracing::info!(%ip, username = %crate::protocol::text::cut(&user),
             "HTTP request refused: the user is in neither http.admins nor http.viewers");
         return Err(ApiError::forbidden(
@@ -225,6 +262,65 @@ pub async fn identify(
         via: Via::Password,
         ip,
     })
+}
+
+/// A password-file user's role from `[http] admins` / `viewers` (None: neither).
+pub fn http_role(state: &AppState, user: &str) -> Option<Role> {
+    if state.admins.iter().any(|a| a == user) {
+        Some(Role::Admin)
+    } else if state.viewers.iter().any(|v| v == user) {
+        Some(Role::Viewer)
+    } else {
+        None
+    }
+}
+
+/// A session user's role now: still in the password file in force, still in a role list.
+fn role_of(state: &AppState, auth: &crate::auth::Auth, user: &str) -> Option<Role> {
+    auth.has_user(user)
+        .then(|| http_role(state, user))
+        .flatten()
+}
+
+/// What [`still_allowed`] needs to check `caller` again later: its session's token, or its API
+/// key (kept in memory only, wiped when dropped).
+pub fn token_of(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+) -> Option<zeroize::Zeroizing<String>> {
+    match caller.via {
+        Via::Session => state
+            .web
+            .sessions
+            .from_headers(headers)
+            .map(|(t, _)| t.into()),
+        Via::ApiKey => headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .map(|(_, key)| key.trim().to_owned().into()),
+        Via::Open | Via::Password => None,
+    }
+}
+
+/// Whether `caller`, identified at the start of a long request (an event stream), may still
+/// come in: its session still live and its user still allowed; a Basic user still in the
+/// password file and a role list; an API key still in the key file with the same role.
+/// `token`: from [`token_of`].
+pub fn still_allowed(state: &AppState, caller: &Caller, token: Option<&str>) -> bool {
+    let name = caller.name.as_deref().unwrap_or("");
+    match caller.via {
+        Via::Session => {
+            token.is_some_and(|t| state.web.sessions.find(t).is_some())
+                && role_of(state, &state.ctx.auth.current(), name).is_some()
+        }
+        Via::Password => role_of(state, &state.ctx.auth.current(), name).is_some(),
+        Via::ApiKey => token
+            .and_then(|k| state.api_keys.check(k))
+            .is_some_and(|h| *h.name == *name && h.role == caller.role),
+        Via::Open => true,
+    }
 }
 
 /// `user:password` from a Basic credential (RFC 7617; the user part has no ':'). None for

@@ -3,20 +3,28 @@
 //! - `mod.rs`: binding (the default run's listener steps aside if its port is taken), the
 //!   router and its layers, serving until the broker's shutdown token fires (graceful: open
 //!   requests finish, keep-alive connections are told to close).
-//! - `auth.rs`: who is calling (Basic, API key, open on loopback) and what their role allows.
+//! - `auth.rs`: who is calling (Basic, API key, dashboard session, open on loopback) and what
+//!   their role allows; `session.rs`: the dashboard's sessions; `login.rs`: log in and out;
+//!   `security.rs`: CSRF, Origin and Host checks (its doc explains them), security headers.
+//! - `rates.rs`: the per-second sampler (the last hour of rates); `events.rs`: Server-Sent
+//!   Events (stats each second, clients coming and going, live messages).
 //! - `api/`: one file per group of endpoints; handlers only translate between JSON and the
 //!   broker's own API (router, ingress). `metrics.rs`: `/metrics`. `error.rs`: JSON errors.
 //! - `tls.rs`: HTTPS with the `[http] tls` certificate (handshakes in their own tasks);
 //!   `guard.rs`: a bound on open connections and an idle timeout (slowloris).
 //!
-//! Not here yet (issue 14): the dashboard, Server-Sent Events, cookie sessions with CSRF,
-//! OpenAPI.
+//! Not here yet (issue 14): the dashboard.
 
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod events;
 pub(crate) mod guard;
+pub mod login;
 pub mod metrics;
+pub mod rates;
+pub mod security;
+pub mod session;
 mod tls;
 
 use std::net::SocketAddr;
@@ -59,6 +67,8 @@ pub struct AppState {
     pub history: Option<crate::store::history::HistoryAccess>,
     /// `GET /api/v1/topics`: the traffic tracker, idle until asked.
     pub topics: api::topics::Tracker,
+    /// Dashboard sessions, CSRF, rates, event streams.
+    pub web: Web,
 }
 
 impl AppState {
@@ -82,6 +92,41 @@ impl AppState {
             history: None,
             topics: api::topics::Tracker::default(),
             ctx,
+            web: Web::new(config),
+        }
+    }
+}
+
+/// What the dashboard's side of the API keeps (sessions, rates, event streams).
+#[derive(Debug)]
+pub struct Web {
+    pub sessions: session::Sessions,
+    /// The CSRF token of local-only (open) mode: random per process, given by
+    /// `GET /api/v1/session` (see `security.rs`).
+    pub open_csrf: Arc<str>,
+    pub rates: rates::Rates,
+    /// Server-Sent Events streams open at once (see `events.rs`).
+    pub streams: Arc<tokio::sync::Semaphore>,
+    /// Served over https (`[http] tls`): cookies get `Secure`, origins are `https://`.
+    pub https: bool,
+    /// `[http] bind`: a `Host` naming its address is local (see `security.rs`).
+    pub bind: SocketAddr,
+}
+
+impl Web {
+    /// For `config.http` (defaults without one).
+    pub fn new(config: &Config) -> Self {
+        let http = config
+            .http
+            .clone()
+            .unwrap_or_else(crate::config::HttpConfig::local);
+        Web {
+            sessions: session::Sessions::new(http.session_ttl),
+            open_csrf: session::random_token().into(),
+            rates: rates::Rates::default(),
+            streams: Arc::new(tokio::sync::Semaphore::new(events::MAX_STREAMS)),
+            https: http.tls.is_some(),
+            bind: http.bind,
         }
     }
 }
@@ -163,25 +208,29 @@ impl HttpServer {
     pub async fn run(self, shutdown: CancellationToken) {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         info!("HTTP API on {scheme}://{}/api/v1", self.local);
+        let sampler = rates::run(self.state.clone(), shutdown.clone());
         let app = app(self.state).into_make_service_with_connect_info::<SocketAddr>();
         let stop = shutdown.clone().cancelled_owned();
         // `tap_io` gives the peer address as connect info for any listener.
         use axum::serve::ListenerExt as _;
-        let served = match self.tls {
-            None => {
-                let listener = guard::Guarded::new(self.tcp, self.slots).tap_io(|_| {});
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stop)
-                    .await
-            }
-            Some(tls) => {
-                let listener = tls::TlsListener::start(self.tcp, tls, shutdown.clone());
-                let listener = guard::Guarded::new(listener, self.slots).tap_io(|_| {});
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stop)
-                    .await
+        let serve = async {
+            match self.tls {
+                None => {
+                    let listener = guard::Guarded::new(self.tcp, self.slots).tap_io(|_| {});
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(stop)
+                        .await
+                }
+                Some(tls) => {
+                    let listener = tls::TlsListener::start(self.tcp, tls, shutdown.clone());
+                    let listener = guard::Guarded::new(listener, self.slots).tap_io(|_| {});
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(stop)
+                        .await
+                }
             }
         };
+        let (served, ()) = tokio::join!(serve, sampler);
         if let Err(e) = served {
             warn!("HTTP API stopped: {e}");
         }
@@ -216,7 +265,11 @@ pub fn app(state: Arc<AppState>) -> Router {
         )
         .route("/api/v1/listeners", get(api::listeners::list))
         .route("/api/v1/reload", post(api::reload::reload))
-        .route("/api/v1/history", get(api::history::query));
+        .route("/api/v1/history", get(api::history::query))
+        .route("/api/v1/stats/series", get(rates::series))
+        .route("/api/v1/events", get(events::events))
+        .route("/api/v1/session", get(login::session))
+        .route("/api/v1/logout", post(login::logout));
     let protected = if state.metrics_public {
         protected
     } else {
@@ -226,7 +279,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         state.clone(),
         auth::authenticate,
     ));
-    let open = Router::new().route("/healthz", get(healthz));
+    let open = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/api/v1/login", post(login::login));
     let open = if state.metrics_public {
         open.route("/metrics", get(metrics::metrics))
     } else {
@@ -236,6 +291,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         .merge(open)
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            security::layer,
+        ))
         .with_state(state)
 }
 

@@ -5,11 +5,18 @@
 //! the broker's totals (once per batch, relaxed atomics on a line only its own task writes).
 //! Listing takes the sessions' lock and each session's lock briefly, one at a time, in the
 //! router's lock order; it never waits for a connection.
+//!
+//! [`ClientEvents`]: connections coming and going, for live views (the HTTP API's Server-Sent
+//! Events). A tokio broadcast channel: sending never blocks (a receiver that falls behind loses
+//! the oldest events and is told how many), and with nobody listening an event is not even made
+//! (one atomic load decides, see [`ClientEvents::emit`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::SystemTime;
+
+use tokio::sync::broadcast;
 
 use super::Router;
 use crate::protocol::{DisconnectReason, QoS};
@@ -42,6 +49,74 @@ impl ConnCounters {
     pub fn add(counter: &AtomicU64, n: u64) {
         if n > 0 {
             counter.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A connection came or went.
+#[derive(Debug, Clone)]
+pub struct ClientEvent {
+    pub connected: bool,
+    pub client_id: Arc<str>,
+    pub username: Option<String>,
+    pub peer: SocketAddr,
+    pub listener: Arc<str>,
+    /// 3 (3.1), 4 (3.1.1) or 5.
+    pub protocol: u8,
+    /// Why it went (None for a connection), as the broker's log says it.
+    pub reason: Option<String>,
+    pub at: SystemTime,
+}
+
+/// Events kept for a listener that falls behind, before it loses the oldest.
+const EVENTS_KEPT: usize = 1024;
+
+/// Where connections announce themselves (see the module doc).
+#[derive(Debug)]
+pub struct ClientEvents {
+    tx: broadcast::Sender<Arc<ClientEvent>>,
+    /// Live [`ClientEvents::subscribe`] receivers (kept here so that [`ClientEvents::emit`] need
+    /// not take the channel's lock to learn there are none).
+    listeners: Arc<AtomicUsize>,
+}
+
+impl Default for ClientEvents {
+    fn default() -> Self {
+        ClientEvents {
+            tx: broadcast::channel(EVENTS_KEPT).0,
+            listeners: Arc::default(),
+        }
+    }
+}
+
+/// A [`ClientEvents`] receiver; counted while it lives.
+#[derive(Debug)]
+pub struct ClientEventReceiver {
+    pub rx: broadcast::Receiver<Arc<ClientEvent>>,
+    listeners: Arc<AtomicUsize>,
+}
+
+impl Drop for ClientEventReceiver {
+    fn drop(&mut self) {
+        self.listeners.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl ClientEvents {
+    /// Sends the event `make` builds, if anyone listens; never blocks.
+    pub fn emit(&self, make: impl FnOnce() -> ClientEvent) {
+        if self.listeners.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let _ = self.tx.send(Arc::new(make()));
+    }
+
+    /// Events from now on.
+    pub fn subscribe(&self) -> ClientEventReceiver {
+        self.listeners.fetch_add(1, Ordering::Relaxed);
+        ClientEventReceiver {
+            rx: self.tx.subscribe(),
+            listeners: self.listeners.clone(),
         }
     }
 }

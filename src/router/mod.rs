@@ -84,6 +84,8 @@ pub struct Router {
     observer_subscriptions: AtomicUsize,
     pub limits: RouterLimits,
     pub stats: Stats,
+    /// Connections coming and going, for live views (see [`clients::ClientEvents`]).
+    pub client_events: clients::ClientEvents,
     /// Session expiry and will delay (run by the server, see [`crate::timer`]).
     timer: Arc<Timer>,
     /// What must survive a restart goes here too (None: persistence off). See `persist.rs`.
@@ -101,6 +103,7 @@ impl Router {
             observer_subscriptions: AtomicUsize::new(0),
             limits,
             stats: Stats::default(),
+            client_events: Default::default(),
             timer: Timer::new(),
             store: None,
         }

@@ -1,4 +1,5 @@
-//! `GET /api/v1/stats`: the broker's counts and counters (what `$SYS` publishes), for a viewer.
+//! `GET /api/v1/stats`: the broker's counts and counters (what `$SYS` publishes), and the
+//! message rates of the last second (`http/rates.rs`), for a viewer.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use serde::Serialize;
 use crate::http::AppState;
 use crate::http::auth::{Caller, Need};
 use crate::http::error::ApiError;
+use crate::http::rates::{RatesBody, Sample};
 use crate::stats::{Limit, Stats};
 
 #[derive(Debug, Serialize)]
@@ -35,6 +37,16 @@ pub struct StatsBody {
     /// Resident memory of the broker process (Linux; absent elsewhere).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_bytes: Option<u64>,
+    /// Per second, over the last second sampled (zeros before the first sample).
+    pub rates: RatesBody,
+}
+
+/// `event: stats` of `GET /api/v1/events`: the stats body plus the newest sample.
+#[derive(Debug, Serialize)]
+pub struct Event {
+    #[serde(flatten)]
+    pub stats: StatsBody,
+    pub sample: Option<Sample>,
 }
 
 #[derive(Debug, Serialize)]
@@ -55,9 +67,14 @@ pub async fn get(
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<StatsBody>, ApiError> {
     caller.may(Need::Read)?;
+    Ok(Json(body(&state)))
+}
+
+/// The body of `GET /api/v1/stats`.
+pub fn body(state: &AppState) -> StatsBody {
     let router = &state.ctx.router;
     let s = &router.stats;
-    Ok(Json(StatsBody {
+    StatsBody {
         uptime_seconds: s.uptime().as_secs(),
         connections: Stats::get(&s.clients_connected),
         connections_max: Stats::get(&s.clients_maximum),
@@ -83,5 +100,12 @@ pub async fn get(
             .map(|&l| (l.name(), s.limit_hits(l)))
             .collect(),
         memory_bytes: crate::http::metrics::process().map(|p| p.resident_bytes),
-    }))
+        rates: state
+            .web
+            .rates
+            .latest()
+            .as_ref()
+            .map(RatesBody::from)
+            .unwrap_or_default(),
+    }
 }
