@@ -22,6 +22,7 @@ pub mod events;
 pub(crate) mod guard;
 pub mod login;
 pub mod metrics;
+pub mod openapi;
 pub mod rates;
 pub mod security;
 pub mod session;
@@ -281,7 +282,8 @@ pub fn app(state: Arc<AppState>) -> Router {
     ));
     let open = Router::new()
         .route("/healthz", get(healthz))
-        .route("/api/v1/login", post(login::login));
+        .route("/api/v1/login", post(login::login))
+        .route("/api/v1/openapi.json", get(openapi::get));
     let open = if state.metrics_public {
         open.route("/metrics", get(metrics::metrics))
     } else {
