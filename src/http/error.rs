@@ -61,11 +61,13 @@ impl ApiError {
 
     /// From an axum extractor's rejection (bad JSON, wrong content type, body too large, bad
     /// query string): its status, its text.
+    /// axum's 422 (well-formed JSON of the wrong shape) is a 400 here, as every other invalid
+    /// body is: one status for "fix your request".
     pub fn rejected(status: StatusCode, text: String) -> Self {
-        let code = match status {
-            StatusCode::PAYLOAD_TOO_LARGE => "PAYLOAD_TOO_LARGE",
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => "UNSUPPORTED_MEDIA_TYPE",
-            _ => "BAD_REQUEST",
+        let (status, code) = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => (status, "PAYLOAD_TOO_LARGE"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => (status, "UNSUPPORTED_MEDIA_TYPE"),
+            _ => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
         };
         ApiError::new(status, code, text)
     }
