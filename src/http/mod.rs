@@ -6,14 +6,16 @@
 //! - `auth.rs`: who is calling (Basic, API key, open on loopback) and what their role allows.
 //! - `api/`: one file per group of endpoints; handlers only translate between JSON and the
 //!   broker's own API (router, ingress). `metrics.rs`: `/metrics`. `error.rs`: JSON errors.
+//! - `dashboard.rs`: the single-page dashboard at `/` (files in `dashboard/`, embedded).
 //! - `tls.rs`: HTTPS with the `[http] tls` certificate (handshakes in their own tasks);
 //!   `guard.rs`: a bound on open connections and an idle timeout (slowloris).
 //!
-//! Not here yet (issue 14): the dashboard, Server-Sent Events, cookie sessions with CSRF, the
+//! Not here yet (issue 14): Server-Sent Events, cookie sessions with CSRF, the
 //! topics / retained / history / listeners / reload endpoints, OpenAPI.
 
 pub mod api;
 pub mod auth;
+pub mod dashboard;
 pub mod error;
 mod guard;
 pub mod metrics;
@@ -172,7 +174,11 @@ pub fn app(state: Arc<AppState>) -> Router {
         state.clone(),
         auth::authenticate,
     ));
-    let open = Router::new().route("/healthz", get(healthz));
+    // The dashboard's page and files hold no data: public, like /healthz.
+    let open = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/", get(dashboard::index))
+        .route("/assets/{name}", get(dashboard::asset));
     let open = if state.metrics_public {
         open.route("/metrics", get(metrics::metrics))
     } else {
