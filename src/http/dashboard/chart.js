@@ -12,6 +12,8 @@ export class LineChart {
     this.series = series;
     this.window = opts.window || 3600;
     this.format = opts.format || ((n) => String(Math.round(n)));
+    // Whole numbers only (connections): grid lines fall on integers.
+    this.integer = !!opts.integer;
     this.samples = [];
     this.pending = false;
     this.resize = new ResizeObserver(() => this.draw());
@@ -71,7 +73,12 @@ export class LineChart {
     const start = now - this.window;
     let max = 0;
     for (const s of this.samples) for (const k of this.series) max = Math.max(max, s[k.key] || 0);
-    const top = niceCeiling(max);
+    let top = niceCeiling(max);
+    let rows = 4;
+    if (this.integer) {
+      top = Math.max(top, 4);
+      rows = [4, 5, 2].find((d) => top % d === 0) || 1;
+    }
 
     ctx.font = font;
     const labelWidth = Math.max(ctx.measureText(this.format(top)).width, 24) + 10;
@@ -88,8 +95,8 @@ export class LineChart {
     ctx.lineWidth = 1;
     ctx.textAlign = "right";
     ctx.textBaseline = "middle";
-    for (let i = 0; i <= 4; i++) {
-      const v = (top / 4) * i;
+    for (let i = 0; i <= rows; i++) {
+      const v = (top / rows) * i;
       const yy = Math.round(y(v)) + 0.5;
       ctx.beginPath();
       ctx.moveTo(left, yy);
@@ -97,11 +104,13 @@ export class LineChart {
       ctx.stroke();
       ctx.fillText(this.format(v), left - 6, yy);
     }
-    // Time labels every 10 minutes ("-50 min" ... "now").
+    // Time labels ("−50 min" ... "now"), as many as fit: 6 (every 10 min), 3 or 2.
     ctx.textAlign = "center";
     ctx.textBaseline = "top";
-    const step = this.window / 6;
-    for (let i = 0; i <= 6; i++) {
+    const fit = (right - left) / 64;
+    const labels = fit >= 6 ? 6 : fit >= 3 ? 3 : 2;
+    const step = this.window / labels;
+    for (let i = 0; i <= labels; i++) {
       const t = start + step * i;
       const ago = Math.round((now - t) / 60);
       ctx.fillText(ago === 0 ? "now" : "−" + ago + " min", Math.min(Math.max(x(t), left + 20), right - 16), bottom + 6);

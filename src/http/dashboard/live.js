@@ -3,7 +3,7 @@
 // or hex, and the server's `dropped` reports (over its 100 messages/s cap).
 
 import * as api from "./api.js";
-import { h, field, show, errorBox, clock, bytes, num, payloadBytes, hex, utf8 } from "./ui.js";
+import { h, field, show, errorBox, clock, bytes, num, payloadBytes, hex, utf8, announce } from "./ui.js";
 
 export const title = "Live messages";
 
@@ -26,7 +26,9 @@ export function render(view) {
     h("div.segmented", { role: "radiogroup", "aria-labelledby": "live-mode-label" }, h("label", {}, asText, h("span", { text: "Text" })), h("label", {}, asHex, h("span", { text: "Hex" }))),
   );
   const form = h("form.inline", { "aria-label": "Watch messages" }, h("div.field.grow", {}, filter.field), start, pause, clear, mode);
-  const status = h("p.muted.small#live-status", { role: "status", "aria-live": "polite", text: "Not watching. Enter a topic filter and press Watch." });
+  // Counts change with every message: shown at once, but not a live region (a screen reader
+  // would read it all the time); starting, pausing and errors are announced instead.
+  const status = h("p.muted.small#live-status", { text: "Not watching. Enter a topic filter and press Watch." });
   const errors = h("div", {});
   const list = h("ol.messages#live-list", { "aria-label": "Messages, newest first", reversed: true });
   view.append(h("section.panel", {}, form, status, errors, list));
@@ -45,10 +47,12 @@ export function render(view) {
     if (paused) s += ` — paused, ${num(waiting.length)} waiting`;
     status.textContent = s + ".";
   };
-  // The live region is read at most every 2 s, not at every message.
-  let pending = null;
+  // At most one status update per animation frame, however fast messages come.
+  let pending = false;
   const later = () => {
-    if (!pending) pending = setTimeout(() => ((pending = null), describe()), 2000);
+    if (pending) return;
+    pending = true;
+    requestAnimationFrame(() => ((pending = false), describe()));
   };
 
   const add = (m) => {
@@ -80,12 +84,15 @@ export function render(view) {
     watching = f;
     shown = 0;
     dropped = 0;
+    waiting = [];
+    list.replaceChildren();
     errors.replaceChildren();
     close = api.events([f], { message: onMessage, dropped: onDropped }, (open, err) => {
       if (err) show(errors, errorBox(err));
       else if (open) errors.replaceChildren();
       if (open) describe();
     });
+    announce(`Watching ${f}`);
     start.textContent = "Restart";
     pause.disabled = false;
     status.textContent = `Watching ${f}…`;
@@ -103,6 +110,7 @@ export function render(view) {
       waiting = [];
     }
     describe();
+    announce(paused ? "Paused" : "Resumed");
   });
   clear.addEventListener("click", () => {
     list.replaceChildren();
@@ -117,7 +125,6 @@ export function render(view) {
   if (state.filter) watch();
   return () => {
     if (close) close();
-    clearTimeout(pending);
   };
 }
 

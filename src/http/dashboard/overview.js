@@ -87,7 +87,7 @@ export function render(view, ctx) {
     ],
     { format: (n) => rate(n) },
   );
-  const conns = new LineChart(connCanvas, [{ key: "connections", color: "--series-2" }], { format: (n) => num(n) });
+  const conns = new LineChart(connCanvas, [{ key: "connections", color: "--series-2" }], { format: (n) => num(n), integer: true });
 
   const fill = (stats) => {
     for (const [id, , read, fmt] of CARDS) values[id].textContent = fmt(read(stats));

@@ -6,8 +6,10 @@ import { h, field, show, errorBox, notice, num, rate, when, debounce } from "./u
 
 export const title = "Topics";
 
-/** Paths of the branches the user opened. */
-const open = new Set();
+/** Branches the user opened or closed (by path); the rest are open while the tree is small. */
+const opened = new Set();
+const closed = new Set();
+const SMALL = 40;
 
 export function render(view) {
   const like = field("Topics containing", "topic-like", { type: "search", autocomplete: "off", placeholder: "e.g. sensors/" });
@@ -17,19 +19,22 @@ export function render(view) {
   view.append(h("section.panel", {}, form, since, out));
 
   let timer = null;
+  let small = true;
   const load = async () => {
     clearTimeout(timer);
     try {
       const page = await api.get("/topics" + api.query({ like: like.input.value.trim(), limit: 1000 }));
       const data = (page && page.data) || [];
       const meta = (page && page.meta) || {};
+      const total = meta.count !== undefined ? meta.count : data.length;
+      small = data.length <= SMALL;
       since.textContent =
         (meta.tracking_since ? "Rates counted since " + when(meta.tracking_since) + ". " : "") +
-        `${num(meta.count !== undefined ? meta.count : data.length)} topics` +
+        `${num(total)} topic${total === 1 ? "" : "s"}` +
         (meta.hasnext ? " (the first 1000 shown)" : "") +
         "; refreshed every 5 s.";
       if (!data.length) show(out, notice("info", "No topic has been published to since tracking started."));
-      else show(out, h("ul.tree", { role: "list", "aria-label": "Topic tree" }, branch(build(data), null)));
+      else show(out, h("ul.tree", { role: "list", "aria-label": "Topic tree" }, branch(build(data), null, small)));
     } catch (err) {
       show(out, errorBox(err));
     }
@@ -62,7 +67,7 @@ function build(rows) {
   return root;
 }
 
-function branch(node, path) {
+function branch(node, path, small) {
   const names = [...node.children.keys()].sort((a, b) => a.localeCompare(b));
   return names.map((name) => {
     const child = node.children.get(name);
@@ -79,8 +84,17 @@ function branch(node, path) {
     if (!child.children.size) {
       return h("li", {}, h("div.leaf", { title: here }, label, stats));
     }
-    const details = h("details", { open: open.has(here) }, h("summary", { title: here }, label, stats), h("ul", { role: "list" }, branch(child, here)));
-    details.addEventListener("toggle", () => (details.open ? open.add(here) : open.delete(here)));
+    const isOpen = opened.has(here) || (small && !closed.has(here));
+    const details = h("details", { open: isOpen }, h("summary", { title: here }, label, stats), h("ul", { role: "list" }, branch(child, here, small)));
+    details.addEventListener("toggle", () => {
+      if (details.open) {
+        opened.add(here);
+        closed.delete(here);
+      } else {
+        closed.add(here);
+        opened.delete(here);
+      }
+    });
     return h("li", {}, details);
   });
 }
