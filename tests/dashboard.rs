@@ -187,7 +187,9 @@ impl Browser {
     async fn click(&self, css: &str) {
         self.visible(css).await;
         let e = self.client.find(Locator::Css(css)).await.expect(css);
-        e.click().await.unwrap_or_else(|e| panic!("click {css}: {e}"));
+        e.click()
+            .await
+            .unwrap_or_else(|e| panic!("click {css}: {e}"));
     }
 
     async fn fill(&self, css: &str, text: &str) {
@@ -321,7 +323,9 @@ async fn the_dashboard_in_a_real_browser() {
         .await
         .expect("the kicked client hears of it");
     assert_eq!(u8::from(disconnect.reason), 0x98, "{disconnect:?}");
-    browser.text_contains("#client-status", "disconnected").await;
+    browser
+        .text_contains("#client-status", "disconnected")
+        .await;
 
     // Live messages: a message published now shows up.
     browser.open("live").await;
@@ -333,7 +337,13 @@ async fn the_dashboard_in_a_real_browser() {
     loop {
         // The stream subscribes as it opens: publish until the page shows one.
         talker
-            .publish("dash/live/hello", b"hello, browser", QoS::AtMostOnce, false, 0)
+            .publish(
+                "dash/live/hello",
+                b"hello, browser",
+                QoS::AtMostOnce,
+                false,
+                0,
+            )
             .await;
         let seen = browser
             .client
@@ -396,7 +406,11 @@ async fn the_dashboard_in_a_real_browser() {
         }
         topics.push(p.topic.to_string());
     }
-    assert_eq!(topics, ["dash/retained/door"], "retained messages after the delete");
+    assert_eq!(
+        topics,
+        ["dash/retained/door"],
+        "retained messages after the delete"
+    );
     browser.open("retained/dash%2Fretained%2Fdoor").await;
     browser.text_contains("#retained-payload", "closed").await;
     browser.screenshot("retained-message").await;
@@ -405,8 +419,14 @@ async fn the_dashboard_in_a_real_browser() {
     browser.open("topics").await;
     browser.text_contains("#topic-tree", "rate").await;
     // Counted from the page's first request on: more topics appear at its next refresh.
-    for topic in ["dash/kitchen/temp", "dash/kitchen/humidity", "devices/42/status"] {
-        talker.publish(topic, b"21", QoS::AtMostOnce, false, 0).await;
+    for topic in [
+        "dash/kitchen/temp",
+        "dash/kitchen/humidity",
+        "devices/42/status",
+    ] {
+        talker
+            .publish(topic, b"21", QoS::AtMostOnce, false, 0)
+            .await;
     }
     browser.text_contains("#topic-tree", "humidity").await;
     browser.screenshot("topics").await;
@@ -417,7 +437,9 @@ async fn the_dashboard_in_a_real_browser() {
         .await;
     browser.open("publish").await;
     browser.fill("#publish-topic", "dash/from-browser").await;
-    browser.fill("#publish-payload", "sent by the dashboard").await;
+    browser
+        .fill("#publish-payload", "sent by the dashboard")
+        .await;
     browser.click("#publish-submit").await;
     browser.text_contains("#publish-result", "Published").await;
     let got = tokio::time::timeout(PATIENCE, async {

@@ -172,6 +172,9 @@ mod tests {
         let r = asset(Path("../Cargo.toml".into()), HeaderMap::new()).await;
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
         let r = index(HeaderMap::new()).await;
-        assert_eq!(r.headers()[header::CONTENT_TYPE], "text/html; charset=utf-8");
+        assert_eq!(
+            r.headers()[header::CONTENT_TYPE],
+            "text/html; charset=utf-8"
+        );
     }
 }
