@@ -29,7 +29,8 @@ export function render(view, ctx) {
       }
     },
   });
-  view.append(
+  // (Element.append would write a null as the text "null".)
+  const panels = [
     h("section.panel", {}, out),
     ctx.admin
       ? h(
@@ -41,7 +42,8 @@ export function render(view, ctx) {
           result,
         )
       : null,
-  );
+  ];
+  view.append(...panels.filter(Boolean));
 
   let timer = null;
   const load = async () => {

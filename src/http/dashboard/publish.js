@@ -14,7 +14,8 @@ export function render(view, ctx) {
   const contentType = field("Content type (MQTT 5)", "publish-content-type", { autocomplete: "off", placeholder: "e.g. application/json" });
   const expiry = field("Expires after, seconds (MQTT 5)", "publish-expiry", { type: "number", min: "1", inputmode: "numeric" });
   const result = h("div#publish-result", { role: "status" });
-  const button = h("button#publish-submit", { type: "submit", text: "Publish" });
+  // A viewer may not publish: the button is off (the API would answer 403 anyway).
+  const button = h("button#publish-submit", { type: "submit", text: "Publish", disabled: ctx.session.role === "viewer" });
   const form = h(
     "form.stack",
     { "aria-label": "Publish a message" },
@@ -61,12 +62,12 @@ export function render(view, ctx) {
     } catch (err) {
       show(result, errorBox(err));
     } finally {
-      button.disabled = false;
+      button.disabled = ctx.session.role === "viewer";
     }
   });
   const note =
     ctx.session.role === "viewer"
-      ? notice("warn", "You are signed in as a viewer: viewers cannot publish, the broker will refuse it.")
+      ? notice("warn", "You are signed in as a viewer: viewers cannot publish.")
       : h("p.muted.small", { text: "The message is published as " + (ctx.session.username ? "user “" + ctx.session.username + "”" : "the local caller") + ", so the ACL's rules for that user apply." });
   view.append(h("section.panel", {}, note, form, result));
 }
