@@ -56,11 +56,13 @@ fn screenshot_dir() -> PathBuf {
     target.join("dashboard-screenshots")
 }
 
-/// A browser session; chromedriver (and the Chromium it started) is killed when dropped.
+/// A browser session. chromedriver runs in a process group of its own, with the Chromium it
+/// starts; the whole group is killed when this is dropped, so a failing test leaves no browser
+/// behind (killing chromedriver alone would orphan Chromium).
 struct Browser {
     client: Client,
     base: String,
-    _driver: Child,
+    driver: Child,
     _profile: tempfile::TempDir,
 }
 
@@ -84,6 +86,7 @@ impl Browser {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)
+            .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("{}: cannot start: {e}", chromedriver.display()));
         let mut lines = BufReader::new(driver.stdout.take().expect("piped stdout")).lines();
@@ -109,8 +112,9 @@ impl Browser {
             "goog:chromeOptions".into(),
             json!({ "binary": chromium, "args": args }),
         );
+        // Chromium's first start on a busy CI machine can take a while.
         let client = tokio::time::timeout(
-            PATIENCE,
+            3 * PATIENCE,
             ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
                 .capabilities(caps)
                 .connect(&format!("http://127.0.0.1:{port}")),
@@ -121,9 +125,14 @@ impl Browser {
         Browser {
             client,
             base,
-            _driver: driver,
+            driver,
             _profile: profile,
         }
+    }
+
+    /// Closes the session (Chromium exits); the drop then ends chromedriver.
+    async fn close(self) {
+        let _ = tokio::time::timeout(PATIENCE, self.client.clone().close()).await;
     }
 
     /// Opens a dashboard page (`#/name`).
@@ -472,6 +481,15 @@ async fn the_dashboard_in_a_real_browser() {
     browser.visible("#login-username").await;
 
     publishing.abort();
-    let _ = browser.client.clone().close().await;
+    browser.close().await;
     broker.stop().await;
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if let Some(pid) = self.driver.id().and_then(|p| libc::pid_t::try_from(p).ok()) {
+            // SAFETY: kill(2) on the process group our own, not yet reaped, child leads.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+        }
+    }
 }
