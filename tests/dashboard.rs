@@ -280,7 +280,24 @@ async fn the_dashboard_in_a_real_browser() {
     browser.visible("#rate-in").await;
     browser.text_contains("#who-name", "alice").await;
 
-    // Overview: the incoming rate rises while a client publishes.
+    // Overview: the incoming rate rises while a client publishes. First make sure the page's
+    // event stream flows (the uptime card changes: only the stream's `stats` events update it
+    // after the first GET), so the publisher's connect event cannot slip by before it.
+    let uptime = browser
+        .until(
+            "the uptime card",
+            "const t = document.getElementById('uptime').textContent; return t !== '–' && t",
+        )
+        .await;
+    browser
+        .until(
+            "the event stream to tick",
+            &format!(
+                "return document.getElementById('live-state').classList.contains('on') && \
+                 document.getElementById('uptime').textContent !== {uptime}"
+            ),
+        )
+        .await;
     let mut publisher = mqtt(addr, "steady-publisher").await;
     let publishing = tokio::spawn(async move {
         loop {
