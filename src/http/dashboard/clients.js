@@ -71,6 +71,10 @@ export function render(view, ctx, id) {
   connected.input.addEventListener("change", again);
   view.append(h("div.panel", {}, form, results));
   load();
+  // Clients coming and going (the event stream) refresh the list, at most once a second.
+  const onClient = debounce(load, 1000);
+  ctx.bus.addEventListener("client", onClient);
+  return () => ctx.bus.removeEventListener("client", onClient);
 }
 
 function list(page, reload) {
@@ -232,6 +236,12 @@ function detail(view, ctx, id) {
     );
   };
   load();
+  // This client connecting or leaving (the event stream) refreshes the detail.
+  const onClient = (e) => {
+    if (e.detail && e.detail.clientid === id) load();
+  };
+  ctx.bus.addEventListener("client", onClient);
+  return () => ctx.bus.removeEventListener("client", onClient);
 }
 
 function fact(label, value) {
