@@ -76,8 +76,8 @@ function branch(node, path, small) {
       "span.stats",
       {},
       child.topic && child.topic.retained ? h("a.badge.ok", { href: "#/retained/" + api.seg(child.topic.topic), text: "retained" }) : null,
-      child.topic && child.topic.subscriptions ? h("span", { text: num(child.topic.subscriptions) + " subs" }) : null,
-      h("span", { text: num(child.messages) + " msgs" }),
+      child.topic && child.topic.subscriptions ? h("span", { text: num(child.topic.subscriptions) + (child.topic.subscriptions === 1 ? " sub" : " subs") }) : null,
+      h("span", { text: num(child.messages) + (child.messages === 1 ? " msg" : " msgs") }),
       h("span.rate", { text: rate(child.rate) + " /s" }),
     );
     const label = h("span.name", { text: name === "" ? "(empty level)" : name });
