@@ -10,6 +10,7 @@
 //!  flow.rs       fan-in, fan-out (QoS 0, windowed) and qos1 (64 in flight, loss/duplicate check)
 //!  latency.rs    fixed-rate end-to-end latency on two blocking threads
 //!  conns.rs      10k idle connections (broker RSS per connection) and connect-rate (auth)
+//!  http.rs       http-publish: POST /api/v1/publish over keep-alive connections
 //! ```
 //!
 //! Every scenario connects to 127.0.0.1 only, warms up, measures for `--duration`, stops by
@@ -19,6 +20,7 @@ pub mod conns;
 pub mod dial;
 pub mod fill;
 pub mod flow;
+pub mod http;
 pub mod latency;
 pub mod tls;
 pub mod wire;
@@ -49,6 +51,9 @@ pub enum Scenario {
     /// Leaves offline persistent sessions with queued QoS 1 messages and retained messages in
     /// the broker (for a restart to restore): messages acknowledged.
     Fill,
+    /// Single `POST /api/v1/publish` requests over keep-alive HTTP connections (`--http-port`,
+    /// `--publishers` connections), one MQTT subscriber: publishes/s.
+    HttpPublish,
 }
 
 impl Scenario {
@@ -61,6 +66,7 @@ impl Scenario {
             Scenario::Connections => "connections",
             Scenario::ConnectRate => "connect-rate",
             Scenario::Fill => "fill",
+            Scenario::HttpPublish => "http-publish",
         }
     }
 }
@@ -73,6 +79,9 @@ pub struct Opts {
     pub host: IpAddr,
     #[arg(long, default_value_t = 1883)]
     pub port: u16,
+    /// http-publish: the broker's HTTP API port.
+    #[arg(long, default_value_t = 18083)]
+    pub http_port: u16,
     /// Measuring window, after the warm-up ("5s", "500ms").
     #[arg(long, default_value = "5s", value_parser = humantime_duration)]
     pub duration: Duration,
@@ -425,6 +434,7 @@ pub async fn run(scenario: Scenario, opts: &Opts) -> Result<Report> {
             Scenario::Connections => conns::connections(opts).await,
             Scenario::ConnectRate => conns::connect_rate(opts).await,
             Scenario::Fill => fill::fill(opts).await,
+            Scenario::HttpPublish => http::http_publish(opts).await,
         }
     };
     let deadline = if scenario == Scenario::Fill {
