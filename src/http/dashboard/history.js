@@ -1,5 +1,7 @@
-// History: recorded messages by topic filter and time range (GET /api/v1/history), page by page
-// with the server's cursor. A broker without [history] answers 404 NOT_ENABLED: say so plainly.
+// History: recorded messages by topic filter and time range (GET /api/v1/history), newest first.
+// The server answers the newest `limit` messages of the range (oldest first within the page) and
+// a cursor for the older ones: each page is shown reversed, older pages below. A broker without
+// [history] answers 404 NOT_ENABLED: say so plainly.
 
 import * as api from "./api.js";
 import { h, field, select, show, errorBox, notice, table, when, payloadBytes, hex, utf8 } from "./ui.js";
@@ -33,18 +35,19 @@ export function render(view) {
     };
     try {
       const page = await api.get("/history" + api.query(q));
-      rows = cursor ? rows.concat(page.data || []) : page.data || [];
+      const newestFirst = (page.data || []).slice().reverse();
+      rows = cursor ? rows.concat(newestFirst) : newestFirst;
       const next = page.meta && page.meta.next_cursor;
       show(
         out,
         rows.length
           ? table(
-              `${rows.length} message${rows.length === 1 ? "" : "s"}${next ? " (more available)" : ""}`,
+              `${rows.length} message${rows.length === 1 ? "" : "s"}, newest first${next ? "; older ones can be loaded" : ""}`,
               [{ title: "Time" }, { title: "Topic" }, { title: "QoS", num: true }, { title: "Payload" }, { title: "From" }],
               rows.map((m) => [when(m.time), h("span.mono", { text: m.topic }), String(m.qos) + (m.retain ? " R" : ""), h("span.preview.mono", { text: payload(m) }), m.clientid || "–"]),
             )
           : notice("info", "No message recorded in this range."),
-        next ? h("div.pager", {}, h("button.secondary", { type: "button", text: "Load more", onclick: () => run(next) })) : null,
+        next ? h("div.pager", {}, h("button.secondary", { type: "button", text: "Load older messages", onclick: () => run(next) })) : null,
       );
     } catch (err) {
       if (err.code === "NOT_ENABLED") {
