@@ -49,16 +49,25 @@ function rows(page, ctx, reload, status) {
     }
   };
   const meta = page.meta || {};
+  const count = meta.count !== undefined ? meta.count : data.length;
+  // "Since" only when the broker tells it.
+  const since = data.some((r) => r.publish_at);
+  const columns = [{ title: "Topic" }, { title: "QoS", num: true }, { title: "Size", num: true }, { title: "Payload" }];
+  if (since) columns.push({ title: "Since" });
+  columns.push({ title: "Actions" });
   return [
     table(
-      `${num(meta.count !== undefined ? meta.count : data.length)} retained message${data.length === 1 ? "" : "s"}`,
-      [{ title: "Topic" }, { title: "QoS", num: true }, { title: "Size", num: true }, { title: "Payload" }, { title: "Since" }, { title: "Actions" }],
+      `${num(count)} retained message${count === 1 ? "" : "s"}`,
+      columns,
       data.map((r) => [
         h("a.mono", { href: "#/retained/" + api.seg(r.topic), text: r.topic }),
         String(r.qos),
         bytes(r.payload_size),
-        h("span.preview.mono", { text: r.payload_preview || "", title: r.payload_preview || "" }),
-        r.publish_at ? when(r.publish_at) : "–",
+        h("span.preview.mono", {
+          text: (r.payload_encoding === "base64" ? "base64: " : "") + (r.payload_preview || ""),
+          title: r.payload_preview || "",
+        }),
+        since ? (r.publish_at ? when(r.publish_at) : "–") : null,
         ctx.admin
           ? h("button.secondary.small.delete", { type: "button", text: "Delete", "aria-label": "Delete the retained message on " + r.topic, onclick: () => remove(r.topic) })
           : "–",

@@ -32,6 +32,7 @@ export function render(view) {
         (meta.tracking_since ? "Rates counted since " + when(meta.tracking_since) + ". " : "") +
         `${num(total)} topic${total === 1 ? "" : "s"}` +
         (meta.hasnext ? " (the first 1000 shown)" : "") +
+        (meta.untracked ? `; ${num(meta.untracked)} messages on topics beyond the ${num(total)} followed` : "") +
         "; refreshed every 5 s.";
       if (!data.length) show(out, notice("info", "No topic has been published to since tracking started."));
       else show(out, h("ul.tree", { role: "list", "aria-label": "Topic tree" }, branch(build(data), null, small)));

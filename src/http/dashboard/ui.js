@@ -92,7 +92,12 @@ export function confirm(message, action = "Confirm") {
 export function table(caption, columns, rows, rowAttrs) {
   const head = h("tr", {}, columns.map((c) => h("th" + (c.num ? ".num" : ""), { scope: "col", text: c.title })));
   const body = rows.map((cells, i) =>
-    h("tr", rowAttrs ? rowAttrs(i) : {}, cells.map((cell, j) => h("td" + (columns[j].num ? ".num" : ""), {}, cell))),
+    h(
+      "tr",
+      rowAttrs ? rowAttrs(i) : {},
+      // A null cell is a column left out for this table.
+      cells.filter((cell) => cell !== null).map((cell, j) => h("td" + (columns[j].num ? ".num" : ""), {}, cell)),
+    ),
   );
   return h(
     "div.table-wrap",
