@@ -10,13 +10,13 @@
 //!   Events (stats each second, clients coming and going, live messages).
 //! - `api/`: one file per group of endpoints; handlers only translate between JSON and the
 //!   broker's own API (router, ingress). `metrics.rs`: `/metrics`. `error.rs`: JSON errors.
+//! - `dashboard.rs`: the single-page dashboard at `/` (files in `dashboard/`, embedded).
 //! - `tls.rs`: HTTPS with the `[http] tls` certificate (handshakes in their own tasks);
 //!   `guard.rs`: a bound on open connections and an idle timeout (slowloris).
-//!
-//! Not here yet (issue 14): the dashboard.
 
 pub mod api;
 pub mod auth;
+pub mod dashboard;
 pub mod error;
 pub mod events;
 pub(crate) mod guard;
@@ -280,10 +280,13 @@ pub fn app(state: Arc<AppState>) -> Router {
         state.clone(),
         auth::authenticate,
     ));
+    // The dashboard's page and files hold no data: public, like /healthz.
     let open = Router::new()
         .route("/healthz", get(healthz))
         .route("/api/v1/login", post(login::login))
-        .route("/api/v1/openapi.json", get(openapi::get));
+        .route("/api/v1/openapi.json", get(openapi::get))
+        .route("/", get(dashboard::index))
+        .route("/assets/{name}", get(dashboard::asset));
     let open = if state.metrics_public {
         open.route("/metrics", get(metrics::metrics))
     } else {
