@@ -6,146 +6,22 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
 
 use base64::Engine as _;
-use common::{
-    FAST_ARGON2, RawClient, TestBroker, WAIT, config, eventually, login_packet, set_passwords,
-    try_login,
+use common::api::{
+    ALICE, As, BOB, add_key, assert_error, client, delete, get, http, open_with, post, sample,
+    scrape, secured,
 };
+use common::{RawClient, TestBroker, WAIT, config, eventually, login_packet, try_login};
 use mqttd::auth::apikeys::{ApiKeyFile, Role};
-use mqttd::config::{Config, HttpConfig};
+use mqttd::config::HttpConfig;
 use mqttd::protocol::{Connect, Properties, QoS};
 use reqwest::StatusCode;
-use serde_json::{Value, json};
-
-/// `[http]` on an ephemeral loopback port, everything else default.
-fn http(admins: &[&str], viewers: &[&str]) -> HttpConfig {
-    HttpConfig {
-        bind: "127.0.0.1:0".parse().unwrap(),
-        admins: admins.iter().map(|s| s.to_string()).collect(),
-        viewers: viewers.iter().map(|s| s.to_string()).collect(),
-        optional: false,
-        ..HttpConfig::local()
-    }
-}
-
-/// A broker with a password file (alice: admin, bob: viewer, carol: MQTT only; password =
-/// name), API keys `pub-key` (publisher) and `view-key` (viewer), and `acl` if given.
-struct Secured {
-    broker: TestBroker,
-    base: String,
-    publisher_key: String,
-    viewer_key: String,
-    _dir: tempfile::TempDir,
-}
-
-async fn secured(acl: Option<&str>, tweak: impl FnOnce(&mut Config)) -> Secured {
-    let dir = tempfile::tempdir().unwrap();
-    let passwd = dir.path().join("passwd");
-    set_passwords(
-        &passwd,
-        &[("alice", b"alice"), ("bob", b"bob"), ("carol", b"carol")],
-        FAST_ARGON2,
-    );
-    let keys = dir.path().join("api_keys");
-    let publisher_key = add_key(&keys, "pub-key", Role::Publisher);
-    let viewer_key = add_key(&keys, "view-key", Role::Viewer);
-    let mut c = config();
-    c.auth.password_file = Some(passwd);
-    if let Some(acl) = acl {
-        let path = dir.path().join("acl");
-        std::fs::write(&path, acl).unwrap();
-        c.auth.acl_file = Some(path);
-    }
-    let mut h = http(&["alice"], &["bob"]);
-    h.api_keys = Some(keys);
-    c.http = Some(h);
-    tweak(&mut c);
-    let broker = TestBroker::start_with(c).await;
-    let base = format!("http://{}", broker.http.expect("http listener"));
-    Secured {
-        broker,
-        base,
-        publisher_key,
-        viewer_key,
-        _dir: dir,
-    }
-}
-
-fn add_key(path: &Path, name: &str, role: Role) -> String {
-    ApiKeyFile::update(path, true, |f| Ok((f.add(name, role)?.key, true)))
-        .unwrap()
-        .to_string()
-}
-
-/// A broker without a password file: the API is open to loopback callers.
-async fn open() -> (TestBroker, String) {
-    let mut c = config();
-    c.http = Some(http(&[], &[]));
-    let broker = TestBroker::start_with(c).await;
-    let base = format!("http://{}", broker.http.expect("http listener"));
-    (broker, base)
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(WAIT).build().unwrap()
-}
-
-/// Who calls: nobody, a password-file user, or an API key.
-#[derive(Clone, Copy)]
-enum As<'a> {
-    Nobody,
-    User(&'a str, &'a str),
-    Key(&'a str),
-}
-
-async fn call(
-    method: reqwest::Method,
-    url: &str,
-    who: As<'_>,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut req = client().request(method, url);
-    req = match who {
-        As::Nobody => req,
-        As::User(u, p) => req.basic_auth(u, Some(p)),
-        As::Key(k) => req.bearer_auth(k),
-    };
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    let resp = req.send().await.expect("request answered");
-    let status = resp.status();
-    let text = resp.text().await.unwrap();
-    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    (status, value)
-}
-
-async fn get(url: &str, who: As<'_>) -> (StatusCode, Value) {
-    call(reqwest::Method::GET, url, who, None).await
-}
-
-async fn post(url: &str, who: As<'_>, body: Value) -> (StatusCode, Value) {
-    call(reqwest::Method::POST, url, who, Some(body)).await
-}
-
-async fn delete(url: &str, who: As<'_>) -> (StatusCode, Value) {
-    call(reqwest::Method::DELETE, url, who, None).await
-}
-
-/// Errors are JSON `{"code", "message"}`.
-fn assert_error(body: &Value, code: &str) {
-    assert_eq!(body["code"], code, "{body}");
-    assert!(body["message"].is_string(), "{body}");
-}
-
-const ALICE: As = As::User("alice", "alice");
-const BOB: As = As::User("bob", "bob");
+use serde_json::json;
 
 #[tokio::test]
 async fn healthz_is_open_and_the_rest_needs_credentials() {
-    let s = secured(None, |_| {}).await;
+    let s = secured(None, |_, _| {}).await;
     let resp = client()
         .get(format!("{}/healthz", s.base))
         .send()
@@ -201,7 +77,7 @@ async fn healthz_is_open_and_the_rest_needs_credentials() {
 
 #[tokio::test]
 async fn each_role_may_do_what_it_says_and_nothing_else() {
-    let s = secured(None, |_| {}).await;
+    let s = secured(None, |_, _| {}).await;
     let (b, pk, vk) = (&s.base, s.publisher_key.as_str(), s.viewer_key.as_str());
     let (_c, code) = try_login(
         s.broker.addr,
@@ -247,7 +123,7 @@ async fn each_role_may_do_what_it_says_and_nothing_else() {
 
 #[tokio::test]
 async fn wrong_passwords_over_http_count_towards_the_login_back_off() {
-    let s = secured(None, |c| c.auth.max_failures = 3).await;
+    let s = secured(None, |c, _| c.auth.max_failures = 3).await;
     let url = format!("{}/api/v1/stats", s.base);
     for i in 0..3 {
         let wrong = format!("wrong-{i}");
@@ -275,7 +151,7 @@ async fn wrong_passwords_over_http_count_towards_the_login_back_off() {
 
 #[tokio::test]
 async fn api_publish_reaches_mqtt_subscribers_with_its_properties() {
-    let (broker, base) = open().await;
+    let (broker, base) = open_with(|_| {}).await;
     let url = format!("{base}/api/v1/publish");
     // Open mode: no credentials needed from loopback.
     let (status, body) = post(
@@ -342,7 +218,7 @@ async fn api_publish_reaches_mqtt_subscribers_with_its_properties() {
 
 #[tokio::test]
 async fn bad_publishes_get_400_and_oversized_ones_413() {
-    let (broker, base) = open().await;
+    let (broker, base) = open_with(|_| {}).await;
     let url = format!("{base}/api/v1/publish");
     for (body, code) in [
         (json!({"topic": "a/+", "payload": "x"}), "TOPIC_INVALID"),
@@ -401,7 +277,7 @@ async fn bad_publishes_get_400_and_oversized_ones_413() {
 #[tokio::test]
 async fn the_acl_decides_where_an_api_caller_may_publish() {
     let acl = "user alice\ntopic readwrite alice/#\n\nuser pub-key\ntopic write devices/#\n";
-    let s = secured(Some(acl), |_| {}).await;
+    let s = secured(Some(acl), |_, _| {}).await;
     let url = format!("{}/api/v1/publish", s.base);
     let pk = As::Key(&s.publisher_key);
     for (who, topic, status) in [
@@ -432,7 +308,7 @@ async fn the_acl_decides_where_an_api_caller_may_publish() {
 
 #[tokio::test]
 async fn clients_are_listed_filtered_paged_and_detailed() {
-    let (broker, base) = open().await;
+    let (broker, base) = open_with(|_| {}).await;
     let mut a = RawClient::connected(broker.addr, "dev-a").await;
     a.subscribe("x/#", QoS::AtLeastOnce, 1).await;
     let _b = RawClient::connected(broker.addr, "dev-b").await;
@@ -504,7 +380,7 @@ async fn clients_are_listed_filtered_paged_and_detailed() {
 
 #[tokio::test]
 async fn disconnecting_a_v5_client_sends_disconnect_0x98() {
-    let s = secured(None, |_| {}).await;
+    let s = secured(None, |_, _| {}).await;
     let (mut v5, _) = RawClient::connect_v5_with(
         s.broker.addr,
         Connect {
@@ -529,38 +405,9 @@ async fn disconnecting_a_v5_client_sends_disconnect_0x98() {
     s.broker.stop().await;
 }
 
-/// The samples of `/metrics`, parsed as Prometheus parses them.
-async fn scrape(url: &str, who: As<'_>) -> prometheus_parse::Scrape {
-    let mut req = client().get(url);
-    if let As::Key(k) = who {
-        req = req.bearer_auth(k);
-    }
-    let resp = req.send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    let ct = resp.headers()["content-type"].to_str().unwrap().to_owned();
-    assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
-    let text = resp.text().await.unwrap();
-    let lines = text.lines().map(|l| Ok(l.to_owned()));
-    prometheus_parse::Scrape::parse(lines).expect("valid exposition format")
-}
-
-fn sample(scrape: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &str)>) -> f64 {
-    let s = scrape
-        .samples
-        .iter()
-        .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
-        .unwrap_or_else(|| panic!("no sample {name} {label:?}"));
-    match s.value {
-        prometheus_parse::Value::Counter(v)
-        | prometheus_parse::Value::Gauge(v)
-        | prometheus_parse::Value::Untyped(v) => v,
-        ref other => panic!("{name}: {other:?}"),
-    }
-}
-
 #[tokio::test]
 async fn metrics_parse_and_move_with_traffic() {
-    let s = secured(None, |_| {}).await;
+    let s = secured(None, |_, _| {}).await;
     let url = format!("{}/metrics", s.base);
     let vk = As::Key(&s.viewer_key);
     let before = scrape(&url, vk).await;
@@ -612,7 +459,7 @@ async fn metrics_parse_and_move_with_traffic() {
 
 #[tokio::test]
 async fn metrics_public_needs_no_credentials_but_the_api_still_does() {
-    let s = secured(None, |c| c.http.as_mut().unwrap().metrics_public = true).await;
+    let s = secured(None, |c, _| c.http.as_mut().unwrap().metrics_public = true).await;
     let scraped = scrape(&format!("{}/metrics", s.base), As::Nobody).await;
     assert_eq!(sample(&scraped, "mqttd_sessions", None), 0.0);
     let (status, _) = get(&format!("{}/api/v1/stats", s.base), As::Nobody).await;
@@ -622,7 +469,7 @@ async fn metrics_public_needs_no_credentials_but_the_api_still_does() {
 
 #[tokio::test]
 async fn stats_count_what_happened() {
-    let (broker, base) = open().await;
+    let (broker, base) = open_with(|_| {}).await;
     let _c = RawClient::connected(broker.addr, "s1").await;
     let (status, _) = post(
         &format!("{base}/api/v1/publish"),
@@ -644,8 +491,8 @@ async fn stats_count_what_happened() {
 
 #[tokio::test]
 async fn api_keys_are_reloaded_on_sighup() {
-    let s = secured(None, |_| {}).await;
-    let keys = s._dir.path().join("api_keys");
+    let s = secured(None, |_, _| {}).await;
+    let keys = s.dir.path().join("api_keys");
     let fresh = add_key(&keys, "fresh", Role::Admin);
     let url = format!("{}/api/v1/stats", s.base);
     assert_eq!(get(&url, As::Key(&fresh)).await.0, StatusCode::UNAUTHORIZED);
@@ -716,7 +563,7 @@ async fn https_with_the_configured_certificate() {
 
 #[tokio::test]
 async fn shutdown_is_not_held_up_by_open_http_connections() {
-    let (broker, base) = open().await;
+    let (broker, base) = open_with(|_| {}).await;
     let keep_alive = client();
     let resp = keep_alive
         .get(format!("{base}/healthz"))

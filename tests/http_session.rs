@@ -7,8 +7,10 @@
 
 mod common;
 
+use common::api::http;
+
 use common::{FAST_ARGON2, TestBroker, WAIT, config, set_passwords};
-use mqttd::config::{Config, HttpConfig};
+use mqttd::config::Config;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -16,16 +18,6 @@ use serde_json::{Value, json};
 #[path = "http_session/events.rs"]
 mod events;
 use events::Events;
-
-fn http(admins: &[&str], viewers: &[&str]) -> HttpConfig {
-    HttpConfig {
-        bind: "127.0.0.1:0".parse().unwrap(),
-        admins: admins.iter().map(|s| s.to_string()).collect(),
-        viewers: viewers.iter().map(|s| s.to_string()).collect(),
-        optional: false,
-        ..HttpConfig::local()
-    }
-}
 
 /// alice: admin, bob: viewer, carol: MQTT only (password = name); `acl` if given.
 struct Secured {

@@ -64,7 +64,7 @@ pub async fn secured(acl: Option<&str>, tweak: impl FnOnce(&mut Config, &Path)) 
     }
 }
 
-fn add_key(path: &Path, name: &str, role: Role) -> String {
+pub fn add_key(path: &Path, name: &str, role: Role) -> String {
     ApiKeyFile::update(path, true, |f| Ok((f.add(name, role)?.key, true)))
         .unwrap()
         .to_string()
