@@ -163,33 +163,12 @@ pub async fn list(
 ) -> Result<Json<Page>, ApiError> {
     caller.may(Need::Read)?;
     let Query(q) = query?;
-    let page = q.page.unwrap_or(1);
-    let limit = q.limit.unwrap_or(100);
-    if page == 0 {
-        return Err(ApiError::bad_request("page starts at 1"));
-    }
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
-            "limit must be between 1 and {MAX_LIMIT}"
-        )));
-    }
+    let (page, limit) = super::paging(q.page, q.limit)?;
     let all = state.ctx.router.clients(|v| q.matches(v));
-    let count = all.len();
-    let skip = (page - 1).saturating_mul(limit);
-    let data = all
-        .into_iter()
-        .skip(skip)
-        .take(limit)
-        .map(|v| Client::of(v, false))
-        .collect();
+    let (views, meta) = super::page_of(all, page, limit);
     Ok(Json(Page {
-        data,
-        meta: Meta {
-            page,
-            limit,
-            count,
-            hasnext: skip.saturating_add(limit) < count,
-        },
+        data: views.into_iter().map(|v| Client::of(v, false)).collect(),
+        meta,
     }))
 }
 
