@@ -80,7 +80,8 @@
 //!   client list comes from [`router::clients`]; topic rates from an observer started on demand
 //!   (`http/api/topics.rs`). Live views: a per-second rate sampler, and Server-Sent Events fed
 //!   by the router's client events ([`router::clients::ClientEvents`]) and an observer per
-//!   stream.
+//!   stream; the dashboard at `/` (`http/dashboard.rs`, its files embedded) and the OpenAPI
+//!   description (`http/openapi.json`).
 #![forbid(unsafe_code)]
 
 pub mod auth;
