@@ -29,6 +29,12 @@ async fn persistent_session_queues_while_offline() {
     assert!(!present);
     c.subscribe("q/#", QoS::ExactlyOnce, 1).await;
     c.disconnect().await;
+    // The DISCONNECT is handled on the broker's side after it is written here: until then the
+    // session is connected, and the QoS 0 message below would be queued for it.
+    common::eventually("keeper's session detached", || {
+        broker.router.client("keeper").is_some_and(|v| !v.connected)
+    })
+    .await;
 
     let mut pubber = RawClient::connected(broker.addr, "pub").await;
     pubber
