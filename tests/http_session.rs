@@ -386,7 +386,13 @@ async fn open_mode_refuses_rebinding_hosts_and_browser_requests_without_the_toke
 #[tokio::test]
 async fn every_answer_has_the_security_headers_and_no_cors() {
     let (broker, base) = open().await;
-    for path in ["/healthz", "/api/v1/stats", "/api/v1/nope"] {
+    for path in [
+        "/healthz",
+        "/api/v1/stats",
+        "/api/v1/nope",
+        "/",
+        "/assets/app.js",
+    ] {
         let a = send(req(
             Method::GET,
             &format!("{base}{path}"),

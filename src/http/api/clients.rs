@@ -38,11 +38,7 @@ pub struct ListQuery {
     pub limit: Option<usize>,
 }
 
-#[derive(Debug, Serialize)]
-pub struct Page {
-    pub data: Vec<Client>,
-    pub meta: Meta,
-}
+pub type Page = super::Page<Client, Meta>;
 
 #[derive(Debug, Serialize)]
 pub struct Meta {

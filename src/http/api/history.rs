@@ -35,11 +35,7 @@ pub struct HistoryQuery {
     pub cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-pub struct Page {
-    pub data: Vec<Recorded>,
-    pub meta: Meta,
-}
+pub type Page = super::Page<Recorded, Meta>;
 
 #[derive(Debug, Serialize)]
 pub struct Meta {

@@ -21,6 +21,14 @@ pub(crate) fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
+/// One page of a list: `{"data": [...], "meta": {...}}` (EMQX's shape); each list's `meta`
+/// says how to get the rest (page counts, or a cursor).
+#[derive(Debug, serde::Serialize)]
+pub struct Page<T, M> {
+    pub data: Vec<T>,
+    pub meta: M,
+}
+
 /// `page` (1-based, default 1) and `limit` (1 to [`clients::MAX_LIMIT`], default 100),
 /// checked: 400 otherwise.
 pub(crate) fn paging(

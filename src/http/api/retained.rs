@@ -33,11 +33,7 @@ pub struct ListQuery {
     pub limit: Option<usize>,
 }
 
-#[derive(Debug, Serialize)]
-pub struct Page {
-    pub data: Vec<Summary>,
-    pub meta: Meta,
-}
+pub type Page = super::Page<Summary, Meta>;
 
 /// One retained message in a list.
 #[derive(Debug, Serialize)]

@@ -23,11 +23,7 @@ pub struct ListQuery {
     pub limit: Option<usize>,
 }
 
-#[derive(Debug, Serialize)]
-pub struct Page {
-    pub data: Vec<Subscription>,
-    pub meta: Meta,
-}
+pub type Page = super::Page<Subscription, Meta>;
 
 #[derive(Debug, Serialize)]
 pub struct Subscription {

@@ -175,11 +175,7 @@ pub struct ListQuery {
     pub limit: Option<usize>,
 }
 
-#[derive(Debug, Serialize)]
-pub struct Page {
-    pub data: Vec<Topic>,
-    pub meta: TopicsMeta,
-}
+pub type Page = super::Page<Topic, TopicsMeta>;
 
 #[derive(Debug, Serialize)]
 pub struct TopicsMeta {
