@@ -225,14 +225,7 @@ pub async fn identify(
     }
     let (user, password) = parse_basic(rest.trim())
         .ok_or_else(|| ApiError::unauthorized("malformed Basic credentials"))?;
-    let creds = Credentials {
-        client_id: "",
-        username: Some(&user),
-        password: Some(&password),
-        peer: SocketAddr::new(ip, peer.port()),
-        allow_anonymous: false,
-        cert_identity: None,
-    };
+    let creds = password_credentials(&user, &password, SocketAddr::new(ip, peer.port()));
     match auth.authenticate(&creds).await {
         AuthOutcome::Allowed { .. } => {}
         AuthOutcome::BadCredentials => {
@@ -320,6 +313,23 @@ pub fn still_allowed(state: &AppState, caller: &Caller, token: Option<&str>) -> 
             .and_then(|k| state.api_keys.check(k))
             .is_some_and(|h| *h.name == *name && h.role == caller.role),
         Via::Open => true,
+    }
+}
+
+/// A password-file login over HTTP (Basic or the dashboard's form), for
+/// [`crate::auth::Auth::authenticate`]: no client id, never anonymous, no certificate.
+pub(super) fn password_credentials<'a>(
+    user: &'a str,
+    password: &'a Password,
+    peer: SocketAddr,
+) -> Credentials<'a> {
+    Credentials {
+        client_id: "",
+        username: Some(user),
+        password: Some(password),
+        peer,
+        allow_anonymous: false,
+        cert_identity: None,
     }
 }
 

@@ -24,7 +24,7 @@ use super::api::rfc3339;
 use super::auth::{Caller, Via, caller_ip, http_role};
 use super::error::ApiError;
 use super::session::{clear_cookie, set_cookie};
-use crate::auth::{AuthOutcome, Credentials};
+use crate::auth::AuthOutcome;
 use crate::protocol::{Password, text};
 
 #[derive(Deserialize)]
@@ -81,14 +81,8 @@ pub async fn login(
     }
     let user = body.username;
     let shown = text::cut(&user);
-    let creds = Credentials {
-        client_id: "",
-        username: Some(&user),
-        password: Some(&password),
-        peer: SocketAddr::new(ip, peer.port()),
-        allow_anonymous: false,
-        cert_identity: None,
-    };
+    let creds =
+        super::auth::password_credentials(&user, &password, SocketAddr::new(ip, peer.port()));
     let outcome = tokio::select! {
         _ = state.ctx.shutdown.cancelled() => AuthOutcome::Unavailable,
         outcome = auth.authenticate(&creds) => outcome,
