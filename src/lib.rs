@@ -88,6 +88,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod connection;
+pub mod gateway;
 pub mod http;
 pub mod ingress;
 pub mod listener;

@@ -63,6 +63,13 @@ pub enum StartError {
         at: String,
         error: crate::store::history::HistoryError,
     },
+    #[error("{at}: {kind} {name:?}: {error}")]
+    Gateway {
+        at: String,
+        kind: &'static str,
+        name: String,
+        error: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("{at}: http.api_keys: {error}")]
     ApiKeys {
         at: String,
@@ -168,6 +175,9 @@ pub struct Server {
     history: Option<History>,
     /// The HTTP API (`[http]`; None when off, or when the default run's port was taken).
     http: Option<crate::http::HttpServer>,
+    /// CoAP gateways, bridges and webhooks (`[[coap]]`, `[[bridge]]`, `[[webhook]]`).
+    gateways: crate::gateway::Gateways,
+    coap_addrs: Vec<(String, SocketAddr)>,
 }
 
 impl Server {
@@ -311,6 +321,8 @@ impl Server {
         if let Some(tls) = &http_tls {
             tls_list.push(("http".into(), tls.clone()));
         }
+        let gateways = crate::gateway::Gateways::start(&config, &ctx)?;
+        let coap_addrs = gateways.coap_addrs();
         let config = Arc::new(config);
         let reloader = Reloader {
             ctx: ctx.clone(),
@@ -323,6 +335,7 @@ impl Server {
         state.reloader = Some(reloader.clone());
         state.history = history.as_ref().map(History::access);
         state.history_drops = history.as_ref().map(History::drop_counter);
+        state.gateways = gateways.statuses();
         let http = crate::http::HttpServer::bind(&config, http_tls, state)?;
         let sys_interval = config.sys.interval;
         Ok(Server {
@@ -333,6 +346,8 @@ impl Server {
             sys_interval,
             history,
             http,
+            gateways,
+            coap_addrs,
         })
     }
 
@@ -349,6 +364,19 @@ impl Server {
     /// The bound address of the listener called `name`.
     pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
         self.addrs.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
+    }
+
+    /// The bound UDP address of the CoAP gateway called `name`.
+    pub fn coap_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.coap_addrs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+    }
+
+    /// Every gateway's status (`$SYS`, `/metrics`, the API read the same).
+    pub fn gateways(&self) -> crate::gateway::Statuses {
+        self.gateways.statuses()
     }
 
     pub fn reloader(&self) -> Reloader {
@@ -408,10 +436,13 @@ impl Server {
         if let Some(http) = self.http {
             tracker.spawn(http.run(self.ctx.shutdown.clone()));
         }
+        let statuses = self.gateways.statuses();
+        self.gateways.run(&tracker, &self.ctx.shutdown);
         if self.sys_interval > 0 {
             let interval = Duration::from_secs(self.sys_interval);
             tracker.spawn(crate::sys::run(
                 self.ctx.ingress.clone(),
+                statuses,
                 interval,
                 self.ctx.shutdown.clone(),
             ));

@@ -34,7 +34,12 @@ impl Load {
 }
 
 /// Publishes `$SYS` topics every `interval` until `shutdown`.
-pub async fn run(ingress: Arc<Ingress>, interval: Duration, shutdown: CancellationToken) {
+pub async fn run(
+    ingress: Arc<Ingress>,
+    gateways: crate::gateway::Statuses,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
     let router = ingress.router().clone();
     let mut broker = ingress.broker();
     let mut ticker = tokio::time::interval(interval);
@@ -104,6 +109,7 @@ pub async fn run(ingress: Arc<Ingress>, interval: Duration, shutdown: Cancellati
         if let Some(store) = router.store() {
             topics.push(("store/failed".into(), store.failed().to_string()));
         }
+        gateway_topics(&gateways, &mut topics);
         for (name, v) in [("received", recv), ("sent", sent)] {
             for (window, value) in ["1min", "5min", "15min"].iter().zip(v) {
                 topics.push((
@@ -123,5 +129,17 @@ pub async fn run(ingress: Arc<Ingress>, interval: Duration, shutdown: Cancellati
             ingress.publish(&mut broker, msg, &mut batch);
         }
         ingress.flush(&mut batch);
+    }
+}
+
+/// `$SYS/broker/<kind>/<name>/state` and one topic per metric, for each gateway (`bridge`,
+/// `webhook`, `coap`; Mosquitto publishes `$SYS/broker/connection/<name>/state` for its bridges).
+fn gateway_topics(gateways: &crate::gateway::Statuses, topics: &mut Vec<(String, String)>) {
+    for g in gateways.iter() {
+        let at = format!("{}/{}", g.kind().as_str(), g.name());
+        topics.push((format!("{at}/state"), g.state().to_owned()));
+        for m in g.metrics() {
+            topics.push((format!("{at}/{}", m.name), m.value.to_string()));
+        }
     }
 }

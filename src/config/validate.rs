@@ -185,6 +185,9 @@ impl Config {
         self.validate_persistence()?;
         self.validate_history()?;
         self.validate_http()?;
+        self.validate_coap()?;
+        self.validate_bridges()?;
+        self.validate_webhooks()?;
         self.validate_limits()?;
         self.validate_auth()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {

@@ -70,6 +70,8 @@ pub struct AppState {
     pub topics: api::topics::Tracker,
     /// Dashboard sessions, CSRF, rates, event streams.
     pub web: Web,
+    /// CoAP gateways, bridges and webhooks: `/metrics`, `/api/v1/listeners`.
+    pub gateways: crate::gateway::Statuses,
 }
 
 impl AppState {
@@ -94,6 +96,7 @@ impl AppState {
             topics: api::topics::Tracker::default(),
             ctx,
             web: Web::new(config),
+            gateways: Arc::new([]),
         }
     }
 }
