@@ -374,6 +374,11 @@ impl Server {
             .map(|(_, a)| *a)
     }
 
+    /// Each CoAP gateway's bound UDP address, by name.
+    pub fn coap_addrs(&self) -> &[(String, SocketAddr)] {
+        &self.coap_addrs
+    }
+
     /// Every gateway's status (`$SYS`, `/metrics`, the API read the same).
     pub fn gateways(&self) -> crate::gateway::Statuses {
         self.gateways.statuses()

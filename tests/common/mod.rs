@@ -65,6 +65,10 @@ pub struct TestBroker {
     pub msglog_drops: Option<mqttd::router::subscriber::DropCounter>,
     /// The HTTP API's address (None: no `[http]`).
     pub http: Option<SocketAddr>,
+    /// Each `[[coap]]` gateway's bound UDP address, by name.
+    pub coap: Vec<(String, SocketAddr)>,
+    /// Every gateway's status (CoAP, bridges, webhooks), as `$SYS` and `/metrics` read them.
+    pub gateways: mqttd::gateway::Statuses,
     handle: JoinHandle<()>,
 }
 
@@ -118,6 +122,8 @@ impl TestBroker {
         let memory = server.in_memory(true);
         let msglog_drops = server.message_log_drops();
         let http = server.http_addr();
+        let coap = server.coap_addrs().to_vec();
+        let gateways = server.gateways();
         let handle = tokio::spawn(server.run());
         TestBroker {
             addr: addrs[0].1,
@@ -131,6 +137,8 @@ impl TestBroker {
             memory,
             msglog_drops,
             http,
+            coap,
+            gateways,
             handle,
         }
     }
@@ -154,6 +162,28 @@ impl TestBroker {
             .find(|(n, _)| n == name)
             .expect("listener exists")
             .1
+    }
+
+    /// The bound address of the CoAP gateway called `name`.
+    pub fn coap_addr(&self, name: &str) -> SocketAddr {
+        self.coap
+            .iter()
+            .find(|(n, _)| n == name)
+            .expect("coap gateway exists")
+            .1
+    }
+
+    /// The status of the gateway of `kind` called `name`.
+    pub fn gateway(
+        &self,
+        kind: mqttd::gateway::Kind,
+        name: &str,
+    ) -> Arc<dyn mqttd::gateway::GatewayStatus> {
+        self.gateways
+            .iter()
+            .find(|g| g.kind() == kind && g.name() == name)
+            .expect("gateway exists")
+            .clone()
     }
 
     /// Stops the broker and waits (bounded) for it to finish.
