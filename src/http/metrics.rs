@@ -234,6 +234,7 @@ impl Collector for Snapshot {
                 drops.get(),
             )?;
         }
+        gateway_families(&mut e, &state.gateways)?;
         gauge(
             &mut e,
             "mqttd_uptime_seconds",
@@ -257,6 +258,61 @@ impl Collector for Snapshot {
         }
         Ok(())
     }
+}
+
+/// The gateways' numbers: `mqttd_<kind>_<metric>{name="..."}` (one family per kind and metric,
+/// a series per gateway), and `mqttd_gateway_state{kind, name, state} 1`, the state as a label
+/// (what `$SYS/broker/<kind>/<name>/state` says).
+fn gateway_families(
+    e: &mut DescriptorEncoder,
+    gateways: &crate::gateway::Statuses,
+) -> std::fmt::Result {
+    if gateways.is_empty() {
+        return Ok(());
+    }
+    let mut families: Vec<(
+        (&'static str, &'static str),
+        crate::gateway::Metric,
+        Vec<(&str, u64)>,
+    )> = Vec::new();
+    for g in gateways.iter() {
+        for m in g.metrics() {
+            let key = (g.kind().as_str(), m.name);
+            match families.iter_mut().find(|(k, ..)| *k == key) {
+                Some((_, _, series)) => series.push((g.name(), m.value)),
+                None => families.push((key, m, vec![(g.name(), m.value)])),
+            }
+        }
+    }
+    for ((kind, metric), m, series) in &families {
+        let name = format!("mqttd_{kind}_{metric}");
+        if m.counter {
+            counter_family(e, &name, m.help, "name", series.iter().copied())?;
+        } else {
+            let g = ConstGauge::new(0i64);
+            let mut family = e.encode_descriptor(&name, m.help, None, g.metric_type())?;
+            for (gateway, v) in series {
+                ConstGauge::new(i64::try_from(*v).unwrap_or(i64::MAX))
+                    .encode(family.encode_family(&[("name", *gateway)])?)?;
+            }
+        }
+    }
+    let g = ConstGauge::new(0i64);
+    let mut family = e.encode_descriptor(
+        "mqttd_gateway_state",
+        "Each gateway's state (CoAP, bridges, webhooks), as a label; the value is always 1",
+        None,
+        g.metric_type(),
+    )?;
+    for gw in gateways.iter() {
+        let labels = [
+            ("kind", gw.kind().as_str()),
+            ("name", gw.name()),
+            ("state", gw.state()),
+        ];
+        ConstGauge::new(1i64).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
 }
 
 /// The broker process's memory and CPU use (Linux `/proc/self`; None elsewhere).

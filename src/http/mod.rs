@@ -70,7 +70,7 @@ pub struct AppState {
     pub topics: api::topics::Tracker,
     /// Dashboard sessions, CSRF, rates, event streams.
     pub web: Web,
-    /// CoAP gateways, bridges and webhooks: `/metrics`, `/api/v1/listeners`.
+    /// CoAP gateways, bridges and webhooks: `/metrics`, `GET /api/v1/gateways`.
     pub gateways: crate::gateway::Statuses,
 }
 
@@ -268,6 +268,7 @@ pub fn app(state: Arc<AppState>) -> Router {
             get(api::retained::get).delete(api::retained::delete),
         )
         .route("/api/v1/listeners", get(api::listeners::list))
+        .route("/api/v1/gateways", get(api::gateways::list))
         .route("/api/v1/reload", post(api::reload::reload))
         .route("/api/v1/history", get(api::history::query))
         .route("/api/v1/stats/series", get(rates::series))

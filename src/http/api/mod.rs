@@ -4,6 +4,7 @@
 
 pub mod bulk;
 pub mod clients;
+pub mod gateways;
 pub mod history;
 pub mod listeners;
 pub mod publish;

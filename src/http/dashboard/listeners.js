@@ -1,5 +1,6 @@
 // Listeners: each one's bind, protocol, connections, and its TLS certificate's expiry (a warning
-// under 30 days, an error once expired). Admins can reload the configuration from here.
+// under 30 days, an error once expired); then the gateways (CoAP, bridges, webhooks) with their
+// state and counters. Admins can reload the configuration from here.
 
 import * as api from "./api.js";
 import { h, show, errorBox, notice, table, num, when, announce } from "./ui.js";
@@ -11,6 +12,7 @@ const WARN_DAYS = 30;
 
 export function render(view, ctx) {
   const out = h("div#listener-list", {});
+  const gateways = h("div#gateway-list", {});
   const result = h("div#reload-result", { role: "status" });
   const reload = h("button.secondary#reload", {
     type: "button",
@@ -32,6 +34,7 @@ export function render(view, ctx) {
   // (Element.append would write a null as the text "null".)
   const panels = [
     h("section.panel", {}, out),
+    h("section.panel", { "aria-labelledby": "gateways-heading" }, h("h2#gateways-heading", { text: "Gateways" }), gateways),
     ctx.admin
       ? h(
           "section.panel",
@@ -79,6 +82,12 @@ export function render(view, ctx) {
     } catch (err) {
       show(out, errorBox(err));
     }
+    try {
+      const page = await api.get("/gateways");
+      showGateways(gateways, (page && page.data) || []);
+    } catch (err) {
+      show(gateways, errorBox(err));
+    }
     timer = setTimeout(load, 10000);
   };
   load();
@@ -95,4 +104,33 @@ function certificate(c) {
         ? h("span.badge.warn", { text: `${days} days left` })
         : h("span.badge.ok", { text: `${days} days left` });
   return h("span", {}, h("span.mono", { text: c.subject }), " ", badge, h("br"), h("span.muted.small", { text: "until " + when(c.not_after) }));
+}
+
+/** States that mean a gateway is working as configured. */
+const GOOD = new Set(["running", "connected"]);
+
+function showGateways(el, data) {
+  if (data.length === 0) {
+    show(el, h("p.muted", { text: "No CoAP gateways, bridges or webhooks are configured ([[coap]], [[bridge]], [[webhook]])." }));
+    return;
+  }
+  show(
+    el,
+    table(
+      `${data.length} gateway${data.length === 1 ? "" : "s"}; refreshed every 10 s`,
+      [{ title: "Kind" }, { title: "Name" }, { title: "Address" }, { title: "State" }, { title: "Counters" }],
+      data.map((g) => [
+        g.kind,
+        h("strong", { text: g.name }),
+        h("span.mono", { text: g.address }),
+        h("span.badge" + (GOOD.has(g.state) ? ".ok" : ".warn"), { text: g.state }),
+        h(
+          "span.small",
+          {},
+          ...Object.entries(g.metrics).flatMap(([k, v], i) => [i ? ", " : "", h("span.muted", { text: k.replace(/_/g, " ") + " " }), num(v)]),
+        ),
+      ]),
+      (i) => ({ "data-gateway": `${data[i].kind}/${data[i].name}` }),
+    ),
+  );
 }
