@@ -260,6 +260,14 @@ impl Collector for Snapshot {
     }
 }
 
+/// One gateway metric family: (kind, metric), the first gateway's metric (its help and type),
+/// and each gateway's (name, value).
+type Family<'a> = (
+    (&'static str, &'static str),
+    crate::gateway::Metric,
+    Vec<(&'a str, u64)>,
+);
+
 /// The gateways' numbers: `mqttd_<kind>_<metric>{name="..."}` (one family per kind and metric,
 /// a series per gateway), and `mqttd_gateway_state{kind, name, state} 1`, the state as a label
 /// (what `$SYS/broker/<kind>/<name>/state` says).
@@ -270,11 +278,7 @@ fn gateway_families(
     if gateways.is_empty() {
         return Ok(());
     }
-    let mut families: Vec<(
-        (&'static str, &'static str),
-        crate::gateway::Metric,
-        Vec<(&str, u64)>,
-    )> = Vec::new();
+    let mut families: Vec<Family> = Vec::new();
     for g in gateways.iter() {
         for m in g.metrics() {
             let key = (g.kind().as_str(), m.name);
