@@ -503,7 +503,7 @@ pub async fn qos1(opts: &Opts) -> Result<Report> {
     for i in 0..pairs {
         let id = format!("bench-q1-sub-{i}");
         let (mut s, mut rbuf) =
-            connect_session(opts.addr(), &transport, &id, !opts.persistent).await?;
+            connect_session(opts.sub_addr(), &transport, &id, !opts.persistent).await?;
         wire::subscribe(
             &mut s,
             &format!("bench/q1/{i}"),

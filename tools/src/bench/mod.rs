@@ -79,6 +79,10 @@ pub struct Opts {
     pub host: IpAddr,
     #[arg(long, default_value_t = 1883)]
     pub port: u16,
+    /// qos1: the subscribers connect to this port instead of `--port`: another broker, at the
+    /// far end of a bridge from the one the publishers use (the bridge's throughput).
+    #[arg(long)]
+    pub sub_port: Option<u16>,
     /// http-publish: the broker's HTTP API port.
     #[arg(long, default_value_t = 18083)]
     pub http_port: u16,
@@ -180,6 +184,11 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 impl Opts {
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::new(self.host, self.port)
+    }
+
+    /// Where qos1's subscribers connect (`--sub-port`, else `--port`).
+    pub fn sub_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.host, self.sub_port.unwrap_or(self.port))
     }
 
     /// How clients connect (`--ws`, `--ws-path`, `--proxy-v2`, `--tls`). Reads `--cafile`:
