@@ -152,6 +152,11 @@ fn secured_config(dir: &tempfile::TempDir) -> mqttd::config::Config {
         optional: false,
         ..HttpConfig::local()
     });
+    // A gateway, so that `GET /api/v1/gateways` has one to describe.
+    let gateways = "[[coap]]\nname = \"coap\"\nbind = \"127.0.0.1:0\"\n";
+    c.coap = mqttd::config::Config::parse(gateways, std::path::Path::new("gateways.toml"))
+        .expect("valid [[coap]]")
+        .coap;
     c
 }
 
