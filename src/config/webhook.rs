@@ -322,3 +322,108 @@ impl Config {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    const HOOK: &str = "[[webhook]]\nname = \"alerts\"\nurl = \"http://h.example/mqtt\"\nfilters = [\"alerts/#\"]\n";
+
+    fn invalid(extra: &str) -> String {
+        Config::parse(&format!("{HOOK}{extra}"), Path::new("w.toml"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn defaults_and_redacted_headers() {
+        let text = format!("{HOOK}headers = {{ \"Authorization\" = \"Bearer s3cret\" }}\n");
+        let c = Config::parse(&text, Path::new("w.toml")).unwrap();
+        let w = &c.webhooks[0];
+        assert_eq!(
+            (
+                w.method,
+                w.body,
+                w.timeout,
+                w.max_retries,
+                w.buffer,
+                w.concurrency
+            ),
+            (
+                Method::Post,
+                BodyFormat::Json,
+                Duration::from_secs(5),
+                3,
+                10_000,
+                1
+            )
+        );
+        let shown = format!("{w:?}");
+        assert!(
+            shown.contains("Authorization") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_line() {
+        let cases = [
+            ("timeout = \"0s\"\n", "w.toml:5:", "timeout"),
+            ("buffer = 0\n", "w.toml:5:", "buffer"),
+            ("concurrency = 65\n", "w.toml:5:", "concurrency"),
+            (
+                "retry_delay = \"10s\"\nmax_retry_delay = \"1s\"\n",
+                "w.toml:6:",
+                "max_retry_delay",
+            ),
+            ("ca = \"ca.pem\"\n", "w.toml:5:", "https"),
+            (
+                "headers = { \"Host\" = \"x\" }\n",
+                "w.toml:5:",
+                "set by the HTTP client",
+            ),
+            (
+                "headers = { \"X-Key\" = \"env:1BAD\" }\n",
+                "w.toml:5:",
+                "variable name",
+            ),
+            (
+                "headers = { \"X-Key\" = \"a\\nb\" }\n",
+                "w.toml:5:",
+                "characters a header cannot",
+            ),
+            (
+                "[[webhook]]\nname = \"alerts\"\nurl = \"http://h/\"\nfilters = [\"a\"]\n",
+                "w.toml:6:",
+                "used twice",
+            ),
+        ];
+        for (extra, at, why) in cases {
+            let e = invalid(extra);
+            assert!(e.starts_with(at) && e.contains(why), "{extra:?}: {e}");
+        }
+        let e = Config::parse(
+            "[[webhook]]\nname = \"a\"\nurl = \"ftp://h/x\"\nfilters = [\"a\"]\n",
+            Path::new("w.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("w.toml:3:") && e.contains("http://"), "{e}");
+        let e = Config::parse(
+            "[[webhook]]\nname = \"a/b\"\nurl = \"http://h/\"\nfilters = [\"a\"]\n",
+            Path::new("w.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("w.toml:2:"), "{e}");
+        let e = Config::parse(
+            "[[webhook]]\nname = \"a\"\nurl = \"http://h/\"\nfilters = [\"a/#/b\"]\n",
+            Path::new("w.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("w.toml:4:") && e.contains("a/#/b"), "{e}");
+    }
+}
