@@ -36,12 +36,15 @@ impl Seen {
     }
 }
 
+/// A scripted answer: the status and an optional `Retry-After`.
+type Answer = (u16, Option<&'static str>);
+
 /// How the receiver answers: the scripted answers first, then `status`; held while `open` is
 /// false.
 #[derive(Clone)]
 struct Behaviour {
     status: Arc<AtomicU16>,
-    script: Arc<Mutex<VecDeque<(u16, Option<&'static str>)>>>,
+    script: Arc<Mutex<VecDeque<Answer>>>,
     open: Arc<watch::Sender<bool>>,
     seen: mpsc::UnboundedSender<Seen>,
 }
