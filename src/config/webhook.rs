@@ -17,8 +17,9 @@ pub struct WebhookConfig {
     /// among webhooks. Letters, digits, `-`, `_` and `.` (it is a topic level and a label).
     pub name: String,
     /// Where messages go: an `http://` or `https://` URL. Credentials in it (`user:pass@`) are
-    /// sent but never shown: the status shows the URL without them and without its query.
-    pub url: String,
+    /// sent but never shown: the status, logs and `Debug` show the URL without them and without
+    /// its query.
+    pub url: HookUrl,
     /// The topic filters whose messages are sent (at least one; `+` and `#` as for MQTT).
     /// `$`-topics are only matched by filters that name them, as for MQTT subscribers.
     pub filters: Vec<String>,
@@ -76,6 +77,42 @@ pub struct WebhookConfig {
     /// access (every message matching `filters`), as for the message logger.
     #[serde(default)]
     pub username: Option<String>,
+}
+
+/// A hook's URL as written; `Debug` shows it as [`shown_url`] does (it may hold credentials).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct HookUrl(pub String);
+
+impl HookUrl {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for HookUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match reqwest::Url::parse(&self.0) {
+            Ok(url) => write!(f, "{:?}", shown_url(&url)),
+            Err(_) => f.write_str("<invalid URL>"),
+        }
+    }
+}
+
+/// The URL as the status, logs and `Debug` show it: scheme, host, port and path; without user
+/// and password, and with the query (which often holds a token) replaced by `?...`.
+pub fn shown_url(url: &reqwest::Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_fragment(None);
+    let had_query = shown.query().is_some_and(|q| !q.is_empty());
+    shown.set_query(None);
+    let mut text = String::from(shown);
+    if had_query {
+        text.push_str("?...");
+    }
+    text
 }
 
 /// The HTTP methods a webhook may use.
@@ -179,7 +216,7 @@ impl WebhookConfig {
     pub fn new(name: &str, url: &str, filters: &[&str]) -> Self {
         WebhookConfig {
             name: name.into(),
-            url: url.into(),
+            url: HookUrl(url.into()),
             filters: filters.iter().map(|f| f.to_string()).collect(),
             method: Method::default(),
             headers: Headers::default(),
@@ -219,7 +256,8 @@ impl Config {
             if !names.insert(&w.name) {
                 return Err(fail("name", "the name is used twice".into()));
             }
-            let url = reqwest::Url::parse(&w.url).map_err(|e| fail("url", format!("url: {e}")))?;
+            let url = reqwest::Url::parse(w.url.as_str())
+                .map_err(|e| fail("url", format!("url: {e}")))?;
             if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
                 return Err(fail(
                     "url",
@@ -365,6 +403,26 @@ mod tests {
             shown.contains("Authorization") && !shown.contains("s3cret"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn shown_url_has_no_secrets() {
+        let cases = [
+            (
+                "https://u:p@h.example/x?token=s#f",
+                "https://h.example/x?...",
+            ),
+            ("http://127.0.0.1:8080/hook", "http://127.0.0.1:8080/hook"),
+            ("https://h.example", "https://h.example/"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(
+                shown_url(&reqwest::Url::parse(url).unwrap()),
+                shown,
+                "{url}"
+            );
+            assert_eq!(format!("{:?}", HookUrl(url.into())), format!("{shown:?}"));
+        }
     }
 
     #[test]

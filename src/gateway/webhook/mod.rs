@@ -103,7 +103,8 @@ impl Webhook {
             |var| std::env::var(var).ok(),
             |header| config.locate(&format!("webhook.{index}.headers.{header}")),
         )?;
-        let url = reqwest::Url::parse(&cfg.url).map_err(|e| WebhookError::Url(e.to_string()))?;
+        let url =
+            reqwest::Url::parse(cfg.url.as_str()).map_err(|e| WebhookError::Url(e.to_string()))?;
         let client = client::build(cfg, &url, headers)?;
 
         let options = SubscriberOptions {
@@ -126,7 +127,7 @@ impl Webhook {
                     error,
                 })?;
         }
-        let mut status = Status::new(cfg.name.clone(), request::display_url(&url));
+        let mut status = Status::new(cfg.name.clone(), crate::config::webhook::shown_url(&url));
         status.router_dropped = Some(handle.drop_counter());
         let status = Arc::new(status);
         let sender = Arc::new(Sender {

@@ -1,10 +1,9 @@
 //! From configuration and message to request: the headers (with `env:` values resolved once at
-//! start), the JSON body, and the URL as shown (without secrets).
+//! start) and the JSON body.
 
 use std::time::SystemTime;
 
 use base64::Engine as _;
-use reqwest::Url;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde::Serialize;
 
@@ -43,22 +42,6 @@ pub(super) fn headers(
         map.insert(header_name, header_value);
     }
     Ok(map)
-}
-
-/// The URL as the status and logs show it: scheme, host, port and path; without user and
-/// password, and with the query (which often holds a token) replaced by `?...`.
-pub(super) fn display_url(url: &Url) -> String {
-    let mut shown = url.clone();
-    let _ = shown.set_username("");
-    let _ = shown.set_password(None);
-    shown.set_fragment(None);
-    let had_query = shown.query().is_some_and(|q| !q.is_empty());
-    shown.set_query(None);
-    let mut text = String::from(shown);
-    if had_query {
-        text.push_str("?...");
-    }
-    text
 }
 
 /// The JSON body of one message:
@@ -164,21 +147,6 @@ mod tests {
         assert_eq!(body["payload_encoding"], "base64");
         assert_eq!(body["client_id"], serde_json::Value::Null);
         assert!(body.get("username").is_none());
-    }
-
-    #[test]
-    fn shown_url_has_no_secrets() {
-        let cases = [
-            (
-                "https://u:p@h.example/x?token=s#f",
-                "https://h.example/x?...",
-            ),
-            ("http://127.0.0.1:8080/hook", "http://127.0.0.1:8080/hook"),
-            ("https://h.example", "https://h.example/"),
-        ];
-        for (url, shown) in cases {
-            assert_eq!(display_url(&Url::parse(url).unwrap()), shown, "{url}");
-        }
     }
 
     #[test]

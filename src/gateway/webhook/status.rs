@@ -11,7 +11,7 @@ use crate::router::subscriber::DropCounter;
 #[derive(Debug)]
 pub(super) struct Status {
     pub name: String,
-    /// The URL without credentials or query (see `request::display_url`).
+    /// The URL without credentials or query (see [`crate::config::webhook::shown_url`]).
     pub address: String,
     /// Requests answered 2xx.
     pub sent: AtomicU64,
