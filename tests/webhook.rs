@@ -542,3 +542,69 @@ async fn headers_from_the_environment() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn concurrency_sends_that_many_at_once() {
+    let mut receiver = Receiver::start().await;
+    receiver.behaviour.open.send_replace(false);
+    let broker = broker_with(vec![WebhookConfig {
+        concurrency: 4,
+        timeout: Duration::from_secs(60),
+        ..hook("alerts", &receiver.url())
+    }])
+    .await;
+    let status = broker.gateway(Kind::Webhook, "alerts");
+    let mut client = RawClient::connected(broker.addr, "c").await;
+    for n in 0..6 {
+        publish(&mut client, "alerts/n", n.to_string().as_bytes()).await;
+    }
+    let mut seen: Vec<String> = Vec::new();
+    for _ in 0..4 {
+        seen.push(receiver.next().await.payload().to_owned());
+    }
+    // Four held at once; the fifth waits for a free slot.
+    receiver.expect_none(Duration::from_millis(200)).await;
+    receiver.behaviour.open.send_replace(true);
+    for _ in 0..2 {
+        seen.push(receiver.next().await.payload().to_owned());
+    }
+    seen.sort();
+    assert_eq!(seen, ["0", "1", "2", "3", "4", "5"]);
+    eventually("sent = 6", || metric(&status, "sent") == 6).await;
+    broker.stop().await;
+}
+
+/// With `username`, the ACL's read rules for that user apply to what the hook sends; the body
+/// names the publisher's user.
+#[tokio::test]
+async fn the_acl_confines_a_hook_with_a_username() {
+    let mut receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let passwd = dir.path().join("passwd");
+    common::set_passwords(&passwd, &[("alice", b"alice")], common::FAST_ARGON2);
+    let acl = dir.path().join("acl");
+    std::fs::write(
+        &acl,
+        "user alice\ntopic write alerts/#\n\nuser hook\ntopic read alerts/#\ntopic deny alerts/private/#\n",
+    )
+    .unwrap();
+    let mut config = common::config();
+    config.auth.password_file = Some(passwd);
+    config.auth.acl_file = Some(acl);
+    config.webhooks = vec![WebhookConfig {
+        username: Some("hook".into()),
+        ..hook("alerts", &receiver.url())
+    }];
+    let broker = TestBroker::start_with(config).await;
+    let packet = common::login_packet("alice-1", Some("alice"), Some(b"alice"));
+    let (mut alice, code) = common::try_login(broker.addr, packet).await;
+    assert_eq!(code, 0);
+    publish(&mut alice, "alerts/private/1", b"hidden").await;
+    publish(&mut alice, "alerts/public/1", b"shown").await;
+    let seen = receiver.next().await;
+    assert_eq!(seen.payload(), "shown");
+    assert_eq!(seen.body["username"], "alice");
+    assert_eq!(seen.body["client_id"], "alice-1");
+    receiver.expect_none(Duration::from_millis(200)).await;
+    broker.stop().await;
+}
