@@ -440,3 +440,49 @@ async fn the_acl_confines_a_hook_with_a_username() {
     receiver.expect_none(Duration::from_millis(200)).await;
     broker.stop().await;
 }
+
+/// A 5.0 message whose expiry interval runs out while the receiver is down is not sent later.
+#[tokio::test]
+async fn an_expired_message_is_not_sent() {
+    let mut receiver = Receiver::start().await;
+    receiver.behaviour.status.store(503, Ordering::SeqCst);
+    let broker = broker_with(vec![WebhookConfig {
+        max_retries: 1000,
+        ..hook("alerts", &receiver.url())
+    }])
+    .await;
+    let status = broker.gateway(Kind::Webhook, "alerts");
+    let (mut client, _) = RawClient::connected_v5(broker.addr, "c", Default::default()).await;
+    let publish = mqttd::protocol::Publish {
+        dup: false,
+        qos: QoS::AtMostOnce,
+        retain: false,
+        topic: "alerts/short".into(),
+        packet_id: 0,
+        payload: bytes::Bytes::from_static(b"stale"),
+        properties: Some(Box::new(mqttd::protocol::Properties {
+            message_expiry_interval: Some(1),
+            ..Default::default()
+        })),
+    };
+    client
+        .send(&mqttd::protocol::Packet::Publish(publish))
+        .await;
+    assert_eq!(receiver.next().await.payload(), "stale");
+    eventually("expired", || metric(&status, "expired") == 1).await;
+    receiver.behaviour.status.store(200, Ordering::SeqCst);
+    client
+        .publish("alerts/fresh", b"fresh", QoS::AtMostOnce, false, 0)
+        .await;
+    // The stale message's earlier attempts, then the fresh one; the stale one never again.
+    loop {
+        match receiver.next().await.payload() {
+            "fresh" => break,
+            other => assert_eq!(other, "stale"),
+        }
+    }
+    receiver.expect_none(Duration::from_millis(200)).await;
+    eventually("sent", || metric(&status, "sent") == 1).await;
+    assert_eq!(metric(&status, "failed"), 0);
+    broker.stop().await;
+}

@@ -188,6 +188,12 @@ impl Sender {
         let body = Bytes::from(json_body(&item.msg, item.msg.retain, item.time));
         let mut retry = 0;
         loop {
+            // A 5.0 publisher's expiry holds here as for MQTT subscribers: a message that waited
+            // (in the buffer, or between retries) past it is not sent.
+            if item.msg.expired(crate::timer::wall_now()) {
+                Status::count(&self.status.expired);
+                return;
+            }
             let started = Instant::now();
             let failure = match self.attempt(body.clone()).await {
                 Ok(()) => {

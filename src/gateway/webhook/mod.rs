@@ -13,7 +13,8 @@
 //!   the default; more gives up the order). Each request has `timeout`; connection errors,
 //!   timeouts, 429 and 5xx are retried up to `max_retries` times after `retry_delay`, doubling up
 //!   to `max_retry_delay` (429's `Retry-After` in seconds is honoured within that cap); any other
-//!   status is final. Delivery is at least once for a receiver that answers: a request that timed
+//!   status is final. A message whose 5.0 Message Expiry Interval ran out while it waited is not
+//!   sent (counted as `expired`). Delivery is at least once for a receiver that answers: a request that timed
 //!   out may have arrived, and is sent again. Messages still buffered when the broker stops are
 //!   lost, and retained messages are not sent when the hook starts: it forwards live traffic.
 //! - **The request** (`request.rs`): the JSON body, the configured headers (`env:NAME` values read
@@ -22,7 +23,7 @@
 //! - **The client** (`client.rs`): reqwest over rustls with aws-lc-rs; the system's roots or the
 //!   `ca` file; redirects are not followed.
 //! - **Status** (`status.rs`): `running` / `failing` (the last attempt failed), and the counters
-//!   `sent`, `failed`, `dropped`, `retries`, `queued`, `latency_ms_sum`, `latency_ms_last`.
+//!   `sent`, `failed`, `dropped`, `expired`, `retries`, `queued`, `latency_ms_sum`, `latency_ms_last`.
 
 mod client;
 mod deliver;

@@ -21,6 +21,8 @@ pub(super) struct Status {
     pub dropped: AtomicU64,
     /// What the router queue in front of the buffer dropped (only if the worker fell behind).
     pub router_dropped: Option<DropCounter>,
+    /// Messages whose 5.0 Message Expiry Interval ran out before they could be sent.
+    pub expired: AtomicU64,
     /// Attempts after a message's first.
     pub retries: AtomicU64,
     /// Messages in the buffer, not yet being sent.
@@ -42,6 +44,7 @@ impl Status {
             failed: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             router_dropped: None,
+            expired: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             queued: AtomicU64::new(0),
             latency_us_sum: AtomicU64::new(0),
@@ -98,6 +101,11 @@ impl GatewayStatus for Status {
                 get(&self.failed),
             ),
             Metric::counter("dropped", "Messages dropped from the full buffer", dropped),
+            Metric::counter(
+                "expired",
+                "Messages not sent: their message expiry interval ran out while waiting",
+                get(&self.expired),
+            ),
             Metric::counter("retries", "Requests retried", get(&self.retries)),
             Metric::gauge(
                 "queued",
