@@ -83,6 +83,8 @@ pub struct Webhook {
     sender: Arc<Sender>,
     handle: SubscriberHandle,
     buffer: Arc<Buffer>,
+    /// For the start's log line.
+    filters: Vec<String>,
 }
 
 impl Webhook {
@@ -152,6 +154,7 @@ impl Webhook {
             sender,
             handle,
             buffer: Arc::new(Buffer::new(cfg.buffer, cfg.buffer_bytes)),
+            filters: cfg.filters.clone(),
         })
     }
 
@@ -161,6 +164,12 @@ impl Webhook {
 
     /// Sends until `shutdown` fires, then unsubscribes.
     pub async fn run(self, shutdown: CancellationToken) {
+        tracing::info!(
+            webhook = %self.status.name,
+            "sending {} to {}",
+            self.filters.join(", "),
+            self.status.address
+        );
         deliver::run(self.sender, self.handle, self.buffer, shutdown).await;
     }
 }
