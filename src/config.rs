@@ -12,7 +12,7 @@ mod http;
 mod listener;
 mod persistence;
 mod validate;
-mod webhook;
+pub mod webhook;
 
 pub use bridge::BridgeConfig;
 pub use coap::CoapConfig;

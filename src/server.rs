@@ -252,7 +252,8 @@ impl Server {
                     max_packet_size: config.limits.max_packet_size,
                 },
             )
-            .record_publishers(history.is_some()),
+            // The history records who published; a webhook's body names them.
+            .record_publishers(history.is_some() || !config.webhooks.is_empty()),
         );
         if let Some(stored) = stored {
             restore_sessions(&ingress, stored);

@@ -331,7 +331,7 @@ fn read_file(path: &Path) -> Result<Vec<u8>, TlsError> {
 }
 
 /// Every certificate in the PEM file at `path`, in order; at least one.
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let bytes = read_file(path)?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()

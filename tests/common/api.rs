@@ -81,6 +81,7 @@ pub async fn open_with(tweak: impl FnOnce(&mut Config)) -> (TestBroker, String) 
 }
 
 pub fn client() -> reqwest::Client {
+    super::crypto_provider();
     reqwest::Client::builder().timeout(WAIT).build().unwrap()
 }
 

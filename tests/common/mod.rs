@@ -197,10 +197,19 @@ impl TestBroker {
 }
 
 fn init_tracing() {
+    crypto_provider();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
         .with_test_writer()
         .try_init();
+}
+
+/// reqwest is built with rustls (the webhooks' client) but without a crypto provider of its own:
+/// the webhooks pass theirs, while the tests' plain-HTTP clients (`reqwest::Client::new()`) take
+/// the process default, which this sets (aws-lc-rs, as everywhere else). Called by every broker
+/// start; harmless when already set.
+pub fn crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
 /// Polls `cond` every 10 ms until it holds or `WAIT` passes.
