@@ -74,8 +74,13 @@ async fn suback(events: &mut Events) {
 async fn flowing(from: &AsyncClient, topic: &str, rx: &mut Rx, expect: &str) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        assert!(tokio::time::Instant::now() < deadline, "no probe on {expect} in time");
-        from.publish(topic, QoS::AtMostOnce, false, "probe").await.unwrap();
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no probe on {expect} in time"
+        );
+        from.publish(topic, QoS::AtMostOnce, false, "probe")
+            .await
+            .unwrap();
         if let Ok(Some(p)) = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
             assert_eq!(p.topic, expect);
             break;
@@ -90,7 +95,10 @@ async fn collect(rx: &mut Rx, window: Duration) -> Vec<(String, String)> {
     let deadline = tokio::time::Instant::now() + window;
     while let Ok(Some(p)) = tokio::time::timeout_at(deadline, rx.recv()).await {
         if &p.payload[..] != b"probe" {
-            got.push((p.topic.clone(), String::from_utf8_lossy(&p.payload).into_owned()));
+            got.push((
+                p.topic.clone(),
+                String::from_utf8_lossy(&p.payload).into_owned(),
+            ));
         }
     }
     got
@@ -118,9 +126,12 @@ async fn out_in_and_both_with_prefixes_and_state_in_sys() {
     let status = broker.gateway(Kind::Bridge, "cloud");
     connected(status.as_ref()).await;
 
-    let (local, mut local_rx, _le) =
-        subscriber(broker.addr, "local-sub", &["cloud/#", "local/topic/#", "$SYS/broker/bridge/cloud/#"])
-            .await;
+    let (local, mut local_rx, _le) = subscriber(
+        broker.addr,
+        "local-sub",
+        &["cloud/#", "local/topic/#", "$SYS/broker/bridge/cloud/#"],
+    )
+    .await;
     let (far, mut far_rx, _fe) =
         subscriber(remote.addr(), "remote-sub", &["site1/#", "remote/topic/#"]).await;
 
@@ -128,31 +139,59 @@ async fn out_in_and_both_with_prefixes_and_state_in_sys() {
     let deadline = tokio::time::Instant::now() + WAIT;
     let (mut state, mut gauge) = (false, false);
     while !(state && gauge) {
-        assert!(tokio::time::Instant::now() < deadline, "bridge state in $SYS in time");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bridge state in $SYS in time"
+        );
         let p = next_publish(&mut local_rx).await;
         state |= p.topic == "$SYS/broker/bridge/cloud/state" && &p.payload[..] == b"connected";
         gauge |= p.topic == "$SYS/broker/bridge/cloud/connected" && &p.payload[..] == b"1";
     }
-    local.unsubscribe("$SYS/broker/bridge/cloud/#").await.unwrap();
+    local
+        .unsubscribe("$SYS/broker/bridge/cloud/#")
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     while local_rx.try_recv().is_ok() {}
 
     // out, with a remote prefix.
     flowing(&local, "sensors/probe", &mut far_rx, "site1/sensors/probe").await;
-    local.publish("sensors/a/b", QoS::AtLeastOnce, false, "t1").await.unwrap();
+    local
+        .publish("sensors/a/b", QoS::AtLeastOnce, false, "t1")
+        .await
+        .unwrap();
     let p = next_publish(&mut far_rx).await;
-    assert_eq!((p.topic.as_str(), &p.payload[..]), ("site1/sensors/a/b", &b"t1"[..]));
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..]),
+        ("site1/sensors/a/b", &b"t1"[..])
+    );
     assert_eq!(p.qos, QoS::AtLeastOnce);
 
     // in, with a local prefix.
-    flowing(&far, "commands/probe", &mut local_rx, "cloud/commands/probe").await;
-    far.publish("commands/x", QoS::AtLeastOnce, false, "c1").await.unwrap();
+    flowing(
+        &far,
+        "commands/probe",
+        &mut local_rx,
+        "cloud/commands/probe",
+    )
+    .await;
+    far.publish("commands/x", QoS::AtLeastOnce, false, "c1")
+        .await
+        .unwrap();
     let p = next_publish(&mut local_rx).await;
-    assert_eq!((p.topic.as_str(), &p.payload[..]), ("cloud/commands/x", &b"c1"[..]));
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..]),
+        ("cloud/commands/x", &b"c1"[..])
+    );
 
     // both, one tree remapped: each side gets the other's once, never its own back.
-    local.publish("local/topic/up", QoS::AtLeastOnce, false, "u").await.unwrap();
-    far.publish("remote/topic/down", QoS::AtLeastOnce, false, "d").await.unwrap();
+    local
+        .publish("local/topic/up", QoS::AtLeastOnce, false, "u")
+        .await
+        .unwrap();
+    far.publish("remote/topic/down", QoS::AtLeastOnce, false, "d")
+        .await
+        .unwrap();
     // (Two publishers: the order between them is not defined.)
     let mut near = collect(&mut local_rx, Duration::from_secs(1)).await;
     let mut away = collect(&mut far_rx, Duration::from_millis(300)).await;
@@ -160,11 +199,17 @@ async fn out_in_and_both_with_prefixes_and_state_in_sys() {
     away.sort();
     assert_eq!(
         near,
-        vec![("local/topic/down".into(), "d".into()), ("local/topic/up".into(), "u".into())]
+        vec![
+            ("local/topic/down".into(), "d".into()),
+            ("local/topic/up".into(), "u".into())
+        ]
     );
     assert_eq!(
         away,
-        vec![("remote/topic/down".into(), "d".into()), ("remote/topic/up".into(), "u".into())]
+        vec![
+            ("remote/topic/down".into(), "d".into()),
+            ("remote/topic/up".into(), "u".into())
+        ]
     );
     assert!(metric(status.as_ref(), "sent") >= 2);
     assert!(metric(status.as_ref(), "received") >= 2);
@@ -187,10 +232,18 @@ async fn no_loop(protocol: &str) {
     // Leftover probes went to both ends; settle.
     collect(&mut local_rx, Duration::from_millis(300)).await;
     collect(&mut far_rx, Duration::from_millis(300)).await;
-    let (sent, received) = (metric(status.as_ref(), "sent"), metric(status.as_ref(), "received"));
+    let (sent, received) = (
+        metric(status.as_ref(), "sent"),
+        metric(status.as_ref(), "received"),
+    );
 
-    local.publish("loop/a", QoS::AtLeastOnce, false, "from-near").await.unwrap();
-    far.publish("loop/b", QoS::AtLeastOnce, false, "from-far").await.unwrap();
+    local
+        .publish("loop/a", QoS::AtLeastOnce, false, "from-near")
+        .await
+        .unwrap();
+    far.publish("loop/b", QoS::AtLeastOnce, false, "from-far")
+        .await
+        .unwrap();
     let near = collect(&mut local_rx, Duration::from_millis(1500)).await;
     let far_got = collect(&mut far_rx, Duration::from_millis(300)).await;
     let expected: Vec<(String, String)> = vec![
@@ -203,8 +256,16 @@ async fn no_loop(protocol: &str) {
     };
     assert_eq!(sorted(near), expected, "local side ({protocol})");
     assert_eq!(sorted(far_got), expected, "remote side ({protocol})");
-    assert_eq!(metric(status.as_ref(), "sent") - sent, 1, "one message out ({protocol})");
-    assert_eq!(metric(status.as_ref(), "received") - received, 1, "one message in ({protocol})");
+    assert_eq!(
+        metric(status.as_ref(), "sent") - sent,
+        1,
+        "one message out ({protocol})"
+    );
+    assert_eq!(
+        metric(status.as_ref(), "received") - received,
+        1,
+        "one message in ({protocol})"
+    );
     broker.stop().await;
 }
 
@@ -230,7 +291,10 @@ async fn qos1_queued_across_a_remote_restart_nothing_lost_in_order() {
     let mut opts = mqtt_options(remote.addr(), "keeper");
     opts.set_clean_session(false);
     let (keeper, mut keeper_rx, mut ev) = rumqtt_client(opts.clone()).await;
-    keeper.subscribe("site/q/#", QoS::AtLeastOnce).await.unwrap();
+    keeper
+        .subscribe("site/q/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
     suback(&mut ev).await;
     let (local, _rx, _le) = subscriber(broker.addr, "pub", &[]).await;
     flowing(&local, "q/probe", &mut keeper_rx, "site/q/probe").await;
@@ -240,14 +304,24 @@ async fn qos1_queued_across_a_remote_restart_nothing_lost_in_order() {
     remote.stop().await;
     eventually("the bridge to notice", || status.state() != "connected").await;
     for i in 0..20 {
-        local.publish(format!("q/{i}"), QoS::AtLeastOnce, false, format!("m{i}")).await.unwrap();
+        local
+            .publish(format!("q/{i}"), QoS::AtLeastOnce, false, format!("m{i}"))
+            .await
+            .unwrap();
     }
     eventually("20 queued", || metric(status.as_ref(), "queued") == 20).await;
     assert_eq!(metric(status.as_ref(), "connected"), 0);
 
-    assert!(remote.launch().await, "mosquitto restarts on its port: {}", remote.log());
+    assert!(
+        remote.launch().await,
+        "mosquitto restarts on its port: {}",
+        remote.log()
+    );
     connected(status.as_ref()).await;
-    eventually("the queue to drain", || metric(status.as_ref(), "queued") == 0).await;
+    eventually("the queue to drain", || {
+        metric(status.as_ref(), "queued") == 0
+    })
+    .await;
     assert!(metric(status.as_ref(), "reconnects") >= 1);
     let (_keeper, mut keeper_rx, _ev) = rumqtt_client(opts).await;
     let got: Vec<String> = collect(&mut keeper_rx, Duration::from_secs(2))
@@ -286,7 +360,11 @@ async fn tls_to_the_remote_with_a_test_ca_and_credentials() {
     let broker = broker_with(vec![cfg], 0).await;
     let status = broker.gateway(Kind::Bridge, "secure");
     connected(status.as_ref()).await;
-    assert!(remote.log().contains("site1"), "logged in as site1: {}", remote.log());
+    assert!(
+        remote.log().contains("site1"),
+        "logged in as site1: {}",
+        remote.log()
+    );
     broker.stop().await;
 }
 
@@ -294,9 +372,11 @@ async fn tls_to_the_remote_with_a_test_ca_and_credentials() {
 async fn the_remote_refusing_credentials_is_logged_and_backed_off() {
     let dir = tempfile::TempDir::new().unwrap();
     let passwd = mosquitto::password_file(dir.path(), "site1", "right");
-    let remote =
-        Mosquitto::start(&format!("allow_anonymous false\npassword_file {}\n", passwd.display()))
-            .await;
+    let remote = Mosquitto::start(&format!(
+        "allow_anonymous false\npassword_file {}\n",
+        passwd.display()
+    ))
+    .await;
     let secret = dir.path().join("bridge.secret");
     std::fs::write(&secret, "wrong").unwrap();
     let conf = common::config_file(
@@ -315,14 +395,28 @@ async fn the_remote_refusing_credentials_is_logged_and_backed_off() {
     mqttd.wait_for_line("reconnecting in").await;
     // A second refusal after a wait: backed off, not hammering.
     let deadline = tokio::time::Instant::now() + WAIT;
-    while mqttd.output().matches("refused the bridge's CONNECT").count() < 2 {
-        assert!(tokio::time::Instant::now() < deadline, "a second attempt in time");
+    while mqttd
+        .output()
+        .matches("refused the bridge's CONNECT")
+        .count()
+        < 2
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a second attempt in time"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let out = mqttd.stop().await;
     assert!(out.contains("Not authorized"), "{out}");
-    assert!(!out.contains("wrong"), "the password is never logged: {out}");
-    assert!(out.matches("refused the bridge's CONNECT").count() < 10, "{out}");
+    assert!(
+        !out.contains("wrong"),
+        "the password is never logged: {out}"
+    );
+    assert!(
+        out.matches("refused the bridge's CONNECT").count() < 10,
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -341,13 +435,24 @@ async fn the_queue_survives_an_mqttd_restart_with_persistence_on() {
     let mqttd = common::BrokerProcess::start(&conf).await;
     let (local, _rx, _ev) = rumqtt_client(mqtt_options(mqttd.addr, "pub")).await;
     for i in 0..10 {
-        local.publish(format!("keep/{i}"), QoS::AtLeastOnce, false, format!("m{i}")).await.unwrap();
+        local
+            .publish(
+                format!("keep/{i}"),
+                QoS::AtLeastOnce,
+                false,
+                format!("m{i}"),
+            )
+            .await
+            .unwrap();
     }
     // The last PUBACK arrived once its message was committed (persistence on).
     let (probe, mut probe_rx, mut ev) = rumqtt_client(mqtt_options(mqttd.addr, "probe")).await;
     probe.subscribe("keep/#", QoS::AtLeastOnce).await.unwrap();
     suback(&mut ev).await;
-    local.publish("keep/last", QoS::AtLeastOnce, false, "m10").await.unwrap();
+    local
+        .publish("keep/last", QoS::AtLeastOnce, false, "m10")
+        .await
+        .unwrap();
     next_publish(&mut probe_rx).await;
     probe.unsubscribe("keep/#").await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -361,7 +466,11 @@ async fn the_queue_survives_an_mqttd_restart_with_persistence_on() {
         let mut got = Vec::new();
         while got.len() < 11 {
             let p = next_publish(&mut far_rx).await;
-            got.push(format!("{}={}", p.topic, String::from_utf8_lossy(&p.payload)));
+            got.push(format!(
+                "{}={}",
+                p.topic,
+                String::from_utf8_lossy(&p.payload)
+            ));
         }
         got
     };

@@ -245,7 +245,8 @@ impl BridgeTopic {
         if self.qos > 2 {
             return Err(format!("qos {} is not 0, 1 or 2", self.qos));
         }
-        if self.pattern.is_empty() && (self.local_prefix.is_empty() || self.remote_prefix.is_empty())
+        if self.pattern.is_empty()
+            && (self.local_prefix.is_empty() || self.remote_prefix.is_empty())
         {
             return Err("an empty pattern needs both local_prefix and remote_prefix".into());
         }

@@ -20,8 +20,8 @@ use std::task::{Context, Poll};
 use super::Router;
 use super::state::{Link, OutState, Outgoing, SessionState};
 use super::subscriber::SubscribeError;
-use crate::protocol::topic::subscription_filter;
 use crate::protocol::SubscriptionOptions;
+use crate::protocol::topic::subscription_filter;
 
 /// A gateway's persistent session (see the module doc). Detached when dropped.
 #[derive(Debug)]
@@ -76,9 +76,12 @@ impl SessionLink {
         if self.link.is_some() {
             return;
         }
-        let attached = self
-            .router
-            .attach(&self.session.client_id, false, u32::MAX, self.username.clone());
+        let attached = self.router.attach(
+            &self.session.client_id,
+            false,
+            u32::MAX,
+            self.username.clone(),
+        );
         if !Arc::ptr_eq(&attached.session, &self.session) {
             // The session was discarded meanwhile (an operator's request): go on with the new one.
             let bound = self.session.max_queued.load(Ordering::Relaxed);
@@ -94,7 +97,8 @@ impl SessionLink {
                     .collect()
             };
             for (filter, options) in filters {
-                self.router.subscribe(&attached.session, &filter, options, None);
+                self.router
+                    .subscribe(&attached.session, &filter, options, None);
             }
             self.session = attached.session;
         }
@@ -129,7 +133,13 @@ impl SessionLink {
 
     /// The filters it is subscribed to.
     pub fn filters(&self) -> Vec<String> {
-        self.session.inner.lock().subscriptions.keys().cloned().collect()
+        self.session
+            .inner
+            .lock()
+            .subscriptions
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// Subscribes (or updates the options of) `filter`. The ACL is the caller's to check.
@@ -170,7 +180,13 @@ impl SessionLink {
 
     /// The packet identifiers in flight (the peer may still hold them).
     pub fn inflight_ids(&self) -> Vec<u16> {
-        self.session.inner.lock().inflight.iter().map(|(id, _)| *id).collect()
+        self.session
+            .inner
+            .lock()
+            .inflight
+            .iter()
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// A PUBREC arrived: a PUBREL goes out (after the ticket's commit, if any).

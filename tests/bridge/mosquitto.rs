@@ -48,7 +48,11 @@ impl Mosquitto {
     /// Starts Mosquitto on `port` (a restart, or a port already in a bridge's configuration).
     pub async fn start_on(port: u16, extra: &str) -> Mosquitto {
         let mut m = Mosquitto::configured(port, extra);
-        assert!(m.launch().await, "mosquitto did not start on port {port}: {}", m.log());
+        assert!(
+            m.launch().await,
+            "mosquitto did not start on port {port}: {}",
+            m.log()
+        );
         m
     }
 
@@ -129,7 +133,10 @@ impl Mosquitto {
         unsafe { libc::kill(pid, libc::SIGTERM) };
         let deadline = tokio::time::Instant::now() + WAIT;
         while child.0.try_wait().expect("try_wait").is_none() {
-            assert!(tokio::time::Instant::now() < deadline, "mosquitto did not stop");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "mosquitto did not stop"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }

@@ -14,11 +14,11 @@ use tracing::{debug, info, warn};
 
 use crate::client::Context;
 use crate::ingress::Publisher;
+use crate::protocol::RetainHandling;
 use crate::protocol::{
     ConnAck, Disconnect, DisconnectReason, Packet, QoS, Subscribe, SubscribeFilter,
     SubscriptionOptions, text,
 };
-use crate::protocol::RetainHandling;
 use crate::router::attached::SessionLink;
 
 use super::inbound::Inbound;
@@ -88,13 +88,10 @@ pub async fn run(
     loop {
         if held.is_none() {
             held = outbound::fill(
-                parts.session,
+                parts,
                 conn,
-                parts.topics,
                 limits,
                 std::mem::take(&mut resend),
-                &mut parts.reader,
-                parts.status,
                 &mut scratch,
             );
         }
@@ -149,7 +146,10 @@ pub async fn run(
 }
 
 /// Waits for `ticket`'s commit (forever without one). False: it failed.
-async fn wait(store: &Option<Arc<crate::store::Store>>, ticket: Option<crate::store::Ticket>) -> bool {
+async fn wait(
+    store: &Option<Arc<crate::store::Store>>,
+    ticket: Option<crate::store::Ticket>,
+) -> bool {
     match (store, ticket) {
         (Some(store), Some(ticket)) => store.committed(ticket).await.is_ok(),
         _ => std::future::pending().await,
@@ -167,7 +167,11 @@ pub fn update_gauges(parts: &LinkParts<'_>) {
 
 /// One SUBSCRIBE with every `in` topic: 5.0 with No Local and Retain As Published, 3.1.1 as
 /// a marked bridge (the remote gives it the same treatment).
-fn subscribe_remote(conn: &mut RemoteConn, parts: &LinkParts<'_>, v5: bool) -> Result<(), LinkError> {
+fn subscribe_remote(
+    conn: &mut RemoteConn,
+    parts: &LinkParts<'_>,
+    v5: bool,
+) -> Result<(), LinkError> {
     let filters: Vec<SubscribeFilter> = parts
         .topics
         .remote_filters()
@@ -210,7 +214,14 @@ async fn handle(
         Packet::Publish(p) => {
             parts
                 .inbound
-                .publish(p, conn, parts.ctx, parts.publisher, parts.topics, parts.status)
+                .publish(
+                    p,
+                    conn,
+                    parts.ctx,
+                    parts.publisher,
+                    parts.topics,
+                    parts.status,
+                )
                 .await?;
         }
         Packet::PubRel(r) => parts.inbound.release(r.packet_id, conn),

@@ -86,7 +86,11 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    pub fn new(cfg: &BridgeConfig, config: &Config, ctx: &Arc<Context>) -> Result<Self, BridgeError> {
+    pub fn new(
+        cfg: &BridgeConfig,
+        config: &Config,
+        ctx: &Arc<Context>,
+    ) -> Result<Self, BridgeError> {
         let remote = remote::Remote::new(cfg, config.limits.max_packet_size)?;
         let topics = Topics::new(&cfg.topics);
         let local_id = cfg.local_client_id();
@@ -143,7 +147,11 @@ impl Bridge {
                     let mut publisher = self
                         .ctx
                         .ingress
-                        .publisher(client_id.clone(), self.local_username.clone(), Source::Bridge)
+                        .publisher(
+                            client_id.clone(),
+                            self.local_username.clone(),
+                            Source::Bridge,
+                        )
                         .with_origin(format!("bridge:{}", self.name).into(), peer);
                     publisher.session_id = self.session.session_id();
                     let mut parts = link::LinkParts {

@@ -8,9 +8,9 @@ use std::sync::atomic::Ordering;
 
 use crate::auth::{Access, AuthSnapshot};
 use crate::protocol::{Packet, Properties, PubResp, PublishView, QoS};
-use crate::router::attached::SessionLink;
 use crate::router::state::{Delivery, Outgoing};
 
+use super::link::LinkParts;
 use super::remote::RemoteConn;
 use super::status::Status;
 use super::topics::Topics;
@@ -36,17 +36,16 @@ pub struct Reader<'a> {
 }
 
 /// Moves what the local session allows into `conn`'s write buffer. Returns the store's ticket
-/// a QoS 2 message waits for (see [`SessionLink::take`]).
+/// a QoS 2 message waits for (see [`crate::router::attached::SessionLink::take`]).
 pub fn fill(
-    session: &SessionLink,
+    parts: &mut LinkParts<'_>,
     conn: &mut RemoteConn,
-    topics: &Topics,
     limits: RemoteLimits,
     resend: bool,
-    reader: &mut Reader<'_>,
-    status: &Status,
     scratch: &mut Vec<Outgoing>,
 ) -> Option<crate::store::Ticket> {
+    let (session, topics, status) = (&*parts.session, parts.topics, parts.status);
+    let reader = &mut parts.reader;
     let held = session.take(scratch, limits.max_inflight, resend);
     let mut now = None;
     for out in scratch.drain(..) {
@@ -56,7 +55,9 @@ pub fn fill(
                 packet_id,
                 dup,
             } => {
-                let sent = send(&delivery, packet_id, dup, conn, topics, limits, reader, &mut now);
+                let sent = send(
+                    &delivery, packet_id, dup, conn, topics, limits, reader, &mut now,
+                );
                 match sent {
                     Some(qos) => {
                         Status::count(&status.sent);
@@ -80,7 +81,9 @@ pub fn fill(
             }
         }
     }
-    status.queued.store(session.queued() as u64, Ordering::Relaxed);
+    status
+        .queued
+        .store(session.queued() as u64, Ordering::Relaxed);
     held
 }
 

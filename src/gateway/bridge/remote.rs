@@ -229,7 +229,10 @@ fn client_tls(
     let mut roots = rustls::RootCertStore::empty();
     for cert in crate::tls::read_certs(&t.ca).map_err(tls_err)? {
         roots.add(cert).map_err(|e| {
-            BridgeError::Tls(format!("{}: not a usable CA certificate: {e}", t.ca.display()))
+            BridgeError::Tls(format!(
+                "{}: not a usable CA certificate: {e}",
+                t.ca.display()
+            ))
         })?;
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());

@@ -99,7 +99,11 @@ impl GatewayStatus for Status {
     fn metrics(&self) -> Vec<Metric> {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         vec![
-            Metric::counter("sent", "Messages sent to the remote broker", get(&self.sent)),
+            Metric::counter(
+                "sent",
+                "Messages sent to the remote broker",
+                get(&self.sent),
+            ),
             Metric::counter(
                 "received",
                 "Messages received from the remote broker and published locally",

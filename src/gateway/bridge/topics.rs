@@ -130,8 +130,14 @@ mod tests {
         ];
         for (pattern, lp, rp, local, remote) in rows {
             let t = Topics::new(&[line(pattern, Direction::Both, lp, rp)]);
-            assert_eq!(t.local_filters(), vec![(local.to_owned(), QoS::AtLeastOnce)]);
-            assert_eq!(t.remote_filters(), vec![(remote.to_owned(), QoS::AtLeastOnce)]);
+            assert_eq!(
+                t.local_filters(),
+                vec![(local.to_owned(), QoS::AtLeastOnce)]
+            );
+            assert_eq!(
+                t.remote_filters(),
+                vec![(remote.to_owned(), QoS::AtLeastOnce)]
+            );
             assert_eq!(t.to_remote(local).map(|r| r.0).as_deref(), Some(remote));
             assert_eq!(t.to_local(remote).as_deref(), Some(local));
         }
@@ -151,11 +157,20 @@ mod tests {
             Some("site1/sensors/a/b")
         );
         assert_eq!(t.to_remote("commands/x"), None);
-        assert_eq!(t.to_local("commands/x").as_deref(), Some("cloud/commands/x"));
+        assert_eq!(
+            t.to_local("commands/x").as_deref(),
+            Some("cloud/commands/x")
+        );
         assert_eq!(t.to_local("commands/x/y"), None);
         assert_eq!(t.to_local("site1/sensors/a"), None);
-        assert_eq!(t.local_filters(), vec![("sensors/#".into(), QoS::AtLeastOnce)]);
-        assert_eq!(t.remote_filters(), vec![("commands/+".into(), QoS::AtLeastOnce)]);
+        assert_eq!(
+            t.local_filters(),
+            vec![("sensors/#".into(), QoS::AtLeastOnce)]
+        );
+        assert_eq!(
+            t.remote_filters(),
+            vec![("commands/+".into(), QoS::AtLeastOnce)]
+        );
     }
 
     #[test]
@@ -166,6 +181,10 @@ mod tests {
         let mut l = line("a", Direction::In, "", "");
         l.qos = 3;
         assert!(l.check().is_err());
-        assert!(line("#", Direction::Both, "local/topic/", "remote/topic/").check().is_ok());
+        assert!(
+            line("#", Direction::Both, "local/topic/", "remote/topic/")
+                .check()
+                .is_ok()
+        );
     }
 }
