@@ -72,7 +72,17 @@ async fn suback(events: &mut Events) {
 /// Publishes probes on `topic` through `from` until one arrives on `rx` (as `expect`): the
 /// bridge's subscriptions on both ends are in place. Drains the probes that follow.
 async fn flowing(from: &AsyncClient, topic: &str, rx: &mut Rx, expect: &str) {
-    let deadline = tokio::time::Instant::now() + WAIT;
+    flowing_within(from, topic, rx, expect, WAIT).await;
+}
+
+async fn flowing_within(
+    from: &AsyncClient,
+    topic: &str,
+    rx: &mut Rx,
+    expect: &str,
+    within: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + within;
     loop {
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -478,4 +488,47 @@ async fn the_queue_survives_an_mqttd_restart_with_persistence_on() {
     want.push("site/keep/last=m10".into());
     assert_eq!(got, want);
     mqttd.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_ids_of_bridges_are_reserved() {
+    let broker = broker_with(Vec::new(), 0).await;
+    let (_c, code) = common::try_login(
+        broker.addr,
+        common::login_packet("$bridge/cloud", None, None),
+    )
+    .await;
+    assert_eq!(code, 0x02, "3.1.1: identifier rejected");
+    broker.stop().await;
+}
+
+/// Mosquitto bridging to mqttd: its CONNECT carries the bridge marker (`try_private`, protocol
+/// level 0x84), which mqttd does not know; Mosquitto falls back to a plain 3.1.1 CONNECT and
+/// the bridge works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mosquitto_bridge_to_mqttd_works() {
+    let broker = broker_with(Vec::new(), 0).await;
+    let (_near, mut near_rx, _ne) = subscriber(broker.addr, "near", &["m/#"]).await;
+    let conf = format!(
+        "connection tomqttd\naddress {}\ntopic m/# out 1\nbridge_protocol_version mqttv311\n\
+         try_private true\nrestart_timeout 1\n",
+        broker.addr
+    );
+    let remote = Mosquitto::start(&conf).await;
+    let (far, _far_rx, _fe) = subscriber(remote.addr(), "far", &[]).await;
+    // Mosquitto retries without the marker after its restart_timeout and back-off: seconds.
+    flowing_within(
+        &far,
+        "m/probe",
+        &mut near_rx,
+        "m/probe",
+        Duration::from_secs(30),
+    )
+    .await;
+    far.publish("m/x", QoS::AtLeastOnce, false, "hi")
+        .await
+        .unwrap();
+    let p = next_publish(&mut near_rx).await;
+    assert_eq!((p.topic.as_str(), &p.payload[..]), ("m/x", &b"hi"[..]));
+    broker.stop().await;
 }

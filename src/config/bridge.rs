@@ -205,12 +205,15 @@ impl Config {
                 return bad("client_id", "the client id must not be empty".into());
             }
             if !(5..=65535).contains(&b.keepalive.as_secs()) {
-                return bad("keepalive", "must be between 5s and 65535s".into());
+                return bad(
+                    "keepalive",
+                    "keepalive must be between 5s and 65535s".into(),
+                );
             }
             if b.backoff_min.is_zero() || b.backoff_min > b.backoff_max {
                 return bad(
                     "backoff_min",
-                    "must be above zero and at most backoff_max".into(),
+                    "backoff_min must be above zero and at most backoff_max".into(),
                 );
             }
             if b.queue == 0 || b.queue_bytes == 0 || b.max_inflight == 0 {
@@ -277,4 +280,80 @@ pub fn split_host_port(address: &str) -> Option<(&str, u16)> {
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host);
     (!host.is_empty()).then_some((host, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    const ISSUE_EXAMPLE: &str = r##"
+[[bridge]]
+name = "cloud"
+address = "broker.example.com:8883"
+protocol = "v5"
+client_id = "site1-bridge"
+clean_start = false
+username = "site1"
+password_file = "config/bridge-cloud.secret"
+tls = { ca = "certs/cloud-ca.pem" }
+keepalive = "60s"
+topics = [
+  { pattern = "sensors/#", direction = "out",  qos = 1, local_prefix = "",  remote_prefix = "site1/" },
+  { pattern = "commands/#", direction = "in",  qos = 1, local_prefix = "cloud/", remote_prefix = "" },
+]
+"##;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("b.toml"))
+    }
+
+    #[test]
+    fn the_issue_example_parses_with_defaults() {
+        let c = parse(ISSUE_EXAMPLE).unwrap();
+        let b = &c.bridges[0];
+        assert_eq!(b.protocol, BridgeProtocol::V5);
+        assert_eq!(b.topics.len(), 2);
+        assert_eq!(b.topics[1].direction, Direction::In);
+        assert_eq!(b.keepalive, Duration::from_secs(60));
+        assert_eq!((b.queue, b.max_inflight), (100_000, 32));
+        assert_eq!(b.remote_client_id(), "site1-bridge");
+        assert_eq!(b.local_client_id(), "$bridge/cloud");
+        assert_eq!(split_host_port("[::1]:1883"), Some(("::1", 1883)));
+    }
+
+    #[test]
+    fn mistakes_name_the_bridge_and_the_line() {
+        let cases = [
+            ("password = \"x\"", "password"),
+            ("password_env = \"X\"", "exclusive"),
+            ("keepalive = \"1s\"", "keepalive"),
+            ("queue = 0", "at least 1"),
+        ];
+        for (line, why) in cases {
+            let text = ISSUE_EXAMPLE.replace("keepalive = \"60s\"", line);
+            let msg = parse(&text).unwrap_err().to_string();
+            assert!(
+                msg.contains(why) && msg.starts_with("b.toml"),
+                "{line}: {msg}"
+            );
+        }
+        let two = format!("{ISSUE_EXAMPLE}{ISSUE_EXAMPLE}");
+        assert!(parse(&two).unwrap_err().to_string().contains("used twice"));
+        let bad_topic = ISSUE_EXAMPLE.replace("\"sensors/#\"", "\"sensors/#/x\"");
+        assert!(
+            parse(&bad_topic)
+                .unwrap_err()
+                .to_string()
+                .contains("topics[0]")
+        );
+        let no_port = ISSUE_EXAMPLE.replace(":8883", "");
+        assert!(
+            parse(&no_port)
+                .unwrap_err()
+                .to_string()
+                .contains("host:port")
+        );
+    }
 }
