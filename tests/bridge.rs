@@ -532,3 +532,20 @@ async fn a_mosquitto_bridge_to_mqttd_works() {
     assert_eq!((p.topic.as_str(), &p.payload[..]), ("m/x", &b"hi"[..]));
     broker.stop().await;
 }
+
+/// mqttd to mqttd on 3.1.1: the remote refuses the bridge marker as an unsupported protocol
+/// version, and the bridge retries without it (as Mosquitto does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v311_bridge_falls_back_without_the_marker() {
+    let far = broker_with(Vec::new(), 0).await;
+    let topics = r##"{ pattern = "fb/#", direction = "out", qos = 1 }"##;
+    let cfg = bridge("fb", &far.addr.to_string(), "v311", topics, "");
+    let near = broker_with(vec![cfg], 0).await;
+    let status = near.gateway(Kind::Bridge, "fb");
+    connected(status.as_ref()).await;
+    let (_f, mut far_rx, _fe) = subscriber(far.addr, "far", &["fb/#"]).await;
+    let (local, _rx, _le) = subscriber(near.addr, "near", &[]).await;
+    flowing(&local, "fb/probe", &mut far_rx, "fb/probe").await;
+    near.stop().await;
+    far.stop().await;
+}

@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -13,6 +14,7 @@ use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tracing::warn;
 
 use super::BridgeError;
 use crate::config::{BridgeConfig, BridgeProtocol, BridgeTls, split_host_port};
@@ -73,6 +75,9 @@ pub struct Remote {
     pub max_packet_size: usize,
     /// Inbound QoS 1/2 messages the remote may have unacknowledged (our Receive Maximum).
     pub receive_maximum: u16,
+    /// 3.1.1: send the bridge marker. Cleared (as Mosquitto does) when a remote refuses it as an
+    /// unsupported protocol version; set again at a restart.
+    pub marker: AtomicBool,
 }
 
 impl Remote {
@@ -98,6 +103,7 @@ impl Remote {
             tls,
             max_packet_size,
             receive_maximum: 64,
+            marker: AtomicBool::new(true),
         })
     }
 
@@ -141,7 +147,18 @@ impl Remote {
                 conn.set_peer_max_packet_size(max);
                 Ok((conn, ack, peer))
             }
-            Some(Packet::ConnAck(ack)) => Err(LinkError::Refused(ack.code)),
+            Some(Packet::ConnAck(ack)) => {
+                if ack.code == ConnAckReason::UnsupportedProtocolVersion
+                    && !self.version.is_v5()
+                    && self.marker.swap(false, Ordering::Relaxed)
+                {
+                    warn!(remote = %self.host,
+                        "the remote does not take the bridge marker (try_private); retrying as a \
+                         plain 3.1.1 client. It may send our own messages back on `both` topics \
+                         (they are not forwarded again); prefer protocol = \"v5\" with it");
+                }
+                Err(LinkError::Refused(ack.code))
+            }
             Some(other) => Err(LinkError::Protocol(format!(
                 "{} instead of CONNACK",
                 other.name()
@@ -175,7 +192,7 @@ impl Remote {
         let mut buf = BytesMut::new();
         protocol::encode(&Packet::Connect(Box::new(connect)), self.version, &mut buf)
             .map_err(|e| LinkError::Protocol(format!("cannot encode CONNECT: {e}")))?;
-        if !v5 {
+        if !v5 && self.marker.load(Ordering::Relaxed) {
             mark_bridge(&mut buf);
         }
         Ok(buf)
@@ -278,10 +295,13 @@ mod tests {
             tls: None,
             max_packet_size: 1 << 20,
             receive_maximum: 64,
+            marker: AtomicBool::new(true),
         };
         let bytes = remote.connect_bytes().unwrap();
         // Two-byte remaining length here: level at 1 + 2 + 6.
         assert_eq!(bytes[9], 0x84);
         assert_eq!(&bytes[3..9], b"\0\x04MQTT");
+        remote.marker.store(false, Ordering::Relaxed);
+        assert_eq!(remote.connect_bytes().unwrap()[9], 0x04);
     }
 }
