@@ -549,3 +549,60 @@ async fn a_v311_bridge_falls_back_without_the_marker() {
     near.stop().await;
     far.stop().await;
 }
+
+/// The ACL confines a bridge by its `local_username`: what it may bridge out (`Subscribe`,
+/// `Read`) and publish in (`Write`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_acl_confines_a_bridge_by_its_local_username() {
+    let remote = Mosquitto::start("").await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let acl = dir.path().join("acl");
+    std::fs::write(
+        &acl,
+        "topic readwrite #\nuser bridge-cloud\ntopic read sensors/#\ntopic write cloud/#\n",
+    )
+    .unwrap();
+    let topics = r##"
+        { pattern = "sensors/#", direction = "out", qos = 1 },
+        { pattern = "secret/#", direction = "out", qos = 1 },
+        { pattern = "c/#", direction = "in", qos = 1, local_prefix = "cloud/" },
+        { pattern = "x/#", direction = "in", qos = 1, local_prefix = "other/" },
+    "##;
+    let cfg = bridge(
+        "cloud",
+        &remote.addr().to_string(),
+        "v5",
+        topics,
+        "local_username = \"bridge-cloud\"",
+    );
+    let mut config = common::config();
+    config.bridges = vec![cfg];
+    config.auth.acl_file = Some(acl);
+    let broker = TestBroker::start_with(config).await;
+    let status = broker.gateway(Kind::Bridge, "cloud");
+    connected(status.as_ref()).await;
+    let (local, mut local_rx, _le) = subscriber(broker.addr, "near", &["cloud/#", "other/#"]).await;
+    let (far, mut far_rx, _fe) = subscriber(remote.addr(), "far", &["sensors/#", "secret/#"]).await;
+    flowing(&local, "sensors/probe", &mut far_rx, "sensors/probe").await;
+    flowing(&far, "c/probe", &mut local_rx, "cloud/c/probe").await;
+
+    local
+        .publish("secret/1", QoS::AtLeastOnce, false, "no")
+        .await
+        .unwrap();
+    local
+        .publish("sensors/1", QoS::AtLeastOnce, false, "yes")
+        .await
+        .unwrap();
+    far.publish("x/1", QoS::AtLeastOnce, false, "no")
+        .await
+        .unwrap();
+    far.publish("c/1", QoS::AtLeastOnce, false, "yes")
+        .await
+        .unwrap();
+    let away = collect(&mut far_rx, Duration::from_millis(800)).await;
+    let near = collect(&mut local_rx, Duration::from_millis(300)).await;
+    assert_eq!(away, vec![("sensors/1".to_owned(), "yes".to_owned())]);
+    assert_eq!(near, vec![("cloud/c/1".to_owned(), "yes".to_owned())]);
+    broker.stop().await;
+}
