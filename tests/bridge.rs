@@ -606,3 +606,27 @@ async fn the_acl_confines_a_bridge_by_its_local_username() {
     assert_eq!(near, vec![("cloud/c/1".to_owned(), "yes".to_owned())]);
     broker.stop().await;
 }
+
+/// An operator ending the bridge's local session (`DELETE /api/v1/sessions/...`): the bridge
+/// reconnects with a new one that has its subscriptions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discarded_local_session_comes_back_with_its_subscriptions() {
+    let remote = Mosquitto::start("").await;
+    let topics = r##"{ pattern = "d/#", direction = "out", qos = 1 }"##;
+    let cfg = bridge("d", &remote.addr().to_string(), "v5", topics, "");
+    let broker = broker_with(vec![cfg], 0).await;
+    let status = broker.gateway(Kind::Bridge, "d");
+    connected(status.as_ref()).await;
+    let (_far, mut far_rx, _fe) = subscriber(remote.addr(), "far", &["d/#"]).await;
+    let (local, _rx, _le) = subscriber(broker.addr, "near", &[]).await;
+    flowing(&local, "d/probe", &mut far_rx, "d/probe").await;
+    let reason = mqttd::protocol::DisconnectReason::AdministrativeAction;
+    assert!(broker.router.discard_session("$bridge/d", reason));
+    eventually("a reconnection", || {
+        metric(status.as_ref(), "reconnects") >= 1
+    })
+    .await;
+    connected(status.as_ref()).await;
+    flowing(&local, "d/probe", &mut far_rx, "d/probe").await;
+    broker.stop().await;
+}

@@ -31,6 +31,11 @@ pub struct SessionLink {
     /// The current attachment, None while detached.
     link: Option<Link>,
     username: Option<String>,
+    /// The bounds and subscriptions it is meant to have: given again to a new session should
+    /// an operator discard this one (`DELETE /api/v1/sessions/...`).
+    max_queued: u32,
+    max_queued_bytes: usize,
+    wanted: Vec<(String, SubscriptionOptions)>,
 }
 
 impl Router {
@@ -45,15 +50,16 @@ impl Router {
         max_queued_bytes: usize,
     ) -> SessionLink {
         let attached = self.attach(client_id, false, u32::MAX, username.clone());
-        let bound = u32::try_from(max_queued.max(1)).unwrap_or(u32::MAX);
-        attached.session.max_queued.store(bound, Ordering::Relaxed);
-        attached.session.inner.lock().queue.max_bytes = Some(max_queued_bytes);
         let mut link = SessionLink {
             router: self.clone(),
             session: attached.session,
             link: Some(attached.link),
             username,
+            max_queued: u32::try_from(max_queued.max(1)).unwrap_or(u32::MAX),
+            max_queued_bytes,
+            wanted: Vec::new(),
         };
+        link.bound();
         link.detach();
         link
     }
@@ -83,26 +89,20 @@ impl SessionLink {
             self.username.clone(),
         );
         if !Arc::ptr_eq(&attached.session, &self.session) {
-            // The session was discarded meanwhile (an operator's request): go on with the new one.
-            let bound = self.session.max_queued.load(Ordering::Relaxed);
-            attached.session.max_queued.store(bound, Ordering::Relaxed);
-            let bytes = self.session.inner.lock().queue.max_bytes;
-            attached.session.inner.lock().queue.max_bytes = bytes;
-            let filters: Vec<(String, SubscriptionOptions)> = {
-                let inner = self.session.inner.lock();
-                inner
-                    .subscriptions
-                    .iter()
-                    .map(|(f, (o, _))| (f.clone(), *o))
-                    .collect()
-            };
-            for (filter, options) in filters {
-                self.router
-                    .subscribe(&attached.session, &filter, options, None);
-            }
+            // The session was discarded meanwhile (an operator's request): go on with a new one.
             self.session = attached.session;
+            self.bound();
+            for (filter, options) in &self.wanted {
+                self.router.subscribe(&self.session, filter, *options, None);
+            }
         }
         self.link = Some(attached.link);
+    }
+
+    fn bound(&self) {
+        let session = &self.session;
+        session.max_queued.store(self.max_queued, Ordering::Relaxed);
+        session.inner.lock().queue.max_bytes = Some(self.max_queued_bytes);
     }
 
     /// Offline: QoS 1/2 messages queue (up to the bound), QoS 0 ones are dropped.
@@ -144,16 +144,19 @@ impl SessionLink {
 
     /// Subscribes (or updates the options of) `filter`. The ACL is the caller's to check.
     pub fn subscribe(
-        &self,
+        &mut self,
         filter: &str,
         options: SubscriptionOptions,
     ) -> Result<(), SubscribeError> {
         subscription_filter(filter).map_err(SubscribeError::InvalidFilter)?;
         self.router.subscribe(&self.session, filter, options, None);
+        self.wanted.retain(|(f, _)| f != filter);
+        self.wanted.push((filter.to_owned(), options));
         Ok(())
     }
 
-    pub fn unsubscribe(&self, filter: &str) -> bool {
+    pub fn unsubscribe(&mut self, filter: &str) -> bool {
+        self.wanted.retain(|(f, _)| f != filter);
         self.router.unsubscribe(&self.session, filter)
     }
 

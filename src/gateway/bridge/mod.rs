@@ -94,13 +94,13 @@ impl Bridge {
         let remote = remote::Remote::new(cfg, config.limits.max_packet_size)?;
         let topics = Topics::new(&cfg.topics);
         let local_id = cfg.local_client_id();
-        let session = ctx.router.session_link(
+        let mut session = ctx.router.session_link(
             &local_id,
             cfg.local_username.clone(),
             cfg.queue,
             cfg.queue_bytes,
         );
-        subscribe_local(&session, &topics, ctx, cfg);
+        subscribe_local(&mut session, &topics, ctx, cfg);
         Ok(Bridge {
             name: cfg.name.clone(),
             status: Arc::new(Status::new(cfg.name.clone(), cfg.address.clone())),
@@ -233,7 +233,12 @@ fn backoff(min: Duration, max: Duration, failures: u32) -> Duration {
 /// Makes the local session's subscriptions those of the `out` lines (No Local, Retain As
 /// Published), dropping what an earlier configuration left in a resumed session. Filters the
 /// ACL does not let the bridge subscribe to are left out (and logged).
-fn subscribe_local(session: &SessionLink, topics: &Topics, ctx: &Arc<Context>, cfg: &BridgeConfig) {
+fn subscribe_local(
+    session: &mut SessionLink,
+    topics: &Topics,
+    ctx: &Arc<Context>,
+    cfg: &BridgeConfig,
+) {
     let wanted = topics.local_filters();
     for old in session.filters() {
         if !wanted.iter().any(|(f, _)| *f == old) {
