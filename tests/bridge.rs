@@ -388,7 +388,7 @@ async fn the_remote_refusing_credentials_is_logged_and_backed_off() {
     ))
     .await;
     let secret = dir.path().join("bridge.secret");
-    std::fs::write(&secret, "wrong").unwrap();
+    std::fs::write(&secret, "pw-Zq81x").unwrap();
     let conf = common::config_file(
         dir.path(),
         &format!(
@@ -420,7 +420,7 @@ async fn the_remote_refusing_credentials_is_logged_and_backed_off() {
     let out = mqttd.stop().await;
     assert!(out.contains("Not authorized"), "{out}");
     assert!(
-        !out.contains("wrong"),
+        !out.contains("pw-Zq81x"),
         "the password is never logged: {out}"
     );
     assert!(
