@@ -14,7 +14,9 @@ mod persistence;
 mod validate;
 pub mod webhook;
 
-pub use bridge::BridgeConfig;
+pub use bridge::{
+    BridgeConfig, BridgeProtocol, BridgeTls, BridgeTopic, Direction, split_host_port,
+};
 pub use coap::CoapConfig;
 pub use history::{HistoryConfig, MIN_HISTORY_BYTES};
 pub use http::{DEFAULT_HTTP_PORT, HttpConfig};

@@ -38,7 +38,9 @@
 //!  subscribers     an MQTT connection's session (drained by client/outbound.rs), or a
 //!                  router/subscriber.rs handle for everything else: the [MSG] logger (msglog.rs)
 //!                  the message history (store/history/) and the dashboard's live view
-//!                  (http/events.rs) today; CoAP observers, bridges next.
+//!                  (http/events.rs) today; CoAP observers, webhooks next. A bridge's local
+//!                  side is a persistent session a gateway attaches and detaches
+//!                  (router/attached.rs), so the store keeps its queue.
 //! ```
 //!
 //! Where the next pieces plug in:

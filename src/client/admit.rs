@@ -83,6 +83,15 @@ where
         let _ = conn.write_packet(&packet).await;
         return None;
     }
+    if client_id.starts_with("$bridge/") {
+        // A bridge's local session (gateway/bridge): a client taking it over would receive
+        // what is bridged out.
+        let why = "client ids beginning with $bridge/ are reserved for bridges";
+        info!(peer = %peer.addr, client_id = %text::cut(&client_id), "refused: {why}");
+        let packet = refusal(v5, ConnAckReason::ClientIdentifierNotValid, why);
+        let _ = conn.write_packet(&packet).await;
+        return None;
+    }
     // With an Authentication Method, the exchange decides and User Name / Password are ignored.
     let (username, mut enhanced) = match &method {
         Some(method) => {

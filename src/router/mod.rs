@@ -18,6 +18,7 @@
 //! Fan-out never awaits a subscriber: it pushes an `Arc<Message>` (payload shared as `Bytes`, never
 //! copied per subscriber) into the subscriber's bounded outbox and wakes its task.
 
+pub mod attached;
 pub mod clients;
 mod fanout;
 mod link;

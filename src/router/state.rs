@@ -189,8 +189,9 @@ pub struct SessionState {
     pub dropped: AtomicU64,
     /// A subscriber that watches without taking part (see [`super::subscriber`]).
     pub observer: bool,
-    /// Queue bound in messages; None: the router's `max_queued_messages`.
-    pub max_queued: Option<std::num::NonZeroU32>,
+    /// Queue bound in messages; 0: the router's `max_queued_messages`. Atomic so that a
+    /// bridge can set its own bound on a session it resumes (see `router/attached.rs`).
+    pub max_queued: std::sync::atomic::AtomicU32,
     /// Whether the store keeps this session (`inner.persist` is set), readable without the
     /// lock: a publisher's acknowledgement waits for the store when a message goes to one.
     pub(super) persistent: std::sync::atomic::AtomicBool,
@@ -228,7 +229,7 @@ impl SessionState {
             }),
             dropped: AtomicU64::new(0),
             observer: false,
-            max_queued: None,
+            max_queued: Default::default(),
             persistent: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -250,8 +251,9 @@ impl SessionState {
         };
         let mut session = SessionState::new(name, id, 0, options.username.clone(), total);
         session.observer = options.observer;
-        session.max_queued =
-            std::num::NonZeroU32::new(u32::try_from(options.max_queued.max(1)).unwrap_or(u32::MAX));
+        session.max_queued = u32::try_from(options.max_queued.max(1))
+            .unwrap_or(u32::MAX)
+            .into();
         let inner = session.inner.get_mut();
         inner.connection = Some(link);
         inner.attach_count = 1;
@@ -259,6 +261,14 @@ impl SessionState {
             inner.queue.max_bytes = Some(options.max_queued_bytes);
         }
         session
+    }
+
+    /// The queue bound in messages: its own, or the router's.
+    fn max_queued(&self, policy: QueuePolicy) -> usize {
+        match self.max_queued.load(Ordering::Relaxed) {
+            0 => policy.max_queued,
+            own => own as usize,
+        }
     }
 
     /// Offers deliveries in order under one lock: a publisher's batch of messages costs each
@@ -289,9 +299,7 @@ impl SessionState {
         // whenever it wakes, and after every packet it reads: it only needs waking when the queue
         // goes from empty to non-empty. One wake-up per burst, not per message.
         let was_empty = inner.queue.is_empty();
-        let max_queued = self
-            .max_queued
-            .map_or(policy.max_queued, |m| m.get() as usize);
+        let max_queued = self.max_queued(policy);
         let mut draining = None;
         // Bytes pushed and not yet in the broker-wide total: added once per call, and before
         // anything is popped (which takes its cost off that total).
@@ -369,9 +377,7 @@ impl SessionState {
     /// its publishers should wait (see [`EnqueueCounts::congested`]).
     pub fn congested(&self, policy: QueuePolicy) -> bool {
         let mut inner = self.inner.lock();
-        let max_queued = self
-            .max_queued
-            .map_or(policy.max_queued, |m| m.get() as usize);
+        let max_queued = self.max_queued(policy);
         let over_half = inner.queue.len() > max_queued / 2
             || inner
                 .queue
