@@ -180,7 +180,8 @@ impl Assembler {
             .retain(|_, t| now.saturating_duration_since(t.started) < lifetime);
     }
 
-    pub fn len(&self) -> usize {
+    /// Transfers under way.
+    pub fn transfers(&self) -> usize {
         self.transfers.len()
     }
 }
@@ -307,6 +308,6 @@ mod tests {
             Err(BlockError::Busy)
         );
         a.expire(now + Duration::from_secs(61));
-        assert_eq!(a.len(), 0);
+        assert_eq!(a.transfers(), 0);
     }
 }
