@@ -251,10 +251,10 @@ mod tests {
             b"hi",
         );
         assert_eq!(&r[..2], &[0x52, 0x02]);
-        // Uri-Path "ps" (delta 11), "a" (delta 0), Uri-Query (delta 4, length 17 = 13 + 4).
+        // Uri-Path "ps" (delta 11), "a" (delta 0), Uri-Query (delta 4, length 18 = 13 + 5).
         assert_eq!(&r[6..9], &[0xB2, b'p', b's']);
         assert_eq!(&r[9..11], &[0x01, b'a']);
-        assert_eq!(&r[11..13], &[0x4D, 4]);
+        assert_eq!(&r[11..13], &[0x4D, 5]);
         assert!(r.ends_with(&[0xFF, b'h', b'i']));
     }
 }
