@@ -180,3 +180,58 @@ impl Config {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn defaults_and_keys() {
+        let c = Config::parse(
+            "[[coap]]\nname = \"c\"\nbind = \"127.0.0.1:5683\"\nheartbeat = \"30s\"\nack_timeout = 1\n",
+            Path::new("a.toml"),
+        )
+        .unwrap();
+        let g = &c.coap[0];
+        assert_eq!(
+            (g.block_size, g.request_rate, g.max_retransmit),
+            (1024, 100, 4)
+        );
+        assert_eq!(g.heartbeat, Duration::from_secs(30));
+        assert_eq!(g.ack_timeout, Duration::from_secs(1));
+        assert!(c.coap_allows_anonymous(g), "loopback, no password file");
+        let c = Config::parse(
+            "[[coap]]\nname = \"c\"\nbind = \"0.0.0.0:5683\"\n",
+            Path::new("a"),
+        )
+        .unwrap();
+        assert!(!c.coap_allows_anonymous(&c.coap[0]), "beyond loopback");
+    }
+
+    #[test]
+    fn refusals_name_the_line() {
+        let base = "[[coap]]\nname = \"c\"\nbind = \"127.0.0.1:5683\"\n";
+        for (extra, needle) in [
+            ("block_size = 100\n", "block_size"),
+            ("request_rate = 0\n", "request_rate"),
+            ("ack_random_factor = 0.5\n", "ack_random_factor"),
+            ("max_retransmit = 11\n", "max_retransmit"),
+            ("heartbeat = 0\n", "heartbeat"),
+            ("bogus = 1\n", "bogus"),
+        ] {
+            let err = Config::parse(&format!("{base}{extra}"), Path::new("x.toml")).unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                msg.starts_with("x.toml:4") && msg.contains(needle),
+                "{extra}: {msg}"
+            );
+        }
+        let twice = format!("{base}\n[[coap]]\nname = \"c\"\nbind = \"127.0.0.1:5684\"\n");
+        let msg = Config::parse(&twice, Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("used by another"), "{msg}");
+    }
+}
