@@ -661,3 +661,80 @@ async fn a_flood_from_one_source_is_rate_limited_not_the_others() {
     );
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unverified_addresses_get_small_blocks_until_they_echo() {
+    let broker = TestBroker::start_with(coap_config(|_| {})).await;
+    let (mqtt, _rx, _) = rumqtt_client(mqtt_options(broker.addr, "pub")).await;
+    mqtt.publish("e/t", QoS::AtLeastOnce, true, vec![b'z'; 2000])
+        .await
+        .unwrap();
+    eventually("retained", || broker.router.retained_count() == 1).await;
+    let mut raw = Raw::new(broker.coap_addr("coap")).await;
+    // A tiny request: not even a 16-byte block fits three times its size, so 4.01 + Echo.
+    let p = raw.request(RequestType::Get, "/ps/e/t", &[], true);
+    let r = raw.call(&p).await;
+    assert_eq!(code(&r), ResponseType::Unauthorized);
+    assert!(r.get_first_option(CoapOption::Unknown(252)).is_some());
+    // A larger one (a client id, as devices send) gets a small block, with an Echo value.
+    let p = raw.request(RequestType::Get, "/ps/e/t", &["c=a-device-id"], true);
+    let request_size = p.to_bytes_unlimited().unwrap().len();
+    let r = raw.call(&p).await;
+    assert_eq!(code(&r), ResponseType::Content);
+    let size = r.to_bytes_unlimited().unwrap().len();
+    assert!(
+        size <= 3 * request_size,
+        "{size} bytes answered {request_size} (RFC 9175 2.4)"
+    );
+    assert!(r.payload.len() < 1024);
+    let echo = r
+        .get_first_option(CoapOption::Unknown(252))
+        .expect("an Echo value")
+        .clone();
+    assert!(metric(&broker, "amplification_capped") >= 1);
+    // With the Echo value back the address is verified: full 1024-byte blocks.
+    let mut p = raw.request(RequestType::Get, "/ps/e/t", &[], true);
+    p.add_option(CoapOption::Unknown(252), echo);
+    let r = raw.call(&p).await;
+    assert_eq!(r.payload.len(), 1024);
+    let block =
+        mqttd::gateway::coap::block::Block::parse(r.get_first_option(CoapOption::Block2).unwrap())
+            .unwrap();
+    assert!(block.more && block.szx == 6);
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retained_publish_is_acknowledged_once_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = coap_config(|_| {});
+    c.persistence = mqttd::config::PersistenceConfig {
+        enabled: true,
+        path: dir.path().to_path_buf(),
+        ..Default::default()
+    };
+    let broker = TestBroker::start_with(c).await;
+    let mut raw = Raw::new(broker.coap_addr("coap")).await;
+    assert_eq!(
+        raw.code(RequestType::Post, "/ps/keep/t", &["retain=true"], b"disk")
+            .await,
+        ResponseType::Created
+    );
+    broker.stop().await;
+    // Restarted on the same store: the message is there.
+    let mut c = coap_config(|_| {});
+    c.persistence = mqttd::config::PersistenceConfig {
+        enabled: true,
+        path: dir.path().to_path_buf(),
+        ..Default::default()
+    };
+    let broker = TestBroker::start_with(c).await;
+    let mut raw = Raw::new(broker.coap_addr("coap")).await;
+    let p = raw.request(RequestType::Get, "/ps/keep/t", &[], true);
+    let r = raw.call(&p).await;
+    assert_eq!(
+        (code(&r), &r.payload[..]),
+        (ResponseType::Content, &b"disk"[..])
+    );
+    broker.stop().await;
+}

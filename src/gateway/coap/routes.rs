@@ -323,6 +323,8 @@ impl Engine {
         }
         let offset = asked.and_then(|b| b.offset()).unwrap_or(0);
         let cap = ex.size.saturating_mul(AMPLIFICATION);
+        let echo = (!verified).then(|| self.echo.issue(ex.peer, now));
+        // Cut: lean (no Size2), with the Echo value, in smaller blocks until it fits.
         let mut capped = false;
         loop {
             let size = 16usize << szx;
@@ -347,23 +349,36 @@ impl Engine {
                         Response::why(ResponseType::BadOption, "block past the end"),
                     );
                 };
+                // The ETag always (a client that sees it appear mid-transfer starts over).
                 r = r
                     .option(CoapOption::Block2, b.encode())
-                    .option(CoapOption::Size2, uint(body.len() as u32))
                     .option(CoapOption::ETag, etag(body));
+                if !capped {
+                    r = r.option(CoapOption::Size2, uint(body.len() as u32));
+                }
                 r.payload = slice.to_vec();
             }
-            if !verified && szx > 0 && r.encode(ex, 0).len() > cap {
-                szx -= 1;
-                capped = true;
+            if let (true, Some(e)) = (capped, &echo) {
+                r = r.option(CoapOption::Unknown(ECHO_OPTION), e.clone());
+            }
+            if echo.is_some() && r.encode(ex, 0).len() > cap {
+                if !capped {
+                    capped = true;
+                } else if szx > 0 {
+                    szx -= 1;
+                } else {
+                    // Not even 16 bytes fit: the client proves its address first (RFC 9175
+                    // section 2.4), then gets full blocks.
+                    Status::count(&self.status.amplification_capped);
+                    let e = echo.unwrap_or_default();
+                    let r = Response::new(ResponseType::Unauthorized)
+                        .option(CoapOption::Unknown(ECHO_OPTION), e);
+                    return self.respond(ex, r);
+                }
                 continue;
             }
-            if capped || (!verified && r.encode(ex, 0).len() > cap) {
+            if capped {
                 Status::count(&self.status.amplification_capped);
-                r = r.option(
-                    CoapOption::Unknown(ECHO_OPTION),
-                    self.echo.issue(ex.peer, now),
-                );
             }
             return self.respond(ex, r);
         }
