@@ -618,6 +618,31 @@ async fn a_silent_observer_is_dropped_and_a_reset_ends_one() {
     rst.header.message_id = n.header.message_id;
     r.send(&rst).await;
     eventually("observation reset", || metric(&broker, "observers") == 0).await;
+
+    // A QoS 0 observer that went away silently: every 100th notification is confirmable, and
+    // unacknowledged it drops the observer (RFC 7641 section 4.5).
+    let mut gone = Raw::new(broker.coap_addr("coap")).await;
+    observe(&mut gone, "/ps/quiet/t", &["c=gone", "qos=0"]).await;
+    for i in 0..101 {
+        mqtt.publish("quiet/t", QoS::AtMostOnce, false, format!("{i}"))
+            .await
+            .unwrap();
+    }
+    let mut kinds = Vec::new();
+    while kinds.len() < 101 {
+        kinds.push(gone.recv().await.header.get_type());
+    }
+    assert_eq!(kinds[100], MessageType::Confirmable, "the 101st probes");
+    assert!(
+        kinds[..100]
+            .iter()
+            .all(|k| *k == MessageType::NonConfirmable)
+    );
+    eventually("vanished observer dropped", || {
+        metric(&broker, "observers") == 0
+    })
+    .await;
+    assert_eq!(metric(&broker, "observers_dropped"), 2);
     broker.stop().await;
 }
 

@@ -177,7 +177,7 @@ impl Engine {
                 let token = format!("{:032x}", rand::random::<u128>());
                 let s = self
                     .observers
-                    .create(id.client_id.clone(), id.username, ex.peer);
+                    .create(id.client_id.clone(), id.username, ex.peer, now);
                 s.token = Some((token.clone(), now + self.settings.heartbeat));
                 self.tokens.insert(token.clone(), id.client_id.clone());
                 tracing::debug!(gateway = %self.settings.name, peer = %ex.peer,

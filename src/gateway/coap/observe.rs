@@ -9,7 +9,9 @@
 //! observed filter, and one observation per token. A delivery becomes a notification for every
 //! observation whose filter matches: confirmable for QoS 1/2 (retransmitted after `ack_timeout`
 //! x random(1, `ack_random_factor`), doubling, `max_retransmit` times, then the session's
-//! observers are dropped: RFC 7641 section 4.5), non-confirmable for QoS 0. The handle's
+//! observers are dropped: RFC 7641 section 4.5), non-confirmable for QoS 0, except that every
+//! [`CON_EVERY`]th notification, or the first after [`CON_AFTER`], is confirmable so that an
+//! observer that went away without a Reset is noticed even on QoS 0 (section 4.5). The handle's
 //! in-flight window is RFC 7252's NSTART = 1: the next QoS 1/2 delivery waits for the ACK.
 //!
 //! The handles wake the gateway's task through [`Ready`]: a waker per session that queues the
@@ -27,6 +29,11 @@ use tokio::sync::Notify;
 use crate::protocol::QoS;
 use crate::protocol::topic::matches;
 use crate::router::subscriber::{Received, SubscriberHandle};
+
+/// A QoS 0 observer gets a confirmable notification after this many non-confirmable ones...
+pub const CON_EVERY: u32 = 100;
+/// ... or after this long without one (RFC 7641 section 4.5 says at least every 24 hours).
+pub const CON_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// Sessions whose handle has something for us (or was closed).
 #[derive(Debug, Default)]
@@ -95,6 +102,9 @@ pub struct Session {
     waker: Waker,
     /// A connection-mode session's token and when it expires (None: not connection mode).
     pub token: Option<(String, Instant)>,
+    /// Non-confirmable notifications since the last confirmable one, and when that was.
+    non_since_con: u32,
+    last_con: Instant,
 }
 
 impl std::fmt::Debug for Session {
@@ -162,6 +172,7 @@ impl Observers {
         client_id: Arc<str>,
         username: Option<String>,
         peer: SocketAddr,
+        now: Instant,
     ) -> &mut Session {
         let waker = Waker::from(Arc::new(SessionWaker {
             id: client_id.clone(),
@@ -177,6 +188,8 @@ impl Observers {
             recent_non: VecDeque::new(),
             waker,
             token: None,
+            non_since_con: 0,
+            last_con: now,
         })
     }
 
@@ -285,7 +298,15 @@ impl Observers {
         {
             o.seq = (o.seq + 1) & 0xFF_FFFF;
             let qos = n.qos.min(o.qos);
-            let confirmable = qos != QoS::AtMostOnce;
+            let probe = s.non_since_con >= CON_EVERY
+                || now.saturating_duration_since(s.last_con) >= CON_AFTER;
+            let confirmable = qos != QoS::AtMostOnce || probe;
+            if confirmable {
+                s.non_since_con = 0;
+                s.last_con = now;
+            } else {
+                s.non_since_con += 1;
+            }
             let mid = next_mid();
             let bytes = notification(mid, &o.token, o.seq, confirmable, n.payload);
             out.send.push((s.peer, bytes.clone()));

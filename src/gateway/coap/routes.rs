@@ -222,7 +222,7 @@ impl Engine {
         let (ctx, max_queued) = (self.ctx.clone(), self.settings.max_queued);
         if !self.observers.sessions.contains_key(&id.client_id) {
             self.observers
-                .create(id.client_id.clone(), id.username.clone(), ex.peer);
+                .create(id.client_id.clone(), id.username.clone(), ex.peer, now);
         }
         let Some(session) = self.observers.sessions.get_mut(&id.client_id) else {
             return;
