@@ -220,6 +220,15 @@ impl Observers {
         };
         let o = s.observations.remove(i);
         self.observations -= 1;
+        // Its notifications still waiting for an ACK are not sent again.
+        let owners = &mut self.owners;
+        s.inflight.retain(|mid, f| {
+            let keep = f.token != o.token;
+            if !keep {
+                owners.remove(mid);
+            }
+            keep
+        });
         if !s.observations.iter().any(|x| x.filter == o.filter)
             && let Some(h) = &mut s.handle
         {

@@ -189,7 +189,10 @@ impl Engine {
         if let Some(old) = self.observers.sessions.get(&id.client_id)
             && old.username != id.username
         {
-            self.observers.drop_observers(&id.client_id);
+            if let Some((token, _)) = &old.token {
+                self.tokens.remove(token);
+            }
+            self.observers.remove(&id.client_id);
         }
         if !self.observers.sessions.contains_key(&id.client_id)
             && self.observers.sessions.len() >= sessions
