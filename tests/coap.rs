@@ -659,7 +659,7 @@ async fn a_flood_from_one_source_is_rate_limited_not_the_others() {
         flood.send(&p).await;
     }
     eventually("rate limited", || metric(&broker, "rate_limited") >= 150).await;
-    // Other sources (another port is another IP? no: the bucket is per IP, so use ::1 too).
+    // Another source (the bucket is per IP: 127.0.0.2) is still served.
     let mut other = Raw {
         sock: UdpSocket::bind("127.0.0.2:0").await.unwrap(),
         server: broker.coap_addr("coap"),
