@@ -53,7 +53,8 @@ pub struct Request {
     pub block2: Option<Block>,
     /// The announced size of a block-wise body (RFC 7959 Size1).
     pub size1: Option<usize>,
-    /// The path and query as one string: what identifies a Block1 transfer.
+    /// The path and query as one string, without the password (so `Debug` never shows it):
+    /// what identifies a Block1 transfer.
     pub uri: String,
 }
 
@@ -121,12 +122,14 @@ pub fn parse(packet: &Packet, method: RequestType) -> Result<Request, Refused> {
     };
     let mut query = Query::default();
     for q in packet.get_option(CoapOption::UriQuery).unwrap_or(&empty) {
-        uri.push(if uri.contains('?') { '&' } else { '?' });
-        uri.push_str(&String::from_utf8_lossy(q));
         let (key, value) = match q.iter().position(|b| *b == b'=') {
             Some(i) => (&q[..i], &q[i + 1..]),
             None => (&q[..], &[][..]),
         };
+        if key != b"p" && key != b"password" {
+            uri.push(if uri.contains('?') { '&' } else { '?' });
+            uri.push_str(&String::from_utf8_lossy(q));
+        }
         let text = || {
             std::str::from_utf8(value)
                 .map(str::to_owned)
@@ -277,7 +280,8 @@ mod tests {
         );
         assert_eq!(r.query.qos, Some(QoS::ExactlyOnce));
         assert!(r.query.retain);
-        assert_eq!(r.uri, "/ps/t?c=dev1&u=alice&p=s3cr=t&qos=2&retain=true&x=y");
+        assert_eq!(r.uri, "/ps/t?c=dev1&u=alice&qos=2&retain=true&x=y");
+        assert!(!format!("{r:?}").contains("s3cr"));
         let p = packet(&["ps", "t"], &["clientid=d", "username=u", "token=abc"]);
         let r = parse(&p, RequestType::Put).unwrap();
         assert_eq!(
