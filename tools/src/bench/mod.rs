@@ -11,11 +11,13 @@
 //!  latency.rs    fixed-rate end-to-end latency on two blocking threads
 //!  conns.rs      10k idle connections (broker RSS per connection) and connect-rate (auth)
 //!  http.rs       http-publish: POST /api/v1/publish over keep-alive connections
+//!  coap.rs       coap-publish: CoAP POST /ps/... (CON or NON) to the CoAP gateway over UDP
 //! ```
 //!
 //! Every scenario connects to 127.0.0.1 only, warms up, measures for `--duration`, stops by
 //! itself and is bounded as a whole by [`Opts::deadline`].
 
+pub mod coap;
 pub mod conns;
 pub mod dial;
 pub mod fill;
@@ -54,6 +56,10 @@ pub enum Scenario {
     /// Single `POST /api/v1/publish` requests over keep-alive HTTP connections (`--http-port`,
     /// `--publishers` connections), one MQTT subscriber: publishes/s.
     HttpPublish,
+    /// CoAP `POST /ps/bench/coap/N` to the CoAP gateway (`--coap-port`, `--coap-mode con|non`,
+    /// `--publishers` sockets with `--inflight` outstanding each), one MQTT subscriber:
+    /// publishes/s over `--duration`, or over the time `--count` publishes took.
+    CoapPublish,
 }
 
 impl Scenario {
@@ -67,6 +73,7 @@ impl Scenario {
             Scenario::ConnectRate => "connect-rate",
             Scenario::Fill => "fill",
             Scenario::HttpPublish => "http-publish",
+            Scenario::CoapPublish => "coap-publish",
         }
     }
 }
@@ -86,6 +93,15 @@ pub struct Opts {
     /// http-publish: the broker's HTTP API port.
     #[arg(long, default_value_t = 18083)]
     pub http_port: u16,
+    /// coap-publish: the CoAP gateway's UDP port.
+    #[arg(long, default_value_t = 5683)]
+    pub coap_port: u16,
+    /// coap-publish: confirmable requests (QoS 1) or not (QoS 0).
+    #[arg(long, value_enum, default_value = "non")]
+    pub coap_mode: coap::Mode,
+    /// coap-publish: send this many publishes in all, then report (instead of `--duration`).
+    #[arg(long)]
+    pub count: Option<u64>,
     /// Measuring window, after the warm-up ("5s", "500ms").
     #[arg(long, default_value = "5s", value_parser = humantime_duration)]
     pub duration: Duration,
@@ -444,6 +460,7 @@ pub async fn run(scenario: Scenario, opts: &Opts) -> Result<Report> {
             Scenario::ConnectRate => conns::connect_rate(opts).await,
             Scenario::Fill => fill::fill(opts).await,
             Scenario::HttpPublish => http::http_publish(opts).await,
+            Scenario::CoapPublish => coap::coap_publish(opts).await,
         }
     };
     let deadline = if scenario == Scenario::Fill {

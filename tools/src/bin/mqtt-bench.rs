@@ -9,6 +9,7 @@
 //! mqtt-bench connect-rate --username u --password p [--tls --cafile certs/ca.pem --port 8883]
 //! mqtt-bench fan-in --tls --cafile certs/ca.pem --port 8883   # any scenario but latency over TLS
 //! mqtt-bench http-publish --http-port 18083 --username u      # POST /api/v1/publish, keep-alive
+//! mqtt-bench coap-publish --coap-port 5683 --coap-mode con     # CoAP POST /ps/..., UDP
 //! ```
 //!
 //! Each run prints a table and then one JSON line (`{"scenario":...}`) for scripts; see
