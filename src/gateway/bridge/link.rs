@@ -123,6 +123,14 @@ pub async fn run(
                     Some(packet) => handle(packet, conn, parts, &store).await?,
                     None => return Err(LinkError::Closed(String::new())),
                 }
+                // The rest of what that read brought (a burst of PUBACKs): handled before the
+                // next fill, so the freed window goes out in one write, not one per ack.
+                while let Some(packet) = conn
+                    .try_decode()
+                    .map_err(crate::connection::ReadError::from)?
+                {
+                    handle(packet, conn, parts, &store).await?;
+                }
             }
             _ = poll_fn(|cx| parts.session.poll_ready(cx)) => {}
             done = wait(&store, held) => {
