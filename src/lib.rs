@@ -25,8 +25,8 @@
 //!      |                         holds it)
 //!      |             context.rs  what all connections share; per-IP slots
 //!      v
-//!  ingress.rs      THE way in, for every source (MQTT, will, $SYS; next HTTP, CoAP, bridge,
-//!      |           cluster): Publisher identity + Message -> topic checks, limits, ACL Write,
+//!  ingress.rs      THE way in, for every source (MQTT, will, $SYS, HTTP, CoAP, bridges; next
+//!      |           a cluster link): Publisher identity + Message -> topic checks, limits, ACL Write,
 //!      |           statistics -> router; a typed Outcome back (PUBACK code, HTTP status, ...)
 //!      v
 //!  router/         subscriptions (trie.rs), retained messages (retained.rs), sessions by client
@@ -38,7 +38,7 @@
 //!  subscribers     an MQTT connection's session (drained by client/outbound.rs), or a
 //!                  router/subscriber.rs handle for everything else: the [MSG] logger (msglog.rs)
 //!                  the message history (store/history/) and the dashboard's live view
-//!                  (http/events.rs) today; CoAP observers, webhooks next. A bridge's local
+//!                  (http/events.rs), CoAP observers and webhooks (gateway/). A bridge's local
 //!                  side is a persistent session a gateway attaches and detaches
 //!                  (router/attached.rs), so the store keeps its queue.
 //! ```
@@ -47,7 +47,8 @@
 //! - **A new transport**: a [`connection::Stream`] made in the listener's task (as
 //!   [`transport::ws`] is); `client/` never knows which transport it has. Parking needs
 //!   [`connection::Stream::into_socket`] to give the socket and its [`transport::Framing`] back.
-//! - **A new publisher** (like the HTTP API's; next CoAP, bridge, cluster link): an [`ingress::Publisher`] with its
+//! - **A new publisher** (like the HTTP API's, CoAP's, a bridge's; next a cluster link): an
+//!   [`ingress::Publisher`] with its
 //!   [`ingress::Source`], then [`ingress::Ingress::publish`]; map the [`ingress::Outcome`].
 //! - **A new subscriber kind**: [`router::Router::subscriber`] gives a
 //!   [`router::subscriber::SubscriberHandle`] (filters, bounded queue, acks, ACL identity);
@@ -73,6 +74,12 @@
 //!   (frames unwrapped in the connection's own buffer);
 //!   [`proxy`]: the PROXY protocol header and the `proxy_trusted` gate.
 //! - [`stats`]: counters and limit hits (a leaf); [`sys`]: publishes them as `$SYS`.
+//! - [`gateway`]: the other doors, each an ingress user and a router subscriber, each shown
+//!   through one [`gateway::GatewayStatus`] (`$SYS`, `/metrics`, `GET /api/v1/gateways`): CoAP
+//!   over UDP ([`gateway::coap`]: EMQX's URIs, observe, block-wise, rate and amplification
+//!   limits), bridges to other MQTT brokers ([`gateway::bridge`]: Mosquitto's topic lines, a
+//!   persistent local session, TCP/TLS to the remote, back-off), HTTP webhooks
+//!   ([`gateway::webhook`]: an observer, a bounded buffer, retries, reqwest over rustls).
 //! - [`server`]: binds listeners, runs until the shutdown token fires, drains; [`reload`]: what
 //!   SIGHUP and `POST /api/v1/reload` re-read (password file, ACL, API keys, certificates).
 //! - [`http`]: the HTTP API (`/api/v1`: stats, clients and sessions, subscriptions, topics,

@@ -125,6 +125,7 @@ impl Resources {
             at: config.locate("http.api_keys"),
             error,
         })?;
+        crate::gateway::Gateways::check(config)?;
         if let Some(path) = &config.log.file {
             check_log_file(path).map_err(|error| StartError::LogFile {
                 at: config.locate("log.file"),

@@ -113,3 +113,44 @@ bind = "127.0.0.1:0"
     }
     broker.stop().await;
 }
+
+/// `mqttd --check-config` loads what the start loads (`Resources::load`): a bridge's missing
+/// password file and a webhook's missing environment variable are found there, with the line.
+#[test]
+fn check_config_reads_the_gateways_files_and_secrets() {
+    let bridge = gateways_from(
+        r#"
+[[bridge]]
+name = "cloud"
+address = "127.0.0.1:1"
+username = "site1"
+password_file = "/nonexistent/bridge.secret"
+topics = [{ pattern = "a/#" }]
+"#,
+    );
+    let err = mqttd::server::Resources::load(&bridge)
+        .err()
+        .expect("a missing password file is refused")
+        .to_string();
+    assert!(
+        err.starts_with("gateways.toml:2: bridge \"cloud\""),
+        "{err}"
+    );
+    assert!(err.contains("/nonexistent/bridge.secret"), "{err}");
+
+    let hook = gateways_from(
+        r#"
+[[webhook]]
+name = "alerts"
+url = "http://127.0.0.1:1/hook"
+filters = ["alerts/#"]
+headers = { "Authorization" = "env:MQTTD_TEST_UNSET_VARIABLE" }
+"#,
+    );
+    let err = mqttd::server::Resources::load(&hook)
+        .err()
+        .expect("a missing environment variable is refused")
+        .to_string();
+    assert!(err.contains("MQTTD_TEST_UNSET_VARIABLE"), "{err}");
+    assert!(err.contains("gateways.toml:6"), "{err}");
+}

@@ -150,6 +150,35 @@ impl Gateways {
         })
     }
 
+    /// Reads what the bridges and webhooks need from files and the environment (passwords,
+    /// certificates, header values), binding nothing: `mqttd --check-config` runs it, as the
+    /// start does through [`Gateways::start`].
+    pub fn check(config: &Config) -> Result<(), StartError> {
+        for (i, b) in config.bridges.iter().enumerate() {
+            bridge::Bridge::check(b, config).map_err(|e| {
+                failed(
+                    config,
+                    format!("bridge.{i}"),
+                    Kind::Bridge,
+                    &b.name,
+                    e.into(),
+                )
+            })?;
+        }
+        for (i, w) in config.webhooks.iter().enumerate() {
+            webhook::Webhook::check(w, config).map_err(|e| {
+                failed(
+                    config,
+                    format!("webhook.{i}"),
+                    Kind::Webhook,
+                    &w.name,
+                    e.into(),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
     /// Their statuses, for `$SYS`, `/metrics` and the API.
     pub fn statuses(&self) -> Statuses {
         self.statuses.clone()

@@ -116,6 +116,12 @@ impl Bridge {
         })
     }
 
+    /// What [`Bridge::new`] reads from files and the environment (the password, the TLS
+    /// certificates), without touching the router: for `mqttd --check-config`.
+    pub fn check(cfg: &BridgeConfig, config: &Config) -> Result<(), BridgeError> {
+        remote::Remote::new(cfg, config.limits.max_packet_size).map(drop)
+    }
+
     pub fn status(&self) -> Arc<dyn GatewayStatus> {
         self.status.clone()
     }

@@ -96,19 +96,7 @@ impl Webhook {
         config: &Config,
         ctx: &Arc<Context>,
     ) -> Result<Self, WebhookError> {
-        let index = config
-            .webhooks
-            .iter()
-            .position(|w| std::ptr::eq(w, cfg))
-            .unwrap_or(0);
-        let headers = request::headers(
-            &cfg.headers,
-            |var| std::env::var(var).ok(),
-            |header| config.locate(&format!("webhook.{index}.headers.{header}")),
-        )?;
-        let url =
-            reqwest::Url::parse(cfg.url.as_str()).map_err(|e| WebhookError::Url(e.to_string()))?;
-        let client = client::build(cfg, &url, headers)?;
+        let (url, client) = Self::client(cfg, config)?;
 
         let options = SubscriberOptions {
             username: cfg.username.clone(),
@@ -156,6 +144,34 @@ impl Webhook {
             buffer: Arc::new(Buffer::new(cfg.buffer, cfg.buffer_bytes)),
             filters: cfg.filters.clone(),
         })
+    }
+
+    /// What [`Webhook::new`] reads from the environment and files (the headers, the roots or the
+    /// `ca` file), without subscribing: for `mqttd --check-config`.
+    pub fn check(cfg: &WebhookConfig, config: &Config) -> Result<(), WebhookError> {
+        Self::client(cfg, config).map(drop)
+    }
+
+    /// The URL and the client with the hook's headers (a missing environment variable is an
+    /// error naming its line).
+    fn client(
+        cfg: &WebhookConfig,
+        config: &Config,
+    ) -> Result<(reqwest::Url, reqwest::Client), WebhookError> {
+        let index = config
+            .webhooks
+            .iter()
+            .position(|w| std::ptr::eq(w, cfg))
+            .unwrap_or(0);
+        let headers = request::headers(
+            &cfg.headers,
+            |var| std::env::var(var).ok(),
+            |header| config.locate(&format!("webhook.{index}.headers.{header}")),
+        )?;
+        let url =
+            reqwest::Url::parse(cfg.url.as_str()).map_err(|e| WebhookError::Url(e.to_string()))?;
+        let client = client::build(cfg, &url, headers)?;
+        Ok((url, client))
     }
 
     pub fn status(&self) -> Arc<dyn GatewayStatus> {

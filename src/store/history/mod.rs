@@ -13,7 +13,7 @@
 //! `mqttd.db`, so that its writes and clean-ups never delay an acknowledgement.
 //!
 //! Each message carries its publisher's client id and username only while a history is
-//! recording ([`crate::ingress::Ingress::record_publishers`]).
+//! recording or a webhook is configured ([`crate::ingress::Ingress::record_publishers`]).
 
 pub mod output;
 pub mod query;
