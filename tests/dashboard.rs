@@ -260,6 +260,28 @@ async fn the_dashboard_in_a_real_browser() {
         optional: false,
         ..HttpConfig::local()
     });
+    // One gateway of each kind, for the listeners page: a CoAP gateway, a bridge whose remote is
+    // not there (it backs off), a webhook on a filter nothing publishes to.
+    let gateways = mqttd::config::Config::parse(
+        r#"
+[[coap]]
+name = "field"
+bind = "127.0.0.1:0"
+[[bridge]]
+name = "cloud"
+address = "127.0.0.1:1"
+topics = [{ pattern = "site/#" }]
+[[webhook]]
+name = "alerts"
+url = "http://127.0.0.1:1/hook"
+filters = ["alerts/#"]
+"#,
+        std::path::Path::new("gateways.toml"),
+    )
+    .expect("valid gateway tables");
+    c.coap = gateways.coap;
+    c.bridges = gateways.bridges;
+    c.webhooks = gateways.webhooks;
     let broker = TestBroker::start_with(c).await;
     let base = format!("http://{}", broker.http.expect("http listener"));
     let addr = broker.addr;
@@ -491,6 +513,17 @@ async fn the_dashboard_in_a_real_browser() {
     // Listeners.
     browser.open("listeners").await;
     browser.visible("tr[data-listener='plain']").await;
+    for gateway in ["coap/field", "bridge/cloud", "webhook/alerts"] {
+        browser
+            .visible(&format!("tr[data-gateway='{gateway}']"))
+            .await;
+    }
+    browser
+        .text_contains(
+            "tr[data-gateway='webhook/alerts']",
+            "http://127.0.0.1:1/hook",
+        )
+        .await;
     browser.screenshot("listeners").await;
 
     // Sign out: the login form again.
