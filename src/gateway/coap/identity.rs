@@ -131,7 +131,8 @@ impl Engine {
             AuthOutcome::BadCredentials => "bad username or password",
             AuthOutcome::NotAuthorized => "not authorised (anonymous, or too many failed logins)",
         };
-        tracing::debug!(gateway = %self.settings.name, peer = %w.ex.peer,
+        // At info, as an MQTT login refused is: a credential failure is worth an operator's eye.
+        tracing::info!(gateway = %self.settings.name, peer = %w.ex.peer,
             client_id = %text::cut(&w.client_id), "CoAP request refused: {why}");
         self.status.refused(Reason::Unauthorized);
         self.respond(&w.ex, Response::why(ResponseType::Unauthorized, why));
