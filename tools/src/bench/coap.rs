@@ -15,14 +15,10 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use bytes::{Buf, BytesMut};
-use mqttd::protocol::QoS;
-use tokio::io::AsyncReadExt;
 use tokio::net::UdpSocket;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::wire::{self, next_frame};
 use super::{Opts, Report, Scenario, measure};
 
 /// Confirmable or not.
@@ -85,42 +81,22 @@ pub async fn coap_publish(opts: &Opts) -> Result<Report> {
     let counts = Arc::new(Counts::default());
     let stop = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    let password = opts
-        .password
-        .clone()
-        .or_else(|| std::env::var("MQTT_PASSWORD").ok());
-    if opts.username.is_some() && password.is_none() {
-        bail!("--username needs --password or the MQTT_PASSWORD variable");
-    }
+    let password = opts.password()?;
 
-    let creds = opts.username.as_deref().zip(password.as_deref());
-    let mut sub = super::dial::dial(opts.addr(), &opts.transport()?).await?;
-    let mut rbuf = BytesMut::with_capacity(256 * 1024);
-    wire::handshake(
-        &mut sub,
-        &wire::connect_packet("bench-coap-sub", 60, creds),
-        &mut rbuf,
-    )
-    .await
-    .context("subscriber")?;
-    wire::subscribe(&mut sub, "bench/coap/#", QoS::AtMostOnce, &mut rbuf).await?;
-    {
-        let (counts, stop) = (counts.clone(), stop.clone());
-        tasks.spawn(async move {
-            loop {
-                while let Some(f) = next_frame(&rbuf)? {
-                    if f.kind() == 3 {
-                        counts.delivered.fetch_add(1, Relaxed);
-                    }
-                    rbuf.advance(f.end);
-                }
-                tokio::select! {
-                    r = sub.read_buf(&mut rbuf) => if r? == 0 { bail!("the broker closed the subscriber") },
-                    _ = stop.cancelled() => return Ok(()),
-                }
-            }
-        });
-    }
+    let delivered = counts.clone();
+    tasks.spawn(
+        super::counting_subscriber(
+            opts,
+            "bench-coap-sub",
+            "bench/coap/#",
+            password.as_deref(),
+            move || {
+                delivered.delivered.fetch_add(1, Relaxed);
+            },
+            stop.clone(),
+        )
+        .await?,
+    );
 
     let payload = vec![b'x'; opts.payload];
     let per_socket = opts.count.map(|c| c.div_ceil(sockets as u64));

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::task::JoinSet;
@@ -158,15 +158,10 @@ async fn one_cycle(
 pub async fn connect_rate(opts: &Opts) -> Result<Report> {
     let transport = opts.transport()?;
     // MQTT_PASSWORD is only looked at when a username is given (scripts export it for all runs).
-    let password =
-        match (&opts.username, &opts.password) {
-            (None, Some(_)) => bail!("--password needs --username"),
-            (None, None) => None,
-            (Some(_), Some(p)) => Some(p.clone()),
-            (Some(_), None) => Some(std::env::var("MQTT_PASSWORD").map_err(|_| {
-                anyhow!("--username needs --password or the MQTT_PASSWORD variable")
-            })?),
-        };
+    if opts.username.is_none() && opts.password.is_some() {
+        bail!("--password needs --username");
+    }
+    let password = opts.password()?;
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let errors = Arc::new(FirstError::default());
     let stop = CancellationToken::new();

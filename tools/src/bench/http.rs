@@ -12,13 +12,11 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use anyhow::{Context, Result, bail};
 use base64::Engine as _;
 use bytes::{Buf, BytesMut};
-use mqttd::protocol::QoS;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::wire::{self, next_frame};
 use super::{Opts, Report, Scenario, measure};
 
 #[derive(Default)]
@@ -31,16 +29,12 @@ struct Counts {
 pub async fn http_publish(opts: &Opts) -> Result<Report> {
     let connections = opts.publishers.unwrap_or(16).clamp(1, 512);
     let http = SocketAddr::new(opts.host, opts.http_port);
-    let password = opts
-        .password
-        .clone()
-        .or_else(|| std::env::var("MQTT_PASSWORD").ok());
+    let password = opts.password()?;
     let auth = match (&opts.username, &password) {
         (Some(u), Some(p)) => Some(format!(
             "Authorization: Basic {}\r\n",
             base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
         )),
-        (Some(_), None) => bail!("--username needs --password or the MQTT_PASSWORD variable"),
         _ => None,
     };
     let counts = Arc::new(Counts::default());
@@ -48,35 +42,20 @@ pub async fn http_publish(opts: &Opts) -> Result<Report> {
     let mut tasks = JoinSet::new();
 
     // The subscriber, over MQTT (with the same credentials).
-    let creds = opts.username.as_deref().zip(password.as_deref());
-    let mut sub = super::dial::dial(opts.addr(), &opts.transport()?).await?;
-    let mut rbuf = BytesMut::with_capacity(256 * 1024);
-    wire::handshake(
-        &mut sub,
-        &wire::connect_packet("bench-http-sub", 60, creds),
-        &mut rbuf,
-    )
-    .await
-    .context("subscriber")?;
-    wire::subscribe(&mut sub, "bench/http/#", QoS::AtMostOnce, &mut rbuf).await?;
-    {
-        let counts = counts.clone();
-        let stop = stop.clone();
-        tasks.spawn(async move {
-            loop {
-                while let Some(f) = next_frame(&rbuf)? {
-                    if f.kind() == 3 {
-                        counts.delivered.fetch_add(1, Relaxed);
-                    }
-                    rbuf.advance(f.end);
-                }
-                tokio::select! {
-                    r = sub.read_buf(&mut rbuf) => if r? == 0 { bail!("the broker closed the subscriber") },
-                    _ = stop.cancelled() => return Ok(()),
-                }
-            }
-        });
-    }
+    let delivered = counts.clone();
+    tasks.spawn(
+        super::counting_subscriber(
+            opts,
+            "bench-http-sub",
+            "bench/http/#",
+            password.as_deref(),
+            move || {
+                delivered.delivered.fetch_add(1, Relaxed);
+            },
+            stop.clone(),
+        )
+        .await?,
+    );
 
     let payload = "x".repeat(opts.payload);
     for i in 0..connections {

@@ -198,6 +198,19 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 }
 
 impl Opts {
+    /// The password for `--username`: `--password`, else the MQTT_PASSWORD variable (looked at
+    /// only when a username is given: scripts export it for all runs). None without a username.
+    pub fn password(&self) -> Result<Option<String>> {
+        match (&self.username, &self.password) {
+            (None, _) => Ok(None),
+            (Some(_), Some(p)) => Ok(Some(p.clone())),
+            (Some(_), None) => match std::env::var("MQTT_PASSWORD") {
+                Ok(p) => Ok(Some(p)),
+                Err(_) => bail!("--username needs --password or the MQTT_PASSWORD variable"),
+            },
+        }
+    }
+
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::new(self.host, self.port)
     }
@@ -419,6 +432,52 @@ impl<const N: usize> Window<N> {
 }
 
 /// Waits out the warm-up, then measures `read()` (cumulative counters) over `--duration`.
+/// An MQTT subscriber on `filter` (as `--username`, with `password`) that calls `on_publish` for
+/// each PUBLISH it receives until `stop`: how http-publish and coap-publish count what arrived.
+/// Connected and subscribed when this returns; the future it gives runs the counting.
+pub async fn counting_subscriber(
+    opts: &Opts,
+    client_id: &str,
+    filter: &str,
+    password: Option<&str>,
+    on_publish: impl Fn() + Send + 'static,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<impl std::future::Future<Output = Result<()>> + Send + 'static> {
+    use bytes::Buf as _;
+    use tokio::io::AsyncReadExt as _;
+    let creds = opts.username.as_deref().zip(password);
+    let mut sub = dial::dial(opts.addr(), &opts.transport()?).await?;
+    let mut rbuf = bytes::BytesMut::with_capacity(256 * 1024);
+    wire::handshake(
+        &mut sub,
+        &wire::connect_packet(client_id, 60, creds),
+        &mut rbuf,
+    )
+    .await
+    .context("subscriber")?;
+    wire::subscribe(
+        &mut sub,
+        filter,
+        mqttd::protocol::QoS::AtMostOnce,
+        &mut rbuf,
+    )
+    .await?;
+    Ok(async move {
+        loop {
+            while let Some(f) = wire::next_frame(&rbuf)? {
+                if f.kind() == 3 {
+                    on_publish();
+                }
+                rbuf.advance(f.end);
+            }
+            tokio::select! {
+                r = sub.read_buf(&mut rbuf) => if r? == 0 { bail!("the broker closed the subscriber") },
+                _ = stop.cancelled() => return Ok(()),
+            }
+        }
+    })
+}
+
 pub async fn measure<const N: usize>(opts: &Opts, read: impl Fn() -> [u64; N]) -> Window<N> {
     tokio::time::sleep(opts.warmup).await;
     let cpu = || {
