@@ -230,6 +230,17 @@ pub struct IngressLimits {
     pub max_packet_size: usize,
 }
 
+impl From<&crate::config::Limits> for IngressLimits {
+    /// The ingress's part of `[limits]`.
+    fn from(l: &crate::config::Limits) -> Self {
+        IngressLimits {
+            max_topic_length: l.max_topic_length,
+            max_topic_levels: l.max_topic_levels,
+            max_packet_size: l.max_packet_size,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Ingress {
     router: Arc<Router>,

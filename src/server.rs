@@ -201,12 +201,7 @@ impl Server {
             http_tls,
             api_keys,
         } = Resources::load(&config)?;
-        let mut router = Router::new(RouterLimits {
-            max_queued_messages: config.limits.max_queued_messages,
-            max_queued_bytes: config.limits.max_queued_bytes,
-            max_queued_bytes_per_client: config.limits.max_queued_bytes_per_client,
-            slow_subscriber_timeout: config.limits.slow_subscriber_timeout,
-        });
+        let mut router = Router::new(RouterLimits::from(&config.limits));
         let mut stored = None;
         if config.persistence.enabled {
             let (with_store, restored) = open_store(&config, router)?;
@@ -247,11 +242,7 @@ impl Server {
             Ingress::new(
                 router.clone(),
                 auth.clone(),
-                IngressLimits {
-                    max_topic_length: config.limits.max_topic_length,
-                    max_topic_levels: config.limits.max_topic_levels,
-                    max_packet_size: config.limits.max_packet_size,
-                },
+                IngressLimits::from(&config.limits),
             )
             // The history records who published; a webhook's body names them.
             .record_publishers(history.is_some() || !config.webhooks.is_empty()),

@@ -51,20 +51,11 @@ fn context() -> Arc<Context> {
         max_queued_messages: 8,
         ..Limits::default()
     };
-    let router = Arc::new(Router::new(RouterLimits {
-        max_queued_messages: limits.max_queued_messages,
-        max_queued_bytes: limits.max_queued_bytes,
-        max_queued_bytes_per_client: limits.max_queued_bytes_per_client,
-        slow_subscriber_timeout: limits.slow_subscriber_timeout,
-    }));
+    let router = Arc::new(Router::new(RouterLimits::from(&limits)));
     let ingress = Arc::new(Ingress::new(
         router.clone(),
         auth.clone(),
-        IngressLimits {
-            max_topic_length: limits.max_topic_length,
-            max_topic_levels: limits.max_topic_levels,
-            max_packet_size: limits.max_packet_size,
-        },
+        IngressLimits::from(&limits),
     ));
     Arc::new(Context {
         router,

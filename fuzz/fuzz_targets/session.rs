@@ -83,20 +83,11 @@ fn context(with_acl: bool) -> Arc<Context> {
         connect_timeout: Duration::from_secs(5),
         ..Limits::default()
     };
-    let router = Arc::new(Router::new(RouterLimits {
-        max_queued_messages: limits.max_queued_messages,
-        max_queued_bytes: limits.max_queued_bytes,
-        max_queued_bytes_per_client: limits.max_queued_bytes_per_client,
-        slow_subscriber_timeout: limits.slow_subscriber_timeout,
-    }));
+    let router = Arc::new(Router::new(RouterLimits::from(&limits)));
     let ingress = Arc::new(Ingress::new(
         router.clone(),
         auth.clone(),
-        IngressLimits {
-            max_topic_length: limits.max_topic_length,
-            max_topic_levels: limits.max_topic_levels,
-            max_packet_size: limits.max_packet_size,
-        },
+        IngressLimits::from(&limits),
     ));
     let ctx = Arc::new(Context {
         router,

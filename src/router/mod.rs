@@ -62,6 +62,18 @@ pub struct RouterLimits {
     pub slow_subscriber_timeout: Duration,
 }
 
+impl From<&crate::config::Limits> for RouterLimits {
+    /// The router's part of `[limits]`.
+    fn from(l: &crate::config::Limits) -> Self {
+        RouterLimits {
+            max_queued_messages: l.max_queued_messages,
+            max_queued_bytes: l.max_queued_bytes,
+            max_queued_bytes_per_client: l.max_queued_bytes_per_client,
+            slow_subscriber_timeout: l.slow_subscriber_timeout,
+        }
+    }
+}
+
 /// What [`Router::subscribe`] did.
 #[derive(Debug, Default)]
 pub struct Subscribed {
